@@ -1,0 +1,393 @@
+"""Reading the CSVs, checking them, and preprocessing features.
+
+``read_table`` loads a CSV (plain or gzipped) and checks it the way a careful user
+would: file present and readable, a real comma-separated header, no duplicated
+columns, every feature numeric and finite, no missing values. Errors name the
+file, the column and the line number (the header is line 1).
+
+``Preprocessor`` learns everything from the training rows only (feature columns,
+class names, transform and scaling statistics) and saves it as JSON, so a run
+directory never needs pickle.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ottotrain.errors import DataError
+
+PREPROCESS_FORMAT = 1
+
+
+def natural_key(s: str):
+    """Sort key that puts Class_2 before Class_10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def _open_text_head(path: Path, nbytes=65536) -> bytes:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return f.read(nbytes)
+
+
+def read_header(path, role="data") -> list[str]:
+    """Return the column names of a CSV, checking that it looks like one."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {role} file not found; check data.{role} in the config "
+                        "(relative paths are relative to the config file)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a CSV file")
+    try:
+        head = _open_text_head(path)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the file ({e}); is it a valid "
+                        f"{'gzip' if path.suffix == '.gz' else 'CSV'} file?") from None
+    if not head.strip():
+        raise DataError(f"{path}: the file is empty; expected a CSV with a header row")
+    if b"\x00" in head:
+        raise DataError(f"{path}: looks like a binary file, not a CSV")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # a cut multi-byte char at the end is fine
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the CSV as UTF-8") from None
+        text = head[: e.start].decode("utf-8")
+    first = text.splitlines()[0].lstrip("\ufeff")
+    cols = [c.strip().strip('"') for c in first.split(",")]
+    if len(cols) < 2:
+        for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if sep in first:
+                raise DataError(f"{path}: line 1 is separated by {label}, not commas; "
+                                "save the file as comma-separated CSV")
+        raise DataError(f"{path}: line 1 has a single column {cols[0][:40]!r}; expected a "
+                        "comma-separated header such as id,feat_1,...,target")
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise DataError(f"{path}: duplicated column name(s) {', '.join(dup)} in the header; "
+                        "column names must be unique")
+    empty = [i + 1 for i, c in enumerate(cols) if not c]
+    if empty:
+        raise DataError(f"{path}: header column {empty[0]} has no name; every column needs one")
+    return cols
+
+
+def _first_bad_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def read_table(path, role="train", usecols=None):
+    """Read a CSV into a DataFrame, checking its layout.
+
+    Args:
+        path: ``.csv`` or ``.csv.gz`` file.
+        role: ``train`` or ``test``, for messages.
+        usecols: read only these columns (all by default).
+
+    Returns:
+        A pandas DataFrame.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    cols = read_header(path, role)
+    kwargs = {}
+    try:
+        import pyarrow  # noqa: F401  -- multi-threaded parser: several times faster
+
+        kwargs["engine"] = "pyarrow"
+    except ImportError:
+        pass
+    try:
+        df = pd.read_csv(path, usecols=usecols, **kwargs)
+    except Exception as e:  # pandas and pyarrow raise many types for malformed files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        m = re.search(r"[Rr]ow #?(\d+)|line (\d+)", msg)
+        if kwargs and not m:
+            # The C parser reports the line number of a ragged row; retry for a better message.
+            try:
+                df = pd.read_csv(path, usecols=usecols)
+            except Exception as e2:
+                msg = str(e2).strip().splitlines()[0]
+            else:
+                return df
+        raise DataError(f"{path}: cannot parse as CSV: {msg}; check that every row has "
+                        f"{len(cols)} comma-separated values") from None
+    if len(df) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    return df
+
+
+def check_features(df, path, features: list[str]):
+    """Return the feature block as float32, checking it is numeric, present and finite."""
+    import pandas as pd
+
+    for col in features:
+        s = df[col]
+        if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            num = pd.to_numeric(s, errors="coerce")
+            bad = num.isna() & s.notna()
+            if bad.any():
+                i = _first_bad_row(bad.to_numpy())
+                raise DataError(f"{path}: column '{col}', line {i + 2}: non-numeric value "
+                                f"{str(s.iloc[i])[:30]!r}; feature columns must be numbers")
+    x = df[features].to_numpy(dtype=np.float32, na_value=np.nan)
+    finite = np.isfinite(x)
+    if not finite.all():
+        r, c = np.argwhere(~finite)[0]
+        kind = "missing value" if np.isnan(x[r, c]) else "infinite value"
+        raise DataError(f"{path}: column '{features[c]}', line {r + 2}: {kind}; fill or drop "
+                        "such rows before training")
+    return x
+
+
+def encode_target(df, path, target: str):
+    """Return (class names in natural order, integer labels)."""
+    s = df[target]
+    if s.isna().any():
+        i = _first_bad_row(s.isna().to_numpy())
+        raise DataError(f"{path}: column '{target}', line {i + 2}: missing class label")
+    s = s.astype(str)
+    classes = sorted(s.unique().tolist(), key=natural_key)
+    if len(classes) < 2:
+        raise DataError(f"{path}: column '{target}' has only one class ({classes[0]!r}); "
+                        "classification needs at least two")
+    lookup = {c: i for i, c in enumerate(classes)}
+    y = s.map(lookup).to_numpy(dtype=np.int32)
+    return classes, y
+
+
+def feature_columns(columns, data_cfg, path):
+    """Work out the feature columns from the header and the config."""
+    idc, tgt = data_cfg.id_column, data_cfg.target_column
+    if data_cfg.feature_columns is not None:
+        missing = [c for c in data_cfg.feature_columns if c not in columns]
+        if missing:
+            raise DataError(f"{path}: data.feature_columns names column(s) not in the file: "
+                            f"{', '.join(missing[:10])}")
+        return list(data_cfg.feature_columns)
+    feats = [c for c in columns if c not in (idc, tgt)]
+    if not feats:
+        raise DataError(f"{path}: no feature columns besides '{idc}' and '{tgt}'")
+    return feats
+
+
+def data_paths(data_cfg) -> tuple[Path, Path | None]:
+    """The train and test paths of a config, generating built-in synthetic data if asked."""
+    if data_cfg.synthetic is None:
+        return Path(data_cfg.train), (Path(data_cfg.test) if data_cfg.test else None)
+    from ottotrain.config import synthetic_paths
+    from ottotrain.synth import make_data
+
+    syn = data_cfg.synthetic
+    train, test = synthetic_paths(syn)
+    if not train.exists() or (test is not None and not test.exists()):
+        make_data(train.parent, rows=syn.rows, seed=syn.seed, test_rows=syn.test_rows)
+        if test is None:
+            (train.parent / "test.csv").unlink(missing_ok=True)
+    return train, test
+
+
+class TrainData:
+    """The training table, checked: ids, features (float32), labels, class names."""
+
+    def __init__(self, ids, x, y, classes, features, path):
+        self.ids, self.x, self.y = ids, x, y
+        self.classes, self.features, self.path = classes, features, str(path)
+
+
+def load_train(data_cfg, path=None, nrows=None) -> TrainData:
+    """Load and check the training CSV named in ``data_cfg``."""
+    path = Path(path or data_paths(data_cfg)[0])
+    cols = read_header(path, "train")
+    for key, col in (("id_column", data_cfg.id_column), ("target_column", data_cfg.target_column)):
+        if col not in cols:
+            from ottotrain.errors import did_you_mean
+
+            raise DataError(f"{path}: no column '{col}' (data.{key}){did_you_mean(col, cols)}; "
+                            f"the header has: {', '.join(cols[:6])}{', ...' if len(cols) > 6 else ''}")
+    feats = feature_columns(cols, data_cfg, path)
+    df = read_table(path, "train")
+    if nrows is not None and len(df) > nrows:
+        df = df.sample(n=nrows, random_state=0).sort_index()
+    classes, y = encode_target(df, path, data_cfg.target_column)
+    x = check_features(df, path, feats)
+    ids = df[data_cfg.id_column].to_numpy()
+    return TrainData(ids, x, y, classes, feats, path)
+
+
+def load_test(path, id_column, target_column, features, nrows=None):
+    """Load a test CSV and check its columns against those seen at fit.
+
+    Returns:
+        (ids, float32 feature matrix) in file order.
+    """
+    path = Path(path)
+    cols = read_header(path, "test")
+    if target_column in cols:
+        raise DataError(f"{path}: has a target column '{target_column}'; a test file holds "
+                        "only the id and the features (is this the training file?)")
+    if id_column not in cols:
+        raise DataError(f"{path}: no id column '{id_column}'; the submission needs it")
+    missing = [c for c in features if c not in cols]
+    unexpected = [c for c in cols if c not in features and c != id_column]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} column(s) seen at fit: {', '.join(missing[:10])}"
+                         + (", ..." if len(missing) > 10 else ""))
+        if unexpected:
+            parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
+                         + (", ..." if len(unexpected) > 10 else ""))
+        raise DataError(f"{path}: columns differ from the training data: {'; '.join(parts)}")
+    df = read_table(path, "test")
+    if nrows is not None:
+        df = df.iloc[:nrows]
+    ids = df[id_column]
+    dup = ids.duplicated()
+    if dup.any():
+        i = _first_bad_row(dup.to_numpy())
+        raise DataError(f"{path}: column '{id_column}', line {i + 2}: duplicated id "
+                        f"{ids.iloc[i]!r}; each test row needs a unique id")
+    return ids.to_numpy(), check_features(df, path, features)
+
+
+def train_val_split(y, fraction, seed, stratify=True):
+    """Indices of a (stratified) train/validation split, deterministic for a seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    strat = y if stratify else None
+    if stratify and np.bincount(y).min() < 2:
+        strat = None  # a class with one row cannot be stratified; fall back to random
+    n_val = int(round(len(y) * fraction))
+    if n_val < 1 or n_val >= len(y):
+        raise DataError(f"data.validation_split={fraction} leaves {n_val} validation rows out of "
+                        f"{len(y)}; use more rows or another split")
+    if strat is not None and n_val < len(np.unique(y)):
+        strat = None
+    tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=strat)
+    return np.sort(tr), np.sort(va)
+
+
+# --------------------------------------------------------------------------------------
+# Preprocessing, fitted on training rows only and saved as JSON.
+
+
+class Preprocessor:
+    """Transform then scale features; every learned number is kept in ``state``.
+
+    Transforms: ``none``, ``log1p``, ``sqrt``, ``anscombe`` (sqrt(x + 3/8)), ``power``
+    (|x|^p), ``quantile`` (rank-gauss: empirical CDF mapped to a normal). Optional
+    TF-IDF features are appended. Scaling: ``none``, ``standard``, ``minmax``, ``robust``.
+    """
+
+    N_QUANTILES = 200
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    @classmethod
+    def fit(cls, x, data_cfg, features, classes, id_column, target_column):
+        state = {
+            "format": PREPROCESS_FORMAT,
+            "features": list(features),
+            "classes": list(classes),
+            "id_column": id_column,
+            "target_column": target_column,
+            "transform": data_cfg.transform,
+            "power": data_cfg.power,
+            "tfidf": data_cfg.tfidf,
+            "scaling": data_cfg.scaling,
+        }
+        pre = cls(state)
+        if data_cfg.transform == "quantile":
+            qs = np.linspace(0, 1, cls.N_QUANTILES)
+            state["quantiles"] = np.quantile(x, qs, axis=0).T.tolist()
+        if data_cfg.tfidf:
+            df_count = (x > 0).sum(axis=0)
+            state["idf"] = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
+        z = pre._transform(x)
+        if data_cfg.scaling == "standard":
+            mean = z.mean(axis=0, dtype=np.float64)
+            std = z.std(axis=0, dtype=np.float64)
+            state["center"], state["scale"] = mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+        elif data_cfg.scaling == "minmax":
+            lo, hi = z.min(axis=0), z.max(axis=0)
+            state["center"], state["scale"] = lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
+        elif data_cfg.scaling == "robust":
+            q1, med, q3 = np.percentile(z, [25, 50, 75], axis=0)
+            iqr = q3 - q1
+            state["center"], state["scale"] = med.tolist(), np.where(iqr > 0, iqr, 1.0).tolist()
+        return pre
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.state["features"]) * (2 if self.state["tfidf"] else 1)
+
+    def _transform(self, x):
+        s = self.state
+        t = s["transform"]
+        if t == "log1p":
+            z = np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0))
+        elif t == "sqrt":
+            z = np.sign(x) * np.sqrt(np.abs(x))
+        elif t == "anscombe":
+            z = np.sign(x) * np.sqrt(np.abs(x) + 0.375)
+        elif t == "power":
+            z = np.sign(x) * np.abs(x) ** s["power"]
+        elif t == "quantile":
+            from scipy.special import ndtri
+
+            qs = np.linspace(0, 1, self.N_QUANTILES)
+            q = np.asarray(s["quantiles"])
+            z = np.empty_like(x, dtype=np.float32)
+            for j in range(x.shape[1]):
+                # Average of left and right interpolation handles the many tied zeros.
+                lo = np.interp(x[:, j], q[j], qs)
+                hi = -np.interp(-x[:, j], -q[j][::-1], -qs[::-1])
+                z[:, j] = ndtri(np.clip((lo + hi) / 2, 1e-3, 1 - 1e-3))
+        else:
+            z = x
+        z = np.asarray(z, dtype=np.float32)
+        if s["tfidf"]:
+            counts = np.maximum(x, 0)
+            tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            z = np.hstack([z, (tf * np.asarray(s["idf"], dtype=np.float32)).astype(np.float32)])
+        return z
+
+    def transform(self, x):
+        """Apply the fitted transform and scaling; returns float32."""
+        z = self._transform(x)
+        if self.state["scaling"] != "none":
+            z -= np.asarray(self.state["center"], dtype=np.float32)
+            z /= np.asarray(self.state["scale"], dtype=np.float32)
+        return z
+
+    def to_json(self) -> str:
+        return json.dumps(self.state, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source="preprocess.json"):
+        from ottotrain.errors import RunError
+
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RunError(f"{source}: not valid JSON ({e}); the run directory is damaged") from None
+        if not isinstance(state, dict) or state.get("format") != PREPROCESS_FORMAT:
+            raise RunError(f"{source}: unknown preprocessing format; the run was made by an "
+                           "incompatible ottotrain version")
+        return cls(state)
+
+
+def log_loss(y, proba, eps=1e-15) -> float:
+    """Kaggle's multi-class log loss: clip to [eps, 1-eps], renormalise each row."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), eps, 1 - eps)
+    p /= p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))

@@ -1,0 +1,35 @@
+"""The exceptions ottotrain raises for user errors.
+
+Every user-facing problem (a bad config, bad data, a run directory that cannot be
+used) is an ``OttoTrainError``: the CLI prints its message as one line and exits
+non-zero. Anything else is a bug and keeps its traceback.
+"""
+
+
+class OttoTrainError(Exception):
+    """Base class of the errors a user can fix; the message says how."""
+
+
+class ConfigError(OttoTrainError, ValueError):
+    """The YAML config (or a ``--set`` override) is invalid."""
+
+
+class DataError(OttoTrainError, ValueError):
+    """A CSV file cannot be used: missing, malformed, or inconsistent with the run."""
+
+
+class RunError(OttoTrainError):
+    """A run directory cannot be used (unfinished, tampered with, wrong version)."""
+
+
+class TrainingError(OttoTrainError):
+    """Training could not go on (for example the loss became NaN)."""
+
+
+def did_you_mean(word, choices):
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    import difflib
+
+    lowered = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean '{lowered[match[0]]}'?)" if match else ""

@@ -1,0 +1,62 @@
+"""Predicting from a finished run directory, with nothing but the directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ottotrain import runs
+from ottotrain.errors import DataError, RunError
+
+
+def load_run(run_dir):
+    """Open a finished run safely; return (preprocessor, keras model, status)."""
+    from ottotrain.build import import_keras
+    from ottotrain.data import Preprocessor
+
+    run_dir = Path(run_dir)
+    info = runs.open_finished_run(run_dir)
+    pre = Preprocessor.from_json((run_dir / "preprocess.json").read_text(), run_dir / "preprocess.json")
+    keras = import_keras()
+    try:
+        # safe_mode refuses lambdas and other serialized code; only Keras' own classes load.
+        model = keras.models.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{run_dir / 'model.keras'}: cannot be loaded safely ({msg[:300]}); "
+                       "the file is damaged or was not written by ottotrain") from None
+    return pre, model, info
+
+
+def predict(run_dir, test_csv, out=None):
+    """Write a Kaggle submission for ``test_csv`` from a finished run.
+
+    Args:
+        run_dir: a run directory made by ``fit``.
+        test_csv: CSV with the id column and the features seen at fit.
+        out: output path (default ``<run_dir>/submission-<test name>.csv``).
+
+    Returns:
+        dict with the output path, the row count and rows per second.
+    """
+    from ottotrain.data import load_test
+    from ottotrain.train import predict_proba, write_submission
+
+    run_dir = Path(run_dir)
+    if out is not None:
+        out = Path(out)
+        if not out.parent.exists():
+            raise DataError(f"{out}: the output folder {out.parent} does not exist; create it first")
+        if out.is_dir():
+            raise DataError(f"{out}: is a directory; give a file name such as submission.csv")
+    pre, model, _ = load_run(run_dir)
+    s = pre.state
+    t0 = time.perf_counter()
+    ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
+    proba = predict_proba(model, pre.transform(x))
+    if out is None:
+        out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
+    write_submission(out, ids, proba, s["classes"], s["id_column"])
+    dt = time.perf_counter() - t0
+    return {"output": str(out), "rows": int(len(ids)), "seconds": round(dt, 3),
+            "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None}

@@ -1,0 +1,47 @@
+"""``ottotrain summary``: the Keras model summary of a config or a run, without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def data_sizes(cfg) -> tuple[int, int]:
+    """(model input width, number of classes), reading only the header and the target column."""
+    import pandas as pd
+
+    from ottotrain.data import data_paths, feature_columns, read_header
+    from ottotrain.errors import DataError
+
+    path = data_paths(cfg.data)[0]
+    cols = read_header(path, "train")
+    if cfg.data.target_column not in cols:
+        raise DataError(f"{path}: no column '{cfg.data.target_column}' (data.target_column)")
+    feats = feature_columns(cols, cfg.data, path)
+    kwargs = {}
+    try:
+        import pyarrow  # noqa: F401
+
+        kwargs["engine"] = "pyarrow"
+    except ImportError:
+        pass
+    target = pd.read_csv(path, usecols=[cfg.data.target_column], **kwargs)[cfg.data.target_column]
+    n_classes = int(target.dropna().astype(str).nunique())
+    return len(feats) * (2 if cfg.data.tfidf else 1), n_classes
+
+
+def summarize(target, overrides=()) -> str:
+    """Return the model summary text for a config file or a run directory."""
+    from ottotrain.build import build_model, summary_text
+
+    target = Path(target)
+    if target.is_dir():
+        from ottotrain.predict import load_run
+
+        _, model, _ = load_run(target)
+        return summary_text(model)
+    from ottotrain.config import load_config
+
+    cfg = load_config(target, overrides)
+    n_features, n_classes = data_sizes(cfg)
+    model = build_model(cfg, n_features, n_classes, compile=False)
+    return f"{n_features} features, {n_classes} classes\n" + summary_text(model)

@@ -1,0 +1,551 @@
+"""Training: ``fit`` a config into a run directory, epoch by epoch, resumably.
+
+The loop is ours rather than one long ``model.fit`` so that every epoch ends in a
+consistent, saved state (weights, optimizer, early-stopping and checkpoint
+counters, learning-rate schedule, history): a run killed at any moment resumes
+from its last completed epoch and ends where an uninterrupted run would. The
+shuffle order of epoch ``e`` depends only on ``(seed, e)`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ottotrain import __version__
+from ottotrain.config import Config, check_schedule, config_to_dict, dump_yaml
+from ottotrain.errors import RunError, TrainingError
+from ottotrain.io import atomic_path, read_json, write_json, write_text
+from ottotrain import runs
+
+SMOKE_ROWS = 2000
+STATE_DIR = "state"
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in monitor else "min"
+
+
+def _better(value, best, mode, min_delta=0.0):
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class Log:
+    """Where progress goes: stderr, at a verbosity (0 quiet, 1 normal, 2 verbose)."""
+
+    def __init__(self, verbosity=1, stream=None):
+        self.verbosity = verbosity
+        self.stream = stream or sys.stderr
+
+    def __call__(self, msg, level=1):
+        if self.verbosity >= level:
+            print(msg, file=self.stream, flush=True)
+
+    @property
+    def tty(self):
+        return hasattr(self.stream, "isatty") and self.stream.isatty()
+
+
+# --------------------------------------------------------------------------------------
+# Learning-rate schedules, per epoch, with state kept in the resume file.
+
+
+def schedule_lr(sched: dict | None, base_lr: float, epoch: int, epochs: int, state: dict) -> float:
+    """Learning rate for ``epoch`` (0-based)."""
+    if not sched:
+        return base_lr
+    name = sched["name"]
+    if name == "reduce_on_plateau":
+        return state.get("lr", base_lr)
+    warm = sched.get("warmup_epochs", 0)
+    if warm and epoch < warm:
+        return base_lr * (epoch + 1) / warm
+    if name == "exponential":
+        return base_lr * sched["decay_rate"] ** epoch
+    lo = sched.get("min_lr_ratio", 0.0)
+    t = (epoch - warm) / max(1, epochs - warm)
+    if name == "cosine":
+        return base_lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t)))
+    if name == "linear_warmup":
+        return base_lr * (1 - (1 - lo) * t)
+    raise AssertionError(name)  # check_schedule admits no other names
+
+
+def plateau_update(sched, state, value, lr):
+    """After an epoch: reduce the learning rate when the monitor stalled."""
+    if not sched or sched["name"] != "reduce_on_plateau" or value is None:
+        return
+    best = state.get("best")
+    if _better(value, best, monitor_mode(sched["monitor"], "auto"), sched["min_delta"]):
+        state["best"], state["wait"] = value, 0
+        state.setdefault("lr", lr)
+        return
+    state["wait"] = state.get("wait", 0) + 1
+    if state["wait"] > sched["patience"]:
+        state["lr"], state["wait"] = max(lr * sched["factor"], sched["min_lr"]), 0
+
+
+# --------------------------------------------------------------------------------------
+# Progress output
+
+
+def _make_progress(keras, log: Log, epoch: int, epochs: int, steps: int):
+    """A Keras callback that shows a progress bar on a terminal, nothing otherwise."""
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            if log.tty and log.verbosity >= 1:
+                print(f"Epoch {epoch + 1}/{epochs}", file=log.stream, flush=True)
+                self.bar = keras.utils.Progbar(steps, stateful_metrics=None)
+            else:
+                self.bar = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bar is not None:
+                with contextlib.redirect_stdout(log.stream):
+                    self.bar.update(batch + 1, [(k, v) for k, v in (logs or {}).items()])
+
+    return Progress()
+
+
+def _epoch_line(row, epochs):
+    parts = [f"Epoch {row['epoch']}/{epochs}", f"{row['seconds']:.1f}s"]
+    for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if k in row and row[k] is not None:
+            parts.append(f"{k}: {row[k]:.4f}")
+    parts.append(f"lr: {row['lr']:.3g}")
+    return " - ".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+# The epoch loop, shared by fit and cv.
+
+
+class Arrays:
+    """Preprocessed arrays for one training job."""
+
+    def __init__(self, x_train, y_train, x_val, y_val, n_classes, sample_weight=None):
+        self.x_train, self.y_train = x_train, y_train
+        self.x_val, self.y_val = x_val, y_val
+        self.n_classes = n_classes
+
+
+def class_weights(cfg: Config, y, classes) -> dict | None:
+    cw = cfg.train.class_weight
+    if cw is None:
+        return None
+    counts = np.bincount(y, minlength=len(classes))
+    if cw == "balanced":
+        return {i: float(len(y) / (len(classes) * max(c, 1))) for i, c in enumerate(counts)}
+    unknown = [k for k in cw if k not in classes]
+    if unknown:
+        from ottotrain.errors import ConfigError
+
+        raise ConfigError(f"train.class_weight: unknown class(es) {', '.join(unknown)}; "
+                          f"the classes are {', '.join(classes)}")
+    return {i: float(cw.get(c, 1.0)) for i, c in enumerate(classes)}
+
+
+def setup_tf(cfg: Config):
+    """Seed everything and pick deterministic ops; returns the keras module."""
+    from ottotrain.build import import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def _seed_state(model):
+    """The states of the model's random-number generators (dropout, noise)."""
+    out = {}
+    for layer in model._flatten_layers(include_self=False):
+        for attr in ("seed_generator",):
+            gen = getattr(layer, attr, None)
+            if gen is not None and hasattr(gen, "state"):
+                out[layer.name] = np.asarray(gen.state.numpy()).tolist()
+    return out
+
+
+def _restore_seed_state(model, saved):
+    for layer in model._flatten_layers(include_self=False):
+        gen = getattr(layer, "seed_generator", None)
+        if gen is not None and layer.name in saved:
+            gen.state.assign(np.asarray(saved[layer.name], dtype=gen.state.dtype.name
+                                        if hasattr(gen.state.dtype, "name") else gen.state.dtype))
+
+
+def _save_model(model, path):
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def _make_dataset(tf, x, y, batch_size, perm=None):
+    if perm is not None:
+        x, y = x[perm], y[perm]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, state: dict | None = None,
+               class_weight=None, extra_callbacks=()):
+    """Train ``model`` epoch by epoch; keep the best model in ``work_dir/model.keras``.
+
+    ``state`` is the resume state (None for a new run). After every epoch the
+    state is saved to ``work_dir/state`` so the loop can be resumed from there.
+
+    Returns:
+        The final state dict (history, best epoch, stop reason).
+
+    Raises:
+        TrainingError: the loss became NaN or infinite.
+        KeyboardInterrupt: Ctrl-C; everything up to the last epoch is saved.
+    """
+    keras = sys.modules["keras"]
+    import tensorflow as tf
+
+    t = cfg.train
+    sched = check_schedule(t.lr_schedule) if t.lr_schedule else None
+    base_lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    if state is None:
+        state = {"epoch": 0, "history": [], "best": None, "best_epoch": None,
+                 "es": {"best": None, "wait": 0}, "sched": {}, "stop": None, "base_lr": base_lr}
+    else:
+        base_lr = state["base_lr"]
+    ck_mode = monitor_mode(t.checkpoint.monitor, t.checkpoint.mode)
+    es = t.early_stopping
+    es_mode = monitor_mode(es.monitor, es.mode) if es else None
+    state_dir = work_dir / STATE_DIR
+    state_dir.mkdir(exist_ok=True)
+    n = len(arrays.x_train)
+    steps = -(-n // t.batch_size)
+    y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
+    y_val = keras.utils.to_categorical(arrays.y_val, arrays.n_classes).astype(np.float32)
+    val_ds = _make_dataset(tf, arrays.x_val, y_val, max(t.batch_size, 1024))
+    stream = log.stream
+
+    for epoch in range(state["epoch"], t.epochs):
+        lr = schedule_lr(sched, base_lr, epoch, t.epochs, state["sched"])
+        model.optimizer.learning_rate.assign(lr)
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(n) if t.shuffle else None
+        train_ds = _make_dataset(tf, arrays.x_train, y_train, t.batch_size, perm)
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(stream):
+            h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
+                          class_weight=class_weight,
+                          callbacks=[_make_progress(keras, log, epoch, t.epochs, steps),
+                                     *extra_callbacks])
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        row = {"epoch": epoch + 1, **{k: logs.get(k) for k in
+                                       ("loss", "accuracy", "val_loss", "val_accuracy")},
+               "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
+        if not all(math.isfinite(v) for v in (row["loss"], row["val_loss"]) if v is not None):
+            state["stop"] = "nan"
+            raise TrainingError(
+                f"epoch {epoch + 1}: the loss became {row['loss']} (val_loss {row['val_loss']}); "
+                f"training stopped, the best model so far is kept. Lower the learning rate "
+                f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
+                "check the feature scaling (data.scaling: standard)")
+        state["history"].append(row)
+        log(_epoch_line(row, t.epochs) if not (log.tty and log.verbosity >= 1) else
+            "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1], 1)
+
+        value = logs.get(t.checkpoint.monitor)
+        if _better(value, state["best"], ck_mode):
+            state["best"], state["best_epoch"] = value, epoch + 1
+            _save_model(model, work_dir / "model.keras")
+        if es:
+            ev = logs.get(es.monitor)
+            if _better(ev, state["es"]["best"], es_mode, es.min_delta):
+                state["es"] = {"best": ev, "wait": 0}
+            else:
+                state["es"]["wait"] += 1
+        plateau_update(sched, state["sched"], logs.get(sched["monitor"]) if sched and
+                       "monitor" in sched else None, lr)
+        state["epoch"] = epoch + 1
+        if es and state["es"]["wait"] > es.patience:
+            state["stop"] = "early_stopping"
+        # Resume point: model + optimizer first, then the JSON that points at it.
+        ckpt = state_dir / f"epoch-{epoch + 1:05d}.keras"
+        _save_model(model, ckpt)
+        state["checkpoint"] = ckpt.name
+        state["seed_state"] = _seed_state(model)
+        write_json(state_dir / "trainer.json", state)
+        for old in state_dir.glob("epoch-*.keras"):
+            if old.name != ckpt.name:
+                old.unlink(missing_ok=True)
+        if state["stop"] == "early_stopping":
+            log(f"Early stopping: {es.monitor} did not improve for {es.patience + 0} epochs "
+                f"after epoch {state['best_epoch']}", 1)
+            break
+    if state["stop"] is None:
+        state["stop"] = "epochs"
+    return state
+
+
+def load_resume_state(work_dir: Path, cfg: Config, n_train: int):
+    """Load the model and loop state saved after the last completed epoch."""
+    from ottotrain.build import compile_model
+
+    keras = sys.modules["keras"]
+    path = work_dir / STATE_DIR / "trainer.json"
+    if not path.exists():
+        return None, None
+    state = read_json(path)
+    ckpt = work_dir / STATE_DIR / state["checkpoint"]
+    try:
+        model = keras.models.load_model(ckpt, compile=True, safe_mode=True)
+    except Exception as e:
+        raise RunError(f"{ckpt}: cannot load the resume checkpoint safely ({e})") from None
+    # Recompile with the same optimizer object: it keeps its slots and iteration count.
+    compile_model(model, cfg, n_train, optimizer=model.optimizer)
+    _restore_seed_state(model, state.get("seed_state", {}))
+    return model, state
+
+
+# --------------------------------------------------------------------------------------
+# fit: data -> preprocessing -> model -> run directory -> train -> artifacts
+
+
+def prepare(cfg: Config, smoke=False, log: Log | None = None):
+    """Load and check the data named by the config; split and preprocess it.
+
+    Everything that can fail on user input happens here, before any run
+    directory exists.
+    """
+    from ottotrain import data as D
+
+    log = log or Log(0)
+    nrows = SMOKE_ROWS if smoke else None
+    train = D.load_train(cfg.data, nrows=nrows)
+    test = None
+    test_path = D.data_paths(cfg.data)[1]
+    if test_path is not None:
+        test = D.load_test(test_path, cfg.data.id_column, cfg.data.target_column,
+                           train.features, nrows=SMOKE_ROWS if smoke else None)
+    tr, va = D.train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
+    pre = D.Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
+                             cfg.data.id_column, cfg.data.target_column)
+    arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
+                    train.y[va], len(train.classes))
+    x_test = (test[0], pre.transform(test[1])) if test is not None else None
+    return train, pre, arrays, x_test, va
+
+
+def predict_proba(model, x, batch_size=8192) -> np.ndarray:
+    """Class probabilities, rows summing to 1 (in float64)."""
+    p = model.predict(x, batch_size=batch_size, verbose=0).astype(np.float64)
+    p = np.clip(p, 0, None)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def write_submission(path, ids, proba, classes, id_column="id"):
+    """Kaggle layout: id column then one probability column per class, atomically."""
+    import pandas as pd
+
+    df = pd.DataFrame(proba, columns=list(classes))
+    df.insert(0, id_column, ids)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _versions():
+    import platform as pf
+
+    out = {"ottotrain": __version__, "python": pf.python_version()}
+    for mod in ("tensorflow", "keras", "numpy", "pandas", "sklearn"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, log: Log | None = None,
+        config_name="run"):
+    """Train a config and fill a run directory; return the metrics dict.
+
+    Args:
+        cfg: a validated ``Config`` (see ``load_config``).
+        run_dir: exact directory to create (must not hold a run); default
+            ``<runs_root>/<name>-<timestamp>``.
+        smoke: a quick end-to-end check: a sample of the rows, one epoch.
+        resume: a run directory to continue from its last completed epoch.
+        log: progress output (stderr by default).
+
+    Returns:
+        The ``metrics.json`` content, with ``run_dir`` added.
+    """
+    from ottotrain.build import build_model, compile_model, summary_text
+
+    log = log or Log(1)
+    t_start = time.time()
+    if smoke:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
+    resume_dir = Path(resume) if resume else None
+    if resume_dir is not None:
+        check_resumable(resume_dir, cfg)
+
+    t0 = time.perf_counter()
+    train, pre, arrays, x_test, va = prepare(cfg, smoke, log)
+    t_data = time.perf_counter() - t0
+    log(f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
+        f"{len(train.features)} features, {len(train.classes)} classes"
+        + (f", {len(x_test[0])} test rows" if x_test else "") + (" [smoke]" if smoke else ""), 1)
+    cw = class_weights(cfg, arrays.y_train, train.classes)
+
+    keras = setup_tf(cfg)
+    model = build_model(cfg, pre.n_outputs, len(train.classes), compile=False)
+    compile_model(model, cfg, len(arrays.y_train))
+    state = None
+    if resume_dir is not None:
+        run_dir = resume_dir
+        loaded, state = load_resume_state(run_dir, cfg, len(arrays.y_train))
+        if loaded is not None:
+            model = loaded
+            log(f"Resuming {run_dir} after epoch {state['epoch']}", 1)
+        runs.write_status(run_dir, runs.RUNNING)
+    else:
+        name = cfg.name or config_name
+        run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
+        write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
+        write_text(run_dir / "preprocess.json", pre.to_json())
+        write_text(run_dir / "summary.txt", summary_text(model) + "\n")
+        runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
+    log(f"Run directory: {run_dir}", 1)
+
+    extra = []
+    if cfg.train.tensorboard:
+        extra.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    t1 = time.perf_counter()
+    try:
+        state = train_loop(model, cfg, arrays, run_dir, log, state, cw, extra)
+    except KeyboardInterrupt:
+        _write_history(run_dir, _saved_history(run_dir))
+        runs.write_status(run_dir, runs.INTERRUPTED)
+        log(f"Interrupted: kept the best model and the history so far in {run_dir}; "
+            f"continue with: ottotrain fit --resume {run_dir}", 0)
+        raise
+    except TrainingError:
+        _write_history(run_dir, _saved_history(run_dir))
+        runs.write_status(run_dir, runs.FAILED, reason="nan")
+        raise
+    t_train = time.perf_counter() - t1
+    return finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log,
+                  {"data_seconds": round(t_data, 3), "train_seconds": round(t_train, 3),
+                   "total_seconds": round(time.time() - t_start, 3)})
+
+
+def _saved_history(run_dir):
+    p = Path(run_dir) / STATE_DIR / "trainer.json"
+    return read_json(p)["history"] if p.exists() else []
+
+
+def _write_history(run_dir, history):
+    import pandas as pd
+
+    cols = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    with atomic_path(Path(run_dir) / "history.csv") as tmp:
+        pd.DataFrame(history, columns=cols).to_csv(tmp, index=False)
+
+
+def finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log, timings):
+    """Score the best model, write history, metrics, predictions and the submission."""
+    from ottotrain import data as D
+
+    keras = sys.modules["keras"]
+    best = keras.models.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
+    t0 = time.perf_counter()
+    p_val = predict_proba(best, arrays.x_val)
+    val_loss = D.log_loss(arrays.y_val, p_val)
+    val_acc = float((p_val.argmax(1) == arrays.y_val).mean())
+    _write_history(run_dir, state["history"])
+    if x_test is not None:
+        write_submission(run_dir / "submission.csv", x_test[0], predict_proba(best, x_test[1]),
+                         train.classes, cfg.data.id_column)
+    # Validation predictions, for plots, blending and error analysis.
+    import pandas as pd
+
+    vdf = pd.DataFrame(p_val, columns=train.classes)
+    vdf.insert(0, "target", np.asarray(train.classes)[arrays.y_val])
+    vdf.insert(0, cfg.data.id_column, train.ids[va])
+    with atomic_path(run_dir / "val_predictions.csv") as tmp:
+        vdf.to_csv(tmp, index=False, float_format="%.6g")
+    timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
+    hist = state["history"]
+    metrics = {
+        "val_log_loss": round(val_loss, 6),
+        "val_accuracy": round(val_acc, 6),
+        "best_epoch": state["best_epoch"],
+        "epochs_run": len(hist),
+        "stopped_by": state["stop"],
+        "monitor": cfg.train.checkpoint.monitor,
+        "n_train": int(len(arrays.y_train)),
+        "n_val": int(len(arrays.y_val)),
+        "n_features": len(train.features),
+        "n_classes": len(train.classes),
+        "smoke": smoke,
+        "seconds_per_epoch": round(sum(r["seconds"] for r in hist) / max(1, len(hist)), 4),
+        "timings": timings,
+        "versions": _versions(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        from ottotrain.plots import plot_run
+
+        plot_run(run_dir)
+    runs.write_status(run_dir, runs.FINISHED)
+    log(f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
+        f"{val_loss:.4f}, accuracy {val_acc:.4f}", 1)
+    return {**metrics, "run_dir": str(run_dir)}
+
+
+def check_resumable(run_dir: Path, cfg: Config):
+    """Refuse to resume a run that is finished, foreign, or made with another config."""
+    import yaml
+
+    info = runs.read_status(run_dir)
+    runs.check_format(run_dir, info)
+    if info["status"] == runs.FINISHED:
+        raise RunError(f"{run_dir}: the run already finished; start a new one with 'ottotrain fit'")
+    runs.check_safe(run_dir)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    now = config_to_dict(cfg)
+    diffs = diff_configs(saved, now)
+    if diffs:
+        raise RunError(f"{run_dir}: the config changed since the run started, refusing to resume: "
+                       + "; ".join(diffs[:10]) + ("; ..." if len(diffs) > 10 else ""))
+
+
+def diff_configs(a, b, path="") -> list[str]:
+    """List the differences between two config trees as 'key: old -> new'."""
+    out = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            p = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                out.append(f"{p}: (unset) -> {b[k]!r}")
+            elif k not in b:
+                out.append(f"{p}: {a[k]!r} -> (unset)")
+            else:
+                out.extend(diff_configs(a[k], b[k], p))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            out.extend(diff_configs(x, y, f"{path}[{i}]"))
+    elif a != b:
+        out.append(f"{path}: {a!r} -> {b!r}")
+    return out
