@@ -145,11 +145,11 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
             model.add(layer)
         except (ValueError, TypeError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{path}: Keras rejected this layer: {msg}") from None
+            raise ConfigError(f"{cfg._source}: {path}: Keras rejected this layer: {msg}") from None
     out = model.output_shape
     if tuple(out) != (None, n_classes):
         raise ConfigError(
-            f"model.layers: the model's output shape is {tuple(out)}, but the data has {n_classes} "
+            f"{cfg._source}: model.layers: the model's output shape is {tuple(out)}, but the data has {n_classes} "
             "classes; end with {Dense: {units: n_classes}} and {Activation: softmax}")
     if compile:
         compile_model(model, cfg)
@@ -165,7 +165,7 @@ def make_optimizer(keras, cfg):
     try:
         return getattr(keras.optimizers, cls)(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"train.optimizer: Keras rejected the optimizer: {e}") from None
+        raise ConfigError(f"{cfg._source}: train.optimizer: Keras rejected the optimizer: {e}") from None
 
 
 def make_loss(keras, cfg):
@@ -178,7 +178,7 @@ def make_loss(keras, cfg):
     try:
         return getattr(keras.losses, cls)(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"train.loss: Keras rejected the loss: {e}") from None
+        raise ConfigError(f"{cfg._source}: train.loss: Keras rejected the loss: {e}") from None
 
 
 def steps_per_execution(cfg, n_train: int) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from ottotrain.errors import ConfigError, did_you_mean
 
@@ -121,6 +121,8 @@ class ModelConfig(_Strict):
 
 class Config(_Strict):
     """The whole config file."""
+
+    _source: str = PrivateAttr("<config>")  # the file it came from, for error messages
 
     name: Optional[str] = Field(None, description="Names the run directory (default: the file name).")
     seed: int = Field(42, ge=0, le=2**31 - 1)
@@ -331,7 +333,7 @@ def validate_tree(tree, source: str = "<config>", text: str | None = None,
     def fail(path, message):
         for key in overridden:  # the culprit came from the command line, not the file
             if path == key or path.startswith(key + ".") or path.startswith(key + "["):
-                raise ConfigError(f"--set {key}: {message}")
+                raise ConfigError(f"{source} (--set {key}): {message}")
         line = lines.get(path)
         while line is None and path:  # fall back to the nearest enclosing key
             path_parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", path)
@@ -396,7 +398,9 @@ def load_config(path, overrides=()) -> Config:
         tree = apply_override(tree, item)
         keys.append(parse_override(item)[0])
     cfg = validate_tree(tree, str(path), text, tuple(keys))
-    return resolve_paths(cfg, path.parent)
+    cfg = resolve_paths(cfg, path.parent)
+    cfg._source = str(path)
+    return cfg
 
 
 def synthetic_paths(syn: SyntheticConfig) -> tuple[Path, Optional[Path]]:

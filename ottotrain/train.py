@@ -152,7 +152,7 @@ def class_weights(cfg: Config, y, classes) -> dict | None:
     if unknown:
         from ottotrain.errors import ConfigError
 
-        raise ConfigError(f"train.class_weight: unknown class(es) {', '.join(unknown)}; "
+        raise ConfigError(f"{cfg._source}: train.class_weight: unknown class(es) {', '.join(unknown)}; "
                           f"the classes are {', '.join(classes)}")
     return {i: float(cw.get(c, 1.0)) for i, c in enumerate(classes)}
 

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny synthetic data and configs, so the suite runs in minutes on 2 cores."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_OTTO = ROOT.parent / "shared" / "otto"
+
+# Keep TensorFlow single-process friendly and quiet in tests.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Built-in synthetic data goes to a per-session cache, never the user's home."""
+    monkeypatch.setenv("OTTOTRAIN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """Synthetic Otto-shaped train.csv (600 rows) and test.csv (200 rows)."""
+    from ottotrain.synth import make_data
+
+    d = tmp_path_factory.mktemp("tiny")
+    train, test = make_data(d, rows=600, seed=0, test_rows=200)
+    return {"dir": d, "train": train, "test": test}
+
+
+def tiny_config(data, **train):
+    """A small, fast config dict over ``tiny_data``; ``train`` keys override train settings."""
+    cfg = {
+        "name": "tiny",
+        "seed": 1,
+        "data": {"train": str(data["train"]), "test": str(data["test"])},
+        "model": {"layers": [{"Dense": {"units": 16, "activation": "relu"}},
+                             {"Dense": {"units": "n_classes"}}, {"Activation": "softmax"}]},
+        "train": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 2,
+                  "batch_size": 64, **train},
+    }
+    return cfg
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config dict (or raw text) to tmp_path/config.yaml and return the path."""
+
+    def write(cfg, name="config.yaml"):
+        p = tmp_path / name
+        p.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg, sort_keys=False))
+        return p
+
+    return write
+
+
+@pytest.fixture
+def tiny_config_path(tiny_data, write_config):
+    return write_config(tiny_config(tiny_data))
+
+
+def run_cli(*args, input=None):
+    """Invoke the CLI in-process; returns click's Result."""
+    from click.testing import CliRunner
+
+    from ottotrain.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def python_cmd():
+    return [sys.executable, "-m", "ottotrain"]
