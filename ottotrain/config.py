@@ -520,6 +520,8 @@ def _check_args(path, args, params, owner):
             raise _PathError(f"{path}.{key}", f"{owner} has no argument '{key}'"
                              f"{did_you_mean(key, params)}; its arguments: {', '.join(params)}")
         p = params[key]
+        if any(key.endswith(suf) or key == suf[1:] for suf, _, _ in _NAMED_FAMILIES):
+            continue  # a name or {name: ..., args}: checked by _check_value_rules
         if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
             raise _PathError(f"{path}.{key}", f"must be a name or mapping, got {_fmt(value)}")
         if not p.get("object") and not _type_ok(value, p.get("default")) and value not in SYMBOLS:

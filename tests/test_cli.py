@@ -1,0 +1,197 @@
+"""The CLI end to end on tiny generated data: fit -> run directory -> predict -> submission."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT, SHARED_OTTO, tiny_config
+
+
+def _run_dir(result):
+    return Path(result.output.strip().splitlines()[-1])
+
+
+def _check_submission(path, ids, classes):
+    sub = pd.read_csv(path)
+    assert list(sub.columns) == ["id"] + classes
+    assert sub["id"].tolist() == list(ids)  # one row per test row, input order
+    assert np.allclose(sub[classes].sum(axis=1), 1.0, atol=1e-4)
+    assert (sub[classes].to_numpy() >= 0).all()
+
+
+def test_fit_writes_a_complete_run_and_predict_reproduces_it(tiny_data, write_config, cli, tmp_path):
+    cfg = write_config(tiny_config(tiny_data, epochs=3,
+                                   early_stopping={"monitor": "val_loss", "patience": 1}))
+    r = cli("fit", cfg, "--run-dir", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    run = _run_dir(r)
+    assert run == tmp_path / "run"
+    for f in ("config.yaml", "model.keras", "preprocess.json", "history.csv", "metrics.json",
+              "submission.csv", "status.json", "val_predictions.csv", "summary.txt"):
+        assert (run / f).is_file(), f
+    assert not (run / "state").exists()  # resume state is dropped once finished
+    assert not list(run.glob(".*.tmp*"))  # no temporary files left behind
+    metrics = json.loads((run / "metrics.json").read_text())
+    hist = pd.read_csv(run / "history.csv")
+    assert metrics["epochs_run"] == len(hist) <= 3
+    assert metrics["best_epoch"] == int(hist.loc[hist.val_loss.idxmin(), "epoch"])
+    assert 0 < metrics["val_log_loss"] < 3 and 0 <= metrics["val_accuracy"] <= 1
+    # The best model's validation loss is what Keras reported at the best epoch.
+    assert metrics["val_log_loss"] == pytest.approx(hist.val_loss.min(), rel=1e-3)
+    assert {"tensorflow", "keras", "numpy"} <= set(metrics["versions"])
+    pre = json.loads((run / "preprocess.json").read_text())
+    assert pre["classes"] == [f"Class_{i}" for i in range(1, 10)]
+    assert len(pre["features"]) == 93 and len(pre["center"]) == 93
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["batch_size"] == 64 and saved["data"]["scaling"] == "standard"
+    test_ids = pd.read_csv(tiny_data["test"])["id"]
+    _check_submission(run / "submission.csv", test_ids, pre["classes"])
+
+    out = tmp_path / "sub.csv"
+    r = cli("predict", run, tiny_data["test"], "-o", out)
+    assert r.exit_code == 0, r.output
+    a, b = pd.read_csv(out), pd.read_csv(run / "submission.csv")
+    assert np.allclose(a.iloc[:, 1:], b.iloc[:, 1:], atol=1e-5)
+
+
+def test_fit_prints_sizes_progress_and_result(tiny_config_path, cli, tmp_path):
+    r = cli("fit", tiny_config_path, "--runs-root", tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "93 features, 9 classes" in out
+    assert "Epoch 1/2" in out and "val_loss" in out
+    assert "val_log_loss=" in out and "best_epoch=" in out
+    run = _run_dir(r)
+    assert run.parent == tmp_path / "runs" and run.name.startswith("tiny-")
+
+
+def test_existing_run_is_never_overwritten(tiny_config_path, cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_text("precious")
+    r = cli("fit", tiny_config_path, "--run-dir", run)
+    assert r.exit_code == 1 and "already exists" in r.output
+    assert (run / "model.keras").read_text() == "precious"
+
+
+def test_set_overrides_are_validated_and_applied(tiny_config_path, cli, tmp_path):
+    r = cli("fit", tiny_config_path, "--set", "train.epochs=1", "--set",
+            "model.layers[0].Dense.units=4", "--run-dir", tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1
+    assert saved["model"]["layers"][0]["Dense"]["units"] == 4
+    r = cli("fit", tiny_config_path, "--set", "train.epochs=zero")
+    assert r.exit_code == 1 and "train.epochs" in r.output and "'zero'" in r.output
+
+
+def test_same_config_works_on_other_columns_and_class_counts(tmp_path, write_config, cli):
+    from ottotrain.synth import make_data
+
+    train, test = make_data(tmp_path / "d", rows=400, seed=2, test_rows=50, n_classes=4, n_features=12)
+    cfg = write_config(tiny_config({"train": train, "test": test}, epochs=1))
+    r = cli("fit", cfg, "--run-dir", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    sub = pd.read_csv(tmp_path / "run" / "submission.csv")
+    assert list(sub.columns) == ["id", "Class_1", "Class_2", "Class_3", "Class_4"]
+
+
+def test_summary_of_config_and_run(tiny_config_path, cli, tmp_path):
+    r = cli("summary", tiny_config_path)
+    assert r.exit_code == 0, r.output
+    assert "93 features, 9 classes" in r.output
+    assert "Total params: 1,657" in r.output  # 93*16+16 + 16*9+9
+    cli("fit", tiny_config_path, "--run-dir", tmp_path / "run", "-q")
+    r = cli("summary", tmp_path / "run")
+    assert r.exit_code == 0 and "Total params: 1,657" in r.output
+
+
+def test_summary_reads_only_header_and_target(tmp_path, write_config, cli, monkeypatch):
+    """summary must not parse feature cells: a broken feature cell does not matter to it."""
+    from ottotrain.synth import make_data
+
+    train, _ = make_data(tmp_path / "d", rows=100, seed=0, test_rows=0)
+    lines = train.read_text().splitlines()
+    parts = lines[5].split(",")
+    parts[3] = "not-a-number"
+    lines[5] = ",".join(parts)
+    train.write_text("\n".join(lines) + "\n")
+    cfg = tiny_config({"train": train, "test": None})
+    del cfg["data"]["test"]
+    r = cli("summary", write_config(cfg))
+    assert r.exit_code == 0, r.output
+    r = cli("fit", write_config(cfg))
+    assert r.exit_code == 1 and "non-numeric" in r.output
+
+
+def test_make_data_command(tmp_path, cli):
+    r = cli("make-data", tmp_path / "d", "--rows", 300, "--seed", 3)
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "d" / "train.csv")) == 300
+    assert len(pd.read_csv(tmp_path / "d" / "test.csv")) == 150
+
+
+def _smoke_overrides(config_path, data):
+    """Point a shipped config at generated data unless its real files exist."""
+    cfg = yaml.safe_load(config_path.read_text())
+    if cfg["data"].get("synthetic"):
+        return []
+    train = (config_path.parent / cfg["data"]["train"]).resolve()
+    if train.exists():
+        return []
+    return ["--set", f"data.train={data['train']}", "--set", f"data.test={data['test']}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_smoke_runs(config, tiny_data, cli, tmp_path):
+    r = cli("fit", config, "--smoke", "--run-dir", tmp_path / "run", "-q",
+            *_smoke_overrides(config, tiny_data))
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["smoke"] is True and m["epochs_run"] == 1
+    assert (tmp_path / "run" / "submission.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_OTTO / "train.csv.gz").exists(), reason="real Otto data absent")
+def test_real_otto_smoke(cli, tmp_path):
+    r = cli("fit", ROOT / "configs" / "mlp.yaml", "--smoke", "--run-dir", tmp_path / "run", "-q",
+            "--set", f"data.train={SHARED_OTTO / 'train.csv.gz'}",
+            "--set", f"data.test={SHARED_OTTO / 'test.csv.gz'}")
+    assert r.exit_code == 0, r.output
+    sub = pd.read_csv(tmp_path / "run" / "submission.csv")
+    assert list(sub.columns) == ["id"] + [f"Class_{i}" for i in range(1, 10)]
+
+
+def test_quickstart_config_uses_builtin_data(cli, tmp_path):
+    r = cli("fit", ROOT / "configs" / "quickstart.yaml", "--smoke", "--run-dir", tmp_path / "run", "-q")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "submission.csv").exists()
+
+
+def test_help_version_and_module_entry_point_without_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output;"
+            "assert 'fit' in r.output and 'predict' in r.output and 'summary' in r.output;"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "ottotrain", "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "ottotrain, version" in r.stdout
+
+
+def test_config_error_does_not_import_tensorflow(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {train: x.csv}\nmodel: {layers: [Dense]}\ntrain: {epochs: 0}\n")
+    code = ("import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
+            f"r = CliRunner().invoke(main, ['fit', {str(bad)!r}]); assert r.exit_code == 1;"
+            "assert 'train.epochs' in r.output, r.output;"
+            "assert 'tensorflow' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
