@@ -31,7 +31,7 @@ SCHEDULES = ("reduce_on_plateau", "cosine", "exponential", "linear_warmup")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
 class SyntheticConfig(_Strict):
@@ -76,7 +76,9 @@ class EarlyStoppingConfig(_Strict):
     patience: int = Field(4, ge=0, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
     mode: Literal["auto", "min", "max"] = "auto"
-    restore_best_weights: bool = Field(True, description="End with the best epoch's weights.")
+    restore_best_weights: bool = Field(
+        True, description="Keep the best epoch's model (by train.checkpoint.monitor) in model.keras "
+        "and score it; false keeps the last trained epoch's weights instead.")
 
 
 class CheckpointConfig(_Strict):
@@ -284,7 +286,11 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
         where = f" in {parent}" if parent else ""
         return path, (f"unknown key '{loc[-1]}'{where}{hint}; allowed keys: {', '.join(allowed)}")
     if typ == "missing":
-        return path, "is required but missing"
+        example = {"data": "data: {train: data/otto/train.csv.gz}",
+                   "model": "model: {layers: [{Dense: {units: n_classes}}, {Activation: softmax}]}",
+                   "model.layers": "layers: [{Dense: {units: n_classes}}, {Activation: softmax}]"}
+        hint = f"; add it, e.g. {example[path]}" if path in example else ""
+        return path, f"is required but missing{hint}"
     if typ in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
               "less_than_equal": "<="}[typ]
@@ -512,6 +518,10 @@ _NAMED_FAMILIES = (("_initializer", "initializers", "initializer"),
                    ("_constraint", "constraints", "constraint"))
 
 
+# Arguments whose Keras default is an integer but that take any number.
+_NUMERIC_ARGS = ("max_value", "fill_value")
+
+
 def _check_args(path, args, params, owner):
     if not isinstance(args, dict):
         raise _PathError(path, f"arguments of {owner} must be a mapping, got {_fmt(args)}")
@@ -524,9 +534,12 @@ def _check_args(path, args, params, owner):
             continue  # a name or {name: ..., args}: checked by _check_value_rules
         if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
             raise _PathError(f"{path}.{key}", f"must be a name or mapping, got {_fmt(value)}")
-        if not p.get("object") and not _type_ok(value, p.get("default")) and value not in SYMBOLS:
+        default = p.get("default")
+        if key in _NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
+            default = float(default)  # Keras declares e.g. MaxNorm(max_value=2): any number works
+        if not p.get("object") and not _type_ok(value, default) and value not in SYMBOLS:
             raise _PathError(f"{path}.{key}",
-                             f"must be {_type_name(p.get('default'))}, got {_fmt(value)}")
+                             f"must be {_type_name(default)}, got {_fmt(value)}")
 
 
 def _check_value_rules(path, key, value):

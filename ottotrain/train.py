@@ -10,8 +10,10 @@ shuffle order of epoch ``e`` depends only on ``(seed, e)`` for the same reason.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -47,6 +49,9 @@ class Log:
     def __init__(self, verbosity=1, stream=None):
         self.verbosity = verbosity
         self.stream = stream or sys.stderr
+        # Asked now, before TensorFlow is imported: build.py then routes fd 2 through a
+        # pipe to filter TF's native log lines, and isatty() would say False from then on.
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def __call__(self, msg, level=1):
         if self.verbosity >= level:
@@ -54,7 +59,7 @@ class Log:
 
     @property
     def tty(self):
-        return hasattr(self.stream, "isatty") and self.stream.isatty()
+        return self._tty
 
 
 # --------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def plateau_update(sched, state, value, lr):
         state.setdefault("lr", lr)
         return
     state["wait"] = state.get("wait", 0) + 1
-    if state["wait"] > sched["patience"]:
+    if state["wait"] >= sched["patience"]:  # as Keras' ReduceLROnPlateau
         state["lr"], state["wait"] = max(lr * sched["factor"], sched["min_lr"]), 0
 
 
@@ -107,7 +112,9 @@ def _make_progress(keras, log: Log, epoch: int, epochs: int, steps: int):
         def on_epoch_begin(self, e, logs=None):
             if log.tty and log.verbosity >= 1:
                 print(f"Epoch {epoch + 1}/{epochs}", file=log.stream, flush=True)
-                self.bar = keras.utils.Progbar(steps, stateful_metrics=None)
+                # Keras' logs are running means already: show them, don't average them again.
+                self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "accuracy"])
+                self.bar._dynamic_display = True  # Progbar asks isatty() too (see Log)
             else:
                 self.bar = None
 
@@ -167,26 +174,51 @@ def setup_tf(cfg: Config):
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        # An earlier run in this process (cv, tests) may have switched it on; honour 'false'.
+        from tensorflow.python.framework import config as _tf_config
+
+        if getattr(_tf_config, "is_op_determinism_enabled", lambda: False)():
+            _tf_config.disable_op_determinism()
     return keras
 
 
-def _seed_state(model):
-    """The states of the model's random-number generators (dropout, noise)."""
-    out = {}
-    for layer in model._flatten_layers(include_self=False):
-        for attr in ("seed_generator",):
+def _seed_generators(layer):
+    """A layer's random-number generators (Keras 3 tracks them in ``_seed_generators``)."""
+    gens = list(getattr(layer, "_seed_generators", None) or ())
+    if not gens:  # older Keras: the usual attribute names
+        for attr in ("seed_generator", "generator"):
             gen = getattr(layer, attr, None)
             if gen is not None and hasattr(gen, "state"):
-                out[layer.name] = np.asarray(gen.state.numpy()).tolist()
+                gens.append(gen)
+    return gens
+
+
+def _seed_state(model):
+    """The states of the model's random-number generators (dropout, noise).
+
+    Keras does not save them in ``.keras`` files: a loaded model draws fresh
+    seeds, so a resumed run would use other dropout masks than an uninterrupted
+    one. We keep them in the resume state, per layer name, in order.
+    """
+    out = {}
+    for layer in model._flatten_layers(include_self=False):
+        gens = _seed_generators(layer)
+        if gens:
+            out[layer.name] = [np.asarray(g.state.numpy()).tolist() for g in gens]
     return out
 
 
 def _restore_seed_state(model, saved):
     for layer in model._flatten_layers(include_self=False):
-        gen = getattr(layer, "seed_generator", None)
-        if gen is not None and layer.name in saved:
-            gen.state.assign(np.asarray(saved[layer.name], dtype=gen.state.dtype.name
-                                        if hasattr(gen.state.dtype, "name") else gen.state.dtype))
+        states = saved.get(layer.name)
+        if not states:
+            continue
+        if not isinstance(states[0], list):  # a single generator's state (older resume files)
+            states = [states]
+        for gen, value in zip(_seed_generators(layer), states):
+            dtype = getattr(gen.state.dtype, "name", gen.state.dtype)
+            gen.state.assign(np.asarray(value, dtype=dtype))
 
 
 def _save_model(model, path):
@@ -195,9 +227,26 @@ def _save_model(model, path):
 
 
 def _make_dataset(tf, x, y, batch_size, perm=None):
-    if perm is not None:
-        x, y = x[perm], y[perm]
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    """Batches of ``(x, y)`` in the order ``perm`` (row order when None).
+
+    ``x``/``y`` may be numpy arrays or tensors (pass tensors to convert only once).
+    Each element is a whole batch, cut in the graph by one gather (or slice) of
+    row indices, rather than ``x[perm]`` (a permuted copy of the data every epoch)
+    batched row by row: the same batches in the same order, so the same results,
+    with per-batch instead of per-row pipeline work and no extra copy of the data.
+    """
+    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    n = int(x.shape[0])
+    if perm is None:
+        ds = tf.data.Dataset.range(0, n, batch_size)
+        ds = ds.map(lambda s: (x[s:s + batch_size], y[s:s + batch_size]))
+    else:
+        perm = np.asarray(perm, dtype=np.int64)
+        k = n // batch_size
+        ds = tf.data.Dataset.from_tensor_slices(perm[:k * batch_size].reshape(k, batch_size))
+        if n > k * batch_size:
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(perm[k * batch_size:]))
+        ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -236,13 +285,17 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
     y_val = keras.utils.to_categorical(arrays.y_val, arrays.n_classes).astype(np.float32)
     val_ds = _make_dataset(tf, arrays.x_val, y_val, max(t.batch_size, 1024))
+    # Converted once; each epoch's dataset gathers its batches from these.
+    x_train, y_train = tf.convert_to_tensor(arrays.x_train), tf.convert_to_tensor(y_train)
     stream = log.stream
 
-    for epoch in range(state["epoch"], t.epochs):
+    # A run killed after early stopping but before finishing must not train on.
+    first = t.epochs if state.get("stop") == "early_stopping" else state["epoch"]
+    for epoch in range(first, t.epochs):
         lr = schedule_lr(sched, base_lr, epoch, t.epochs, state["sched"])
         model.optimizer.learning_rate.assign(lr)
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n) if t.shuffle else None
-        train_ds = _make_dataset(tf, arrays.x_train, y_train, t.batch_size, perm)
+        train_ds = _make_dataset(tf, x_train, y_train, t.batch_size, perm)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(stream):
             h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
@@ -255,9 +308,12 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
                "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
         if not all(math.isfinite(v) for v in (row["loss"], row["val_loss"]) if v is not None):
             state["stop"] = "nan"
+            kept = (f"the best model so far (epoch {state['best_epoch']}) is kept in "
+                    f"{work_dir / 'model.keras'}" if state["best_epoch"] else
+                    "no epoch ended with a finite loss, so there is no model to keep")
             raise TrainingError(
-                f"epoch {epoch + 1}: the loss became {row['loss']} (val_loss {row['val_loss']}); "
-                f"training stopped, the best model so far is kept. Lower the learning rate "
+                f"{cfg._source}: epoch {epoch + 1}: the loss became {row['loss']} "
+                f"(val_loss {row['val_loss']}); training stopped, {kept}. Lower the learning rate "
                 f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
                 "check the feature scaling (data.scaling: standard)")
         state["history"].append(row)
@@ -277,7 +333,7 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
         plateau_update(sched, state["sched"], logs.get(sched["monitor"]) if sched and
                        "monitor" in sched else None, lr)
         state["epoch"] = epoch + 1
-        if es and state["es"]["wait"] > es.patience:
+        if es and state["es"]["wait"] >= es.patience:  # as Keras' EarlyStopping
             state["stop"] = "early_stopping"
         # Resume point: model + optimizer first, then the JSON that points at it.
         ckpt = state_dir / f"epoch-{epoch + 1:05d}.keras"
@@ -289,11 +345,18 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
             if old.name != ckpt.name:
                 old.unlink(missing_ok=True)
         if state["stop"] == "early_stopping":
-            log(f"Early stopping: {es.monitor} did not improve for {es.patience + 0} epochs "
+            log(f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "
                 f"after epoch {state['best_epoch']}", 1)
             break
     if state["stop"] is None:
         state["stop"] = "epochs"
+    # Which weights end in model.keras (and are scored, predicted, submitted): the epoch
+    # with the best checkpoint.monitor, unless early_stopping.restore_best_weights is
+    # false, which keeps the last trained epoch's weights instead.
+    state["kept_epoch"] = state["best_epoch"]
+    if es is not None and not es.restore_best_weights and state["history"]:
+        _save_model(model, work_dir / "model.keras")
+        state["kept_epoch"] = state["epoch"]
     return state
 
 
@@ -301,16 +364,26 @@ def load_resume_state(work_dir: Path, cfg: Config, n_train: int):
     """Load the model and loop state saved after the last completed epoch."""
     from ottotrain.build import compile_model
 
-    keras = sys.modules["keras"]
     path = work_dir / STATE_DIR / "trainer.json"
     if not path.exists():
         return None, None
-    state = read_json(path)
-    ckpt = work_dir / STATE_DIR / state["checkpoint"]
     try:
-        model = keras.models.load_model(ckpt, compile=True, safe_mode=True)
-    except Exception as e:
-        raise RunError(f"{ckpt}: cannot load the resume checkpoint safely ({e})") from None
+        state = read_json(path)
+    except ValueError as e:
+        raise RunError(f"{path}: damaged resume state ({e}); the run cannot be resumed, "
+                       "start a new one") from None
+    keys = ("epoch", "history", "best", "best_epoch", "es", "sched", "base_lr", "checkpoint")
+    name = state.get("checkpoint") if isinstance(state, dict) else None
+    if (not isinstance(state, dict) or any(k not in state for k in keys)
+            or not isinstance(name, str) or not re.fullmatch(r"epoch-\d{5,}\.keras", name)):
+        raise RunError(f"{path}: damaged or foreign resume state (expected the keys "
+                       f"{', '.join(keys)} and a checkpoint named epoch-NNNNN.keras); "
+                       "start a new run")
+    ckpt = work_dir / STATE_DIR / name
+    if not ckpt.is_file():
+        raise RunError(f"{ckpt}: the resume checkpoint named in {path.name} is missing; "
+                       "start a new run")
+    model = runs.load_model(ckpt, compile=True)
     # Recompile with the same optimizer object: it keeps its slots and iteration count.
     compile_model(model, cfg, n_train, optimizer=model.optimizer)
     _restore_seed_state(model, state.get("seed_state", {}))
@@ -337,7 +410,10 @@ def prepare(cfg: Config, smoke=False, log: Log | None = None):
     if test_path is not None:
         test = D.load_test(test_path, cfg.data.id_column, cfg.data.target_column,
                            train.features, nrows=SMOKE_ROWS if smoke else None)
-    tr, va = D.train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
+    try:
+        tr, va = D.train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
+    except D.DataError as e:
+        raise D.DataError(f"{train.path}: {e}") from None
     pre = D.Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
                              cfg.data.id_column, cfg.data.target_column)
     arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
@@ -398,6 +474,8 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
     resume_dir = Path(resume) if resume else None
     if resume_dir is not None:
         check_resumable(resume_dir, cfg)
+        # A smoke run resumes as one: same sample of rows (its config already says 1 epoch).
+        smoke = smoke or bool(runs.read_status(resume_dir).get("smoke"))
 
     t0 = time.perf_counter()
     train, pre, arrays, x_test, va = prepare(cfg, smoke, log)
@@ -406,6 +484,9 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
         f"{len(train.features)} features, {len(train.classes)} classes"
         + (f", {len(x_test[0])} test rows" if x_test else "") + (" [smoke]" if smoke else ""), 1)
     cw = class_weights(cfg, arrays.y_train, train.classes)
+    from ottotrain.tblog import require_tensorboard, tensorboard_callback
+
+    require_tensorboard(cfg)  # before the run directory exists
 
     keras = setup_tf(cfg)
     model = build_model(cfg, pre.n_outputs, len(train.classes), compile=False)
@@ -413,40 +494,108 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
     state = None
     if resume_dir is not None:
         run_dir = resume_dir
+        _check_same_data(run_dir, pre)
+        runs.remove_temp_files(run_dir)
         loaded, state = load_resume_state(run_dir, cfg, len(arrays.y_train))
         if loaded is not None:
             model = loaded
             log(f"Resuming {run_dir} after epoch {state['epoch']}", 1)
-        runs.write_status(run_dir, runs.RUNNING)
+        runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
     else:
         name = cfg.name or config_name
         run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
-        write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-        write_text(run_dir / "preprocess.json", pre.to_json())
-        write_text(run_dir / "summary.txt", summary_text(model) + "\n")
-        runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
+        try:
+            write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
+            write_text(run_dir / "preprocess.json", pre.to_json())
+            write_text(run_dir / "summary.txt", summary_text(model) + "\n")
+            runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # the run never started: leave nothing
+            raise
     log(f"Run directory: {run_dir}", 1)
 
-    extra = []
-    if cfg.train.tensorboard:
-        extra.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     t1 = time.perf_counter()
+    # Whatever stops the run (Ctrl-C, SIGTERM, NaN, a crash), the status and history say
+    # so and the run can be resumed from its last completed epoch.
+    restore_term = _sigterm_as_interrupt()
     try:
+        extra = []
+        if cfg.train.tensorboard:
+            extra.append(tensorboard_callback(keras, run_dir / "tensorboard",
+                                              state["epoch"] if state else 0))
         state = train_loop(model, cfg, arrays, run_dir, log, state, cw, extra)
+        t_train = time.perf_counter() - t1
+        return finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log,
+                      {"data_seconds": round(t_data, 3), "train_seconds": round(t_train, 3),
+                       "total_seconds": round(time.time() - t_start, 3)})
     except KeyboardInterrupt:
-        _write_history(run_dir, _saved_history(run_dir))
-        runs.write_status(run_dir, runs.INTERRUPTED)
-        log(f"Interrupted: kept the best model and the history so far in {run_dir}; "
-            f"continue with: ottotrain fit --resume {run_dir}", 0)
+        if _mark_stopped(run_dir, runs.INTERRUPTED, smoke=smoke):
+            kept = ("kept the best model and the history so far" if (run_dir / "model.keras").exists()
+                    else "no epoch had completed, nothing to keep yet")
+            log(f"Interrupted: {kept} in {run_dir}; continue with: ottotrain fit --resume {run_dir}", 0)
         raise
-    except TrainingError:
-        _write_history(run_dir, _saved_history(run_dir))
-        runs.write_status(run_dir, runs.FAILED, reason="nan")
+    except TrainingError as e:
+        _mark_stopped(run_dir, runs.FAILED, smoke=smoke, reason="nan", message=str(e)[:500])
         raise
-    t_train = time.perf_counter() - t1
-    return finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log,
-                  {"data_seconds": round(t_data, 3), "train_seconds": round(t_train, 3),
-                   "total_seconds": round(time.time() - t_start, 3)})
+    except Exception as e:
+        _mark_stopped(run_dir, runs.FAILED, smoke=smoke, reason="error",
+                      message=f"{type(e).__name__}: {e}"[:500])
+        raise
+    finally:
+        restore_term()
+
+
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (kill, a batch system's time limit) like Ctrl-C; returns an undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _mark_stopped(run_dir, status, **extra) -> bool:
+    """Record why a run stopped (history so far, status); False if it had already finished.
+
+    A second Ctrl-C while this runs is ignored, so the record is never half-written.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        with contextlib.suppress(RunError):
+            if runs.read_status(run_dir).get("status") == runs.FINISHED:
+                return False
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            _write_history(run_dir, _saved_history(run_dir))
+        runs.write_status(run_dir, status, **extra)
+        return True
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
+
+
+def _check_same_data(run_dir, pre):
+    """Refuse to resume on other data: the preprocessing learned from it must be identical."""
+    path = Path(run_dir) / "preprocess.json"
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot be read ({e}); the run cannot be resumed") from None
+    now = json.loads(pre.to_json())
+    if saved != now:
+        what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        raise RunError(f"{run_dir}: the training data changed since the run started "
+                       f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
+                       "data, or start a new run with 'ottotrain fit'")
 
 
 def _saved_history(run_dir):
@@ -466,8 +615,7 @@ def finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log, timi
     """Score the best model, write history, metrics, predictions and the submission."""
     from ottotrain import data as D
 
-    keras = sys.modules["keras"]
-    best = keras.models.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
+    best = runs.load_model(run_dir / "model.keras", compile=False)
     t0 = time.perf_counter()
     p_val = predict_proba(best, arrays.x_val)
     val_loss = D.log_loss(arrays.y_val, p_val)
@@ -490,6 +638,7 @@ def finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log, timi
         "val_log_loss": round(val_loss, 6),
         "val_accuracy": round(val_acc, 6),
         "best_epoch": state["best_epoch"],
+        "kept_epoch": state.get("kept_epoch", state["best_epoch"]),
         "epochs_run": len(hist),
         "stopped_by": state["stop"],
         "monitor": cfg.train.checkpoint.monitor,
@@ -503,12 +652,14 @@ def finish(cfg, run_dir, state, train, pre, arrays, x_test, va, smoke, log, timi
         "versions": _versions(),
     }
     write_json(run_dir / "metrics.json", metrics)
-    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     with contextlib.suppress(Exception):
         from ottotrain.plots import plot_run
 
         plot_run(run_dir)
-    runs.write_status(run_dir, runs.FINISHED)
+    # Finished first, then drop the resume state: a crash in between leaves a finished
+    # run with a stale state folder, never an unfinished run without its resume point.
+    runs.write_status(run_dir, runs.FINISHED, smoke=smoke)
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     log(f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
         f"{val_loss:.4f}, accuracy {val_acc:.4f}", 1)
     return {**metrics, "run_dir": str(run_dir)}
@@ -522,13 +673,20 @@ def check_resumable(run_dir: Path, cfg: Config):
     runs.check_format(run_dir, info)
     if info["status"] == runs.FINISHED:
         raise RunError(f"{run_dir}: the run already finished; start a new one with 'ottotrain fit'")
+    runs.check_not_running(run_dir, info)
     runs.check_safe(run_dir)
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise RunError(f"{run_dir / 'config.yaml'}: cannot be read ({str(e).splitlines()[0]}); "
+                       "the run cannot be resumed, start a new one") from None
     now = config_to_dict(cfg)
     diffs = diff_configs(saved, now)
     if diffs:
         raise RunError(f"{run_dir}: the config changed since the run started, refusing to resume: "
-                       + "; ".join(diffs[:10]) + ("; ..." if len(diffs) > 10 else ""))
+                       + "; ".join(diffs[:10]) + ("; ..." if len(diffs) > 10 else "")
+                       + f"; resume without CONFIG or --set (it uses {run_dir / 'config.yaml'}), "
+                       "or start a new run")
 
 
 def diff_configs(a, b, path="") -> list[str]:
