@@ -1,0 +1,170 @@
+"""Plots of a run: learning curves and the validation confusion matrix, as PNG files.
+
+Figures are drawn with matplotlib's object API on an Agg canvas, never through
+``pyplot``: no GUI backend is touched and the global backend of a notebook or an
+application that imports ottotrain stays as it was. Sizes are fixed in pixels
+(figure inches x DPI, no tight bounding box) so the files are predictable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ottotrain.io import atomic_path
+
+DPI = 100
+CURVES_SIZE = (1200, 400)  # pixels: loss, accuracy, learning rate side by side
+CONFUSION_SIZE = (700, 600)
+
+
+def _figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return Path(path)
+
+
+def _read_history(path):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a zero-byte file: a run killed before any epoch
+        return None
+    if df.empty or "epoch" not in df:
+        return None
+    return df
+
+
+def plot_curves(history_csv, out_png) -> Path | None:
+    """Loss, accuracy and learning rate per epoch from ``history.csv``; None if it has no rows."""
+    df = _read_history(history_csv)
+    if df is None:
+        return None
+    fig = _figure(CURVES_SIZE)
+    axes = fig.subplots(1, 3)
+    epochs = df["epoch"]
+    marker = "o" if len(df) <= 30 else None  # single epochs stay visible
+    best = None
+    if "val_loss" in df and df["val_loss"].notna().any():
+        best = int(df.loc[df["val_loss"].idxmin(), "epoch"])
+    for ax, (title, keys, ylabel) in zip(axes, (
+            ("Loss", ("loss", "val_loss"), "categorical cross-entropy"),
+            ("Accuracy", ("accuracy", "val_accuracy"), "accuracy"))):
+        for key, label in zip(keys, ("train", "validation")):
+            if key in df and df[key].notna().any():
+                ax.plot(epochs, df[key], marker=marker, markersize=3, label=f"{label} ({key})")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    ax = axes[2]
+    if "lr" in df and df["lr"].notna().any():
+        lr = df["lr"]
+        ax.plot(epochs, lr, marker=marker, markersize=3, color="tab:green", label="learning rate")
+        lo, hi = lr.min(), lr.max()
+        if lo > 0 and hi / lo > 20:  # schedules spanning decades read better on a log axis
+            ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    ax.set_title("Learning rate")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    for a in axes:
+        a.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | None:
+    """Confusion matrix from ``val_predictions.csv`` (or a cv run's ``oof.csv``); None if no rows.
+
+    The file holds an id column, ``target``, then one probability column per class
+    (a cv run's ``oof.csv`` has a ``fold`` column before ``target``).
+    Cells show counts; their colour is the count as a share of the true class's rows,
+    so that small classes are as readable as large ones.
+    """
+    import numpy as np
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(val_predictions_csv)
+    except pd.errors.EmptyDataError:
+        return None
+    if df.empty or "target" not in df or df.shape[1] < 4:
+        return None
+    classes = list(df.columns[df.columns.get_loc("target") + 1:])
+    index = {c: i for i, c in enumerate(classes)}
+    y = df["target"].astype(str).map(index)
+    keep = y.notna().to_numpy()
+    y = y[keep].to_numpy(dtype=int)
+    pred = df[classes].to_numpy(dtype=float)[keep].argmax(axis=1)
+    k = len(classes)
+    cm = np.zeros((k, k), dtype=int)
+    np.add.at(cm, (y, pred), 1)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+
+    fig = _figure(CONFUSION_SIZE)
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("share of the true class")
+    ax.set_xticks(range(k), labels=classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), labels=classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    acc = float(np.trace(cm)) / max(1, cm.sum())
+    ax.set_title(f"{what} confusion matrix ({cm.sum():,} rows, accuracy {acc:.3f})")
+    if k <= 30:  # beyond that the numbers no longer fit in the cells
+        size = "small" if k <= 12 else "xx-small"
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size,
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def plot_run(run_dir, strict=False) -> list[Path]:
+    """Write ``curves.png`` and ``confusion.png`` into a run directory.
+
+    Each plot is drawn only if its input exists and has rows: ``history.csv`` for
+    the curves, ``val_predictions.csv`` (a cv run: ``oof.csv``) for the confusion
+    matrix. A missing input is skipped, not an error, unless ``strict``.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        RunError: ``strict`` and there is no run directory or nothing to plot.
+    """
+    from ottotrain.errors import RunError
+
+    run_dir = Path(run_dir)
+    if strict and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    out = []
+    if (run_dir / "history.csv").is_file():
+        out.append(plot_curves(run_dir / "history.csv", run_dir / "curves.png"))
+    for src, what in (("val_predictions.csv", "Validation"), ("oof.csv", "Out-of-fold")):
+        if (run_dir / src).is_file():
+            out.append(plot_confusion(run_dir / src, run_dir / "confusion.png", what))
+            break
+    out = [p for p in out if p is not None]
+    if strict and not out:
+        raise RunError(f"{run_dir}: nothing to plot (no history.csv, val_predictions.csv or oof.csv "
+                       "with rows); plots come from a run that trained at least one epoch")
+    return out
+
