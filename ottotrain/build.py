@@ -160,6 +160,10 @@ def make_optimizer(keras, cfg):
     name, kwargs = normalize_named(cfg.train.optimizer)
     cls = keras_spec()["aliases"]["optimizers"][name.lower()]
     kwargs = dict(kwargs)
+    # YAML reads `learning_rate: 1` as an int, which Keras refuses ("should be float").
+    for key in ("learning_rate", "weight_decay", "momentum", "epsilon", "clipnorm", "clipvalue"):
+        if isinstance(kwargs.get(key), int) and not isinstance(kwargs[key], bool):
+            kwargs[key] = float(kwargs[key])
     if cfg.train.gradient_clip_norm is not None:
         kwargs.setdefault("clipnorm", cfg.train.gradient_clip_norm)
     try:
@@ -198,15 +202,28 @@ def steps_per_execution(cfg, n_train: int) -> int:
 
 def compile_model(model, cfg, n_train: int = 0, optimizer=None):
     """Compile with the config's optimizer, loss and speed settings (accuracy as metric)."""
+    import warnings
+
     keras = import_keras()
     jit = cfg.train.jit_compile
-    model.compile(
-        optimizer=optimizer or make_optimizer(keras, cfg),
-        loss=make_loss(keras, cfg),
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(cfg, n_train) if n_train else 1,
-        jit_compile=jit if jit != "auto" else "auto",
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
+        model.compile(
+            optimizer=optimizer or make_optimizer(keras, cfg),
+            loss=make_loss(keras, cfg),
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution(cfg, n_train) if n_train else 1,
+            jit_compile=jit if jit != "auto" else "auto",
+        )
+    # 'auto' is off here: Keras 3 turns XLA off on CPU-only machines and whenever TF op
+    # determinism is on (train.deterministic, the default). An explicit `jit_compile: true`
+    # is honoured even so: Keras refuses it under op determinism only because it cannot
+    # vouch for every XLA kernel on every device; on CPU XLA's results are run-to-run
+    # identical (bench/run.py checks it), though not bit-identical to the non-XLA kernels,
+    # and compiling costs seconds, so it is opt-in (see docs/benchmarks.md).
+    if jit is True and not model.jit_compile and hasattr(model, "_jit_compile") and all(
+            getattr(layer, "supports_jit", True) for layer in model._flatten_layers()):
+        model._jit_compile = True
     return model
 
 

@@ -6,25 +6,19 @@ import time
 from pathlib import Path
 
 from ottotrain import runs
-from ottotrain.errors import DataError, RunError
+from ottotrain.errors import DataError
 
 
 def load_run(run_dir):
     """Open a finished run safely; return (preprocessor, keras model, status)."""
-    from ottotrain.build import import_keras
     from ottotrain.data import Preprocessor
 
     run_dir = Path(run_dir)
     info = runs.open_finished_run(run_dir)
-    pre = Preprocessor.from_json((run_dir / "preprocess.json").read_text(), run_dir / "preprocess.json")
-    keras = import_keras()
-    try:
-        # safe_mode refuses lambdas and other serialized code; only Keras' own classes load.
-        model = keras.models.load_model(run_dir / "model.keras", compile=False, safe_mode=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"{run_dir / 'model.keras'}: cannot be loaded safely ({msg[:300]}); "
-                       "the file is damaged or was not written by ottotrain") from None
+    path = run_dir / "preprocess.json"
+    pre = Preprocessor.from_json(path.read_bytes().decode("utf-8", "replace"), path)
+    # Checked for foreign modules and code first, then loaded in Keras' safe mode.
+    model = runs.load_model(run_dir / "model.keras", compile=False)
     return pre, model, info
 
 
@@ -49,11 +43,28 @@ def predict(run_dir, test_csv, out=None):
             raise DataError(f"{out}: the output folder {out.parent} does not exist; create it first")
         if out.is_dir():
             raise DataError(f"{out}: is a directory; give a file name such as submission.csv")
-    pre, model, _ = load_run(run_dir)
-    s = pre.state
-    t0 = time.perf_counter()
-    ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
-    proba = predict_proba(model, pre.transform(x))
+        if out.exists() and out.resolve() == Path(test_csv).resolve():
+            raise DataError(f"{out}: is the test file itself; give another output file name")
+        if out.resolve().parent == run_dir.resolve() and out.name in (*runs.REQUIRED, "metrics.json",
+                                                                      "history.csv", "summary.txt"):
+            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another "
+                            "output file name")
+    from ottotrain.cv import is_cv_run
+
+    if is_cv_run(run_dir):  # a cv run: the average of its fold x seed models
+        from ottotrain.cv import ensemble_proba, load_ensemble
+
+        members, _ = load_ensemble(run_dir)
+        s = members[0][0].state
+        t0 = time.perf_counter()
+        ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
+        proba = ensemble_proba(members, x)
+    else:
+        pre, model, _ = load_run(run_dir)
+        s = pre.state
+        t0 = time.perf_counter()
+        ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
+        proba = predict_proba(model, pre.transform(x))
     if out is None:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
     write_submission(out, ids, proba, s["classes"], s["id_column"])

@@ -1,0 +1,188 @@
+"""Bad configs through the CLI: one line on stderr naming file, line, key, what is wrong and
+how to fix it; exit code 1; no traceback; no run directory; YAML tags never executed."""
+
+import copy
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+
+
+def _error_line(result):
+    """The single 'Error: ...' line of a failed command (and check there is nothing worse)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def _set(tree, dotted, value):
+    """Return a copy of a config dict with ``a.b.c`` set (or deleted when value is _DEL)."""
+    tree = copy.deepcopy(tree)
+    *parents, last = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DEL:
+        del node[last]
+    else:
+        node[last] = value
+    return tree
+
+
+_DEL = object()
+LAYERS = "model.layers"
+
+
+def _layers(*items):
+    return list(items) + [{"Dense": {"units": "n_classes"}}, {"Activation": "softmax"}]
+
+
+# (id, edit of the tiny config as (dotted key, value) pairs, expected message fragments)
+BAD_TREES = [
+    ("unknown-top-key", [("trian", {"epochs": 3})], ["trian", "did you mean 'train'", "allowed keys"]),
+    ("misspelt-train-key", [("train.epoch", 3)], ["train.epoch", "did you mean 'epochs'"]),
+    ("misspelt-data-key", [("data.valdation_split", 0.2)],
+     ["data.valdation_split", "did you mean 'validation_split'"]),
+    ("epochs-wrong-type", [("train.epochs", "many")], ["train.epochs", "must be an integer", "'many'"]),
+    ("epochs-float", [("train.epochs", 2.5)], ["train.epochs", "must be an integer", "2.5"]),
+    ("epochs-zero", [("train.epochs", 0)], ["train.epochs", ">= 1", "got 0"]),
+    ("batch-size-zero", [("train.batch_size", 0)], ["train.batch_size", ">= 1", "got 0"]),
+    ("batch-size-negative", [("train.batch_size", -5)], ["train.batch_size", ">= 1", "-5"]),
+    ("validation-split-above-1", [("data.validation_split", 1.5)],
+     ["data.validation_split", "< 1", "1.5"]),
+    ("validation-split-zero", [("data.validation_split", 0)], ["data.validation_split", "> 0"]),
+    ("patience-negative", [("train.early_stopping", {"patience": -1})],
+     ["train.early_stopping.patience", ">= 0", "-1"]),
+    ("learning-rate-negative", [("train.optimizer", {"name": "adam", "learning_rate": -1})],
+     ["train.optimizer.learning_rate", "(0, 10]", "-1"]),
+    ("learning-rate-huge", [("train.optimizer", {"name": "adam", "learning_rate": 100})],
+     ["train.optimizer.learning_rate", "(0, 10]", "100"]),
+    ("learning-rate-text", [("train.optimizer", {"name": "adam", "learning_rate": "fast"})],
+     ["train.optimizer.learning_rate", "must be a number", "'fast'"]),
+    ("seed-negative", [("seed", -1)], ["seed", ">= 0"]),
+    ("shuffle-not-bool", [("train.shuffle", "maybe")], ["train.shuffle", "true or false", "'maybe'"]),
+    ("unknown-layer", [(LAYERS, _layers({"Dens": {"units": 8}}))],
+     ["model.layers[0]", "unknown layer 'Dens'", "did you mean 'Dense'"]),
+    ("unknown-layer-argument", [(LAYERS, _layers({"Dense": {"unit": 8}}))],
+     ["model.layers[0].Dense.unit", "no argument 'unit'", "did you mean 'units'"]),
+    ("layer-argument-wrong-type", [(LAYERS, _layers({"Dense": {"units": "many"}}))],
+     ["model.layers[0].Dense.units", "integer >= 1", "'many'"]),
+    ("layer-bool-argument-wrong-type", [(LAYERS, _layers({"Dense": {"units": 8, "use_bias": 3}}))],
+     ["model.layers[0].Dense.use_bias", "true or false", "got 3"]),
+    ("dropout-rate-out-of-range", [(LAYERS, _layers({"Dropout": {"rate": 1.5}}))],
+     ["model.layers[0].Dropout.rate", "[0, 1)", "1.5"]),
+    ("unknown-activation", [(LAYERS, _layers({"Dense": {"units": 8, "activation": "rleu"}}))],
+     ["model.layers[0].Dense.activation", "unknown activation 'rleu'", "did you mean 'relu'"]),
+    ("unknown-activation-layer", [(LAYERS, [{"Dense": {"units": "n_classes"}}, {"Activation": "softmaxx"}])],
+     ["model.layers[1].Activation.activation", "did you mean 'softmax'"]),
+    ("unknown-optimizer", [("train.optimizer", {"name": "adamm"})],
+     ["train.optimizer.name", "unknown optimizer 'adamm'", "did you mean 'adam'", "known:"]),
+    ("unknown-optimizer-string", [("train.optimizer", "sgdd")], ["train.optimizer", "did you mean 'sgd'"]),
+    ("unknown-optimizer-argument", [("train.optimizer", {"name": "adam", "learning_rat": 0.1})],
+     ["train.optimizer.learning_rat", "did you mean 'learning_rate'"]),
+    ("unknown-loss", [("train.loss", "categorical_crossentropyy")],
+     ["train.loss", "unknown loss", "did you mean 'categorical_crossentropy'"]),
+    ("unknown-regularizer", [(LAYERS, _layers({"Dense": {"units": 8, "kernel_regularizer": "l3"}}))],
+     ["model.layers[0].Dense.kernel_regularizer", "unknown regularizer 'l3'", "known: l1, l2"]),
+    ("regularizer-bad-argument",
+     [(LAYERS, _layers({"Dense": {"units": 8, "kernel_regularizer": {"name": "l2", "l3": 0.1}}}))],
+     ["kernel_regularizer.l3", "no argument 'l3'"]),
+    ("unknown-schedule", [("train.lr_schedule", {"name": "cosin"})],
+     ["train.lr_schedule.name", "did you mean 'cosine'"]),
+    ("unknown-monitor", [("train.early_stopping", {"monitor": "val_los"})],
+     ["train.early_stopping.monitor", "did you mean 'val_loss'"]),
+    ("unknown-transform", [("data.transform", "log")], ["data.transform", "did you mean 'log1p'"]),
+    ("lambda-layer", [(LAYERS, _layers({"Lambda": {"function": "x"}}))],
+     ["model.layers[0]", "Lambda layers run arbitrary code"]),
+    ("missing-data", [("data", _DEL)], ["data", "required"]),
+    ("missing-model", [("model", _DEL)], ["model", "required"]),
+    ("missing-layers", [("model", {})], ["model.layers", "required"]),
+    ("missing-train-file", [("data.train", _DEL)], ["data", "needs 'train'"]),
+    ("layers-not-a-list", [(LAYERS, "Dense")], ["model.layers", "must be a list"]),
+    ("data-not-a-mapping", [("data", "train.csv")], ["data", "must be a mapping"]),
+    ("name-not-a-directory-name", [("name", "../evil")], ["name", "'../evil'", "names a directory"]),
+]
+
+
+@pytest.mark.parametrize("edits,fragments", [c[1:] for c in BAD_TREES], ids=[c[0] for c in BAD_TREES])
+def test_bad_config_is_one_clear_line(edits, fragments, tiny_data, write_config, cli, tmp_path):
+    tree = tiny_config(tiny_data)
+    for key, value in edits:
+        tree = _set(tree, key, value)
+    path = write_config(tree)
+    runs = tmp_path / "runs"
+    line = _error_line(cli("fit", path, "--runs-root", runs))
+    assert str(path) in line
+    for frag in fragments:
+        assert frag in line, line
+    assert not runs.exists()
+
+
+BAD_TEXTS = [
+    ("syntax-error", "name: t\ndata:\n  train: [a, b\nmodel: x\n", [":4:", "invalid YAML"]),
+    ("tab-indent", "name: t\n\tdata: 1\n", [":2:", "invalid YAML", "'\\t'"]),
+    ("duplicate-key", "seed: 1\nseed: 2\n", [":2:", "duplicate key 'seed'"]),
+    ("top-level-list", "- a\n- b\n", ["top level must be a mapping", "got list"]),
+    ("top-level-scalar", "hello\n", ["top level must be a mapping", "got str"]),
+    ("empty-file", "", ["the config is empty"]),
+    ("only-comments", "# nothing here\n", ["the config is empty"]),
+]
+
+
+@pytest.mark.parametrize("text,fragments", [c[1:] for c in BAD_TEXTS], ids=[c[0] for c in BAD_TEXTS])
+def test_bad_yaml_is_one_clear_line(text, fragments, write_config, cli, tmp_path):
+    path = write_config(text)
+    runs = tmp_path / "runs"
+    line = _error_line(cli("fit", path, "--runs-root", runs))
+    assert str(path) in line
+    for frag in fragments:
+        assert frag in line, line
+    assert not runs.exists()
+
+
+def test_missing_config_file(cli, tmp_path):
+    line = _error_line(cli("fit", tmp_path / "nope.yaml", "--runs-root", tmp_path / "runs"))
+    assert "nope.yaml" in line and "not found" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_override_names_the_option(tiny_config_path, cli, tmp_path):
+    line = _error_line(cli("fit", tiny_config_path, "--set", "train.epochs=zero",
+                           "--runs-root", tmp_path / "runs"))
+    assert "--set train.epochs" in line and "'zero'" in line
+    assert not (tmp_path / "runs").exists()
+
+
+PYTHON_TAGS = [
+    "!!python/object/apply:os.system [\"touch {marker}\"]\n",
+    "name: !!python/object/apply:os.system [\"touch {marker}\"]\n",
+    "name: !!python/object/new:os.system [\"touch {marker}\"]\n",
+    "name: !!python/name:os.system\n",
+    "seed: !!python/object/apply:subprocess.call [[\"touch\", \"{marker}\"]]\n",
+]
+
+
+@pytest.mark.parametrize("template", PYTHON_TAGS)
+def test_python_yaml_tags_are_refused_and_never_executed(template, tiny_data, write_config, cli,
+                                                         tmp_path):
+    marker = tmp_path / "pwned"
+    good = yaml.safe_dump(tiny_config(tiny_data), sort_keys=False)
+    text = template.format(marker=marker)
+    if not text.startswith("!!"):  # a tagged value inside an otherwise valid config
+        key = text.split(":", 1)[0]
+        good = "\n".join(line for line in good.splitlines() if not line.startswith(key + ":"))
+        text = good + "\n" + text
+    path = write_config(text)
+    line = _error_line(cli("fit", path, "--runs-root", tmp_path / "runs"))
+    assert "YAML tag not allowed" in line and "never executed" in line
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()
+    # Nor through --set, nor through summary.
+    r = cli("fit", write_config(tiny_config(tiny_data), "ok.yaml"), "--set",
+            f"name=!!python/object/apply:os.system [\"touch {marker}\"]", "--runs-root", tmp_path / "runs")
+    assert "YAML tag not allowed" in _error_line(r)
+    _error_line(cli("summary", path))
+    assert not marker.exists()

@@ -1,0 +1,161 @@
+"""Bad data through the CLI: one line naming the file, the column and line, what is wrong and
+how to fix it; exit code 1; no traceback; and no run directory, since every data check
+happens in ``prepare``, before the run directory is created."""
+
+import gzip
+
+import pandas as pd
+import pytest
+
+from tests.conftest import tiny_config
+
+HEADER = "id,f1,f2,target\n"
+GOOD_ROWS = "".join(f"{i},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41))
+
+
+def _error_line(result):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def _fit(cli, write_config, tiny_data, tmp_path, train=None, test=None, **data):
+    """Run fit on a tiny config whose data section points at the given files."""
+    cfg = tiny_config(tiny_data)
+    cfg["data"] = {"train": str(train or tiny_data["train"]), **data}
+    if test is not None:
+        cfg["data"]["test"] = str(test)
+    runs = tmp_path / "runs"
+    result = cli("fit", write_config(cfg), "--runs-root", runs)
+    return result, runs
+
+
+# (id, train file name, train file content (str or bytes), config data keys, message fragments)
+BAD_TRAIN = [
+    ("empty-file", "train.csv", "", {}, ["the file is empty"]),
+    ("blank-lines-only", "train.csv", "\n\n\n", {}, ["the file is empty"]),
+    ("header-only", "train.csv", HEADER, {}, ["has a header but no data rows"]),
+    ("binary", "train.csv", b"\x00\x01\x02garbage\xff" * 20, {}, ["binary file, not a CSV"]),
+    ("gzip-named-csv", "train.csv", gzip.compress((HEADER + GOOD_ROWS).encode()), {},
+     ["binary file", "name it .csv.gz"]),
+    ("corrupt-gzip", "train.csv.gz", b"not gzip at all", {}, ["cannot read the file", "gzip"]),
+    ("excel", "train.csv", b"PK\x03\x04" + b"\x14" * 40, {}, ["binary file", "export it as CSV"]),
+    ("semicolons", "train.csv", HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"), {},
+     ["line 1", "separated by semicolons", "comma-separated"]),
+    ("tabs", "train.csv", HEADER.replace(",", "\t") + GOOD_ROWS.replace(",", "\t"), {},
+     ["separated by tabs"]),
+    ("not-utf8", "train.csv", (HEADER + GOOD_ROWS + "41,1,2,\xe9t\xe9\n").encode("latin-1"), {},
+     ["not UTF-8"]),
+    ("not-utf8-after-64k", "train.csv", (HEADER + GOOD_ROWS * 200 + "41,1,2,\xe9t\xe9\n").encode("latin-1"),
+     {}, ["not UTF-8", "save the CSV as UTF-8"]),
+    ("ragged-row", "train.csv", HEADER + GOOD_ROWS + "41,1,2,A,5\n", {},
+     ["cannot parse as CSV", "line 42", "4 comma-separated values"]),
+    ("missing-id-column", "train.csv", HEADER.replace("id,", "ident,") + GOOD_ROWS, {},
+     ["no column 'id'", "data.id_column", "the header has"]),
+    ("missing-target-column", "train.csv", HEADER.replace("target", "label") + GOOD_ROWS, {},
+     ["no column 'target'", "data.target_column"]),
+    ("misspelt-target-column", "train.csv", HEADER + GOOD_ROWS, {"target_column": "traget"},
+     ["no column 'traget'", "did you mean 'target'"]),
+    ("missing-feature-column", "train.csv", HEADER + GOOD_ROWS, {"feature_columns": ["f1", "f9"]},
+     ["data.feature_columns", "f9"]),
+    ("no-feature-columns", "train.csv", "id,target\n1,A\n2,B\n", {}, ["no feature columns"]),
+    ("duplicated-column", "train.csv", "id,f1,f1,target\n" + GOOD_ROWS, {},
+     ["duplicated column name(s) f1", "must be unique"]),
+    ("unnamed-column", "train.csv", "id,f1,,target\n" + GOOD_ROWS, {}, ["header column 3 has no name"]),
+    ("non-numeric-cell", "train.csv", HEADER + GOOD_ROWS + "41,abc,2,A\n", {},
+     ["column 'f1'", "line 42", "non-numeric value 'abc'"]),
+    ("missing-value", "train.csv", HEADER + GOOD_ROWS + "41,,2,A\n", {},
+     ["column 'f1'", "line 42", "missing value", "fill or drop"]),
+    ("nan-text", "train.csv", HEADER + GOOD_ROWS + "41,1,NaN,A\n", {}, ["column 'f2'", "line 42", "missing value"]),
+    ("infinite-value", "train.csv", HEADER + GOOD_ROWS + "41,inf,2,A\n", {},
+     ["column 'f1'", "line 42", "infinite value"]),
+    ("too-large-for-float32", "train.csv", HEADER + GOOD_ROWS + "41,1e39,2,A\n", {},
+     ["column 'f1'", "line 42", "too large for float32"]),
+    ("missing-label", "train.csv", HEADER + GOOD_ROWS + "41,1,2,\n", {},
+     ["column 'target'", "line 42", "missing class label"]),
+    ("one-class", "train.csv", HEADER + GOOD_ROWS.replace(",B\n", ",A\n"), {},
+     ["column 'target' has only one class ('A')", "at least two"]),
+    ("too-few-rows-for-split", "train.csv", HEADER + "1,1,2,A\n2,2,3,B\n", {"validation_split": 0.1},
+     ["validation_split=0.1", "0 validation rows"]),
+]
+
+
+@pytest.mark.parametrize("name,content,data,fragments", [c[1:] for c in BAD_TRAIN],
+                         ids=[c[0] for c in BAD_TRAIN])
+def test_bad_train_file_is_one_clear_line(name, content, data, fragments, cli, write_config,
+                                          tiny_data, tmp_path):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    result, runs = _fit(cli, write_config, tiny_data, tmp_path, train=path, **data)
+    line = _error_line(result)
+    assert str(path) in line
+    for frag in fragments:
+        assert frag in line, line
+    assert not runs.exists()  # nothing created for a run that could not start
+
+
+def test_missing_and_unreadable_files(cli, write_config, tiny_data, tmp_path):
+    result, runs = _fit(cli, write_config, tiny_data, tmp_path, train=tmp_path / "nope.csv")
+    line = _error_line(result)
+    assert "nope.csv" in line and "train file not found" in line and "data.train" in line
+    (tmp_path / "folder.csv").mkdir()
+    result, _ = _fit(cli, write_config, tiny_data, tmp_path, train=tmp_path / "folder.csv")
+    assert "is a directory" in _error_line(result)
+    result, _ = _fit(cli, write_config, tiny_data, tmp_path, test=tmp_path / "nope-test.csv")
+    line = _error_line(result)
+    assert "nope-test.csv" in line and "test file not found" in line and "data.test" in line
+    assert not runs.exists()
+
+
+def _test_variant(tiny_data, tmp_path, edit):
+    df = pd.read_csv(tiny_data["test"])
+    df = edit(df)
+    path = tmp_path / "test-variant.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+BAD_TEST = [
+    ("duplicated-id", lambda d: d.assign(id=[1] * 2 + list(d["id"][2:])),
+     ["column 'id'", "line 3", "duplicated id 1", "unique id"]),
+    ("missing-columns", lambda d: d.drop(columns=["feat_5", "feat_7"]),
+     ["columns differ from the training data", "missing 2 column(s) seen at fit: feat_5, feat_7"]),
+    ("extra-column", lambda d: d.assign(extra=1),
+     ["columns differ from the training data", "unexpected column(s): extra"]),
+    ("renamed-column", lambda d: d.rename(columns={"feat_9": "feat_09"}),
+     ["missing 1 column(s) seen at fit: feat_9", "unexpected column(s): feat_09"]),
+    ("has-target-column", lambda d: d.assign(target="Class_1"),
+     ["has a target column 'target'", "is this the training file?"]),
+    ("no-id-column", lambda d: d.drop(columns=["id"]), ["no id column 'id'"]),
+    ("non-numeric", lambda d: d.assign(feat_3=["x"] + list(d["feat_3"][1:])),
+     ["column 'feat_3'", "line 2", "non-numeric value 'x'"]),
+    ("missing-value", lambda d: d.assign(feat_2=[None] + list(d["feat_2"][1:])),
+     ["column 'feat_2'", "line 2", "missing value"]),
+]
+
+
+@pytest.mark.parametrize("edit,fragments", [c[1:] for c in BAD_TEST], ids=[c[0] for c in BAD_TEST])
+def test_bad_test_file_is_one_clear_line(edit, fragments, cli, write_config, tiny_data, tmp_path):
+    path = _test_variant(tiny_data, tmp_path, edit)
+    result, runs = _fit(cli, write_config, tiny_data, tmp_path, test=path)
+    line = _error_line(result)
+    assert str(path) in line
+    for frag in fragments:
+        assert frag in line, line
+    assert not runs.exists()
+
+
+def test_test_columns_in_another_order_are_fine(tiny_data, tmp_path):
+    from ottotrain.data import load_test
+
+    cols = pd.read_csv(tiny_data["train"], nrows=1).columns
+    feats = [c for c in cols if c not in ("id", "target")]
+    path = _test_variant(tiny_data, tmp_path, lambda d: d[["id"] + feats[::-1]])
+    ids, x = load_test(path, "id", "target", feats)
+    ref = pd.read_csv(tiny_data["test"])
+    assert (x == ref[feats].to_numpy(dtype="float32")).all() and list(ids) == list(ref["id"])
