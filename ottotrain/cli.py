@@ -85,13 +85,17 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
     from pathlib import Path
 
     from ottotrain.config import load_config
-    from ottotrain.train import fit as run_fit
 
     if config is None:
         if not resume:
             raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
+        from ottotrain.runs import read_status
+
+        read_status(resume)  # "not a run directory" rather than "config file not found"
         config = str(Path(resume) / "config.yaml")
     cfg = load_config(config, overrides)
+    from ottotrain.train import fit as run_fit  # after validation: config errors stay fast
+
     try:
         result = run_fit(cfg, run_dir=run_dir, runs_root=runs_root, smoke=smoke, resume=resume,
                          log=_log(quiet, verbose), config_name=Path(config).stem)
@@ -162,6 +166,273 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
                            n_classes=classes, n_features=features)
     click.echo(train)
     click.echo(test)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--folds", type=click.IntRange(min=2), help="Stratified folds K [default: 5].")
+@click.option("--seeds", type=click.IntRange(min=1),
+              help="Models per fold, each with its own seed (bagging) [default: 1].")
+@set_option
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
+@click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where new run directories go.")
+@click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample, one epoch per model.")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="Continue an interrupted cv run (finished models are reused).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+@verbose_option
+def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
+    """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
+
+    Each model trains on K-1 folds and early-stops on the held-out fold
+    (data.validation_split is not used); preprocessing is fitted per fold. The
+    run directory gets oof.csv (one out-of-fold prediction per training row),
+    metrics.json (oof_log_loss, per-fold mean ± std), every model under models/,
+    and submission.csv averaged over all models. 'ottotrain predict' on the run
+    uses the whole ensemble.
+
+    \b
+    Examples:
+      ottotrain cv configs/otto-cv.yaml
+      ottotrain cv configs/otto.yaml --folds 5 --seeds 3 --set data.transform=anscombe
+      ottotrain cv --resume runs/otto-cv-20261128-101500
+    """
+    from pathlib import Path
+
+    from ottotrain.config import load_config
+    from ottotrain.cv import run_cv
+
+    if config is None:
+        if not resume:
+            raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
+        config = str(Path(resume) / "config.yaml")
+    cfg = load_config(config, overrides)
+    try:
+        result = run_cv(cfg, folds=folds, seeds=seeds, run_dir=run_dir, runs_root=runs_root,
+                        resume=resume, smoke=smoke, log=_log(quiet, verbose),
+                        config_name=Path(config).stem)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"oof_log_loss={result['oof_log_loss']:.4f} oof_accuracy={result['oof_accuracy']:.4f} "
+                   f"fold_log_loss={result['fold_log_loss_mean']:.4f}±{result['fold_log_loss_std']:.4f} "
+                   f"models={result['n_models']}")
+        click.echo(result["run_dir"])
+
+
+@main.command()
+@click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the blended submission here (default: only report the scores).")
+@click.option("--temperature", is_flag=True,
+              help="Also apply the temperature fitted on the OOF predictions to the submission.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def blend(runs_, output, temperature, as_json):
+    """Blend cv runs: weights >= 0 summing to 1 that minimise the out-of-fold log loss.
+
+    The runs must share their training rows and folds (same data, config seed
+    and --folds). Prints each run's OOF score and weight, the blend's OOF score
+    with and without temperature scaling, and writes the weighted average of the
+    runs' submission.csv files.
+
+    \b
+    Example:
+      ottotrain blend runs/otto-cv-A runs/otto-cv-B -o submission.csv
+    """
+    from ottotrain.blend import blend as run_blend
+
+    result = run_blend(list(runs_), output, temperature)
+    if as_json:
+        _echo_json(result)
+        return
+    width = max(len(r["run"]) for r in result["runs"])
+    for r in result["runs"]:
+        click.echo(f"{r['run']:<{width}}  oof_log_loss={r['oof_log_loss']:.4f} "
+                   f"oof_accuracy={r['oof_accuracy']:.4f} weight={r['weight']:.3f}")
+    click.echo(f"{'blend':<{width}}  oof_log_loss={result['oof_log_loss']:.4f} "
+               f"oof_accuracy={result['oof_accuracy']:.4f}")
+    click.echo(f"{'blend + temperature':<{width}}  oof_log_loss={result['oof_log_loss_temperature']:.4f} "
+               f"(T={result['temperature']:.3f}, fitted on the same OOF rows"
+               f"{', applied' if result['temperature_applied'] else ', not applied'})")
+    if result["output"]:
+        click.echo(result["output"])
+
+
+# --------------------------------------------------------------------------------------
+# The experiment loop: init, check, config, schema, runs, evaluate, plot.
+
+
+@main.command()
+@click.argument("path", default="ottotrain.yaml", required=False, type=click.Path(dir_okay=False))
+@quiet_option
+def init(path, quiet):
+    """Write a commented starter config file.
+
+    Writes PATH [default: ottotrain.yaml]: the tutorial's MLP on the Kaggle Otto layout (data/otto/train.csv.gz and
+    test.csv.gz beside the config). An existing file is never overwritten.
+
+    \b
+    Examples:
+      ottotrain init
+      ottotrain init configs/first.yaml
+    """
+    from ottotrain.starter import write_starter
+
+    written = write_starter(path)
+    if not quiet:
+        click.echo(f"Next: put Kaggle's train.csv.gz and test.csv.gz in {written.parent / 'data' / 'otto'} "
+                   f"(or edit data: in the file), then run: ottotrain check {written}", err=True)
+    click.echo(written)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@quiet_option
+def check(config, overrides, as_json, quiet):
+    """Check a config and its data; train nothing.
+
+    Shows what fit would do with CONFIG. Reads and checks the CSV files (columns, numbers, classes, train/test
+    agreement), splits them, builds the model, and prints the class balance,
+    the split, the model summary and the training plan. Exit code 1 on any
+    problem, so it fits in scripts: ottotrain check -q CONFIG && ottotrain fit CONFIG
+
+    \b
+    Examples:
+      ottotrain check configs/mlp.yaml
+      ottotrain check configs/mlp.yaml --set data.validation_split=0.2
+    """
+    from ottotrain.check import check as run_check
+    from ottotrain.check import format_check, one_line
+    from ottotrain.config import load_config
+
+    result = run_check(load_config(config, overrides), log=_log(quiet))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(one_line(result) if quiet else format_check(result))
+
+
+@main.command("config")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+def config_cmd(config_file, overrides):
+    """Print a config with every default filled in.
+
+    CONFIG with the --set overrides applied and data paths made absolute; the
+    output is itself a valid config.
+
+    \b
+    Examples:
+      ottotrain config configs/mlp.yaml
+      ottotrain config configs/mlp.yaml --set train.epochs=5 > resolved.yaml
+    """
+    from ottotrain.config import config_to_dict, dump_yaml, load_config
+
+    click.echo(dump_yaml(config_to_dict(load_config(config_file, overrides))), nl=False)
+
+
+@main.command()
+def schema():
+    """Print the config file's JSON Schema (for editors).
+
+    Editors with YAML language support use it to complete and check configs as
+    you type; see the README for VS Code's yaml.schemas setting and the
+    yaml-language-server modeline.
+
+    \b
+    Example:
+      ottotrain schema > ottotrain.schema.json
+    """
+    from ottotrain.config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command("runs")
+@click.argument("runs_dir", metavar="[DIR]", default="runs", required=False,
+                type=click.Path(file_okay=False))
+@click.option("--sort", type=click.Choice(["date", "score"]), default="date", show_default=True,
+              help="date: oldest first; score: best log loss first.")
+@click.option("--diff", nargs=2, metavar="RUN_A RUN_B",
+              help="Show how two runs' configs differ (paths, or names under DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def runs_cmd(runs_dir, sort, diff, as_json):
+    """List runs with their scores, or diff two.
+
+    Lists the runs under DIR [default: runs]: kind, date, status, epochs, log
+    loss, accuracy, duration. cv runs show their out-of-fold log loss; unfinished runs their best val_loss so far.
+
+    \b
+    Examples:
+      ottotrain runs
+      ottotrain runs runs --sort score
+      ottotrain runs --diff mlp-20261128-101500 mlp-20261128-113000
+    """
+    from ottotrain import report
+
+    if diff:
+        result = report.diff_runs(*diff, root=runs_dir)
+        if as_json:
+            _echo_json(result)
+        else:
+            click.echo(report.format_diff(result))
+        return
+    rows = report.list_runs(runs_dir, sort)
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(f"no runs in {runs_dir}", err=True)
+    else:
+        click.echo(report.format_runs(rows))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("data_csv", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+def evaluate(run_dir, data_csv, as_json, quiet):
+    """Score a trained RUN_DIR on a labelled DATA_CSV.
+
+    Prints Kaggle's log loss, accuracy, per-class precision and recall, and the
+    confusion matrix. DATA_CSV needs the target column and the feature columns
+    seen at fit.
+
+    \b
+    Example:
+      ottotrain evaluate runs/mlp-20261128-101500 data/otto/holdout.csv
+    """
+    from ottotrain.evaluate import evaluate as run_evaluate
+    from ottotrain.evaluate import format_evaluation
+
+    result = run_evaluate(run_dir, data_csv, log=_log(quiet))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(format_evaluation(result, brief=quiet))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def plot(run_dir):
+    """(Re)draw RUN_DIR's curves.png and confusion.png.
+
+    fit draws them itself at the end; use this for a run that was interrupted.
+
+    \b
+    Example:
+      ottotrain plot runs/mlp-20261128-101500
+    """
+    from ottotrain.plots import plot_run
+
+    for p in plot_run(run_dir, strict=True):
+        click.echo(p)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,38 @@
+"""Time loading + preprocessing the train and test CSVs, one way, in this process.
+
+    python bench/data_load.py ottotrain TRAIN TEST   # ottotrain's loaders + Preprocessor
+    python bench/data_load.py pandas TRAIN TEST      # pandas.read_csv with defaults, nothing else
+    python bench/data_load.py arrow TRAIN TEST       # pyarrow.csv.read_csv alone: the parser's floor
+
+Prints one JSON line: seconds from after ``import pandas`` to the end (imports of
+ottotrain and pyarrow, which the ottotrain path needs, are inside the timing).
+"""
+
+import json
+import sys
+import time
+
+import pandas as pd
+
+mode, train, test = sys.argv[1:4]
+t0 = time.perf_counter()
+if mode == "pandas":
+    a = pd.read_csv(train)
+    b = pd.read_csv(test)
+    rows = (len(a), len(b))
+elif mode == "arrow":
+    import pyarrow.csv as pacsv
+
+    rows = (pacsv.read_csv(train).num_rows, pacsv.read_csv(test).num_rows)
+else:
+    from ottotrain.config import DataConfig
+    from ottotrain.data import Preprocessor, load_test, load_train
+
+    dc = DataConfig(train=train, test=test, scaling="standard")
+    tr = load_train(dc)
+    ids, xt = load_test(test, dc.id_column, dc.target_column, tr.features)
+    pre = Preprocessor.fit(tr.x, dc, tr.features, tr.classes, dc.id_column, dc.target_column)
+    x1, x2 = pre.transform(tr.x), pre.transform(xt)
+    rows = (len(x1), len(x2))
+dt = time.perf_counter() - t0
+print(json.dumps({"mode": mode, "seconds": dt, "rows": rows}))

@@ -1,0 +1,575 @@
+"""ottotrain's benchmark suite: one command, every figure a ratio measured side by side.
+
+    python bench/run.py            # full run, ~15-20 min on 2 cores with the real data
+    python bench/run.py --quick    # fewer repetitions and epochs, no 5M-row growth step
+
+Writes bench/RESULTS.md (machine, versions, exact commands, results). Uses the
+real Otto files in ../shared/otto/ (relative to the repository root) when they
+are there, else generated data of the same shape (``ottotrain make-data``), and
+says which. Every A/B pair runs in separate processes, interleaved (A B B A ...),
+and figures are medians over the repetitions, because the machine is shared.
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+REAL = ROOT.parent / "shared" / "otto"
+PY = sys.executable
+OTTO = str(Path(PY).with_name("ottotrain"))
+if not Path(OTTO).exists():
+    OTTO = shutil.which("ottotrain") or "ottotrain"
+
+# 3 x 512 model, forward multiply-adds per row (93 features, 9 classes).
+MACS_3X512 = 93 * 512 + 512 * 512 + 512 * 512 + 512 * 9
+
+COMMANDS: list[str] = []
+
+
+def q(cmd) -> str:
+    s = " ".join(shlex.quote(str(c)) for c in cmd)
+    return s.replace(str(ROOT) + "/", "").replace(PY, "python").replace(OTTO, "ottotrain")
+
+
+def run(cmd, record=True, env=None, check=True):
+    """Run a command; return (wall seconds, peak RSS in MiB, stdout, stderr)."""
+    cmd = [str(c) for c in cmd]
+    if record and q(cmd) not in COMMANDS:
+        COMMANDS.append(q(cmd))
+    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate()  # reads both pipes, then reaps; rusage via wait4 below
+    wall = time.perf_counter() - t0
+    rss = _child_rss_mib()
+    if check and p.returncode != 0:
+        raise SystemExit(f"command failed ({p.returncode}): {q(cmd)}\n{err.decode()[-3000:]}")
+    return wall, rss, out.decode(), err.decode()
+
+
+_last_maxrss = [0]
+
+
+def _child_rss_mib():
+    """Peak RSS of the largest child reaped so far (Linux: KiB). Children run one at a time,
+    so we measure each with a fresh helper process instead: see ``peak_rss``."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def peak_rss(cmd):
+    """(wall, peak RSS MiB of exactly this command, stdout, stderr), via a wrapper process."""
+    wrapper = [PY, "-c", (
+        "import json,os,resource,subprocess,sys,time;t=time.perf_counter();"
+        "p=subprocess.run(sys.argv[1:],capture_output=True);"
+        "w=time.perf_counter()-t;"
+        "sys.stdout.write(json.dumps({'rc':p.returncode,'wall':w,"
+        "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
+        "'out':p.stdout.decode(),'err':p.stderr.decode()[-3000:]}))")] + [str(c) for c in cmd]
+    COMMANDS.append(q(cmd)) if q(cmd) not in COMMANDS else None
+    _, _, out, _ = run(wrapper, record=False)
+    r = json.loads(out)
+    if r["rc"] != 0:
+        raise SystemExit(f"command failed ({r['rc']}): {q(cmd)}\n{r['err']}")
+    return r["wall"], r["rss"], r["out"], r["err"]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def interleave(reps, *jobs):
+    """Run jobs A, B, ... ``reps`` times in the order A B, B A, A B, ...; lists of results."""
+    res = [[] for _ in jobs]
+    for r in range(reps):
+        order = list(range(len(jobs)))
+        if r % 2:
+            order.reverse()
+        for i in order:
+            res[i].append(jobs[i]())
+    return res
+
+
+# --------------------------------------------------------------------------------------
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    vers = {}
+    for pkg in ("ottotrain", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "scikit-learn"):
+        try:
+            vers[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            vers[pkg] = "-"
+    return {"cores": os.cpu_count(), "cpu": cpu, "memory": mem, "python": platform.python_version(),
+            "os": platform.platform(), "versions": vers}
+
+
+def get_data(work: Path, quick: bool):
+    if (REAL / "train.csv.gz").exists() and (REAL / "test.csv.gz").exists():
+        return REAL / "train.csv.gz", REAL / "test.csv.gz", "real Kaggle Otto data (../shared/otto/)"
+    d = work / "otto-shaped"
+    run([OTTO, "make-data", d, "--rows", 61878, "--test-rows", 144368, "--seed", 0])
+    return d / "train.csv", d / "test.csv", ("generated Otto-shaped data (`ottotrain make-data "
+                                             "--rows 61878 --test-rows 144368`): ../shared/otto/ absent")
+
+
+def sgemm_rate():
+    """GFLOP/s of a float32 2048x2048 matmul with numpy on all cores (best of 5 after warm-up)."""
+    code = ("import numpy as np,time;n=2048;a=np.random.rand(n,n).astype('f4');b=a.T.copy();a@b;"
+            "ts=[];exec('for _ in range(5):\\n t=time.perf_counter();a@b;ts.append(time.perf_counter()-t)');"
+            "print(2*n**3/min(ts)/1e9)")
+    _, _, out, _ = run([PY, "-c", code])
+    return float(out.strip())
+
+
+# --------------------------------------------------------------------------------------
+# 1-2, 6. Training vs plain Keras
+
+
+TRAIN_MODELS = [  # name, batch size, epochs (full), epochs (quick)
+    ("logreg", 32, 5, 2),
+    ("mlp", 128, 10, 3),
+    ("mlp3x512", 128, 3, 2),
+]
+
+
+def plain_job(train, model, bs, epochs, work, seed=42):
+    def job():
+        out = work / f"plain-{model}-{seed}-{time.monotonic_ns()}.json"
+        wall, rss, _, _ = peak_rss([PY, BENCH / "plain_keras.py", "--train", train, "--model", model,
+                                    "--batch-size", bs, "--epochs", epochs, "--seed", seed,
+                                    "--json", out])
+        r = json.loads(out.read_text())
+        r.update(wall=wall, rss=rss, per_epoch=r["fit_seconds"] / epochs,
+                 steady=med(r["epoch_seconds"][1:]) if epochs > 1 else r["epoch_seconds"][0],
+                 last_val_loss=r["val_loss_history"][-1])
+        return r
+    return job
+
+
+def otto_job(train, model, epochs, work, extra=(), tag=""):
+    def job():
+        run_dir = work / f"otto-{model}{tag}-{time.monotonic_ns()}"
+        cmd = [OTTO, "fit", BENCH / "configs" / f"{model}.yaml", "--set", f"data.train={train}",
+               "--set", f"train.epochs={epochs}", *extra, "--run-dir", run_dir, "--json", "-q"]
+        wall, rss, out, _ = peak_rss(cmd)
+        m = json.loads(out)
+        import csv
+
+        with open(run_dir / "history.csv") as f:
+            hist = list(csv.DictReader(f))
+        secs = [float(h["seconds"]) for h in hist]
+        t = m["timings"]
+        m.update(wall=wall, rss=rss, run_dir=str(run_dir), per_epoch=t["train_seconds"] / epochs,
+                 steady=med(secs[1:]) if epochs > 1 else secs[0], epoch_seconds=secs,
+                 loop_overhead=(t["train_seconds"] - sum(secs)) / epochs,
+                 last_val_loss=float(hist[-1]["val_loss"]))
+        return m
+    return job
+
+
+def bench_training(train, work, reps, quick):
+    rows = []
+    sg = []
+    big = None
+    for model, bs, ep_full, ep_quick in TRAIN_MODELS:
+        epochs = ep_quick if quick else ep_full
+        jobs = [plain_job(train, model, bs, epochs, work), otto_job(train, model, epochs, work)]
+        if model == "mlp3x512":
+            jobs.append(lambda: sg.append(sgemm_rate()))
+        res = interleave(reps, *jobs)
+        plain, otto = res[0], res[1]
+        seed2 = plain_job(train, model, bs, epochs, work, seed=43)()  # seed-to-seed noise
+        row = {"model": model, "batch": bs, "epochs": epochs, "reps": reps,
+               "plain_per_epoch": med([r["per_epoch"] for r in plain]),
+               "otto_per_epoch": med([r["per_epoch"] for r in otto]),
+               "plain_steady": med([r["steady"] for r in plain]),
+               "otto_steady": med([r["steady"] for r in otto]),
+               "ratio": med([o["per_epoch"] / p["per_epoch"] for p, o in zip(plain, otto)]),
+               "ratio_steady": med([o["steady"] / p["steady"] for p, o in zip(plain, otto)]),
+               "loop_overhead": med([o["loop_overhead"] for o in otto]),
+               "plain_loss": plain[0]["last_val_loss"], "otto_loss": otto[0]["last_val_loss"],
+               "otto_best_loss": otto[0]["val_log_loss"],
+               "seed43_loss": seed2["last_val_loss"],
+               "plain_losses": sorted({round(r["last_val_loss"], 6) for r in plain}),
+               "otto_losses": sorted({round(r["last_val_loss"], 6) for r in otto}),
+               "plain_rss": med([r["rss"] for r in plain]), "otto_rss": med([r["rss"] for r in otto]),
+               "plain_jit": plain[0]["jit_compile"]}
+        rows.append(row)
+        if model == "mlp3x512":
+            n_tr, n_va = otto[0]["n_train"], otto[0]["n_val"]
+            flop = (n_tr * 6 + n_va * 2) * MACS_3X512
+            big = {"flop_per_epoch": flop, "sgemm": med(sg), "sgemm_all": sg,
+                   "otto_rate": med([flop / o["steady"] / 1e9 for o in otto]),
+                   "plain_rate": med([flop / p["steady"] / 1e9 for p in plain]),
+                   "run_dir": otto[0]["run_dir"]}
+            big["otto_frac"] = big["otto_rate"] / big["sgemm"]
+            big["plain_frac"] = big["plain_rate"] / big["sgemm"]
+    return rows, big
+
+
+def bench_xla(train, work, quick):
+    """3x512: explicit XLA (jit_compile: true) vs the default, twice each (determinism)."""
+    if quick:
+        return None
+    epochs = 3
+    xla = ["--set", "train.jit_compile=true"]
+    a, b = interleave(2, otto_job(train, "mlp3x512", epochs, work),
+                      otto_job(train, "mlp3x512", epochs, work, xla, tag="-xla"))
+    return {"default_steady": med([r["steady"] for r in a]), "xla_steady": med([r["steady"] for r in b]),
+            "default_first": med([r["epoch_seconds"][0] for r in a]),
+            "xla_first": med([r["epoch_seconds"][0] for r in b]),
+            "default_per_epoch": med([r["per_epoch"] for r in a]),
+            "xla_per_epoch": med([r["per_epoch"] for r in b]),
+            "xla_repeatable": len({r["last_val_loss"] for r in b}) == 1 and
+            len({r["val_log_loss"] for r in b}) == 1,
+            "default_repeatable": len({r["last_val_loss"] for r in a}) == 1,
+            "xla_loss": b[0]["last_val_loss"], "default_loss": a[0]["last_val_loss"], "epochs": epochs}
+
+
+# --------------------------------------------------------------------------------------
+# 3. Start-up
+
+
+def bench_startup(work, reps):
+    bad = work / "bad.yaml"
+    bad.write_text("model:\n  layers:\n    - Dense: {units: 10}\ntrain:\n  batch_size: 0\n")
+    jobs = {
+        "python -c pass": [PY, "-c", "pass"],
+        "ottotrain --help": [OTTO, "--help"],
+        "ottotrain fit bad.yaml (invalid config)": [OTTO, "fit", bad],
+    }
+
+    def job(cmd, ok):
+        return lambda: run(cmd, check=False)[0]
+
+    names = list(jobs)
+    res = interleave(reps, *[job(jobs[n], n) for n in names])
+    times = {n: med(r) for n, r in zip(names, res)}
+    # Which heavy modules load on those paths? (python -X importtime, in-process.)
+    heavy = {}
+    for n in names[1:]:
+        cmd = [PY, "-X", "importtime", "-c",
+               "import sys;sys.argv=" + repr(["ottotrain"] + [str(c) for c in jobs[n][1:]]) +
+               ";from ottotrain.cli import main\ntry:\n main()\nexcept SystemExit:\n pass"]
+        _, _, _, err = run(cmd, record=False, check=False)
+        mods = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in err.splitlines()
+                if line.startswith("import time:")}
+        heavy[n] = sorted(m for m in mods if m in ("tensorflow", "keras", "pandas", "sklearn",
+                                                   "scipy", "pyarrow", "matplotlib", "numpy"))
+    _, _, _, err = run([OTTO, "fit", bad], check=False)
+    return {"times": times, "ratio": {n: times[n] / times["python -c pass"] for n in names[1:]},
+            "heavy": heavy, "error": err.strip().splitlines()[-1] if err.strip() else ""}
+
+
+# --------------------------------------------------------------------------------------
+# 4. Data loading, 5. predict
+
+
+def bench_data(train, test, reps):
+    def job(mode):
+        def j():
+            _, _, out, _ = run([PY, BENCH / "data_load.py", mode, train, test])
+            return json.loads(out)["seconds"]
+        return j
+
+    pd_t, ot_t, ar_t = interleave(reps, job("pandas"), job("ottotrain"), job("arrow"))
+    return {"pandas": med(pd_t), "ottotrain": med(ot_t), "arrow": med(ar_t),
+            "ratio": med([o / p for p, o in zip(pd_t, ot_t)]),
+            "arrow_ratio": med([a / p for p, a in zip(pd_t, ar_t)])}
+
+
+def bench_predict(run_dir, test, work, reps):
+    def otto():
+        out = work / f"sub-{time.monotonic_ns()}.csv"
+        wall, rss, _, err = peak_rss([OTTO, "predict", run_dir, test, "-o", out])
+        rows = sum(1 for _ in open(out)) - 1
+        line = [x for x in err.splitlines() if "rows/s" in x][-1]
+        return {"wall": wall, "rss": rss, "rows": rows, "rows_per_s": float(line.split("(")[1].split()[0]),
+                "seconds": float(line.split(" in ")[1].split("s")[0])}
+
+    def read():
+        _, _, out, _ = run([PY, "-c", "import pandas as pd,time,sys;t=time.perf_counter();"
+                            "pd.read_csv(sys.argv[1]);print(time.perf_counter()-t)", test])
+        return float(out)
+
+    o, r = interleave(reps, otto, read)
+    return {"rows": o[0]["rows"], "rows_per_s": med([x["rows_per_s"] for x in o]),
+            "seconds": med([x["seconds"] for x in o]), "wall": med([x["wall"] for x in o]),
+            "rss": med([x["rss"] for x in o]), "read_csv": med(r),
+            "ratio": med([x["seconds"] / y for x, y in zip(o, r)])}
+
+
+# --------------------------------------------------------------------------------------
+# 7. Growth
+
+
+def _mem_available_mib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def bench_growth(work, quick):
+    sizes = [(50_000, 3), (500_000, 2)] + ([] if quick else [(5_000_000, 1)])
+    out = []
+    for rows, epochs in sizes:
+        if len(out) >= 2:  # never risk the OOM killer on a shared machine
+            a, b = out[-2], out[-1]
+            need = b["rss"] + (b["rss"] - a["rss"]) / (b["rows"] - a["rows"]) * (rows - b["rows"])
+            avail = _mem_available_mib()
+            if need > 0.7 * avail:
+                out.append({"rows": rows, "epochs": epochs, "skipped": True, "projected_rss": need,
+                            "available": avail})
+                continue
+        d = work / f"gen-{rows}"
+        t0 = time.perf_counter()
+        run([OTTO, "make-data", d, "--rows", rows, "--test-rows", 10, "--seed", 0])
+        gen = time.perf_counter() - t0
+        m = otto_job(d / "train.csv", "mlp", epochs, work, tag=f"-{rows}")()
+        fit_epoch = med(m["epoch_seconds"][1:]) if epochs > 1 else m["epoch_seconds"][0]
+        out.append({"rows": rows, "epochs": epochs, "gen_seconds": gen,
+                    "data_seconds": m["timings"]["data_seconds"],
+                    "epoch_seconds": fit_epoch, "per_epoch_all": m["per_epoch"],
+                    "us_per_row": fit_epoch / m["n_train"] * 1e6, "rss": m["rss"],
+                    "val_loss": m["val_log_loss"]})
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(m["run_dir"], ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(x, nd=2):
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def ok(flag):
+    return "**met**" if flag else "**not met**"
+
+
+def report(info, R, args, elapsed):
+    L = []
+    w = L.append
+    w("# ottotrain benchmark results\n")
+    w(f"Generated by `python bench/run.py{' --quick' if args.quick else ''}` on "
+      f"{info['date']} in {elapsed / 60:.1f} min. Data: {info['data']}.\n")
+    w(f"Machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM, {info['os']}, "
+      f"Python {info['python']}. Load average before/after: {info['load0']} / {info['load1']} "
+      "(the machine is shared: every figure is a ratio of runs made side by side, interleaved, "
+      "medians over the repetitions).\n")
+    w("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".\n")
+
+    tr, big = R["training"], R["big"]
+    w("## 1. Training speed vs plain Keras (`bench/plain_keras.py`, the tutorial's way)\n")
+    w("Seconds per epoch = wall time of the whole training loop / epochs (first-epoch "
+      "compilation, per-epoch validation and, for ottotrain, its per-epoch checkpoints "
+      "included). *Steady* = median of epochs 2.. (the `model.fit` part only). Same rows "
+      "(unstratified 15 % split, seed 42), model, batch size, epochs, seed. Target ratio: "
+      "logreg and MLP ≤ 0.40, 3×512 ≤ 0.85.\n")
+    w("| model | batch | epochs × reps | plain s/epoch | ottotrain s/epoch | **ratio** | "
+      "steady plain | steady ottotrain | steady ratio | ottotrain checkpoint+state s/epoch | target |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in tr:
+        target = 0.85 if r["model"] == "mlp3x512" else 0.40
+        w(f"| {r['model']} | {r['batch']} | {r['epochs']} × {r['reps']} | {fmt(r['plain_per_epoch'])} | "
+          f"{fmt(r['otto_per_epoch'])} | **{fmt(r['ratio'])}** | {fmt(r['plain_steady'])} | "
+          f"{fmt(r['otto_steady'])} | {fmt(r['ratio_steady'])} | {fmt(r['loop_overhead'], 3)} | "
+          f"≤ {target}: {ok(r['ratio'] <= target)} |")
+    w("\nValidation log loss after the last epoch (same seed 42; the plain script with seed 43 "
+      "shows the seed-to-seed noise):\n")
+    w("| model | plain (seed 42) | ottotrain (seed 42) | |difference| | plain seed 43 - seed 42 | "
+      "ottotrain best-epoch model (metrics.json) | repeatable across reps (plain / ottotrain) |")
+    w("|---|---|---|---|---|---|---|")
+    for r in tr:
+        w(f"| {r['model']} | {r['plain_loss']:.4f} | {r['otto_loss']:.4f} | "
+          f"{abs(r['plain_loss'] - r['otto_loss']):.4f} | {r['seed43_loss'] - r['plain_loss']:+.4f} | "
+          f"{r['otto_best_loss']:.4f} | {len(r['plain_losses']) == 1} / {len(r['otto_losses']) == 1} |")
+    w(f"\nPlain Keras resolved `jit_compile=\"auto\"` to {tr[0]['plain_jit']} "
+      "(Keras 3 turns XLA off on CPU-only machines).\n")
+
+    if R.get("xla"):
+        x = R["xla"]
+        w(f"**Explicit XLA** (`--set train.jit_compile=true`), 3×512, {x['epochs']} epochs, 2 runs each, "
+          "interleaved with the default:\n")
+        w("| | default (no XLA) | XLA | ratio XLA/default |")
+        w("|---|---|---|---|")
+        w(f"| first epoch (compile) s | {fmt(x['default_first'])} | {fmt(x['xla_first'])} | "
+          f"{fmt(x['xla_first'] / x['default_first'])} |")
+        w(f"| steady epoch s | {fmt(x['default_steady'])} | {fmt(x['xla_steady'])} | "
+          f"{fmt(x['xla_steady'] / x['default_steady'])} |")
+        w(f"| s/epoch incl. compile | {fmt(x['default_per_epoch'])} | {fmt(x['xla_per_epoch'])} | "
+          f"{fmt(x['xla_per_epoch'] / x['default_per_epoch'])} |")
+        w(f"| val loss, identical in both runs | {x['default_loss']:.6f}, {x['default_repeatable']} | "
+          f"{x['xla_loss']:.6f}, {x['xla_repeatable']} | |\n")
+
+    w("## 2. 3×512 FLOP rate vs this machine's sgemm\n")
+    w(f"Training FLOPs per epoch = (train rows × 3 + validation rows × 1) × 2 × {MACS_3X512:,} "
+      f"forward multiply-adds per row = {big['flop_per_epoch'] / 1e9:.1f} GFLOP, over the steady "
+      "epoch time. sgemm: numpy float32 2048×2048 matmul on all cores, best of 5, measured "
+      "between the training runs (values: " + ", ".join(f"{v:.0f}" for v in big["sgemm_all"]) +
+      " GFLOP/s).\n")
+    w("| | GFLOP/s | fraction of sgemm | target |")
+    w("|---|---|---|---|")
+    w(f"| sgemm (numpy, 2048²) | {big['sgemm']:.1f} | 1.00 | |")
+    w(f"| plain Keras 3×512 | {big['plain_rate']:.1f} | {big['plain_frac']:.2f} | |")
+    w(f"| ottotrain 3×512 | {big['otto_rate']:.1f} | **{big['otto_frac']:.2f}** | ≥ 0.40: "
+      f"{ok(big['otto_frac'] >= 0.40)} |\n")
+
+    s = R["startup"]
+    w("## 3. Start-up\n")
+    w("Wall time of the command (median of interleaved runs), ratio to `python -c pass`, and "
+      "which heavy modules it imports (`python -X importtime`).\n")
+    w("| command | seconds | ratio to python -c pass | heavy imports | target < 0.5 s, no TF |")
+    w("|---|---|---|---|---|")
+    w(f"| python -c pass | {s['times']['python -c pass']:.3f} | 1.0 | | |")
+    for n, r in s["ratio"].items():
+        tf_free = "tensorflow" not in s["heavy"][n] and "keras" not in s["heavy"][n]
+        w(f"| {n} | {s['times'][n]:.3f} | {r:.1f} | {', '.join(s['heavy'][n]) or 'none'} | "
+          f"{ok(s['times'][n] < 0.5 and tf_free)} |")
+    w(f"\nThe invalid config's message: `{s['error'][:200]}`\n")
+
+    d = R["data"]
+    w("## 4. Data: load + preprocess the train and test CSVs\n")
+    w("`bench/data_load.py`: ottotrain's `load_train` + `load_test` + `Preprocessor` (fit + "
+      "transform of both) vs `pandas.read_csv` with defaults on both files (nothing else).\n")
+    w("| | seconds | ratio | target |")
+    w("|---|---|---|---|")
+    w(f"| pandas.read_csv × 2 | {d['pandas']:.3f} | 1.00 | |")
+    w(f"| ottotrain load + preprocess | {d['ottotrain']:.3f} | **{d['ratio']:.2f}** | ≤ 0.5: "
+      f"{ok(d['ratio'] <= 0.5)} |")
+    w(f"| pyarrow.csv.read_csv × 2 alone (the parser ottotrain uses; its floor) | {d['arrow']:.3f} | "
+      f"{d['arrow_ratio']:.2f} | |\n")
+
+    p = R["predict"]
+    w("## 5. Predict\n")
+    w(f"`ottotrain predict` with the 3×512 run over the {p['rows']:,}-row test file, submission "
+      "written (the rows/s ottotrain reports: load + check + preprocess + predict + write CSV), "
+      "side by side with `pandas.read_csv` of the same file.\n")
+    w("| | value |")
+    w("|---|---|")
+    w(f"| rows/s | **{p['rows_per_s']:,.0f}** |")
+    w(f"| predict seconds (in-process) / whole command wall | {p['seconds']:.2f} / {p['wall']:.2f} |")
+    w(f"| ratio predict seconds / pandas.read_csv of the test file | {p['ratio']:.2f} |")
+    w(f"| peak RSS | {p['rss']:.0f} MiB |\n")
+
+    w("## 6. Memory: peak RSS of `fit` on the full real train set\n")
+    w("| model | plain Keras script | ottotrain fit | target < 1.5 GiB |")
+    w("|---|---|---|---|")
+    for r in tr:
+        w(f"| {r['model']} | {r['plain_rss']:.0f} MiB | {r['otto_rss']:.0f} MiB | "
+          f"{ok(r['otto_rss'] < 1536)} |")
+    w("")
+
+    g = R["growth"]
+    w("## 7. Growth with rows (generated data, tutorial MLP, batch 128)\n")
+    w("Epoch seconds: median of epochs 2.. where there are several, else the one epoch (which "
+      "then includes tracing, under a second). Linear growth means constant µs/row and "
+      "constant MiB per extra row.\n")
+    w("| rows | epochs | load+check+preprocess s | s/epoch | µs per training row | peak RSS MiB |")
+    w("|---|---|---|---|---|---|")
+    for r in g:
+        if r.get("skipped"):
+            w(f"| {r['rows']:,} | skipped | | | | projected {r['projected_rss']:,.0f} > 70 % of the "
+              f"{r['available']:,.0f} MiB available now |")
+            continue
+        w(f"| {r['rows']:,} | {r['epochs']} | {r['data_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
+          f"{r['us_per_row']:.1f} | {r['rss']:.0f} |")
+    done = [r for r in g if not r.get("skipped")]
+    if len(done) >= 2:
+        a, b = done[-2], done[-1]
+        w(f"\nMemory per extra row between {a['rows']:,} and {b['rows']:,}: "
+          f"{(b['rss'] - a['rss']) * 2**20 / (b['rows'] - a['rows']):.0f} bytes "
+          f"(the float32 features alone are {93 * 4} bytes/row).")
+    w("\n## Commands\n")
+    w("Run from the repository root (`ottotrain` is the installed console script; `TRAIN`/`TEST` "
+      "paths as above; temporary files under a scratch folder):\n")
+    w("```")
+    import re
+
+    seen = []
+    for c in COMMANDS:
+        c = re.sub(r"-\d{9,}", "-N", c.replace(str(R["work"]) + "/", "$WORK/"))
+        if c not in seen:
+            seen.append(c)
+            w(c)
+    w("```")
+    return "\n".join(L) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 repetition, fewer epochs, no 5M rows")
+    ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per A/B pair")
+    args = ap.parse_args()
+    reps = args.reps or (1 if args.quick else 3)
+    t0 = time.perf_counter()
+    info = machine()
+    info["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    info["load0"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    work = Path(tempfile.mkdtemp(prefix="ottotrain-bench-"))
+    R = {"work": work}
+    try:
+        train, test, info["data"] = get_data(work, args.quick)
+        print(f"data: {info['data']}", file=sys.stderr)
+        print("3. start-up", file=sys.stderr)
+        R["startup"] = bench_startup(work, 3 if args.quick else 7)
+        print("4. data", file=sys.stderr)
+        R["data"] = bench_data(train, test, reps + 2)
+        print("1-2, 6. training", file=sys.stderr)
+        R["training"], R["big"] = bench_training(train, work, reps, args.quick)
+        print("XLA", file=sys.stderr)
+        R["xla"] = bench_xla(train, work, args.quick)
+        print("5. predict", file=sys.stderr)
+        R["predict"] = bench_predict(R["big"]["run_dir"], test, work, reps)
+        (Path(args.out).with_suffix(".partial.json")).write_text(json.dumps(
+            {k: v for k, v in R.items() if k != "work"}, indent=1, default=str))
+        print("7. growth", file=sys.stderr)
+        R["growth"] = bench_growth(work, args.quick)
+        info["load1"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        text = report(info, R, args, time.perf_counter() - t0)
+        Path(args.out).write_text(text)
+        (Path(args.out).with_suffix(".json")).write_text(json.dumps(
+            {k: v for k, v in R.items() if k != "work"}, indent=1, default=str))
+        Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
+        print(text)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Speed settings must not change results: same batches, same order, same weights.
+
+No timing here (the benchmarks are in bench/); these only check equivalence.
+"""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from ottotrain.config import DataConfig
+
+
+def test_dataset_batches_are_the_rows_in_perm_order():
+    tf = pytest.importorskip("tensorflow")
+    from ottotrain.train import _make_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(103, 5)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 103)]
+    perm = rng.permutation(103)
+    for p, bs in ((perm, 10), (None, 10), (perm, 103), (perm, 200), (None, 1)):
+        got = list(_make_dataset(tf, x, y, bs, p).as_numpy_iterator())
+        xs, ys = (x[p], y[p]) if p is not None else (x, y)
+        want = [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)]
+        assert len(got) == len(want)
+        for (gx, gy), (wx, wy) in zip(got, want):
+            np.testing.assert_array_equal(gx, wx)
+            np.testing.assert_array_equal(gy, wy)
+    # Tensors in (converted once by train_loop) give the same batches as arrays.
+    a = list(_make_dataset(tf, tf.constant(x), tf.constant(y), 16, perm).as_numpy_iterator())
+    b = list(_make_dataset(tf, x, y, 16, perm).as_numpy_iterator())
+    assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
+
+
+def _weights_after_one_epoch(cfg, x, y, perm):
+    from ottotrain.build import build_model, compile_model
+    from ottotrain.train import _make_dataset, setup_tf
+
+    keras = setup_tf(cfg)
+    import tensorflow as tf
+
+    model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
+    model.fit(_make_dataset(tf, x, y, cfg.train.batch_size, perm), epochs=1, verbose=0,
+              shuffle=False)
+    return model.steps_per_execution, [np.asarray(w) for w in model.get_weights()]
+
+
+def test_steps_per_execution_does_not_change_weights(tiny_data, write_config):
+    from conftest import tiny_config
+
+    from ottotrain.config import load_config
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 93)).astype(np.float32)
+    y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, 500)]
+    perm = rng.permutation(500)
+    auto = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
+    one = load_config(write_config(tiny_config(tiny_data, batch_size=32, steps_per_execution=1),
+                                   "one.yaml"), [])
+    spe_a, w_a = _weights_after_one_epoch(auto, x, y, perm)
+    spe_1, w_1 = _weights_after_one_epoch(one, x, y, perm)
+    assert (spe_a, spe_1) == (16, 1)
+    for a, b in zip(w_a, w_1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from ottotrain.data import _read_csv_arrow, read_table
+
+    text = ("id,feat_1,feat_2,target\n1,0,3,Class_1\n2,,4,Class_2\n3,NA,5,NA\n"
+            "4,7,nan,Class_1\n5,1e3,-2,null\n")
+    for name, opener in (("t.csv", open), ("t.csv.gz", gzip.open)):
+        p = tmp_path / name
+        with opener(p, "wt") as f:
+            f.write(text)
+        want = pd.read_csv(p)
+        got = _read_csv_arrow(p)
+        assert list(got.columns) == list(want.columns)
+        for c in want.columns:
+            np.testing.assert_array_equal(got[c].isna().to_numpy(), want[c].isna().to_numpy())
+            assert got[c].dropna().astype(str).tolist() == want[c].dropna().astype(str).tolist() or \
+                np.allclose(got[c].dropna().astype(float), want[c].dropna().astype(float))
+        pd.testing.assert_frame_equal(read_table(p).astype(str), want.astype(str), check_dtype=False)
+
+
+def test_explicit_jit_compile_is_honoured_under_determinism(tiny_data, write_config, tmp_path):
+    from conftest import tiny_config
+
+    from ottotrain.build import build_model, compile_model
+    from ottotrain.config import load_config
+    from ottotrain.train import setup_tf
+
+    cfg = load_config(write_config(tiny_config(tiny_data, jit_compile=True)), [])
+    setup_tf(cfg)
+    model = compile_model(build_model(cfg, 93, 9, compile=False), cfg, 100)
+    assert model.jit_compile is True
+    cfg = load_config(write_config(tiny_config(tiny_data), "auto.yaml"), [])
+    model = compile_model(build_model(cfg, 93, 9, compile=False), cfg, 100)
+    assert model.jit_compile is False  # 'auto' stays off under determinism / on CPU
