@@ -296,15 +296,26 @@ def bench_startup(work, reps):
 
 
 def bench_data(train, test, reps):
-    def job(mode):
+    import tempfile
+
+    warm_cache = tempfile.mkdtemp(prefix="ottotrain-bench-cache-")
+
+    def job(mode, env=None):
         def j():
-            _, _, out, _ = run([PY, BENCH / "data_load.py", mode, train, test])
+            _, _, out, _ = run([PY, BENCH / "data_load.py", mode, train, test], env=env)
             return json.loads(out)["seconds"]
         return j
 
-    pd_t, ot_t, ar_t = interleave(reps, job("pandas"), job("ottotrain"), job("arrow"))
-    return {"pandas": med(pd_t), "ottotrain": med(ot_t), "arrow": med(ar_t),
+    # Cold: the parsed-CSV cache off, every file parsed. Warm: the cache filled by an
+    # earlier run on the same files (the daily loop: fit, change the config, fit again).
+    cold_env = {"OTTOTRAIN_CSV_CACHE": "0"}
+    warm_env = {"OTTOTRAIN_CACHE": warm_cache}
+    job("ottotrain", warm_env)()  # fill the cache
+    pd_t, ot_t, wa_t, ar_t = interleave(reps, job("pandas"), job("ottotrain", cold_env),
+                                        job("ottotrain", warm_env), job("arrow"))
+    return {"pandas": med(pd_t), "ottotrain": med(ot_t), "warm": med(wa_t), "arrow": med(ar_t),
             "ratio": med([o / p for p, o in zip(pd_t, ot_t)]),
+            "warm_ratio": med([o / p for p, o in zip(pd_t, wa_t)]),
             "arrow_ratio": med([a / p for p, a in zip(pd_t, ar_t)])}
 
 
@@ -469,8 +480,11 @@ def report(info, R, args, elapsed):
     w("| | seconds | ratio | target |")
     w("|---|---|---|---|")
     w(f"| pandas.read_csv × 2 | {d['pandas']:.3f} | 1.00 | |")
-    w(f"| ottotrain load + preprocess | {d['ottotrain']:.3f} | **{d['ratio']:.2f}** | ≤ 0.5: "
-      f"{ok(d['ratio'] <= 0.5)} |")
+    w(f"| ottotrain load + preprocess, first read (cache off: `OTTOTRAIN_CSV_CACHE=0`) | "
+      f"{d['ottotrain']:.3f} | **{d['ratio']:.2f}** | ≤ 0.5: {ok(d['ratio'] <= 0.5)} |")
+    if "warm" in d:
+        w(f"| ottotrain load + preprocess, files read before (parsed-CSV cache) | {d['warm']:.3f} | "
+          f"**{d['warm_ratio']:.2f}** | ≤ 0.5: {ok(d['warm_ratio'] <= 0.5)} |")
     w(f"| pyarrow.csv.read_csv × 2 alone (the parser ottotrain uses; its floor) | {d['arrow']:.3f} | "
       f"{d['arrow_ratio']:.2f} | |\n")
 

@@ -411,11 +411,9 @@ def load_config(path, overrides=()) -> Config:
 
 def synthetic_paths(syn: SyntheticConfig) -> tuple[Path, Optional[Path]]:
     """Where built-in synthetic data with these settings lives (generated on first use)."""
-    import os
+    from ottotrain.io import cache_dir
 
-    root = Path(os.environ.get("OTTOTRAIN_CACHE") or
-                Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ottotrain")
-    d = root / f"synthetic-r{syn.rows}-t{syn.test_rows}-s{syn.seed}"
+    d = cache_dir(f"synthetic-r{syn.rows}-t{syn.test_rows}-s{syn.seed}")
     return d / "train.csv", (d / "test.csv" if syn.test_rows else None)
 
 

@@ -121,6 +121,57 @@ def _read_csv_arrow(path: Path, usecols=None):
     return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
+# Parsed CSVs are cached as Arrow IPC files (plain columnar data, no code), keyed by the
+# file's absolute path, size and modification time: the daily loop reads the same
+# files again and again, and parsing is most of the load time. OTTOTRAIN_CSV_CACHE=0
+# turns it off. Small files are not worth it.
+CSV_CACHE_MIN_BYTES = 1 << 20
+CSV_CACHE_FORMAT = 1
+
+
+def _csv_cache_path(path: Path):
+    import hashlib
+    import os
+
+    from ottotrain.io import cache_dir
+
+    if os.environ.get("OTTOTRAIN_CSV_CACHE", "1") == "0":
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if st.st_size < CSV_CACHE_MIN_BYTES:
+        return None
+    key = f"{CSV_CACHE_FORMAT}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return cache_dir("csv", hashlib.sha256(key.encode()).hexdigest()[:32] + ".arrow")
+
+
+def _cache_load(cache):
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(cache)) as src:
+            return pa.ipc.open_file(src).read_all().to_pandas(split_blocks=True)
+    except Exception:  # a damaged cache entry is simply re-made
+        return None
+
+
+def _cache_store(cache, df):
+    import contextlib
+
+    import pyarrow as pa
+
+    from ottotrain.io import atomic_path
+
+    with contextlib.suppress(Exception):  # a cache is an optimisation: never fail a run on it
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        with atomic_path(cache) as tmp, pa.OSFile(tmp, "wb") as sink:
+            with pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+
+
 def read_table(path, role="train", usecols=None):
     """Read a CSV into a DataFrame, checking its layout.
 
@@ -143,6 +194,11 @@ def read_table(path, role="train", usecols=None):
         kwargs["engine"] = "pyarrow"
     except ImportError:
         pass
+    cache = _csv_cache_path(path) if kwargs and usecols is None else None
+    if cache is not None and cache.exists():
+        df = _cache_load(cache)
+        if df is not None and list(df.columns) == cols:
+            return df
     try:
         df = _read_csv_arrow(path, usecols) if kwargs else pd.read_csv(path, usecols=usecols)
     except Exception as e:  # pandas and pyarrow raise many types for malformed files
@@ -160,6 +216,8 @@ def read_table(path, role="train", usecols=None):
                         f"{len(cols)} comma-separated values") from None
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no data rows")
+    if cache is not None:
+        _cache_store(cache, df)
     return df
 
 
@@ -306,21 +364,36 @@ def load_test(path, id_column, target_column, features, nrows=None):
 
 
 def train_val_split(y, fraction, seed, stratify=True):
-    """Indices of a (stratified) train/validation split, deterministic for a seed."""
-    from sklearn.model_selection import train_test_split
+    """Indices of a (stratified) train/validation split, deterministic for a seed.
 
-    idx = np.arange(len(y))
-    strat = y if stratify else None
-    if stratify and np.bincount(y).min() < 2:
-        strat = None  # a class with one row cannot be stratified; fall back to random
-    n_val = int(round(len(y) * fraction))
-    if n_val < 1 or n_val >= len(y):
+    Unstratified, this is exactly scikit-learn's ``train_test_split(test_size=n,
+    random_state=seed)`` (the tutorial's split); stratified, each class gives its
+    share of validation rows (largest remainders). Plain numpy: importing
+    scikit-learn's model_selection costs more than half a second per run.
+    """
+    n = len(y)
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
         raise DataError(f"data.validation_split={fraction} leaves {n_val} validation rows out of "
-                        f"{len(y)}; use more rows or another split")
-    if strat is not None and n_val < len(np.unique(y)):
-        strat = None
-    tr, va = train_test_split(idx, test_size=n_val, random_state=seed, stratify=strat)
-    return np.sort(tr), np.sort(va)
+                        f"{n}; use more rows or another split")
+    rng = np.random.RandomState(seed)
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    if not stratify or present.min() < 2 or n_val < len(present):
+        # A class with one row, or fewer validation rows than classes: no stratification.
+        perm = rng.permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    quota = counts * n_val / n
+    take = np.floor(quota).astype(int)
+    extra = n_val - take.sum()
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[:extra]] += 1
+    take = np.minimum(take, np.maximum(counts - 1, 0))  # keep every class in training
+    val = [rng.permutation(np.flatnonzero(y == k))[:take[k]] for k in range(len(counts))]
+    va = np.sort(np.concatenate(val))
+    mask = np.ones(n, dtype=bool)
+    mask[va] = False
+    return np.flatnonzero(mask), va
 
 
 # --------------------------------------------------------------------------------------

@@ -65,3 +65,10 @@ def _json_default(o):
 
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def cache_dir(*parts) -> Path:
+    """ottotrain's cache folder: $OTTOTRAIN_CACHE, else $XDG_CACHE_HOME/ottotrain, else ~/.cache/ottotrain."""
+    root = os.environ.get("OTTOTRAIN_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ottotrain"
+    return Path(root, *parts)

@@ -159,3 +159,53 @@ def test_test_columns_in_another_order_are_fine(tiny_data, tmp_path):
     ids, x = load_test(path, "id", "target", feats)
     ref = pd.read_csv(tiny_data["test"])
     assert (x == ref[feats].to_numpy(dtype="float32")).all() and list(ids) == list(ref["id"])
+
+
+def test_unstratified_split_is_sklearns_train_test_split():
+    """The tutorial's split: train_test_split(test_size=0.15, random_state=42)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from ottotrain.data import train_val_split
+
+    y = np.random.default_rng(0).integers(0, 9, size=1000)
+    tr, va = train_val_split(y, 0.15, 42, stratify=False)
+    s_tr, s_va = train_test_split(np.arange(1000), test_size=150, random_state=42)
+    assert np.array_equal(va, np.sort(s_va)) and np.array_equal(tr, np.sort(s_tr))
+
+
+def test_stratified_split_keeps_class_shares():
+    import numpy as np
+
+    from ottotrain.data import train_val_split
+
+    y = np.repeat(np.arange(5), [500, 300, 100, 60, 40])
+    tr, va = train_val_split(y, 0.2, 1)
+    assert len(va) == 200 and len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 1000
+    assert np.bincount(y[va]).tolist() == [100, 60, 20, 12, 8]
+    assert np.array_equal(train_val_split(y, 0.2, 1)[1], va)  # deterministic
+    assert not np.array_equal(train_val_split(y, 0.2, 2)[1], va)
+
+
+def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
+    import os
+
+    import pandas as pd
+
+    from ottotrain import data as D
+    from ottotrain.synth import make_data
+
+    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
+    train, _ = make_data(tmp_path / "d", rows=200, seed=0, test_rows=0)
+    first = D.read_table(train)
+    cache = D._csv_cache_path(train)
+    assert cache is not None and cache.exists()
+    again = D.read_table(train)
+    pd.testing.assert_frame_equal(first, again)
+    # A changed file (new size/mtime) is parsed again, never served stale.
+    text = train.read_text().splitlines()
+    train.write_text("\n".join(text[:50]) + "\n")
+    os.utime(train, ns=(1, 1))
+    assert len(D.read_table(train)) == 49
+    monkeypatch.setenv("OTTOTRAIN_CSV_CACHE", "0")
+    assert D._csv_cache_path(train) is None
