@@ -325,6 +325,23 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     return TrainData(ids, x, y, classes, feats, path)
 
 
+def column_mismatch(path, cols, features, other=()) -> str | None:
+    """Describe how a file's columns differ from the features seen at fit (None if they don't).
+
+    ``other`` lists the non-feature columns the file may also have (id, target).
+    """
+    missing = [c for c in features if c not in cols]
+    unexpected = [c for c in cols if c not in features and c not in other]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} feature column(s) seen at fit: {', '.join(missing[:10])}"
+                     + (", ..." if len(missing) > 10 else ""))
+    if unexpected:
+        parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
+                     + (", ..." if len(unexpected) > 10 else ""))
+    return f"{path}: columns differ from the training data: {'; '.join(parts)}" if parts else None
+
+
 def load_test(path, id_column, target_column, features, nrows=None):
     """Load a test CSV and check its columns against those seen at fit.
 
@@ -338,17 +355,9 @@ def load_test(path, id_column, target_column, features, nrows=None):
                         "only the id and the features (is this the training file?)")
     if id_column not in cols:
         raise DataError(f"{path}: no id column '{id_column}'; the submission needs it")
-    missing = [c for c in features if c not in cols]
-    unexpected = [c for c in cols if c not in features and c != id_column]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} column(s) seen at fit: {', '.join(missing[:10])}"
-                         + (", ..." if len(missing) > 10 else ""))
-        if unexpected:
-            parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
-                         + (", ..." if len(unexpected) > 10 else ""))
-        raise DataError(f"{path}: columns differ from the training data: {'; '.join(parts)}")
+    problem = column_mismatch(path, cols, features, (id_column,))
+    if problem:
+        raise DataError(problem)
     df = read_table(path, "test")
     if nrows is not None:
         df = df.iloc[:nrows]

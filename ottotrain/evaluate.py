@@ -10,16 +10,9 @@ from ottotrain.errors import DataError
 
 
 def _columns_problem(path, cols, features, id_column, target_column) -> str | None:
-    missing = [c for c in features if c not in cols]
-    unexpected = [c for c in cols if c not in features and c not in (id_column, target_column)]
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} feature column(s) seen at fit: {', '.join(missing[:10])}"
-                     + (", ..." if len(missing) > 10 else ""))
-    if unexpected:
-        parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
-                     + (", ..." if len(unexpected) > 10 else ""))
-    return f"{path}: columns differ from the training data: {'; '.join(parts)}" if parts else None
+    from ottotrain.data import column_mismatch
+
+    return column_mismatch(path, cols, features, (id_column, target_column))
 
 
 def load_labelled(path, state: dict):

@@ -61,6 +61,15 @@ def tiny_config_path(tiny_data, write_config):
     return write_config(tiny_config(tiny_data))
 
 
+def error_line(result):
+    """The single 'Error: ...' line of a failed command (and check there is nothing worse)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 def run_cli(*args, input=None):
     """Invoke the CLI in-process; returns click's Result."""
     from click.testing import CliRunner

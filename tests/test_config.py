@@ -6,16 +6,9 @@ import copy
 import pytest
 import yaml
 
-from tests.conftest import tiny_config
+from tests.conftest import error_line as _error_line, tiny_config
 
 
-def _error_line(result):
-    """The single 'Error: ...' line of a failed command (and check there is nothing worse)."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def _set(tree, dotted, value):

@@ -7,18 +7,12 @@ import gzip
 import pandas as pd
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import error_line as _error_line, tiny_config
 
 HEADER = "id,f1,f2,target\n"
 GOOD_ROWS = "".join(f"{i},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41))
 
 
-def _error_line(result):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def _fit(cli, write_config, tiny_data, tmp_path, train=None, test=None, **data):
@@ -124,11 +118,11 @@ BAD_TEST = [
     ("duplicated-id", lambda d: d.assign(id=[1] * 2 + list(d["id"][2:])),
      ["column 'id'", "line 3", "duplicated id 1", "unique id"]),
     ("missing-columns", lambda d: d.drop(columns=["feat_5", "feat_7"]),
-     ["columns differ from the training data", "missing 2 column(s) seen at fit: feat_5, feat_7"]),
+     ["columns differ from the training data", "missing 2 feature column(s) seen at fit: feat_5, feat_7"]),
     ("extra-column", lambda d: d.assign(extra=1),
      ["columns differ from the training data", "unexpected column(s): extra"]),
     ("renamed-column", lambda d: d.rename(columns={"feat_9": "feat_09"}),
-     ["missing 1 column(s) seen at fit: feat_9", "unexpected column(s): feat_09"]),
+     ["missing 1 feature column(s) seen at fit: feat_9", "unexpected column(s): feat_09"]),
     ("has-target-column", lambda d: d.assign(target="Class_1"),
      ["has a target column 'target'", "is this the training file?"]),
     ("no-id-column", lambda d: d.drop(columns=["id"]), ["no id column 'id'"]),

@@ -19,15 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, python_cmd, tiny_config
+from tests.conftest import error_line as _error_line, ROOT, python_cmd, tiny_config
 
 
-def _error_line(result):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def _env(tmp):
