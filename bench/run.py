@@ -544,6 +544,18 @@ def report(info, R, args, elapsed):
     return "\n".join(L) + "\n"
 
 
+def metric_section():
+    """The metric results (issue 5) live in RESULTS_METRIC.md, made by bench/metric.sh (hours
+    of training, so not re-run here); RESULTS.md includes them so every figure is in one place."""
+    p = BENCH / "RESULTS_METRIC.md"
+    if not p.exists():
+        return ""
+    body = "\n".join("#" + line if line.startswith("#") else line
+                     for line in p.read_text().splitlines())
+    return ("\n\n---\n\n<!-- included from bench/RESULTS_METRIC.md (bench/metric.sh) -->\n"
+            + body + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 repetition, fewer epochs, no 5M rows")
@@ -575,7 +587,7 @@ def main():
         print("7. growth", file=sys.stderr)
         R["growth"] = bench_growth(work, args.quick)
         info["load1"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        text = report(info, R, args, time.perf_counter() - t0)
+        text = report(info, R, args, time.perf_counter() - t0) + metric_section()
         Path(args.out).write_text(text)
         (Path(args.out).with_suffix(".json")).write_text(json.dumps(
             {k: v for k, v in R.items() if k != "work"}, indent=1, default=str))

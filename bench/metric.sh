@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Metric benchmark on the real Otto data (issue #5): the exact commands behind
+# bench/RESULTS_METRIC.md. Runs sequentially; measured: about 2 h on 2 cores shared with other jobs (see bench/RESULTS_METRIC.md).
+#   bench/metric.sh [OTTO_DIR] [OUT_DIR]
+set -euo pipefail
+OTTO=${1:-../shared/otto}
+OUT=${2:-/tmp/metric/runs}
+DATA="--set data.train=$(realpath "$OTTO/train.csv.gz") --set data.test=$(realpath "$OTTO/test.csv.gz")"
+mkdir -p "$OUT"
+
+# 1. The bagged cv recipe, one command (log1p): 5 folds x 2 seeds. Its seed_oof_log_loss
+#    (each seed's 5 models alone) is the single-model score of configs/otto.yaml.
+time ottotrain cv configs/otto-cv.yaml --folds 5 --seeds 2 $DATA --run-dir "$OUT/L-log1p-s2"
+# 2. Same recipe, another input transform, for blending.
+time ottotrain cv configs/otto-cv.yaml --folds 5 --seeds 1 $DATA --set data.transform=anscombe \
+    --set name=otto-anscombe --run-dir "$OUT/S-anscombe-s1"
+# 3. LightGBM on the same folds (dev-only dependency).
+time python bench/metric_lgbm.py --train "$OTTO/train.csv.gz" --test "$OTTO/test.csv.gz" --out "$OUT/lgbm"
+# 4. Blends (weights fitted on the OOF predictions).
+ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn.csv"
+ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm" -o "$OUT/blend-nn-lgbm.csv"
+ottotrain blend "$OUT/L-log1p-s2" "$OUT/lgbm"
+# 5. Table rows (single-seed OOF scores, times).
+python bench/metric_report.py --train "$OTTO/train.csv.gz" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm"

@@ -1,0 +1,73 @@
+"""Summarise finished (or partly finished) cv runs for bench/RESULTS_METRIC.md.
+
+For each run: OOF log loss / accuracy of the ensemble, per-fold mean ± std, the
+single-model OOF log loss of each seed (its K fold models alone, no bagging,
+recomputed from the saved models when metrics.json lacks it), and the summed
+training time of the members. Then the blend of all given runs (ottotrain.blend).
+
+    python bench/metric_report.py --train ../shared/otto/train.csv.gz RUN_DIR...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def seed_oofs(run_dir: Path, train, folds: int, seeds: int):
+    """OOF log loss of each complete seed alone, from the saved member models."""
+    import pandas as pd
+
+    from ottotrain import runs
+    from ottotrain.data import Preprocessor, log_loss
+    from ottotrain.train import predict_proba
+
+    fold_of = pd.read_csv(run_dir / "folds.csv")["fold"].to_numpy() - 1
+    out = []
+    for s in range(1, seeds + 1):
+        names = [run_dir / "models" / f"fold{f}-seed{s}" for f in range(1, folds + 1)]
+        if not all(n.with_suffix(".json").exists() for n in names):
+            break
+        p = np.zeros((len(train.y), len(train.classes)))
+        for f, n in enumerate(names):
+            va = fold_of == f
+            pre = Preprocessor.from_json(n.with_suffix(".preprocess.json").read_text())
+            p[va] = predict_proba(runs.load_model(n.with_suffix(".keras")), pre.transform(train.x[va]))
+        out.append(round(log_loss(train.y, p), 6))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train", required=True)
+    ap.add_argument("runs", nargs="+")
+    args = ap.parse_args()
+
+    from ottotrain.blend import blend
+    from ottotrain.config import DataConfig
+    from ottotrain.data import load_train
+
+    train = load_train(DataConfig(train=args.train))
+    rows = []
+    for r in map(Path, args.runs):
+        m = json.loads((r / "metrics.json").read_text())
+        row = {"run": r.name, "oof_log_loss": m["oof_log_loss"], "oof_accuracy": m["oof_accuracy"],
+               "fold_log_loss": f"{m['fold_log_loss_mean']:.4f} ± {m['fold_log_loss_std']:.4f}",
+               "models": m.get("n_models", m.get("folds"))}
+        if (r / "models").exists():
+            row["seed_oof_log_loss"] = m.get("seed_oof_log_loss") or seed_oofs(
+                r, train, m["folds"], m["seeds"])
+            row["member_train_seconds"] = m["timings"]["member_train_seconds"]
+        else:
+            row["total_seconds"] = m.get("total_seconds")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if len(args.runs) > 1:
+        print(json.dumps(blend(args.runs)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
