@@ -24,7 +24,7 @@ import numpy as np
 from ottotrain import __version__
 from ottotrain.config import Config, check_schedule, config_to_dict, dump_yaml
 from ottotrain.errors import RunError, TrainingError
-from ottotrain.io import atomic_path, read_json, write_json, write_text
+from ottotrain.io import atomic_path, copy_file, read_json, sync, write_json, write_text
 from ottotrain import runs
 
 SMOKE_ROWS = 2000
@@ -221,8 +221,8 @@ def _restore_seed_state(model, saved):
             gen.state.assign(np.asarray(value, dtype=dtype))
 
 
-def _save_model(model, path):
-    with atomic_path(path) as tmp:
+def _save_model(model, path, durable=True):
+    with atomic_path(path, durable) as tmp:
         model.save(tmp)
 
 
@@ -321,9 +321,9 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
             "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1], 1)
 
         value = logs.get(t.checkpoint.monitor)
-        if _better(value, state["best"], ck_mode):
+        improved = _better(value, state["best"], ck_mode)
+        if improved:
             state["best"], state["best_epoch"] = value, epoch + 1
-            _save_model(model, work_dir / "model.keras")
         if es:
             ev = logs.get(es.monitor)
             if _better(ev, state["es"]["best"], es_mode, es.min_delta):
@@ -335,12 +335,17 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
         state["epoch"] = epoch + 1
         if es and state["es"]["wait"] >= es.patience:  # as Keras' EarlyStopping
             state["stop"] = "early_stopping"
-        # Resume point: model + optimizer first, then the JSON that points at it.
+        # Resume point: model + optimizer first, then the JSON that points at it. The
+        # best model is a copy of the same file (one serialisation per epoch). None of
+        # these per-epoch writes is fsynced: atomic renames already make them safe
+        # against a killed process; model.keras is synced once training ends.
         ckpt = state_dir / f"epoch-{epoch + 1:05d}.keras"
-        _save_model(model, ckpt)
+        _save_model(model, ckpt, durable=False)
+        if improved:
+            copy_file(ckpt, work_dir / "model.keras", durable=False)
         state["checkpoint"] = ckpt.name
         state["seed_state"] = _seed_state(model)
-        write_json(state_dir / "trainer.json", state)
+        write_json(state_dir / "trainer.json", state, durable=False)
         for old in state_dir.glob("epoch-*.keras"):
             if old.name != ckpt.name:
                 old.unlink(missing_ok=True)
@@ -357,6 +362,8 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     if es is not None and not es.restore_best_weights and state["history"]:
         _save_model(model, work_dir / "model.keras")
         state["kept_epoch"] = state["epoch"]
+    elif (work_dir / "model.keras").exists():
+        sync(work_dir / "model.keras")
     return state
 
 
