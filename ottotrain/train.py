@@ -226,28 +226,38 @@ def _save_model(model, path, durable=True):
         model.save(tmp)
 
 
-def _make_dataset(tf, x, y, batch_size, perm=None):
-    """Batches of ``(x, y)`` in the order ``perm`` (row order when None).
+class EpochBatches:
+    """The training batches of every epoch, from one ``tf.data`` pipeline built once.
 
-    ``x``/``y`` may be numpy arrays or tensors (pass tensors to convert only once).
-    Each element is a whole batch, cut in the graph by one gather (or slice) of
-    row indices, rather than ``x[perm]`` (a permuted copy of the data every epoch)
-    batched row by row: the same batches in the same order, so the same results,
-    with per-batch instead of per-row pipeline work and no extra copy of the data.
+    Batch ``i`` of an epoch is rows ``perm[i*b:(i+1)*b]`` of ``x``/``y``, gathered
+    in the graph from tensors converted once. The order lives in a variable that
+    ``epoch(perm)`` sets, so the pipeline (and its traced map function, tens of
+    milliseconds to build) is made once per run rather than once per epoch, and no
+    permuted copy of the data is ever made. Same batches, same order as ``x[perm]``
+    cut into consecutive batches: the same results.
     """
-    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    n = int(x.shape[0])
-    if perm is None:
+
+    def __init__(self, tf, x, y, batch_size):
+        self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        n = int(self.x.shape[0])
+        self.order = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False)
         ds = tf.data.Dataset.range(0, n, batch_size)
-        ds = ds.map(lambda s: (x[s:s + batch_size], y[s:s + batch_size]))
-    else:
-        perm = np.asarray(perm, dtype=np.int64)
-        k = n // batch_size
-        ds = tf.data.Dataset.from_tensor_slices(perm[:k * batch_size].reshape(k, batch_size))
-        if n > k * batch_size:
-            ds = ds.concatenate(tf.data.Dataset.from_tensors(perm[k * batch_size:]))
-        ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
-    return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(lambda s: self._batch(tf, self.order[s:s + batch_size]))
+        self.ds = ds.prefetch(tf.data.AUTOTUNE)
+
+    def _batch(self, tf, idx):
+        return tf.gather(self.x, idx), tf.gather(self.y, idx)
+
+    def epoch(self, perm=None):
+        """The dataset for one epoch in the order ``perm`` (row order when None)."""
+        n = int(self.x.shape[0])
+        self.order.assign(np.arange(n) if perm is None else np.asarray(perm, dtype=np.int64))
+        return self.ds
+
+
+def _make_dataset(tf, x, y, batch_size, perm=None):
+    """Batches of ``(x, y)`` in the order ``perm`` (row order when None)."""
+    return EpochBatches(tf, x, y, batch_size).epoch(perm)
 
 
 def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, state: dict | None = None,
@@ -285,8 +295,7 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
     y_val = keras.utils.to_categorical(arrays.y_val, arrays.n_classes).astype(np.float32)
     val_ds = _make_dataset(tf, arrays.x_val, y_val, max(t.batch_size, 1024))
-    # Converted once; each epoch's dataset gathers its batches from these.
-    x_train, y_train = tf.convert_to_tensor(arrays.x_train), tf.convert_to_tensor(y_train)
+    batches = EpochBatches(tf, arrays.x_train, y_train, t.batch_size)
     stream = log.stream
 
     # A run killed after early stopping but before finishing must not train on.
@@ -295,7 +304,7 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
         lr = schedule_lr(sched, base_lr, epoch, t.epochs, state["sched"])
         model.optimizer.learning_rate.assign(lr)
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n) if t.shuffle else None
-        train_ds = _make_dataset(tf, x_train, y_train, t.batch_size, perm)
+        train_ds = batches.epoch(perm)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(stream):
             h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
