@@ -220,7 +220,7 @@ def compile_model(model, cfg, n_train: int = 0, optimizer=None):
     # is honoured even so: Keras refuses it under op determinism only because it cannot
     # vouch for every XLA kernel on every device; on CPU XLA's results are run-to-run
     # identical (bench/run.py checks it), though not bit-identical to the non-XLA kernels,
-    # and compiling costs seconds, so it is opt-in (see docs/benchmarks.md).
+    # and compiling costs seconds, so it is opt-in (see README, "Benchmarks").
     if jit is True and not model.jit_compile and hasattr(model, "_jit_compile") and all(
             getattr(layer, "supports_jit", True) for layer in model._flatten_layers()):
         model._jit_compile = True
