@@ -181,11 +181,9 @@ def blend(run_dirs, output=None, temperature=False):
         "output": None,
     }
     if output is not None:
-        output = Path(output)
-        if not output.parent.exists():
-            raise DataError(f"{output}: the output folder {output.parent} does not exist; create it first")
-        if output.is_dir():
-            raise DataError(f"{output}: is a directory; give a file name such as submission.csv")
+        from ottotrain.io import check_output_path
+
+        output = check_output_path(output)
         subs = []
         for it in items:
             path = it["dir"] / "submission.csv"

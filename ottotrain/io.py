@@ -92,3 +92,15 @@ def cache_dir(*parts) -> Path:
     root = os.environ.get("OTTOTRAIN_CACHE") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ottotrain"
     return Path(root, *parts)
+
+
+def check_output_path(path) -> Path:
+    """Check that an output file can be written at ``path`` (its folder exists, not a folder)."""
+    from ottotrain.errors import DataError
+
+    path = Path(path)
+    if not path.parent.exists():
+        raise DataError(f"{path}: the output folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a file name such as submission.csv")
+    return path

@@ -38,11 +38,9 @@ def predict(run_dir, test_csv, out=None):
 
     run_dir = Path(run_dir)
     if out is not None:
-        out = Path(out)
-        if not out.parent.exists():
-            raise DataError(f"{out}: the output folder {out.parent} does not exist; create it first")
-        if out.is_dir():
-            raise DataError(f"{out}: is a directory; give a file name such as submission.csv")
+        from ottotrain.io import check_output_path
+
+        out = check_output_path(out)
         if out.exists() and out.resolve() == Path(test_csv).resolve():
             raise DataError(f"{out}: is the test file itself; give another output file name")
         if out.resolve().parent == run_dir.resolve() and out.name in (*runs.REQUIRED, "metrics.json",
