@@ -311,8 +311,11 @@ def bench_data(train, test, reps):
     cold_env = {"OTTOTRAIN_CSV_CACHE": "0"}
     warm_env = {"OTTOTRAIN_CACHE": warm_cache}
     job("ottotrain", warm_env)()  # fill the cache
-    pd_t, ot_t, wa_t, ar_t = interleave(reps, job("pandas"), job("ottotrain", cold_env),
-                                        job("ottotrain", warm_env), job("arrow"))
+    try:
+        pd_t, ot_t, wa_t, ar_t = interleave(reps, job("pandas"), job("ottotrain", cold_env),
+                                            job("ottotrain", warm_env), job("arrow"))
+    finally:
+        shutil.rmtree(warm_cache, ignore_errors=True)
     return {"pandas": med(pd_t), "ottotrain": med(ot_t), "warm": med(wa_t), "arrow": med(ar_t),
             "ratio": med([o / p for p, o in zip(pd_t, ot_t)]),
             "warm_ratio": med([o / p for p, o in zip(pd_t, wa_t)]),
