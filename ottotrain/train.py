@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -142,7 +141,7 @@ def _epoch_line(row, epochs):
 class Arrays:
     """Preprocessed arrays for one training job."""
 
-    def __init__(self, x_train, y_train, x_val, y_val, n_classes, sample_weight=None):
+    def __init__(self, x_train, y_train, x_val, y_val, n_classes):
         self.x_train, self.y_train = x_train, y_train
         self.x_val, self.y_val = x_val, y_val
         self.n_classes = n_classes

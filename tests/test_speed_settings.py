@@ -8,7 +8,6 @@ import gzip
 import numpy as np
 import pytest
 
-from ottotrain.config import DataConfig
 
 
 def test_dataset_batches_are_the_rows_in_perm_order():
@@ -37,7 +36,7 @@ def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.build import build_model, compile_model
     from ottotrain.train import _make_dataset, setup_tf
 
-    keras = setup_tf(cfg)
+    setup_tf(cfg)
     import tensorflow as tf
 
     model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
