@@ -108,16 +108,13 @@ def _train_member(cfg: Config, run_dir: Path, name: str, train, tr, va, log, ten
     """Train (or resume) one member; move its best model into ``models/``; return its record."""
     from ottotrain import data as D
     from ottotrain.build import build_model, compile_model
-    from ottotrain.train import (Arrays, class_weights, load_resume_state, predict_proba,
+    from ottotrain.train import (class_weights, fit_arrays, load_resume_state, predict_proba,
                                  setup_tf, train_loop)
 
     work = run_dir / WORK / name
     work.mkdir(parents=True, exist_ok=True)
     models = run_dir / MODELS
-    pre = D.Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
-                             cfg.data.id_column, cfg.data.target_column)
-    arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
-                    train.y[va], len(train.classes))
+    pre, arrays = fit_arrays(cfg, train, tr, va)
     cw = class_weights(cfg, arrays.y_train, train.classes)
 
     keras = setup_tf(cfg)

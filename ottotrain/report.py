@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
-import os
-import platform
 import re
 from pathlib import Path
 
@@ -62,16 +60,6 @@ def _num(v):
     return x if math.isfinite(x) else None
 
 
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, TypeError, ValueError):
-        return True  # exists but not ours, or unknown: assume it runs
-    return True
-
-
 def _started(run_dir: Path, info: dict) -> _dt.datetime | None:
     if info.get("started"):
         try:
@@ -107,8 +95,7 @@ def run_info(run_dir) -> dict:
         info = {"status": "damaged"}
     status = info.get("status", "damaged")
     # A run whose process died without a word (kill -9, power cut) still says "running".
-    if (status == runs.RUNNING and info.get("host") == platform.node()
-            and info.get("pid") is not None and not _pid_alive(info["pid"])):
+    if runs.died_while_running(info):
         status = runs.INTERRUPTED
     metrics = _read_json(run_dir / "metrics.json")
     metrics = metrics if isinstance(metrics, dict) else {}

@@ -114,6 +114,12 @@ def _process_alive(pid) -> bool:
     return True
 
 
+def died_while_running(info: dict) -> bool:
+    """Whether a run says 'running' on this host but its process is gone (kill -9, power cut)."""
+    return (info.get("status") == RUNNING and info.get("host") == platform.node()
+            and info.get("pid") is not None and not _process_alive(info["pid"]))
+
+
 def check_not_running(run_dir, info: dict):
     """Refuse a run that another live process is still training (status 'running')."""
     if (info.get("status") == RUNNING and info.get("host") == platform.node()

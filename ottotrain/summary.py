@@ -7,9 +7,7 @@ from pathlib import Path
 
 def data_sizes(cfg) -> tuple[int, int]:
     """(model input width, number of classes), reading only the header and the target column."""
-    import pandas as pd
-
-    from ottotrain.data import data_paths, feature_columns, read_header
+    from ottotrain.data import data_paths, feature_columns, read_header, read_table
     from ottotrain.errors import DataError
 
     path = data_paths(cfg.data)[0]
@@ -17,14 +15,7 @@ def data_sizes(cfg) -> tuple[int, int]:
     if cfg.data.target_column not in cols:
         raise DataError(f"{path}: no column '{cfg.data.target_column}' (data.target_column)")
     feats = feature_columns(cols, cfg.data, path)
-    kwargs = {}
-    try:
-        import pyarrow  # noqa: F401
-
-        kwargs["engine"] = "pyarrow"
-    except ImportError:
-        pass
-    target = pd.read_csv(path, usecols=[cfg.data.target_column], **kwargs)[cfg.data.target_column]
+    target = read_table(path, "train", usecols=[cfg.data.target_column])[cfg.data.target_column]
     n_classes = int(target.dropna().astype(str).nunique())
     return len(feats) * (2 if cfg.data.tfidf else 1), n_classes
 

@@ -429,12 +429,20 @@ def prepare(cfg: Config, smoke=False, log: Log | None = None):
         tr, va = D.train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     except D.DataError as e:
         raise D.DataError(f"{train.path}: {e}") from None
-    pre = D.Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
-                             cfg.data.id_column, cfg.data.target_column)
-    arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
-                    train.y[va], len(train.classes))
+    pre, arrays = fit_arrays(cfg, train, tr, va)
     x_test = (test[0], pre.transform(test[1])) if test is not None else None
     return train, pre, arrays, x_test, va
+
+
+def fit_arrays(cfg: Config, train, tr, va):
+    """Fit preprocessing on the training rows ``tr`` only; return it and the arrays."""
+    from ottotrain.data import Preprocessor
+
+    pre = Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
+                           cfg.data.id_column, cfg.data.target_column)
+    arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
+                    train.y[va], len(train.classes))
+    return pre, arrays
 
 
 def predict_proba(model, x, batch_size=8192) -> np.ndarray:
