@@ -122,9 +122,8 @@ def _train_member(cfg: Config, run_dir: Path, name: str, train, tr, va, log, ten
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, pre.n_outputs, len(train.classes), compile=False)
     compile_model(model, cfg, len(tr))
-    loaded, state = load_resume_state(work, cfg, len(tr))
-    if loaded is not None:
-        model = loaded
+    state = load_resume_state(work, model)
+    if state is not None:
         log(f"  resuming {name} after epoch {state['epoch']}", 1)
     extra = []
     if tensorboard:

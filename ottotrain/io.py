@@ -16,8 +16,8 @@ def atomic_path(path, durable=True):
     The temporary file lives in the same folder (so the rename is atomic on POSIX)
     and is removed if the block raises. A crashed or killed process therefore never
     leaves a truncated file. ``durable`` also fsyncs the file and the folder so the
-    result survives a power cut; per-epoch files that are rewritten every epoch skip
-    it (fsync costs tens of milliseconds) and are synced once at the end (``sync``).
+    result survives a power cut; the per-epoch resume files, rewritten every epoch,
+    skip it (fsync costs tens of milliseconds; a lost resume point costs one epoch).
     """
     path = Path(path)
     # Keep the real suffix last: Keras insists that a model file ends in ".keras".
@@ -47,21 +47,6 @@ def _fsync_dir(folder):
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def sync(path):
-    """fsync a file written with ``durable=False``, and its folder."""
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-    _fsync_dir(Path(path).parent)
-
-
-def copy_file(src, dst, durable=True):
-    """Copy ``src`` over ``dst`` atomically."""
-    import shutil
-
-    with atomic_path(dst, durable) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def write_text(path, text: str, durable=True):

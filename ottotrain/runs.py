@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 from pathlib import Path
 
 from ottotrain import RUN_FORMAT, __version__
@@ -140,7 +141,9 @@ def check_safe(run_dir):
     """Refuse a run directory holding files ottotrain never writes (pickles and the like)."""
     for p in Path(run_dir).rglob("*"):
         if p.is_file():
-            if p.suffix.lower() in UNSAFE_SUFFIXES:
+            # The resume checkpoints are .npz files that np.load reads with pickles refused.
+            if p.suffix.lower() in UNSAFE_SUFFIXES and not (
+                    p.parent.name == "state" and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)):
                 raise RunError(f"{p}: unexpected file type '{p.suffix}' in a run directory; "
                                "ottotrain never writes pickles, refusing to load it")
             if p.suffix == ".json" or p.name in ("config.yaml", "history.csv"):

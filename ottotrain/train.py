@@ -23,7 +23,7 @@ import numpy as np
 from ottotrain import __version__
 from ottotrain.config import Config, check_schedule, config_to_dict, dump_yaml
 from ottotrain.errors import RunError, TrainingError
-from ottotrain.io import atomic_path, copy_file, read_json, sync, write_json, write_text
+from ottotrain.io import atomic_path, read_json, write_json, write_text
 from ottotrain import runs
 
 SMOKE_ROWS = 2000
@@ -225,6 +225,44 @@ def _save_model(model, path, durable=True):
         model.save(tmp)
 
 
+# The per-epoch resume point is a plain .npz of variable values (model, then optimizer),
+# not a .keras file: the architecture is rebuilt from config.yaml on resume, so only the
+# numbers need saving. That is ~10x cheaper than model.save (no zip, no HDF5, no config
+# JSON) and stays pickle-free (np.load refuses object arrays). model.keras is written
+# once, when training stops.
+
+
+def _write_arrays(path, values, durable=False):
+    with atomic_path(path, durable) as tmp, open(tmp, "wb") as f:
+        np.savez(f, *values)
+
+
+def _read_arrays(path) -> list:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def _read_checkpoint(path) -> list:
+    import zipfile
+
+    try:
+        return _read_arrays(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise RunError(f"{path}: damaged resume checkpoint ({type(e).__name__}: {e}); "
+                       "start a new run") from None
+
+
+def _assign(variables, values, path):
+    """Set ``variables`` to ``values``, checking that they are the same count and shapes."""
+    variables = list(variables)
+    if len(values) != len(variables) or any(tuple(v.shape) != a.shape
+                                            for v, a in zip(variables, values)):
+        raise RunError(f"{path}: the saved weights do not fit the model built from the run's "
+                       "config (other layers or shapes); the run cannot be resumed, start a new one")
+    for v, a in zip(variables, values):
+        v.assign(a)
+
+
 class EpochBatches:
     """The training batches of every epoch, from one ``tf.data`` pipeline built once.
 
@@ -297,70 +335,82 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     batches = EpochBatches(tf, arrays.x_train, y_train, t.batch_size)
     stream = log.stream
 
-    # A run killed after early stopping but before finishing must not train on.
-    first = t.epochs if state.get("stop") == "early_stopping" else state["epoch"]
-    for epoch in range(first, t.epochs):
-        lr = schedule_lr(sched, base_lr, epoch, t.epochs, state["sched"])
-        model.optimizer.learning_rate.assign(lr)
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(n) if t.shuffle else None
-        train_ds = batches.epoch(perm)
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(stream):
-            h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
-                          class_weight=class_weight,
-                          callbacks=[_make_progress(keras, log, epoch, t.epochs, steps),
-                                     *extra_callbacks])
-        logs = {k: float(v[-1]) for k, v in h.history.items()}
-        row = {"epoch": epoch + 1, **{k: logs.get(k) for k in
-                                       ("loss", "accuracy", "val_loss", "val_accuracy")},
-               "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
-        if not all(math.isfinite(v) for v in (row["loss"], row["val_loss"]) if v is not None):
-            state["stop"] = "nan"
-            kept = (f"the best model so far (epoch {state['best_epoch']}) is kept in "
-                    f"{work_dir / 'model.keras'}" if state["best_epoch"] else
-                    "no epoch ended with a finite loss, so there is no model to keep")
-            raise TrainingError(
-                f"{cfg._source}: epoch {epoch + 1}: the loss became {row['loss']} "
-                f"(val_loss {row['val_loss']}); training stopped, {kept}. Lower the learning rate "
-                f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
-                "check the feature scaling (data.scaling: standard)")
-        state["history"].append(row)
-        log(_epoch_line(row, t.epochs) if not (log.tty and log.verbosity >= 1) else
-            "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1], 1)
+    best_weights = None  # the best epoch's model variables, kept in memory
+    if state.get("best_file") and (state_dir / state["best_file"]).is_file():
+        best_weights = _read_arrays(state_dir / state["best_file"])
+    try:
+        # A run killed after early stopping but before finishing must not train on.
+        first = t.epochs if state.get("stop") == "early_stopping" else state["epoch"]
+        for epoch in range(first, t.epochs):
+            lr = schedule_lr(sched, base_lr, epoch, t.epochs, state["sched"])
+            model.optimizer.learning_rate.assign(lr)
+            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n) if t.shuffle else None
+            train_ds = batches.epoch(perm)
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(stream):
+                h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
+                              class_weight=class_weight,
+                              callbacks=[_make_progress(keras, log, epoch, t.epochs, steps),
+                                         *extra_callbacks])
+            logs = {k: float(v[-1]) for k, v in h.history.items()}
+            row = {"epoch": epoch + 1, **{k: logs.get(k) for k in
+                                           ("loss", "accuracy", "val_loss", "val_accuracy")},
+                   "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
+            if not all(math.isfinite(v) for v in (row["loss"], row["val_loss"]) if v is not None):
+                state["stop"] = "nan"
+                kept = (f"the best model so far (epoch {state['best_epoch']}) is kept in "
+                        f"{work_dir / 'model.keras'}" if state["best_epoch"] else
+                        "no epoch ended with a finite loss, so there is no model to keep")
+                raise TrainingError(
+                    f"{cfg._source}: epoch {epoch + 1}: the loss became {row['loss']} "
+                    f"(val_loss {row['val_loss']}); training stopped, {kept}. Lower the learning rate "
+                    f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
+                    "check the feature scaling (data.scaling: standard)")
+            state["history"].append(row)
+            log(_epoch_line(row, t.epochs) if not (log.tty and log.verbosity >= 1) else
+                "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1], 1)
 
-        value = logs.get(t.checkpoint.monitor)
-        improved = _better(value, state["best"], ck_mode)
-        if improved:
-            state["best"], state["best_epoch"] = value, epoch + 1
-        if es:
-            ev = logs.get(es.monitor)
-            if _better(ev, state["es"]["best"], es_mode, es.min_delta):
-                state["es"] = {"best": ev, "wait": 0}
-            else:
-                state["es"]["wait"] += 1
-        plateau_update(sched, state["sched"], logs.get(sched["monitor"]) if sched and
-                       "monitor" in sched else None, lr)
-        state["epoch"] = epoch + 1
-        if es and state["es"]["wait"] >= es.patience:  # as Keras' EarlyStopping
-            state["stop"] = "early_stopping"
-        # Resume point: model + optimizer first, then the JSON that points at it. The
-        # best model is a copy of the same file (one serialisation per epoch). None of
-        # these per-epoch writes is fsynced: atomic renames already make them safe
-        # against a killed process; model.keras is synced once training ends.
-        ckpt = state_dir / f"epoch-{epoch + 1:05d}.keras"
-        _save_model(model, ckpt, durable=False)
-        if improved:
-            copy_file(ckpt, work_dir / "model.keras", durable=False)
-        state["checkpoint"] = ckpt.name
-        state["seed_state"] = _seed_state(model)
-        write_json(state_dir / "trainer.json", state, durable=False)
-        for old in state_dir.glob("epoch-*.keras"):
-            if old.name != ckpt.name:
-                old.unlink(missing_ok=True)
-        if state["stop"] == "early_stopping":
-            log(f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "
-                f"after epoch {state['best_epoch']}", 1)
-            break
+            value = logs.get(t.checkpoint.monitor)
+            improved = _better(value, state["best"], ck_mode)
+            if improved:
+                state["best"], state["best_epoch"] = value, epoch + 1
+            if es:
+                ev = logs.get(es.monitor)
+                if _better(ev, state["es"]["best"], es_mode, es.min_delta):
+                    state["es"] = {"best": ev, "wait": 0}
+                else:
+                    state["es"]["wait"] += 1
+            plateau_update(sched, state["sched"], logs.get(sched["monitor"]) if sched and
+                           "monitor" in sched else None, lr)
+            state["epoch"] = epoch + 1
+            if es and state["es"]["wait"] >= es.patience:  # as Keras' EarlyStopping
+                state["stop"] = "early_stopping"
+            # Resume point: weights + optimizer first, then the JSON that points at them, then
+            # the old files go. None of these per-epoch writes is fsynced: atomic renames already
+            # make them safe against a killed process; model.keras is synced once, at the end.
+            values = [v.numpy() for v in model.variables]
+            ckpt = state_dir / f"epoch-{epoch + 1:05d}.npz"
+            _write_arrays(ckpt, values + [v.numpy() for v in model.optimizer.variables])
+            if improved:
+                best_weights = values
+                state["best_file"] = f"best-{epoch + 1:05d}.npz"
+                _write_arrays(state_dir / state["best_file"], values)
+            state["checkpoint"] = ckpt.name
+            state["seed_state"] = _seed_state(model)
+            write_json(state_dir / "trainer.json", state, durable=False)
+            for old in state_dir.glob("*.npz"):
+                if old.name not in (ckpt.name, state.get("best_file")):
+                    old.unlink(missing_ok=True)
+            if state["stop"] == "early_stopping":
+                log(f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "
+                    f"after epoch {state['best_epoch']}", 1)
+                break
+    except BaseException:
+        # Ctrl-C, SIGTERM, NaN or a crash: the best model so far is kept in model.keras.
+        if best_weights is not None:
+            _assign(model.variables, best_weights, state_dir / state["best_file"])
+            _save_model(model, work_dir / "model.keras")
+        raise
     if state["stop"] is None:
         state["stop"] = "epochs"
     # Which weights end in model.keras (and are scored, predicted, submitted): the epoch
@@ -368,20 +418,23 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     # false, which keeps the last trained epoch's weights instead.
     state["kept_epoch"] = state["best_epoch"]
     if es is not None and not es.restore_best_weights and state["history"]:
-        _save_model(model, work_dir / "model.keras")
         state["kept_epoch"] = state["epoch"]
-    elif (work_dir / "model.keras").exists():
-        sync(work_dir / "model.keras")
+    elif best_weights is not None:
+        _assign(model.variables, best_weights, state_dir / state["best_file"])
+    if state["history"]:
+        _save_model(model, work_dir / "model.keras")
     return state
 
 
-def load_resume_state(work_dir: Path, cfg: Config, n_train: int):
-    """Load the model and loop state saved after the last completed epoch."""
-    from ottotrain.build import compile_model
+def load_resume_state(work_dir: Path, model):
+    """Restore ``model`` (built and compiled from the run's config) to the last completed epoch.
 
+    Returns:
+        The loop state saved with it, or None when there is none (nothing to resume).
+    """
     path = work_dir / STATE_DIR / "trainer.json"
     if not path.exists():
-        return None, None
+        return None
     try:
         state = read_json(path)
     except ValueError as e:
@@ -390,19 +443,25 @@ def load_resume_state(work_dir: Path, cfg: Config, n_train: int):
     keys = ("epoch", "history", "best", "best_epoch", "es", "sched", "base_lr", "checkpoint")
     name = state.get("checkpoint") if isinstance(state, dict) else None
     if (not isinstance(state, dict) or any(k not in state for k in keys)
-            or not isinstance(name, str) or not re.fullmatch(r"epoch-\d{5,}\.keras", name)):
+            or not isinstance(name, str) or not re.fullmatch(r"epoch-\d{5,}\.npz", name)):
         raise RunError(f"{path}: damaged or foreign resume state (expected the keys "
-                       f"{', '.join(keys)} and a checkpoint named epoch-NNNNN.keras); "
+                       f"{', '.join(keys)} and a checkpoint named epoch-NNNNN.npz); "
                        "start a new run")
     ckpt = work_dir / STATE_DIR / name
-    if not ckpt.is_file():
-        raise RunError(f"{ckpt}: the resume checkpoint named in {path.name} is missing; "
-                       "start a new run")
-    model = runs.load_model(ckpt, compile=True)
-    # Recompile with the same optimizer object: it keeps its slots and iteration count.
-    compile_model(model, cfg, n_train, optimizer=model.optimizer)
+    best = state.get("best_file")
+    if not ckpt.is_file() or (best is not None and not (work_dir / STATE_DIR / best).is_file()):
+        raise RunError(f"{ckpt.parent}: a file named in {path.name} is missing "
+                       f"({name if not ckpt.is_file() else best}); start a new run")
+    values = _read_checkpoint(ckpt)
+    n = len(model.variables)
+    if best is not None and len(_read_checkpoint(work_dir / STATE_DIR / best)) != n:
+        raise RunError(f"{work_dir / STATE_DIR / best}: the saved weights do not fit the model "
+                       "built from the run's config; start a new run")
+    model.optimizer.build(model.trainable_variables)  # create its slots, then fill them
+    _assign(model.variables, values[:n], ckpt)
+    _assign(model.optimizer.variables, values[n:], ckpt)
     _restore_seed_state(model, state.get("seed_state", {}))
-    return model, state
+    return state
 
 
 # --------------------------------------------------------------------------------------
@@ -519,9 +578,8 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
         run_dir = resume_dir
         _check_same_data(run_dir, pre)
         runs.remove_temp_files(run_dir)
-        loaded, state = load_resume_state(run_dir, cfg, len(arrays.y_train))
-        if loaded is not None:
-            model = loaded
+        state = load_resume_state(run_dir, model)
+        if state is not None:
             log(f"Resuming {run_dir} after epoch {state['epoch']}", 1)
         runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
     else:

@@ -275,6 +275,16 @@ def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config,
     monkeypatch.undo()
     p = run / "state" / "trainer.json"
     state = json.loads(p.read_text())
+    # The resume point is plain arrays (no pickles, no .keras): weights+optimizer, best weights.
+    assert sorted(f.name for f in p.parent.iterdir()) == sorted(
+        {"trainer.json", state["checkpoint"], state["best_file"]})
+    ckpt = p.parent / state["checkpoint"]
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:100])
+    assert "damaged resume checkpoint" in _error_line(cli("fit", "--resume", run))
+    np.savez(ckpt, np.zeros(3))  # arrays that do not fit the model built from config.yaml
+    assert "do not fit the model" in _error_line(cli("fit", "--resume", run))
+    ckpt.write_bytes(good)
     p.write_text(json.dumps({**state, "checkpoint": "../../../etc/passwd"}))
     assert "damaged or foreign resume state" in _error_line(cli("fit", "--resume", run))
     p.write_text("{")

@@ -177,7 +177,7 @@ def test_damaged_model_file_is_refused(cli, run_copy, tiny_data):
     assert "not a readable Keras model archive" in _error_line(cli("predict", run_copy, tiny_data["test"]))
 
 
-@pytest.mark.parametrize("name", ["weights.pkl", "state/extra.pickle", "model.joblib", "x.npy"])
+@pytest.mark.parametrize("name", ["weights.pkl", "state/extra.pickle", "model.joblib", "x.npy", "extra.npz", "state/other.npz"])
 def test_run_dir_with_a_pickle_is_refused(name, cli, run_copy, tiny_data):
     p = run_copy / name
     p.parent.mkdir(exist_ok=True)
