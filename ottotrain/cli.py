@@ -170,9 +170,11 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--folds", type=click.IntRange(min=2), help="Stratified folds K [default: 5].")
+@click.option("--folds", type=click.IntRange(min=2),
+              help="Stratified folds K [default: the config's cv.folds, 5].")
 @click.option("--seeds", type=click.IntRange(min=1),
-              help="Models per fold, each with its own seed (bagging) [default: 1].")
+              help="Models per fold, each with its own seed (bagging) [default: the config's "
+              "cv.seeds, else one per cv.variants entry, else 1].")
 @set_option
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
 @click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False),

@@ -121,6 +121,24 @@ class ModelConfig(_Strict):
     layers: list[Any] = Field(description="Keras layers in order, each {ClassName: {arg: value}}.")
 
 
+class CvConfig(_Strict):
+    """Settings of 'ottotrain cv' (its --folds and --seeds options win over them)."""
+
+    folds: int = Field(5, ge=2, le=1000, description="Stratified folds K.")
+    seeds: Optional[int] = Field(
+        None, ge=1, le=1000, description="Models per fold, each with its own seed (bagging); "
+        "default: one per variant, else 1.")
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list, description="A varied bag: model k of every fold (k = 0, 1, ...) "
+        "trains with variants[k mod len] applied, each a mapping of overrides like --set, "
+        "e.g. {data.tfidf: true, train.batch_size: 512}.")
+
+
+# What a cv variant may not change: the rows and folds every member shares, its own seed.
+_VARIANT_FIXED = ("name", "seed", "cv", "data.train", "data.test", "data.synthetic",
+                  "data.id_column", "data.target_column")
+
+
 class Config(_Strict):
     """The whole config file."""
 
@@ -131,6 +149,7 @@ class Config(_Strict):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    cv: CvConfig = Field(default_factory=CvConfig, description="Cross-validation ('ottotrain cv').")
 
     @field_validator("name")
     @classmethod
@@ -208,20 +227,26 @@ def _line_index(text: str):
     return index
 
 
+def _key_parts(key: str, where: str) -> list:
+    """``model.layers[0].Dense.units`` -> ['model', 'layers', 0, 'Dense', 'units']."""
+    parts = []
+    for piece in key.split("."):
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)", piece)
+        if not m:
+            raise ConfigError(f"{where}: '{key}' is not a key path like train.epochs "
+                              "or model.layers[0].Dense.units")
+        parts.append(m.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return parts
+
+
 def parse_override(item: str):
     """Split ``a.b[2].c=value`` into a key path and a YAML-parsed value."""
     if "=" not in item:
         raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=5")
     key, _, raw = item.partition("=")
     key = key.strip()
-    parts = []
-    for piece in key.split("."):
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)", piece)
-        if not m:
-            raise ConfigError(f"--set {item}: '{key}' is not a key path like train.epochs "
-                              "or model.layers[0].Dense.units")
-        parts.append(m.group(1))
-        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    parts = _key_parts(key, f"--set {item}")
     value = parse_yaml_text(raw, f"--set {key}") if raw.strip() else None
     return key, parts, value
 
@@ -229,30 +254,61 @@ def parse_override(item: str):
 def apply_override(tree: dict, item: str) -> dict:
     """Return a copy of ``tree`` with one ``--set`` override applied."""
     key, parts, value = parse_override(item)
+    return set_path(tree, parts, value, f"--set {key}")
+
+
+def set_path(tree: dict, parts: list, value, where: str) -> dict:
+    """Return a copy of ``tree`` with the value at key path ``parts`` set to ``value``."""
     tree = copy.deepcopy(tree)
     node = tree
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
-                raise ConfigError(f"--set {key}: index [{part}] is out of range")
+                raise ConfigError(f"{where}: index [{part}] is out of range")
             node = node[part]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is inside a value that is not a mapping")
+            raise ConfigError(f"{where}: '{part}' is inside a value that is not a mapping")
         if node.get(part) is None:
             node[part] = [] if isinstance(nxt, int) else {}
         node = node[part]
     last = parts[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"--set {key}: index [{last}] is out of range")
+            raise ConfigError(f"{where}: index [{last}] is out of range")
         node[last] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"--set {key}: '{last}' is inside a value that is not a mapping")
+        raise ConfigError(f"{where}: '{last}' is inside a value that is not a mapping")
     return tree
+
+
+def apply_variant(tree: dict, variant: dict, where: str) -> dict:
+    """Return ``tree`` (without its ``cv`` section) with one cv variant's overrides applied."""
+    tree = {k: v for k, v in tree.items() if k != "cv"}
+    for key, value in variant.items():
+        fixed = next((f for f in _VARIANT_FIXED if key == f or key.startswith(f + ".")
+                      or key.startswith(f + "[")), None)
+        if fixed:
+            raise ConfigError(f"{where}.{key}: a variant cannot change '{fixed}' (all members share "
+                              "the rows, folds and run name; seeds are set per member); vary "
+                              "data.transform, data.tfidf, model.* or train.* instead")
+        tree = set_path(tree, _key_parts(key, f"{where}.{key}"), value, f"{where}.{key}")
+    return tree
+
+
+def member_config(cfg: "Config", k: int) -> "Config":
+    """The config that model ``k`` of each cv fold trains: ``cfg`` with variant ``k mod len``."""
+    variants = cfg.cv.variants
+    if not variants:
+        return cfg
+    i = k % len(variants)
+    tree = apply_variant(config_to_dict(cfg), variants[i], f"cv.variants[{i}]")
+    out = Config.model_validate(tree)  # validated at load already; paths are absolute
+    out._source = f"{cfg._source} (cv.variants[{i}])"
+    return out
 
 
 def _fmt(v) -> str:
@@ -368,6 +424,13 @@ def validate_tree(tree, source: str = "<config>", text: str | None = None,
         check_keras_parts(cfg)
     except _PathError as e:
         fail(e.path, f"{e.path}: {e.message}")
+    for i, variant in enumerate(cfg.cv.variants):  # every member's config must be valid too
+        where = f"cv.variants[{i}]"
+        try:
+            validate_tree(apply_variant(tree, variant, where), "")
+        except ConfigError as e:
+            msg = str(e).removeprefix(": ")
+            fail(where, msg if msg.startswith(where) else f"{where}: {msg}")
     return cfg
 
 

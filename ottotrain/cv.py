@@ -5,7 +5,10 @@ into K stratified folds (deterministic for the config's ``seed``); the member
 ``fold<k>-seed<s>`` is trained on every fold but k, with fold k as its
 validation data (early stopping, checkpoint choice, learning-rate plateaus),
 and its preprocessing is fitted on its own training rows only. So
-``data.validation_split`` is not used.
+``data.validation_split`` is not used. With ``cv.variants`` in the config, seed
+s of every fold trains the config with variant ``s mod len(variants)`` applied
+(other transforms, features, batch sizes...): a varied bag, whose members err
+less alike than seeds of one recipe do.
 
 The run directory holds, besides ``config.yaml`` and ``status.json``
 (``"kind": "cv"``)::
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ottotrain import runs
-from ottotrain.config import Config, config_to_dict, dump_yaml
+from ottotrain.config import Config, config_to_dict, dump_yaml, member_config
 from ottotrain.errors import DataError, RunError, TrainingError
 from ottotrain.io import atomic_path, read_json, write_json, write_text
 
@@ -210,8 +213,10 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
 
     Args:
         cfg: a validated ``Config``.
-        folds: K, the number of stratified folds (default 5; on resume: the run's).
-        seeds: models per fold, each with its own seed (default 1; on resume: the run's).
+        folds: K, the number of stratified folds (default ``cv.folds``; on resume: the run's).
+        seeds: models per fold, each with its own seed (default ``cv.seeds``, else one per
+            ``cv.variants`` entry, else 1; on resume: the run's). With variants, model k of
+            every fold trains ``member_config(cfg, k)``.
         run_dir: exact directory to create; default ``<runs_root>/<name>-cv-<timestamp>``.
         resume: an interrupted cv run directory to continue.
         smoke: a sample of the rows, one epoch per member.
@@ -243,8 +248,11 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
                 raise RunError(f"{resume_dir}: the run was started with --{key} {saved[key]}, "
                                f"not {value}; resume without --{key}")
         folds, seeds, smoke = saved["folds"], saved["seeds"], saved.get("smoke", False)
-    folds = 5 if folds is None else int(folds)
-    seeds = 1 if seeds is None else int(seeds)
+    variants = cfg.cv.variants
+    folds = cfg.cv.folds if folds is None else int(folds)
+    if seeds is None:
+        seeds = cfg.cv.seeds or max(1, len(variants))
+    seeds = int(seeds)
     if seeds < 1:
         raise DataError(f"--seeds {seeds}: needs at least 1 model per fold")
 
@@ -255,7 +263,8 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
     plan = members(folds, seeds)
     log(f"Data: {len(train.y)} rows, {len(train.features)} features, {len(train.classes)} classes"
         + (f", {len(test[0])} test rows" if test else "") + (" [smoke]" if smoke else ""), 1)
-    log(f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {len(plan)} models", 1)
+    log(f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {len(plan)} models"
+        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""), 1)
 
     if resume_dir is not None:
         run_dir = resume_dir
@@ -268,7 +277,8 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         write_json(run_dir / CV_FILE, {
             "folds": folds, "seeds": seeds, "fold_seed": cfg.seed, "smoke": smoke,
             "members": [{"name": member_name(f, s), "fold": f + 1, "seed_index": s + 1,
-                         "seed": member_seed(cfg.seed, f, s)} for f, s in plan]})
+                         "seed": member_seed(cfg.seed, f, s),
+                         "variant": s % len(variants) if variants else None} for f, s in plan]})
     (run_dir / MODELS).mkdir(exist_ok=True)
     runs.write_status(run_dir, runs.RUNNING, kind=KIND, folds=folds, seeds=seeds, smoke=smoke)
     log(f"Run directory: {run_dir}", 1)
@@ -283,7 +293,7 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
             tr, va = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
             log(f"[{i + 1}/{len(plan)}] {name}: training on {len(tr)} rows, "
                 f"validating on fold {f + 1} ({len(va)} rows)", 1)
-            mcfg = cfg.model_copy(update={"seed": member_seed(cfg.seed, f, s)})
+            mcfg = member_config(cfg, s).model_copy(update={"seed": member_seed(cfg.seed, f, s)})
             rec = _train_member(mcfg, run_dir, name, train, tr, va, log, cfg.train.tensorboard)
             log(f"[{i + 1}/{len(plan)}] {name}: best epoch {rec['best_epoch']}/{rec['epochs_run']}, "
                 f"fold log loss {rec['val_log_loss']:.4f}, accuracy {rec['val_accuracy']:.4f}", 1)
@@ -319,9 +329,10 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, smoke, log, timing
     per_seed = np.zeros((seeds, len(train.y), n_classes))  # OOF of each seed alone (no bagging)
     p_test = np.zeros((len(test[0]), n_classes)) if test is not None else None
     records, manifest = [], []
+    x_test = {}  # test rows as each distinct preprocessing transforms them
     for f in range(folds):
         va = np.flatnonzero(fold_of == f)
-        x_test_f = None
+        x_test.clear()
         for s in range(seeds):
             name = member_name(f, s)
             pre = D.Preprocessor.from_json((run_dir / MODELS / f"{name}.preprocess.json").read_text())
@@ -330,11 +341,13 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, smoke, log, timing
             oof[va] += per_seed[s, va]
             count[va] += 1
             if p_test is not None:
-                if x_test_f is None:  # same preprocessing for every seed of a fold
-                    x_test_f = pre.transform(test[1])
-                p_test += predict_proba(model, x_test_f)
+                key = pre.to_json()  # seeds of a fold share it, unless cv.variants differ
+                if key not in x_test:
+                    x_test[key] = pre.transform(test[1])
+                p_test += predict_proba(model, x_test[key])
             rec = read_json(run_dir / MODELS / f"{name}.json")
-            records.append({"fold": f + 1, "seed_index": s + 1, **rec})
+            records.append({"fold": f + 1, "seed_index": s + 1,
+                            "variant": s % len(cfg.cv.variants) if cfg.cv.variants else None, **rec})
             manifest.append({"name": name, "model": f"{MODELS}/{name}.keras",
                              "preprocess": f"{MODELS}/{name}.preprocess.json", "weight": 1.0})
             keras.backend.clear_session()
@@ -371,7 +384,8 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, smoke, log, timing
         "fold_accuracy_mean": round(float(np.mean(fold_acc)), 6),
         "fold_accuracy_std": round(float(np.std(fold_acc)), 6),
         "member_log_loss_mean": round(float(np.mean([r["val_log_loss"] for r in records])), 6),
-        # Single-model scores: the OOF log loss of each seed's K models alone, without bagging.
+        # Single-model scores: the OOF log loss of each seed's K models alone, without bagging
+        # (with cv.variants, seed k is variant k mod len: each variant's own score).
         "seed_oof_log_loss": [round(D.log_loss(train.y, p), 6) for p in per_seed],
         "folds": folds,
         "seeds": seeds,

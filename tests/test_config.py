@@ -97,6 +97,21 @@ BAD_TREES = [
     ("layers-not-a-list", [(LAYERS, "Dense")], ["model.layers", "must be a list"]),
     ("data-not-a-mapping", [("data", "train.csv")], ["data", "must be a mapping"]),
     ("name-not-a-directory-name", [("name", "../evil")], ["name", "'../evil'", "names a directory"]),
+    ("cv-folds-one", [("cv", {"folds": 1})], ["cv.folds", ">= 2", "got 1"]),
+    ("cv-unknown-key", [("cv", {"variant": []})], ["cv.variant", "did you mean 'variants'"]),
+    ("cv-variant-not-a-mapping", [("cv", {"variants": ["tfidf"]})], ["cv.variants[0]", "mapping"]),
+    ("cv-variant-bad-value", [("cv", {"variants": [{}, {"train.batch_size": 0}]})],
+     ["cv.variants[1]", "train.batch_size", ">= 1", "got 0"]),
+    ("cv-variant-misspelt-key", [("cv", {"variants": [{"data.tfdif": True}]})],
+     ["cv.variants[0]", "data.tfdif", "did you mean 'tfidf'"]),
+    ("cv-variant-bad-layer", [("cv", {"variants": [{"model.layers[0].Dense.units": "many"}]})],
+     ["cv.variants[0]", "model.layers[0].Dense.units", "integer >= 1"]),
+    ("cv-variant-bad-key-path", [("cv", {"variants": [{"train..epochs": 3}]})],
+     ["cv.variants[0]", "not a key path"]),
+    ("cv-variant-changes-data", [("cv", {"variants": [{"data.train": "other.csv"}]})],
+     ["cv.variants[0].data.train", "cannot change 'data.train'"]),
+    ("cv-variant-changes-seed", [("cv", {"variants": [{"seed": 3}]})],
+     ["cv.variants[0].seed", "cannot change 'seed'"]),
 ]
 
 
@@ -177,3 +192,19 @@ def test_python_yaml_tags_are_refused_and_never_executed(template, tiny_data, wr
     assert "YAML tag not allowed" in _error_line(r)
     _error_line(cli("summary", path))
     assert not marker.exists()
+
+
+def test_cv_member_config_applies_variants_in_turn(tiny_data, write_config):
+    from ottotrain.config import load_config, member_config
+
+    tree = tiny_config(tiny_data)
+    tree["cv"] = {"variants": [{}, {"data.tfidf": True, "train.batch_size": 16,
+                                    "model.layers[0].Dense.units": 8}]}
+    cfg = load_config(write_config(tree))
+    assert cfg.cv.folds == 5 and cfg.cv.seeds is None
+    plain, varied, again = (member_config(cfg, k) for k in (0, 1, 3))
+    assert (plain.data.tfidf, plain.train.batch_size) == (False, 64)
+    assert (varied.data.tfidf, varied.train.batch_size) == (True, 16)
+    assert varied.model.layers[0] == {"Dense": {"units": 8, "activation": "relu"}}
+    assert again == varied and varied.data.train == cfg.data.train
+    assert "cv.variants[1]" in varied._source

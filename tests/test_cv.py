@@ -16,6 +16,8 @@ FOLDS, SEEDS = 3, 2
 @pytest.fixture(scope="session")
 def cv_config(tiny_data, tmp_path_factory):
     cfg = tiny_config(tiny_data, epochs=2, early_stopping={"patience": 1})
+    # A varied bag: seed 2 of every fold adds TF-IDF features and uses smaller batches.
+    cfg["cv"] = {"variants": [{}, {"data.tfidf": True, "train.batch_size": 32}]}
     p = tmp_path_factory.mktemp("cvcfg") / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p
@@ -23,9 +25,9 @@ def cv_config(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cv_run(cv_config, tmp_path_factory):
-    """One finished cv run: 3 folds x 2 seeds, made through the CLI."""
+    """One finished cv run: 3 folds x 2 seeds (one per cv.variants entry), made through the CLI."""
     run_dir = tmp_path_factory.mktemp("cvrun") / "run"
-    r = run_cli("cv", cv_config, "--folds", FOLDS, "--seeds", SEEDS, "--run-dir", run_dir, "-q")
+    r = run_cli("cv", cv_config, "--folds", FOLDS, "--run-dir", run_dir, "-q")
     assert r.exit_code == 0, r.output
     assert "oof_log_loss=" in r.output
     return run_dir
@@ -93,6 +95,20 @@ def test_each_member_is_trained_on_other_folds_only(cv_run):
             for f in range(1, FOLDS + 1) for s in range(1, SEEDS + 1)]
     assert len({r["seed"] for r in recs}) == FOLDS * SEEDS  # every member has its own seed
     assert all(r["n_train"] + r["n_val"] == 600 for r in recs)
+
+
+def test_cv_variants_vary_the_members(cv_run):
+    cv = json.loads((cv_run / "cv.json").read_text())
+    assert cv["seeds"] == SEEDS  # one seed per variant when --seeds is not given
+    assert [(m["fold"], m["variant"]) for m in cv["members"]] == [
+        (f, s) for s in range(SEEDS) for f in range(1, FOLDS + 1)]  # seed 1 of every fold first
+    for f in range(1, FOLDS + 1):
+        plain, varied = (json.loads((cv_run / "models" / f"fold{f}-seed{s}.preprocess.json").read_text())
+                         for s in (1, 2))
+        assert (plain["tfidf"], varied["tfidf"]) == (False, True)
+    metrics = json.loads((cv_run / "metrics.json").read_text())
+    assert [m["variant"] for m in metrics["members"]] == [0, 1] * FOLDS
+    assert len(metrics["seed_oof_log_loss"]) == SEEDS  # each variant's own OOF score
 
 
 def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_path):
