@@ -156,8 +156,10 @@ def sgemm_rate():
 
 
 TRAIN_MODELS = [  # name, batch size, epochs (full), epochs (quick)
-    ("logreg", 32, 5, 2),
-    ("mlp", 128, 10, 3),
+    # The tutorial trains both of its models for epochs=20 (its ModelCheckpoint cell and
+    # its MLP cell); the 3x512 model runs 3 epochs to keep the suite short.
+    ("logreg", 32, 20, 2),
+    ("mlp", 128, 20, 3),
     ("mlp3x512", 128, 3, 2),
 ]
 
@@ -220,6 +222,8 @@ def bench_training(train, work, reps, quick):
                "bare_per_epoch": med([r["per_epoch"] for r in bare]),
                "ratio_bare": med([o["per_epoch"] / b["per_epoch"] for b, o in zip(bare, otto)]),
                "loop_overhead": med([o["loop_overhead"] for o in otto]),
+               "plain_first": med([r["epoch_seconds"][0] for r in plain]),
+               "otto_first": med([r["epoch_seconds"][0] for r in otto]),
                "plain_loss": plain[0]["last_val_loss"], "otto_loss": otto[0]["last_val_loss"],
                "otto_best_loss": otto[0]["val_log_loss"],
                "seed43_loss": seed2["last_val_loss"],
@@ -418,17 +422,21 @@ def report(info, R, args, elapsed):
       "its resume point and best model). *Steady* = median of epochs 2.. (the `model.fit` "
       "part only). *Bare* = the plain script with no callback at all (`--no-checkpoint`), "
       "a stricter reference than the tutorial. Same rows (unstratified 15 % split, seed 42), "
-      "model, batch size, epochs, seed. Target ratio: logreg and MLP ≤ 0.40, 3×512 ≤ 0.85.\n")
+      "model, batch size, epochs (the tutorial's 20 for its two models), seed. *First epoch* "
+      "includes tracing the train and test functions, a fixed cost per run. *Outside "
+      "`model.fit`*: ottotrain's input pipelines, per-epoch resume files and final model "
+      "save, spread over the epochs. Target ratio: logreg and MLP ≤ 0.40, 3×512 ≤ 0.85.\n")
     w("| model | batch | epochs × reps | plain s/epoch | ottotrain s/epoch | **ratio** | "
       "steady plain | steady ottotrain | steady ratio | bare plain s/epoch | ratio to bare | "
-      "ottotrain checkpoint+state s/epoch | target |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "first epoch plain / ottotrain s | ottotrain outside `model.fit` s/epoch | target |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in tr:
         target = 0.85 if r["model"] == "mlp3x512" else 0.40
         w(f"| {r['model']} | {r['batch']} | {r['epochs']} × {r['reps']} | {fmt(r['plain_per_epoch'])} | "
           f"{fmt(r['otto_per_epoch'])} | **{fmt(r['ratio'])}** | {fmt(r['plain_steady'])} | "
           f"{fmt(r['otto_steady'])} | {fmt(r['ratio_steady'])} | {fmt(r['bare_per_epoch'])} | "
-          f"{fmt(r['ratio_bare'])} | {fmt(r['loop_overhead'], 3)} | "
+          f"{fmt(r['ratio_bare'])} | {fmt(r['plain_first'])} / {fmt(r['otto_first'])} | "
+          f"{fmt(r['loop_overhead'], 3)} | "
           f"≤ {target}: {ok(r['ratio'] <= target)} |")
     w("\nValidation log loss after the last epoch (same seed 42; the plain script with seed 43 "
       "shows the seed-to-seed noise):\n")
