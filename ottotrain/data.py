@@ -464,7 +464,9 @@ class Preprocessor:
         s = self.state
         t = s["transform"]
         if t == "log1p":
-            z = np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0))
+            # Signed log1p; counts (all >= 0, the usual case) skip the negative half: same values.
+            z = np.log1p(x) if x.min(initial=0) >= 0 else (
+                np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0)))
         elif t == "sqrt":
             z = np.sign(x) * np.sqrt(np.abs(x))
         elif t == "anscombe":
@@ -494,11 +496,14 @@ class Preprocessor:
     def transform(self, x):
         """Apply the fitted transform and scaling; returns float32 (``x`` is never modified)."""
         z = self._transform(x)
-        if np.shares_memory(z, x):  # transform 'none' on float32 input: scale a copy, not x
-            z = z.copy()
+        owned = not np.shares_memory(z, x)  # transform 'none' on float32 input returns x itself
         if self.state["scaling"] != "none":
-            z -= np.asarray(self.state["center"], dtype=np.float32)
+            # Subtracting into a new array when z is x: never modify x, and no extra copy pass.
+            z = np.subtract(z, np.asarray(self.state["center"], dtype=np.float32),
+                            out=z if owned else None)
             z /= np.asarray(self.state["scale"], dtype=np.float32)
+        elif not owned:
+            z = z.copy()
         return z
 
     def to_json(self) -> str:
