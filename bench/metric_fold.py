@@ -1,0 +1,92 @@
+"""One-fold experiments behind the recipe choices in bench/RESULTS_METRIC.md.
+
+Trains one model of a config on fold F of the same 5 stratified folds that
+``ottotrain cv`` uses (config seed 42), records its validation probabilities,
+and scores bags (plain averages) of recorded models. Cheaper than a whole cv
+run when comparing recipes, and the bag scores show which members add most.
+
+    python bench/metric_fold.py train CONFIG TAG --train ../shared/otto/train.csv.gz \\
+        [--fold 0] [--seed 1] [--set KEY=VALUE]... [--out /tmp/metric/fold]
+    python bench/metric_fold.py bag TAG:SEED+TAG:SEED... [--fold 0] [--out /tmp/metric/fold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def train(a):
+    from ottotrain import data as D
+    from ottotrain.build import build_model, compile_model
+    from ottotrain.config import load_config
+    from ottotrain.cv import fold_assignment
+    from ottotrain.train import Log, class_weights, fit_arrays, setup_tf, train_loop
+
+    sets = [*a.set, f"data.train={a.train}", "data.test=null", f"seed={a.seed}"]
+    cfg = load_config(a.config, sets)
+    data = D.load_train(cfg.data)
+    folds = fold_assignment(data.y, 5, 42)
+    tr, va = np.flatnonzero(folds != a.fold), np.flatnonzero(folds == a.fold)
+    pre, arrays = fit_arrays(cfg, data, tr, va)
+    keras = setup_tf(cfg)
+    model = build_model(cfg, pre.n_outputs, len(data.classes), compile=False)
+    compile_model(model, cfg, len(tr))
+    probs = []
+
+    class Record(keras.callbacks.Callback):  # validation probabilities after every epoch
+        def on_epoch_end(self, epoch, logs=None):
+            probs.append(self.model.predict(arrays.x_val, batch_size=8192, verbose=0))
+
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as work:
+        state = train_loop(model, cfg, arrays, Path(work), Log(0), None,
+                           class_weights(cfg, arrays.y_train, data.classes), [Record()])
+    best = probs[state["best_epoch"] - 1]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{a.tag}-f{a.fold}-s{a.seed}.npy", best.astype(np.float32))
+    np.save(out / f"y-f{a.fold}.npy", arrays.y_val)
+    rec = {"tag": a.tag, "fold": a.fold, "seed": a.seed, "seconds": round(time.time() - t0, 1),
+           "epochs": len(probs), "best_epoch": state["best_epoch"],
+           "val_log_loss": round(D.log_loss(arrays.y_val, best), 5)}
+    print(json.dumps(rec))
+
+
+def bag(a):
+    from ottotrain.data import log_loss
+
+    out = Path(a.out)
+    y = np.load(out / f"y-f{a.fold}.npy")
+    for spec in a.members:
+        ps = [np.load(out / f"{m.split(':')[0]}-f{a.fold}-s{m.split(':')[1]}.npy")
+              for m in spec.split("+")]
+        singles = " ".join(f"{log_loss(y, p):.4f}" for p in ps)
+        print(f"{spec}: members {singles} -> bag {log_loss(y, np.mean(ps, axis=0)):.4f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("config")
+    t.add_argument("tag")
+    t.add_argument("--train", required=True)
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--set", action="append", default=[])
+    b = sub.add_parser("bag")
+    b.add_argument("members", nargs="+", help="TAG:SEED+TAG:SEED...")
+    for p in (t, b):
+        p.add_argument("--fold", type=int, default=0)
+        p.add_argument("--out", default="/tmp/metric/fold")
+    a = ap.parse_args()
+    train(a) if a.cmd == "train" else bag(a)
+
+
+if __name__ == "__main__":
+    main()
