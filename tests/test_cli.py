@@ -159,6 +159,23 @@ def test_every_shipped_config_smoke_runs(config, tiny_data, cli, tmp_path):
     assert (tmp_path / "run" / "submission.csv").exists()
 
 
+CV_CONFIGS = [p for p in sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "bench" / "configs").glob("*.yaml")])
+              if "cv" in (yaml.safe_load(p.read_text()) or {})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CV_CONFIGS, ids=lambda p: p.name)
+def test_every_cv_recipe_smoke_runs(config, tiny_data, cli, tmp_path):
+    """Configs with a cv section (varied bags) run end to end: every variant trains."""
+    r = cli("cv", config, "--smoke", "--folds", 2, "--run-dir", tmp_path / "run", "-q",
+            *_smoke_overrides(config, tiny_data))
+    assert r.exit_code == 0, r.output
+    cv = json.loads((tmp_path / "run" / "cv.json").read_text())
+    n = len(yaml.safe_load(config.read_text())["cv"]["variants"])
+    assert cv["seeds"] == n and sorted({m["variant"] for m in cv["members"]}) == list(range(n))
+    assert (tmp_path / "run" / "submission.csv").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_OTTO / "train.csv.gz").exists(), reason="real Otto data absent")
 def test_real_otto_smoke(cli, tmp_path):
