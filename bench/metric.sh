@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Metric benchmark on the real Otto data (issue #5): the exact commands behind
-# bench/RESULTS_METRIC.md. Runs sequentially; measured: about 2 h on 2 cores shared with other jobs (see bench/RESULTS_METRIC.md).
+# bench/RESULTS_METRIC.md. Runs sequentially; about 3 h on 2 cores (see bench/RESULTS_METRIC.md for each run's time).
 #   bench/metric.sh [OTTO_DIR] [OUT_DIR]
 set -euo pipefail
 OTTO=${1:-../shared/otto}
@@ -8,22 +8,27 @@ OUT=${2:-/tmp/metric/runs}
 DATA="--set data.train=$(realpath "$OTTO/train.csv.gz") --set data.test=$(realpath "$OTTO/test.csv.gz")"
 mkdir -p "$OUT"
 
-# 1. The bagged cv recipe, one command (log1p): 5 folds x 2 seeds. Its seed_oof_log_loss
-#    (each seed's 5 models alone) is the single-model score of configs/otto.yaml.
-time ottotrain cv configs/otto-cv.yaml --folds 5 --seeds 2 $DATA --run-dir "$OUT/L-log1p-s2"
+# 1. The first recipe (log1p), bagged: 5 folds x 2 seeds. Its seed_oof_log_loss (each
+#    seed's 5 models alone) is the single-model score of bench/configs/otto-log1p.yaml.
+time ottotrain cv bench/configs/otto-log1p.yaml --folds 5 --seeds 2 $DATA --run-dir "$OUT/L-log1p-s2"
 # 2. Same recipe, another input transform, for blending.
-time ottotrain cv configs/otto-cv.yaml --folds 5 --seeds 1 $DATA --set data.transform=anscombe \
+time ottotrain cv bench/configs/otto-log1p.yaml --folds 5 --seeds 1 $DATA --set data.transform=anscombe \
     --set name=otto-anscombe --run-dir "$OUT/S-anscombe-s1"
 # 3. LightGBM on the same folds (dev-only dependency).
 time python bench/metric_lgbm.py --train "$OTTO/train.csv.gz" --test "$OTTO/test.csv.gz" --out "$OUT/lgbm"
-# 1b. The shipped one-command recipe: a varied bag (log1p; log1p + TF-IDF; Anscombe + TF-IDF),
-#     5 folds x 3 models. Its seed_oof_log_loss gives each variant's single-model score.
-time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/V-varied"
+# 1b. Varied bags, 5 folds x 3 models each; seed_oof_log_loss gives each variant's
+#     single-model score. V: log1p; log1p + TF-IDF; Anscombe + TF-IDF (its third variant
+#     is configs/otto.yaml). W: the shipped configs/otto-cv.yaml (log1p; log1p + TF-IDF;
+#     TF-IDF into a 3 x 512 ReLU net).
+time ottotrain cv bench/configs/otto-cv-anscombe.yaml $DATA --run-dir "$OUT/V-varied"
+time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/W-varied2"
 # 4. Blends (weights fitted on the OOF predictions).
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn.csv"
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm" -o "$OUT/blend-nn-lgbm.csv"
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/lgbm"
-ottotrain blend "$OUT/V-varied" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn3.csv"
 ottotrain blend "$OUT/V-varied" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm"
+ottotrain blend "$OUT/W-varied2" "$OUT/V-varied" -o "$OUT/blend-vw.csv"
+ottotrain blend "$OUT/W-varied2" "$OUT/V-varied" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn4.csv"
+ottotrain blend "$OUT/W-varied2" "$OUT/V-varied" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm"
 # 5. Table rows (single-seed OOF scores, times).
-python bench/metric_report.py --train "$OTTO/train.csv.gz" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/V-varied" "$OUT/lgbm"
+python bench/metric_report.py --train "$OTTO/train.csv.gz" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/V-varied" "$OUT/W-varied2" "$OUT/lgbm"
