@@ -21,18 +21,40 @@ def data_sizes(cfg) -> tuple[int, int]:
 
 
 def summarize(target, overrides=()) -> str:
-    """Return the model summary text for a config file or a run directory."""
+    """Return the model summary text for a config file or a run directory.
+
+    A config with ``cv.variants`` gets one summary per variant; a cv run one per
+    seed (the models of fold 1: every fold has the same architectures).
+    """
     from ottotrain.build import build_model, summary_text
 
     target = Path(target)
     if target.is_dir():
+        from ottotrain import cv, runs
+        from ottotrain.io import read_json
+
+        if cv.is_cv_run(target):
+            runs.check_safe(target)
+            out = []
+            for m in read_json(target / cv.CV_FILE)["members"]:
+                if m["fold"] == 1:
+                    model = runs.load_model(target / cv.MODELS / f"{m['name']}.keras")
+                    variant = "" if m.get("variant") is None else f" (cv.variants[{m['variant']}])"
+                    out.append(f"{m['name']}{variant}\n{summary_text(model)}")
+            return "\n\n".join(out)
         from ottotrain.predict import load_run
 
         _, model, _ = load_run(target)
         return summary_text(model)
-    from ottotrain.config import load_config
+    from ottotrain.config import load_config, member_config
 
     cfg = load_config(target, overrides)
-    n_features, n_classes = data_sizes(cfg)
-    model = build_model(cfg, n_features, n_classes, compile=False)
-    return f"{n_features} features, {n_classes} classes\n" + summary_text(model)
+    variants = cfg.cv.variants
+    out = []
+    for k in range(max(1, len(variants))):
+        mcfg = member_config(cfg, k)
+        n_features, n_classes = data_sizes(mcfg)
+        model = build_model(mcfg, n_features, n_classes, compile=False)
+        head = f"cv.variants[{k}] {variants[k]}: " if variants else ""
+        out.append(f"{head}{n_features} features, {n_classes} classes\n" + summary_text(model))
+    return "\n\n".join(out)
