@@ -227,7 +227,7 @@ def _save_model(model, path, durable=True):
 
 # The per-epoch resume point is a plain .npz of variable values (model, then optimizer),
 # not a .keras file: the architecture is rebuilt from config.yaml on resume, so only the
-# numbers need saving. That is ~10x cheaper than model.save (no zip, no HDF5, no config
+# numbers need saving. That is 3-7x cheaper than model.save (no zip, no HDF5, no config
 # JSON) and stays pickle-free (np.load refuses object arrays). model.keras is written
 # once, when training stops.
 
