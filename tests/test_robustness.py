@@ -109,10 +109,14 @@ def crash_story(tiny_data, tmp_path_factory):
     second = _start(["fit", "--resume", run], tmp, "resume1")
     try:
         _wait_for_epoch(second, run, rec["killed_at"] + 1)
+        # Hold it mid-run (SIGSTOP): a tiny run's remaining epochs take well under a second,
+        # so it could otherwise finish before the checks below and the Ctrl-C land.
+        second.send_signal(signal.SIGSTOP)
         # While it trains, nobody else may resume it.
         rec["refused_while_running"] = run_cli("fit", "--resume", run)
         rec["second_pid"] = second.pid
-        second.send_signal(signal.SIGINT)
+        second.send_signal(signal.SIGINT)  # delivered as soon as it continues
+        second.send_signal(signal.SIGCONT)
         rec["sigint"] = _wait(second, timeout=60)
     finally:
         if second.poll() is None:
