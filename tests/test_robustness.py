@@ -53,17 +53,11 @@ def _trainer_epoch(run_dir):
 
 
 def _wait_for_epoch(proc, run_dir, epoch, timeout=180):
-    import gc
-
     deadline = time.monotonic() + timeout
-    gc.disable()  # no collection pause of this (TensorFlow-laden) process while polling
-    try:
-        while _trainer_epoch(run_dir) < epoch:
-            assert proc.poll() is None, f"the run ended early:\n{proc.err_path.read_text()}"
-            assert time.monotonic() < deadline, "the run did not reach epoch %d in time" % epoch
-            time.sleep(0.01)
-    finally:
-        gc.enable()
+    while _trainer_epoch(run_dir) < epoch:
+        assert proc.poll() is None, f"the run ended early:\n{proc.err_path.read_text()}"
+        assert time.monotonic() < deadline, "the run did not reach epoch %d in time" % epoch
+        time.sleep(0.02)
 
 
 def _status(run_dir):
@@ -84,7 +78,7 @@ def resume_config(data):
 
 
 @pytest.fixture(scope="module")
-def crash_story(tmp_path_factory):
+def crash_story(tiny_data, tmp_path_factory):
     """One config, trained four ways: a run SIGKILLed after epoch 2, resumed in a new
     process that gets Ctrl-C a little later, then resumed again to the end; and two
     uninterrupted reference runs (in this process: process start-ups are the slow part on
@@ -96,15 +90,9 @@ def crash_story(tmp_path_factory):
     from ottotrain.train import Log, fit
     from tests.conftest import run_cli
 
-    from ottotrain.synth import make_data
-
     tmp = tmp_path_factory.mktemp("crash")
-    # More rows than tiny_data so that an epoch takes a visible fraction of a second: the
-    # signals below must land while the run trains, even on a busy 2-core machine.
-    train, test = make_data(tmp / "data", rows=12000, seed=3, test_rows=200)
-    data = {"train": train, "test": test}
     cfg = tmp / "resume.yaml"
-    cfg.write_text(yaml.safe_dump(resume_config(data)))
+    cfg.write_text(yaml.safe_dump(resume_config(tiny_data)))
     rec = {"tmp": tmp}
     run = rec["run"] = tmp / "victim"
     victim = _start(["fit", cfg, "--run-dir", run], tmp, "victim")
@@ -139,7 +127,7 @@ def crash_story(tmp_path_factory):
     rec["model_after_sigint"] = (run / "model.keras").is_file()
     rec["changed_config"] = run_cli("fit", "--resume", run, "--set", "train.batch_size=64",
                                     "--set", "train.optimizer.learning_rate=0.1")
-    rec["predict_interrupted"] = run_cli("predict", run, data["test"], "-o", tmp / "sub.csv")
+    rec["predict_interrupted"] = run_cli("predict", run, tiny_data["test"], "-o", tmp / "sub.csv")
     rec["final"] = run_cli("fit", "--resume", run)
     rec["refs"] = [Path(fit(load_config(cfg), runs_root=tmp / "runs", log=Log(0),
                             config_name="resume")["run_dir"]) for _ in range(2)]
