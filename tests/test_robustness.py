@@ -33,8 +33,12 @@ def _env(tmp):
 
 def _start(args, tmp, name):
     out, err = open(tmp / f"{name}.out", "w"), open(tmp / f"{name}.err", "w")
+    # Default Ctrl-C handling in the child even when this process was started with SIGINT
+    # ignored (a background job of a non-interactive shell, as CI scripts often are): Python
+    # then keeps SIGINT ignored and the Ctrl-C tests would test nothing.
     proc = subprocess.Popen([*python_cmd(), *map(str, args)], cwd=ROOT, env=_env(tmp),
-                            stdout=out, stderr=err)
+                            stdout=out, stderr=err,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.out_path, proc.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
     return proc
 
