@@ -209,6 +209,9 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
     if config is None:
         if not resume:
             raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
+        from ottotrain.runs import read_status
+
+        read_status(resume)  # "not a run directory" rather than "config file not found"
         config = str(Path(resume) / "config.yaml")
     cfg = load_config(config, overrides)
     try:

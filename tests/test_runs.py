@@ -192,8 +192,9 @@ def test_json_holding_pickled_bytes_is_refused(cli, run_copy, tiny_data):
 
 
 def test_resume_refuses_unusable_run_dirs(cli, finished_run, tmp_path):
-    line = _error_line(cli("fit", "--resume", tmp_path / "nowhere"))
-    assert "not an ottotrain run directory" in line
+    for command in ("fit", "cv"):
+        line = _error_line(cli(command, "--resume", tmp_path / "nowhere"))
+        assert "not an ottotrain run directory" in line
     line = _error_line(cli("fit", "--resume", finished_run))
     assert "already finished" in line and "ottotrain fit" in line
 
