@@ -55,6 +55,32 @@ def _echo_json(obj):
     click.echo(json.dumps(obj, indent=1, default=str))
 
 
+def _train(target, config, overrides, resume, quiet, verbose, **kwargs):
+    """Load CONFIG (or a resumed run's config.yaml), then call ``target`` ("module:function",
+    ``fit`` or ``run_cv``) with it; Ctrl-C exits 130. Nothing heavy is imported before the
+    config is valid, so config errors stay fast."""
+    import importlib
+    from pathlib import Path
+
+    from ottotrain.config import load_config
+
+    if config is None:
+        if not resume:
+            raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
+        from ottotrain.runs import read_status
+
+        read_status(resume)  # "not a run directory" rather than "config file not found"
+        config = str(Path(resume) / "config.yaml")
+    cfg = load_config(config, overrides)
+    module, _, name = target.partition(":")
+    run = getattr(importlib.import_module(module), name)
+    try:
+        return run(cfg, resume=resume, config_name=Path(config).stem, log=_log(quiet, verbose),
+                   **kwargs)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a config key (value parsed as YAML); repeatable.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Only errors and the result.")
@@ -82,25 +108,8 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
       ottotrain fit configs/otto.yaml --smoke
       ottotrain fit --resume runs/mlp-20261128-101500
     """
-    from pathlib import Path
-
-    from ottotrain.config import load_config
-
-    if config is None:
-        if not resume:
-            raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
-        from ottotrain.runs import read_status
-
-        read_status(resume)  # "not a run directory" rather than "config file not found"
-        config = str(Path(resume) / "config.yaml")
-    cfg = load_config(config, overrides)
-    from ottotrain.train import fit as run_fit  # after validation: config errors stay fast
-
-    try:
-        result = run_fit(cfg, run_dir=run_dir, runs_root=runs_root, smoke=smoke, resume=resume,
-                         log=_log(quiet, verbose), config_name=Path(config).stem)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    result = _train("ottotrain.train:fit", config, overrides, resume, quiet, verbose,
+                    run_dir=run_dir, runs_root=runs_root, smoke=smoke)
     if as_json:
         _echo_json(result)
     else:
@@ -201,25 +210,8 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
       ottotrain cv configs/otto.yaml --folds 5 --seeds 3 --set data.transform=anscombe
       ottotrain cv --resume runs/otto-cv-20261128-101500
     """
-    from pathlib import Path
-
-    from ottotrain.config import load_config
-    from ottotrain.cv import run_cv
-
-    if config is None:
-        if not resume:
-            raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
-        from ottotrain.runs import read_status
-
-        read_status(resume)  # "not a run directory" rather than "config file not found"
-        config = str(Path(resume) / "config.yaml")
-    cfg = load_config(config, overrides)
-    try:
-        result = run_cv(cfg, folds=folds, seeds=seeds, run_dir=run_dir, runs_root=runs_root,
-                        resume=resume, smoke=smoke, log=_log(quiet, verbose),
-                        config_name=Path(config).stem)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    result = _train("ottotrain.cv:run_cv", config, overrides, resume, quiet, verbose,
+                    folds=folds, seeds=seeds, run_dir=run_dir, runs_root=runs_root, smoke=smoke)
     if as_json:
         _echo_json(result)
     else:

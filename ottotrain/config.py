@@ -299,13 +299,17 @@ def apply_variant(tree: dict, variant: dict, where: str) -> dict:
     return tree
 
 
+def variant_index(cfg: "Config", k: int) -> Optional[int]:
+    """Which ``cv.variants`` entry model ``k`` of each cv fold trains (None without variants)."""
+    return k % len(cfg.cv.variants) if cfg.cv.variants else None
+
+
 def member_config(cfg: "Config", k: int) -> "Config":
     """The config that model ``k`` of each cv fold trains: ``cfg`` with variant ``k mod len``."""
-    variants = cfg.cv.variants
-    if not variants:
+    i = variant_index(cfg, k)
+    if i is None:
         return cfg
-    i = k % len(variants)
-    tree = apply_variant(config_to_dict(cfg), variants[i], f"cv.variants[{i}]")
+    tree = apply_variant(config_to_dict(cfg), cfg.cv.variants[i], f"cv.variants[{i}]")
     out = Config.model_validate(tree)  # validated at load already; paths are absolute
     out._source = f"{cfg._source} (cv.variants[{i}])"
     return out

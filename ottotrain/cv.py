@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ottotrain import runs
-from ottotrain.config import Config, config_to_dict, dump_yaml, member_config
+from ottotrain.config import Config, config_to_dict, dump_yaml, member_config, variant_index
 from ottotrain.errors import DataError, RunError, TrainingError
 from ottotrain.io import atomic_path, read_json, write_json, write_text
 
@@ -278,7 +278,7 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
             "folds": folds, "seeds": seeds, "fold_seed": cfg.seed, "smoke": smoke,
             "members": [{"name": member_name(f, s), "fold": f + 1, "seed_index": s + 1,
                          "seed": member_seed(cfg.seed, f, s),
-                         "variant": s % len(variants) if variants else None} for f, s in plan]})
+                         "variant": variant_index(cfg, s)} for f, s in plan]})
     (run_dir / MODELS).mkdir(exist_ok=True)
     runs.write_status(run_dir, runs.RUNNING, kind=KIND, folds=folds, seeds=seeds, smoke=smoke)
     log(f"Run directory: {run_dir}", 1)
@@ -346,8 +346,8 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, smoke, log, timing
                     x_test[key] = pre.transform(test[1])
                 p_test += predict_proba(model, x_test[key])
             rec = read_json(run_dir / MODELS / f"{name}.json")
-            records.append({"fold": f + 1, "seed_index": s + 1,
-                            "variant": s % len(cfg.cv.variants) if cfg.cv.variants else None, **rec})
+            records.append({"fold": f + 1, "seed_index": s + 1, "variant": variant_index(cfg, s),
+                            **rec})
             manifest.append({"name": name, "model": f"{MODELS}/{name}.keras",
                              "preprocess": f"{MODELS}/{name}.preprocess.json", "weight": 1.0})
             keras.backend.clear_session()
