@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 
-from ottotrain.config import SYMBOLS, check_layer, keras_spec, normalize_named
+from ottotrain.config import SYMBOLS, check_layer, keras_spec, needs_train_accuracy, normalize_named
 from ottotrain.errors import ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up log noise
@@ -201,7 +201,13 @@ def steps_per_execution(cfg, n_train: int) -> int:
 
 
 def compile_model(model, cfg, n_train: int = 0, optimizer=None):
-    """Compile with the config's optimizer, loss and speed settings (accuracy as metric)."""
+    """Compile with the config's optimizer, loss and speed settings.
+
+    Validation loss and accuracy are computed by the training loop from one predict pass
+    (see ``train.validation_callback``), so no Keras metric is compiled unless the
+    training batches' accuracy is wanted: a metric adds ops to every train step, which
+    on small models costs about a quarter of the epoch (bench/RESULTS.md).
+    """
     import warnings
 
     keras = import_keras()
@@ -211,7 +217,7 @@ def compile_model(model, cfg, n_train: int = 0, optimizer=None):
         model.compile(
             optimizer=optimizer or make_optimizer(keras, cfg),
             loss=make_loss(keras, cfg),
-            metrics=["accuracy"],
+            metrics=["accuracy"] if needs_train_accuracy(cfg) else [],
             steps_per_execution=steps_per_execution(cfg, n_train) if n_train else 1,
             jit_compile=jit if jit != "auto" else "auto",
         )

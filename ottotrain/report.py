@@ -108,7 +108,7 @@ def run_info(run_dir) -> dict:
     seconds = next((v for k, v in timings.items() if k.startswith("total_seconds")),
                    metrics.get("total_seconds"))
     if score is None and history:
-        # Unfinished: the best validation epoch so far (Keras' val_loss, not yet rescored).
+        # Unfinished: the best validation epoch so far (val_loss, the validation log loss).
         scored = [r for r in history if _num(r.get("val_loss")) is not None]
         if scored:
             best = min(scored, key=lambda r: r["val_loss"])
@@ -197,7 +197,7 @@ def format_runs(rows: list[dict]) -> str:
 
     lines = [fmt(head)] + [fmt(t) for t in table]
     if any(r["log_loss_key"] == "val_loss" for r in rows):
-        lines.append("* unfinished: best Keras val_loss so far")
+        lines.append("* unfinished: best val_loss so far")
     return "\n".join(lines)
 
 

@@ -134,6 +134,32 @@ def _epoch_line(row, epochs):
     return " - ".join(parts)
 
 
+def validation_callback(keras, x_val, y_val, batch_size):
+    """A Keras callback that scores the validation rows at the end of every epoch.
+
+    One predict pass gives both ``val_loss`` (the validation log loss: Kaggle's metric,
+    in float64, the figure metrics.json reports for the best epoch) and ``val_accuracy``,
+    written into the epoch's logs before any later callback (TensorBoard, History) reads
+    them. Keras' own validation would need a compiled accuracy metric, which also runs
+    on every training batch (see ``build.compile_model``). Unlike Keras' ``val_loss``, no
+    regularization penalty or label smoothing is added: what is monitored is the metric.
+    """
+    import tensorflow as tf
+
+    from ottotrain.data import log_loss
+
+    ds = tf.data.Dataset.from_tensor_slices(x_val).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            p = self.model.predict(ds, verbose=0)
+            if logs is not None:
+                logs["val_loss"] = log_loss(y_val, p) if np.isfinite(p).all() else math.nan
+                logs["val_accuracy"] = float((p.argmax(axis=1) == y_val).mean())
+
+    return Validation()
+
+
 # --------------------------------------------------------------------------------------
 # The epoch loop, shared by fit and cv.
 
@@ -330,8 +356,7 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
     n = len(arrays.x_train)
     steps = -(-n // t.batch_size)
     y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
-    y_val = keras.utils.to_categorical(arrays.y_val, arrays.n_classes).astype(np.float32)
-    val_ds = _make_dataset(tf, arrays.x_val, y_val, max(t.batch_size, 1024))
+    validation = validation_callback(keras, arrays.x_val, arrays.y_val, max(t.batch_size, 1024))
     batches = EpochBatches(tf, arrays.x_train, y_train, t.batch_size)
     stream = log.stream
 
@@ -348,9 +373,9 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, sta
             train_ds = batches.epoch(perm)
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(stream):
-                h = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, shuffle=False,
+                h = model.fit(train_ds, epochs=1, verbose=0, shuffle=False,
                               class_weight=class_weight,
-                              callbacks=[_make_progress(keras, log, epoch, t.epochs, steps),
+                              callbacks=[validation, _make_progress(keras, log, epoch, t.epochs, steps),
                                          *extra_callbacks])
             logs = {k: float(v[-1]) for k, v in h.history.items()}
             row = {"epoch": epoch + 1, **{k: logs.get(k) for k in

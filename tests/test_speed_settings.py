@@ -32,6 +32,22 @@ def test_dataset_batches_are_the_rows_in_perm_order():
     assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
 
 
+def test_train_accuracy_metric_does_not_change_weights(tiny_data, write_config):
+    from conftest import tiny_config
+
+    from ottotrain.config import load_config
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 93)).astype(np.float32)
+    y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, 300)]
+    perm = rng.permutation(300)
+    off = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
+    on = load_config(write_config(tiny_config(tiny_data, batch_size=32, train_accuracy=True),
+                                  "on.yaml"), [])
+    w_off, w_on = _weights_after_one_epoch(off, x, y, perm)[1], _weights_after_one_epoch(on, x, y, perm)[1]
+    assert all(np.array_equal(a, b) for a, b in zip(w_off, w_on))
+
+
 def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.build import build_model, compile_model
     from ottotrain.train import _make_dataset, setup_tf
