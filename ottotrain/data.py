@@ -124,9 +124,22 @@ def _read_csv_arrow(path: Path, usecols=None):
 # Parsed CSVs are cached as Arrow IPC files (plain columnar data, no code), keyed by the
 # file's absolute path, size and modification time: the daily loop reads the same
 # files again and again, and parsing is most of the load time. OTTOTRAIN_CSV_CACHE=0
-# turns it off. Small files are not worth it.
+# turns it off. Small files are not worth it. The folder is kept under
+# OTTOTRAIN_CSV_CACHE_MAX_MB (default 2048): least recently used entries go first, and a
+# table bigger than that is not cached at all (generated files of millions of rows would
+# otherwise pile up gigabytes that are never read again).
 CSV_CACHE_MIN_BYTES = 1 << 20
+CSV_CACHE_MAX_BYTES = 2048 << 20
 CSV_CACHE_FORMAT = 1
+
+
+def _csv_cache_budget() -> int:
+    import os
+
+    try:
+        return int(float(os.environ["OTTOTRAIN_CSV_CACHE_MAX_MB"]) * (1 << 20))
+    except (KeyError, ValueError):
+        return CSV_CACHE_MAX_BYTES
 
 
 def _csv_cache_path(path: Path):
@@ -152,24 +165,46 @@ def _cache_load(cache):
 
     try:
         with pa.memory_map(str(cache)) as src:
-            return pa.ipc.open_file(src).read_all().to_pandas(split_blocks=True)
+            df = pa.ipc.open_file(src).read_all().to_pandas(split_blocks=True)
     except Exception:  # a damaged cache entry is simply re-made
         return None
+    with contextlib.suppress(OSError):
+        cache.touch()  # recently used: pruned last
+    return df
 
 
 def _cache_store(cache, df):
-    import contextlib
-
     import pyarrow as pa
 
     from ottotrain.io import atomic_path
 
+    budget = _csv_cache_budget()
     with contextlib.suppress(Exception):  # a cache is an optimisation: never fail a run on it
-        cache.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(df, preserve_index=False)
+        if table.nbytes > budget:
+            return
+        cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp, pa.OSFile(tmp, "wb") as sink:
             with pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
+        _prune_cache(cache.parent, budget, keep=cache)
+
+
+def _prune_cache(folder, budget: int, keep):
+    """Delete the least recently used entries until the folder holds at most ``budget`` bytes."""
+    entries = []
+    for f in folder.glob("*.arrow"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            entries.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= budget:
+            break
+        if f != keep:
+            with contextlib.suppress(OSError):
+                f.unlink()
+                total -= size
 
 
 def read_table(path, role="train", usecols=None):
@@ -260,8 +295,9 @@ def encode_target(df, path, target: str):
     if len(classes) < 2:
         raise DataError(f"{path}: column '{target}' has only one class ({classes[0]!r}); "
                         "classification needs at least two")
-    lookup = {c: i for i, c in enumerate(classes)}
-    y = s.map(lookup).to_numpy(dtype=np.int32)
+    import pandas as pd
+
+    y = pd.Categorical(s, categories=classes).codes.astype(np.int32)  # hashed, not a Python map
     return classes, y
 
 

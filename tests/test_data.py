@@ -203,3 +203,30 @@ def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     assert len(D.read_table(train)) == 49
     monkeypatch.setenv("OTTOTRAIN_CSV_CACHE", "0")
     assert D._csv_cache_path(train) is None
+
+
+def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
+    import os
+
+    from ottotrain import data as D
+    from ottotrain.synth import make_data
+
+    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
+    monkeypatch.setenv("OTTOTRAIN_CACHE", str(tmp_path / "cache"))
+    files = [make_data(tmp_path / f"d{i}", rows=300, seed=i, test_rows=0)[0] for i in range(3)]
+    D.read_table(files[0])
+    size = D._csv_cache_path(files[0]).stat().st_size
+    # Room for two entries: reading a third drops the least recently used one.
+    monkeypatch.setenv("OTTOTRAIN_CSV_CACHE_MAX_MB", str(2.5 * size / (1 << 20)))
+    D.read_table(files[1])
+    os.utime(D._csv_cache_path(files[0]), (1, 1))  # files[0] used longest ago ...
+    os.utime(D._csv_cache_path(files[1]), (2, 2))
+    D.read_table(files[0])  # ... until read again (a hit marks it used)
+    D.read_table(files[2])
+    cached = [D._csv_cache_path(f).exists() for f in files]
+    assert cached == [True, False, True]
+    # A table bigger than the whole budget is not cached at all.
+    monkeypatch.setenv("OTTOTRAIN_CSV_CACHE_MAX_MB", str(0.5 * size / (1 << 20)))
+    D._csv_cache_path(files[1]).unlink(missing_ok=True)
+    D.read_table(files[1])
+    assert not D._csv_cache_path(files[1]).exists()
