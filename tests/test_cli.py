@@ -30,6 +30,9 @@ def test_fit_writes_a_complete_run_and_predict_reproduces_it(tiny_data, write_co
                                    early_stopping={"monitor": "val_loss", "patience": 1}))
     r = cli("fit", cfg, "--run-dir", tmp_path / "run")
     assert r.exit_code == 0, r.output
+    import gc
+
+    assert gc.get_freeze_count() == 0  # training's frozen objects are handed back to the GC
     run = _run_dir(r)
     assert run == tmp_path / "run"
     for f in ("config.yaml", "model.keras", "preprocess.json", "history.csv", "metrics.json",
