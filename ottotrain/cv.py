@@ -74,6 +74,11 @@ def fold_assignment(y, k: int, seed: int) -> np.ndarray:
     return folds
 
 
+def cv_run_name(name: str) -> str:
+    """The run-directory name of a cv run: ``<name>-cv``, unless the name says cv already."""
+    return name if name == "cv" or name.endswith(("-cv", "_cv")) else f"{name}-cv"
+
+
 def member_name(fold: int, seed_index: int) -> str:
     """``fold1-seed1`` for fold 0, seed 0 (names are 1-based)."""
     return f"fold{fold + 1}-seed{seed_index + 1}"
@@ -217,7 +222,7 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         seeds: models per fold, each with its own seed (default ``cv.seeds``, else one per
             ``cv.variants`` entry, else 1; on resume: the run's). With variants, model k of
             every fold trains ``member_config(cfg, k)``.
-        run_dir: exact directory to create; default ``<runs_root>/<name>-cv-<timestamp>``.
+        run_dir: exact directory to create; default ``<runs_root>/<name>-cv-<timestamp>`` (``cv_run_name``).
         resume: an interrupted cv run directory to continue.
         smoke: a sample of the rows, one epoch per member.
         log: progress output (``train.Log``).
@@ -270,7 +275,7 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         run_dir = resume_dir
         _check_saved_folds(run_dir, train.ids, fold_of, cfg.data.id_column)
     else:
-        name = f"{cfg.name or config_name}-cv"
+        name = cv_run_name(cfg.name or config_name)
         run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
         write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
         _write_folds(run_dir / FOLDS_FILE, train.ids, fold_of, cfg.data.id_column)

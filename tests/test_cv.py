@@ -294,3 +294,11 @@ def test_summary_shows_every_variant(cv_config, cv_run):
     text = run_cli("summary", cv_run).output
     assert "fold1-seed1 (cv.variants[0])" in text and "fold1-seed2 (cv.variants[1])" in text
     assert text.count("Total params") == SEEDS
+
+
+@pytest.mark.parametrize("name, want", [("otto", "otto-cv"), ("otto-cv", "otto-cv"),
+                                        ("my_cv", "my_cv"), ("cv", "cv"), ("cvx", "cvx-cv")])
+def test_cv_run_directory_names_say_cv_once(name, want):
+    from ottotrain.cv import cv_run_name
+
+    assert cv_run_name(name) == want
