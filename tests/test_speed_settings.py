@@ -32,22 +32,6 @@ def test_dataset_batches_are_the_rows_in_perm_order():
     assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
 
 
-def test_train_accuracy_metric_does_not_change_weights(tiny_data, write_config):
-    from conftest import tiny_config
-
-    from ottotrain.config import load_config
-
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(300, 93)).astype(np.float32)
-    y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, 300)]
-    perm = rng.permutation(300)
-    off = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
-    on = load_config(write_config(tiny_config(tiny_data, batch_size=32, train_accuracy=True),
-                                  "on.yaml"), [])
-    w_off, w_on = _weights_after_one_epoch(off, x, y, perm)[1], _weights_after_one_epoch(on, x, y, perm)[1]
-    assert all(np.array_equal(a, b) for a, b in zip(w_off, w_on))
-
-
 def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.build import build_model, compile_model
     from ottotrain.train import _make_dataset, setup_tf
@@ -61,7 +45,11 @@ def _weights_after_one_epoch(cfg, x, y, perm):
     return model.steps_per_execution, [np.asarray(w) for w in model.get_weights()]
 
 
-def test_steps_per_execution_does_not_change_weights(tiny_data, write_config):
+# Each setting against the default: more batches per compiled call (default 'auto' runs
+# all 16 of this epoch's batches in one call), and the training batches' accuracy metric.
+@pytest.mark.parametrize("setting, spe", [({"steps_per_execution": 1}, (16, 1)),
+                                          ({"train_accuracy": True}, (16, 16))])
+def test_speed_settings_do_not_change_weights(tiny_data, write_config, setting, spe):
     from conftest import tiny_config
 
     from ottotrain.config import load_config
@@ -70,13 +58,13 @@ def test_steps_per_execution_does_not_change_weights(tiny_data, write_config):
     x = rng.normal(size=(500, 93)).astype(np.float32)
     y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, 500)]
     perm = rng.permutation(500)
-    auto = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
-    one = load_config(write_config(tiny_config(tiny_data, batch_size=32, steps_per_execution=1),
-                                   "one.yaml"), [])
-    spe_a, w_a = _weights_after_one_epoch(auto, x, y, perm)
-    spe_1, w_1 = _weights_after_one_epoch(one, x, y, perm)
-    assert (spe_a, spe_1) == (16, 1)
-    for a, b in zip(w_a, w_1):
+    default = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
+    other = load_config(write_config(tiny_config(tiny_data, batch_size=32, **setting),
+                                     "other.yaml"), [])
+    spe_a, w_a = _weights_after_one_epoch(default, x, y, perm)
+    spe_b, w_b = _weights_after_one_epoch(other, x, y, perm)
+    assert (spe_a, spe_b) == spe
+    for a, b in zip(w_a, w_b):
         np.testing.assert_array_equal(a, b)
 
 
