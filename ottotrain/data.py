@@ -23,7 +23,10 @@ import numpy as np
 
 from ottotrain.errors import DataError
 
-PREPROCESS_FORMAT = 1
+# Format 2 fixed transform 'anscombe' (format 1 sent 0 to 0, not to sqrt(3/8)); runs saved
+# in format 1 keep their formula, so they predict exactly as they were trained.
+PREPROCESS_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 
 
 def natural_key(s: str):
@@ -179,10 +182,10 @@ def _cache_store(cache, df):
     from ottotrain.io import atomic_path
 
     budget = _csv_cache_budget()
+    if int(df.memory_usage(index=False).sum()) > budget:
+        return  # checked before converting: the Arrow copy of a big table is itself big
     with contextlib.suppress(Exception):  # a cache is an optimisation: never fail a run on it
         table = pa.Table.from_pandas(df, preserve_index=False)
-        if table.nbytes > budget:
-            return
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp, pa.OSFile(tmp, "wb") as sink:
             with pa.ipc.new_file(sink, table.schema) as writer:
@@ -505,8 +508,13 @@ class Preprocessor:
                 np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0)))
         elif t == "sqrt":
             z = np.sign(x) * np.sqrt(np.abs(x))
+        elif t == "anscombe" and s["format"] == 1:
+            z = np.sign(x) * np.sqrt(np.abs(x) + 0.375)  # format 1's formula (0 -> 0)
         elif t == "anscombe":
-            z = np.sign(x) * np.sqrt(np.abs(x) + 0.375)
+            # sqrt(x + 3/8) for counts; a negative value is mirrored (-sqrt(-x + 3/8)).
+            z = np.sqrt(np.abs(x) + 0.375)
+            if x.min(initial=0) < 0:
+                z = np.where(x < 0, -z, z)
         elif t == "power":
             z = np.sign(x) * np.abs(x) ** s["power"]
         elif t == "quantile":
@@ -529,10 +537,15 @@ class Preprocessor:
             z = np.hstack([z, (tf * np.asarray(s["idf"], dtype=np.float32)).astype(np.float32)])
         return z
 
-    def transform(self, x):
-        """Apply the fitted transform and scaling; returns float32 (``x`` is never modified)."""
+    def transform(self, x, overwrite=False):
+        """Apply the fitted transform and scaling; returns float32.
+
+        ``x`` is never modified unless ``overwrite`` is true, which lets a caller that owns
+        a float32 copy have it scaled in place: one copy of the data less, same values.
+        """
         z = self._transform(x)
-        owned = not np.shares_memory(z, x)  # transform 'none' on float32 input returns x itself
+        # transform 'none' on float32 input returns x itself
+        owned = overwrite or not np.shares_memory(z, x)
         if self.state["scaling"] != "none":
             # Subtracting into a new array when z is x: never modify x, and no extra copy pass.
             z = np.subtract(z, np.asarray(self.state["center"], dtype=np.float32),
@@ -553,7 +566,7 @@ class Preprocessor:
             state = json.loads(text)
         except json.JSONDecodeError as e:
             raise RunError(f"{source}: not valid JSON ({e}); the run directory is damaged") from None
-        if not isinstance(state, dict) or state.get("format") != PREPROCESS_FORMAT:
+        if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
             raise RunError(f"{source}: unknown preprocessing format; the run was made by an "
                            "incompatible ottotrain version")
         return cls(state)

@@ -548,9 +548,14 @@ def fit_arrays(cfg: Config, train, tr, va):
     """Fit preprocessing on the training rows ``tr`` only; return it and the arrays."""
     from ottotrain.data import Preprocessor
 
-    pre = Preprocessor.fit(train.x[tr], cfg.data, train.features, train.classes,
+    x_tr = train.x[tr]  # a copy (index arrays), ours to scale in place
+    if np.may_share_memory(x_tr, train.x):  # a slice is a view: never scale the caller's data
+        x_tr = x_tr.copy()
+    pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
                            cfg.data.id_column, cfg.data.target_column)
-    arrays = Arrays(pre.transform(train.x[tr]), train.y[tr], pre.transform(train.x[va]),
+    x_tr = pre.transform(x_tr, overwrite=True)
+    x_va = train.x[va]
+    arrays = Arrays(x_tr, train.y[tr], pre.transform(x_va, overwrite=not np.may_share_memory(x_va, train.x)),
                     train.y[va], len(train.classes))
     return pre, arrays
 

@@ -1,9 +1,13 @@
-"""Bad data through the CLI: one line naming the file, the column and line, what is wrong and
+"""Data loading and preprocessing.
+
+Bad data through the CLI: one line naming the file, the column and line, what is wrong and
 how to fix it; exit code 1; no traceback; and no run directory, since every data check
-happens in ``prepare``, before the run directory is created."""
+happens in ``prepare``, before the run directory is created. Then the parsed-CSV cache, and
+the input transforms and scalings against their formulas."""
 
 import gzip
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -230,3 +234,78 @@ def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
     D._csv_cache_path(files[1]).unlink(missing_ok=True)
     D.read_table(files[1])
     assert not D._csv_cache_path(files[1]).exists()
+
+
+def _counts(rows, seed):
+    rng = np.random.default_rng(seed)
+    return rng.poisson(rng.uniform(0.1, 3, 6), size=(rows, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("transform, expect", [
+    ("none", lambda x: x),
+    ("log1p", np.log1p),
+    ("sqrt", np.sqrt),
+    ("anscombe", lambda x: np.sqrt(x + 0.375)),
+    ("power", lambda x: x ** 0.5),
+])
+@pytest.mark.parametrize("scaling", ["none", "standard", "minmax", "robust"])
+def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transform, expect, scaling):
+    from ottotrain.config import DataConfig
+    from ottotrain.data import Preprocessor
+
+    fit_rows, other = _counts(400, 0), _counts(50, 1)
+    cfg = DataConfig(train="t.csv", transform=transform, scaling=scaling)
+    pre = Preprocessor.fit(fit_rows, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    z = expect(fit_rows.astype(np.float64))  # the transform, fitted statistics from these rows
+    center, scale = {
+        "none": (0, 1),
+        "standard": (z.mean(0), np.where(z.std(0) > 0, z.std(0), 1)),
+        "minmax": (z.min(0), np.where(np.ptp(z, 0) > 0, np.ptp(z, 0), 1)),
+        "robust": (np.median(z, 0), np.where(np.subtract(*np.percentile(z, [75, 25], 0)) > 0,
+                                             np.subtract(*np.percentile(z, [75, 25], 0)), 1)),
+    }[scaling]
+    before = other.copy()
+    got = pre.transform(other)
+    np.testing.assert_array_equal(other, before)  # the input is never modified
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, (expect(other.astype(np.float64)) - center) / scale,
+                               rtol=1e-5, atol=1e-5)
+    # Scaling a copy in place (what training does with its own row copies): same values.
+    np.testing.assert_array_equal(pre.transform(other.copy(), overwrite=True), got)
+    # Saved and loaded: the same numbers.
+    again = Preprocessor.from_json(pre.to_json())
+    np.testing.assert_array_equal(again.transform(other), got)
+
+
+def test_quantile_and_tfidf_features():
+    from ottotrain.config import DataConfig
+    from ottotrain.data import Preprocessor
+
+    x = _counts(2000, 2)
+    cfg = DataConfig(train="t.csv", transform="quantile", tfidf=True, scaling="none")
+    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    z = pre.transform(x)
+    assert z.shape == (2000, 12) and pre.n_outputs == 12
+    # Rank-gauss: monotone in each count, centred near 0 on the rows it was fitted on.
+    for j in range(6):
+        order = np.argsort(x[:, j], kind="stable")
+        assert (np.diff(z[order, j]) >= -1e-6).all()
+    assert abs(float(z[:, :6].mean())) < 0.2
+    # TF-IDF: each row's share of its counts times log((1 + n) / (1 + rows with the count)) + 1.
+    idf = np.log((1 + len(x)) / (1 + (x > 0).sum(0))) + 1
+    tf = x / np.maximum(x.sum(1, keepdims=True), 1)
+    np.testing.assert_allclose(z[:, 6:], tf * idf, rtol=1e-5, atol=1e-6)
+
+
+def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
+    import json
+
+    from ottotrain.config import DataConfig
+    from ottotrain.data import Preprocessor
+
+    x = _counts(100, 3)
+    cfg = DataConfig(train="t.csv", transform="anscombe", scaling="none")
+    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    np.testing.assert_allclose(pre.transform(x), np.sqrt(x + 0.375), rtol=1e-6)
+    old = Preprocessor.from_json(json.dumps({**pre.state, "format": 1}))  # an older run's file
+    np.testing.assert_allclose(old.transform(x), np.where(x > 0, np.sqrt(x + 0.375), 0), rtol=1e-6)
