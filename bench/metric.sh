@@ -22,6 +22,9 @@ time python bench/metric_lgbm.py --train "$OTTO/train.csv.gz" --test "$OTTO/test
 #     TF-IDF into a 3 x 512 ReLU net).
 time ottotrain cv bench/configs/otto-cv-anscombe.yaml $DATA --run-dir "$OUT/V-varied"
 time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/W-varied2"
+# 1c. The best single model, configs/otto.yaml, on its own (5 fold models), after the
+#     Anscombe fix (runs S and V were made with the earlier formula, which sent 0 to 0).
+time ottotrain cv configs/otto.yaml --seeds 1 $DATA --run-dir "$OUT/A1-otto-anscombe-fixed"
 # 4. Blends (weights fitted on the OOF predictions).
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn.csv"
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm" -o "$OUT/blend-nn-lgbm.csv"
