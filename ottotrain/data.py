@@ -361,7 +361,21 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
         classes, y = encode_target(df, path, data_cfg.target_column)
         x = check_features(df, path, feats)
     ids = df[data_cfg.id_column].to_numpy()
+    del df
+    _release_arrow_memory()
     return TrainData(ids, x, y, classes, feats, path)
+
+
+def _release_arrow_memory():
+    """Hand the memory pyarrow's allocator keeps for reuse back to the system.
+
+    After parsing a big CSV and dropping the table, the pool holds on to several times the
+    float32 features (3.8 GiB for 5M Otto-shaped rows) that training never reuses.
+    """
+    with contextlib.suppress(Exception):  # pyarrow is optional
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
 
 
 def column_mismatch(path, cols, features, other=()) -> str | None:
@@ -408,7 +422,10 @@ def load_test(path, id_column, target_column, features, nrows=None):
         raise DataError(f"{path}: column '{id_column}', line {i + 2}: duplicated id "
                         f"{ids.iloc[i]}; each test row needs a unique id")
     with _utf8_errors(path):
-        return ids.to_numpy(), check_features(df, path, features)
+        out = ids.to_numpy(), check_features(df, path, features)
+    del df, ids
+    _release_arrow_memory()
+    return out
 
 
 def train_val_split(y, fraction, seed, stratify=True):
