@@ -330,10 +330,6 @@ class EpochBatches:
         return self.ds
 
 
-def _make_dataset(tf, x, y, batch_size, perm=None):
-    """Batches of ``(x, y)`` in the order ``perm`` (row order when None)."""
-    return EpochBatches(tf, x, y, batch_size).epoch(perm)
-
 
 def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log, state: dict | None = None,
                class_weight=None, extra_callbacks=()):

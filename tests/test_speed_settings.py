@@ -12,14 +12,14 @@ import pytest
 
 def test_dataset_batches_are_the_rows_in_perm_order():
     tf = pytest.importorskip("tensorflow")
-    from ottotrain.train import _make_dataset
+    from ottotrain.train import EpochBatches
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(103, 5)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 103)]
     perm = rng.permutation(103)
     for p, bs in ((perm, 10), (None, 10), (perm, 103), (perm, 200), (None, 1)):
-        got = list(_make_dataset(tf, x, y, bs, p).as_numpy_iterator())
+        got = list(EpochBatches(tf, x, y, bs).epoch(p).as_numpy_iterator())
         xs, ys = (x[p], y[p]) if p is not None else (x, y)
         want = [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)]
         assert len(got) == len(want)
@@ -27,20 +27,20 @@ def test_dataset_batches_are_the_rows_in_perm_order():
             np.testing.assert_array_equal(gx, wx)
             np.testing.assert_array_equal(gy, wy)
     # Tensors in (converted once by train_loop) give the same batches as arrays.
-    a = list(_make_dataset(tf, tf.constant(x), tf.constant(y), 16, perm).as_numpy_iterator())
-    b = list(_make_dataset(tf, x, y, 16, perm).as_numpy_iterator())
+    a = list(EpochBatches(tf, tf.constant(x), tf.constant(y), 16).epoch(perm).as_numpy_iterator())
+    b = list(EpochBatches(tf, x, y, 16).epoch(perm).as_numpy_iterator())
     assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
 
 
 def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.build import build_model, compile_model
-    from ottotrain.train import _make_dataset, setup_tf
+    from ottotrain.train import EpochBatches, setup_tf
 
     setup_tf(cfg)
     import tensorflow as tf
 
     model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
-    model.fit(_make_dataset(tf, x, y, cfg.train.batch_size, perm), epochs=1, verbose=0,
+    model.fit(EpochBatches(tf, x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0,
               shuffle=False)
     return model.steps_per_execution, [np.asarray(w) for w in model.get_weights()]
 
