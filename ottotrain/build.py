@@ -203,7 +203,7 @@ def steps_per_execution(cfg, n_train: int) -> int:
 def compile_model(model, cfg, n_train: int = 0, optimizer=None):
     """Compile with the config's optimizer, loss and speed settings.
 
-    Validation loss and accuracy are computed by the training loop from one predict pass
+    Validation loss and accuracy are computed by the training loop from one forward pass
     (see ``train.validation_callback``), so no Keras metric is compiled unless the
     training batches' accuracy is wanted: a metric adds ops to every train step, which
     on small models costs about a quarter of the epoch (bench/RESULTS.md).

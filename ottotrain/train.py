@@ -544,15 +544,15 @@ def fit_arrays(cfg: Config, train, tr, va):
     """Fit preprocessing on the training rows ``tr`` only; return it and the arrays."""
     from ottotrain.data import Preprocessor
 
-    x_tr = train.x[tr]  # a copy (index arrays), ours to scale in place
-    if np.may_share_memory(x_tr, train.x):  # a slice is a view: never scale the caller's data
-        x_tr = x_tr.copy()
+    def rows(idx):  # a copy of those rows, ours to scale in place (a slice would be a view)
+        r = train.x[idx]
+        return r.copy() if np.may_share_memory(r, train.x) else r
+
+    x_tr = rows(tr)
     pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
                            cfg.data.id_column, cfg.data.target_column)
-    x_tr = pre.transform(x_tr, overwrite=True)
-    x_va = train.x[va]
-    arrays = Arrays(x_tr, train.y[tr], pre.transform(x_va, overwrite=not np.may_share_memory(x_va, train.x)),
-                    train.y[va], len(train.classes))
+    arrays = Arrays(pre.transform(x_tr, overwrite=True), train.y[tr],
+                    pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes))
     return pre, arrays
 
 
