@@ -25,7 +25,7 @@ def load_labelled(path, state: dict):
         DataError: no target column, other feature columns than at fit, bad values,
             or class labels the run never saw.
     """
-    from ottotrain.data import check_features, read_header, read_table
+    from ottotrain.data import read_columns, read_header
 
     path = Path(path)
     if not path.exists():
@@ -39,8 +39,8 @@ def load_labelled(path, state: dict):
     problem = _columns_problem(path, cols, features, idc, tgt)
     if problem:
         raise DataError(problem)
-    df = read_table(path, "labelled")
-    labels = df[tgt]
+    x, rest = read_columns(path, "labelled", features, (tgt,))
+    labels = rest[tgt]
     if labels.isna().any():
         i = int(np.flatnonzero(labels.isna().to_numpy())[0])
         raise DataError(f"{path}: column '{tgt}', line {i + 2}: missing class label")
@@ -52,7 +52,7 @@ def load_labelled(path, state: dict):
                         f"the model knows {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}")
     lookup = {c: i for i, c in enumerate(classes)}
     y = labels.map(lookup).to_numpy(dtype=np.int64)
-    return check_features(df, path, features), y
+    return x, y
 
 
 def evaluate(run_dir, data_csv, log=None) -> dict:

@@ -536,7 +536,8 @@ def prepare(cfg: Config, smoke=False, log: Log | None = None):
     except D.DataError as e:
         raise D.DataError(f"{train.path}: {e}") from None
     pre, arrays = fit_arrays(cfg, train, tr, va)
-    x_test = (test[0], pre.transform(test[1])) if test is not None else None
+    train.x = None  # its scaled row copies in ``arrays`` are all that is used from here on
+    x_test = (test[0], pre.transform(test[1], overwrite=True)) if test is not None else None
     return train, pre, arrays, x_test, va
 
 

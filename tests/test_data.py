@@ -6,11 +6,13 @@ happens in ``prepare``, before the run directory is created. Then the parsed-CSV
 the input transforms and scalings against their formulas."""
 
 import gzip
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ottotrain.errors import DataError
 from tests.conftest import error_line as _error_line, tiny_config
 
 HEADER = "id,f1,f2,target\n"
@@ -185,6 +187,15 @@ def test_stratified_split_keeps_class_shares():
     assert not np.array_equal(train_val_split(y, 0.2, 2)[1], va)
 
 
+def _read_cached(path):
+    """Read a generated train file by the fast path; (x, other columns, its cache entry)."""
+    from ottotrain import data as D
+
+    feats = [c for c in D.read_header(path) if c.startswith("feat_")]
+    x, rest = D.read_columns(path, "train", feats, ("id", "target"))
+    return x, rest, D._csv_cache_path(path, ["id", "target", *feats])
+
+
 def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     import os
 
@@ -195,16 +206,19 @@ def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
     train, _ = make_data(tmp_path / "d", rows=200, seed=0, test_rows=0)
-    first = D.read_table(train)
-    cache = D._csv_cache_path(train)
+    x, rest, cache = _read_cached(train)
     assert cache is not None and cache.exists()
-    again = D.read_table(train)
-    pd.testing.assert_frame_equal(first, again)
+    monkeypatch.setattr("pyarrow.csv.read_csv", lambda *a, **k: 1 / 0)  # a hit must not parse
+    x2, rest2, _ = _read_cached(train)
+    np.testing.assert_array_equal(x, x2)
+    pd.testing.assert_frame_equal(rest, rest2)
+    monkeypatch.undo()
+    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
     # A changed file (new size/mtime) is parsed again, never served stale.
     text = train.read_text().splitlines()
     train.write_text("\n".join(text[:50]) + "\n")
     os.utime(train, ns=(1, 1))
-    assert len(D.read_table(train)) == 49
+    assert len(_read_cached(train)[0]) == 49
     monkeypatch.setenv("OTTOTRAIN_CSV_CACHE", "0")
     assert D._csv_cache_path(train) is None
 
@@ -218,22 +232,54 @@ def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
     monkeypatch.setenv("OTTOTRAIN_CACHE", str(tmp_path / "cache"))
     files = [make_data(tmp_path / f"d{i}", rows=300, seed=i, test_rows=0)[0] for i in range(3)]
-    D.read_table(files[0])
-    size = D._csv_cache_path(files[0]).stat().st_size
+    size = _read_cached(files[0])[2].stat().st_size
     # Room for two entries: reading a third drops the least recently used one.
     monkeypatch.setenv("OTTOTRAIN_CSV_CACHE_MAX_MB", str(2.5 * size / (1 << 20)))
-    D.read_table(files[1])
-    os.utime(D._csv_cache_path(files[0]), (1, 1))  # files[0] used longest ago ...
-    os.utime(D._csv_cache_path(files[1]), (2, 2))
-    D.read_table(files[0])  # ... until read again (a hit marks it used)
-    D.read_table(files[2])
-    cached = [D._csv_cache_path(f).exists() for f in files]
-    assert cached == [True, False, True]
+    entries = [_read_cached(f)[2] for f in files[:2]]
+    os.utime(entries[0], (1, 1))  # files[0] used longest ago ...
+    os.utime(entries[1], (2, 2))
+    _read_cached(files[0])  # ... until read again (a hit marks it used)
+    entries.append(_read_cached(files[2])[2])
+    assert [e.exists() for e in entries] == [True, False, True]
     # A table bigger than the whole budget is not cached at all.
     monkeypatch.setenv("OTTOTRAIN_CSV_CACHE_MAX_MB", str(0.5 * size / (1 << 20)))
-    D._csv_cache_path(files[1]).unlink(missing_ok=True)
-    D.read_table(files[1])
-    assert not D._csv_cache_path(files[1]).exists()
+    entries[1].unlink(missing_ok=True)
+    _read_cached(files[1])
+    assert not entries[1].exists()
+
+
+def test_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypatch):
+    """The float32 fast path and the pandas path agree on values, ids, labels and row order."""
+    from ottotrain import data as D
+    from ottotrain.synth import make_data
+
+    train, test = make_data(tmp_path / "d", rows=3000, seed=3, test_rows=500)
+    feats = [c for c in D.read_header(train) if c.startswith("feat_")]
+    for path, others in ((train, ("id", "target")), (test, ("id",))):
+        fast = D._read_fast(path, feats, others)
+        assert fast is not None
+        df = D.read_table(path)
+        careful = D.check_features(df, path, feats)
+        assert fast[0].dtype == np.float32 and fast[0].flags.c_contiguous
+        np.testing.assert_array_equal(fast[0], careful)
+        assert fast[1].astype(str).equals(df[list(others)].astype(str))
+
+
+@pytest.mark.parametrize("cell", ["NA", "", "inf", "abc", "1e39", "True"])
+def test_fast_reader_leaves_doubtful_files_to_the_careful_path(tmp_path, cell):
+    """Whatever the fast path cannot vouch for gets the careful path's message (or value)."""
+    from ottotrain import data as D
+
+    p = tmp_path / "t.csv"
+    p.write_text(f"id,feat_1,feat_2,target\n1,0,3,Class_1\n2,{cell},4,Class_2\n3,1,2,Class_1\n")
+    assert D._read_fast(p, ["feat_1", "feat_2"], ("id", "target")) is None
+    try:
+        want = D.check_features(D.read_table(p), p, ["feat_1", "feat_2"])
+    except DataError as e:
+        with pytest.raises(DataError, match=re.escape(str(e))):
+            D.read_columns(p, "train", ["feat_1", "feat_2"], ("id", "target"))
+    else:  # what pandas reads as a number (True -> 1) is read the same way
+        np.testing.assert_array_equal(D.read_columns(p, "train", ["feat_1", "feat_2"], ("id",))[0], want)
 
 
 def _counts(rows, seed):
