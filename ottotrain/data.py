@@ -140,7 +140,7 @@ def _read_csv_arrow(path: Path, usecols=None):
 # otherwise pile up gigabytes that are never read again).
 CSV_CACHE_MIN_BYTES = 1 << 20
 CSV_CACHE_MAX_BYTES = 2048 << 20
-CSV_CACHE_FORMAT = 2  # 2: typed tables of the columns read; 1 (whole pandas frames) is never read
+CSV_CACHE_FORMAT = 2  # 2: the columns read, features as one matrix; 1 (pandas frames): unread
 
 
 def _csv_cache_budget() -> int:
@@ -221,17 +221,19 @@ def _prune_cache(folder, budget: int, keep):
 def _to_matrix(table, features) -> np.ndarray:
     """The float32 feature columns of an Arrow table as one C-ordered matrix.
 
-    Copied one record batch (a few thousand rows) at a time, so the block being written
-    stays in cache while its columns are scattered into it.
+    Arrow lays each record batch (a few thousand rows) out row-major in C++; a Python loop
+    over columns, or pandas, was 2-6x slower here.
     """
     x = np.empty((table.num_rows, len(features)), dtype=np.float32)
     row = 0
     for batch in table.select(features).to_batches():
         n = batch.num_rows
-        for j, col in enumerate(batch.columns):
-            x[row:row + n, j] = col.to_numpy(zero_copy_only=False)
+        x[row:row + n] = np.asarray(batch.to_tensor(row_major=True))
         row += n
     return x
+
+
+_CACHED_X = "__features__"  # the cache keeps the checked matrix row-major: a hit is one copy
 
 
 def _read_fast(path: Path, features, others):
@@ -241,25 +243,30 @@ def _read_fast(path: Path, features, others):
 
     columns = [*others, *features]
     cache = _csv_cache_path(path, columns)
-    table = _cache_load(cache, columns) if cache is not None and cache.exists() else None
-    fresh = table is None
-    if fresh:
-        convert = pacsv.ConvertOptions(
-            column_types={f: pa.float32() for f in features}, include_columns=columns,
-            null_values=_NA_VALUES, strings_can_be_null=True)
-        try:
-            table = pacsv.read_csv(str(path), convert_options=convert)
-        except Exception:  # malformed, non-numeric, a header Arrow reads otherwise, ...
-            return None
+    hit = _cache_load(cache, [*others, _CACHED_X]) if cache is not None and cache.exists() else None
+    if hit is not None:
+        flat = hit.column(_CACHED_X)
+        flat = flat.chunk(0) if flat.num_chunks == 1 else flat.combine_chunks()
+        x = flat.flatten().to_numpy().reshape(len(flat), len(features)).copy()  # off the mmap
+        return x, hit.select(list(others)).to_pandas()
+    convert = pacsv.ConvertOptions(
+        column_types={f: pa.float32() for f in features}, include_columns=columns,
+        null_values=_NA_VALUES, strings_can_be_null=True)
+    try:
+        table = pacsv.read_csv(str(path), convert_options=convert)
+    except Exception:  # malformed, non-numeric, a header Arrow reads otherwise, ...
+        return None
     if table.num_rows == 0 or any(table.column(f).null_count for f in features):
         return None
     x = _to_matrix(table, features)
     if not np.isfinite(x).all():
         return None
-    rest = table.select(list(others)).to_pandas()
-    if fresh and cache is not None:
-        _cache_store(cache, table)
-    return x, rest
+    rest = table.select(list(others))
+    del table
+    if cache is not None:
+        _cache_store(cache, rest.append_column(
+            _CACHED_X, pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), len(features))))
+    return x, rest.to_pandas()
 
 
 def read_columns(path, role, features, others=()):
