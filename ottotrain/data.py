@@ -554,12 +554,14 @@ class Preprocessor:
     """
 
     N_QUANTILES = 200
+    BLOCK = 1 << 16  # rows per block when computing scaling statistics
 
     def __init__(self, state: dict):
         self.state = state
 
     @classmethod
     def fit(cls, x, data_cfg, features, classes, id_column, target_column):
+        """Learn the transform and scaling from the training rows ``x`` (float32)."""
         state = {
             "format": PREPROCESS_FORMAT,
             "features": list(features),
@@ -578,15 +580,24 @@ class Preprocessor:
         if data_cfg.tfidf:
             df_count = (x > 0).sum(axis=0)
             state["idf"] = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
-        z = pre._transform(x)
+        # Statistics of the transformed rows, a block of rows at a time: the whole transformed
+        # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
+        blocks = lambda: (pre._transform(x[i:i + cls.BLOCK]) for i in range(0, len(x), cls.BLOCK))
         if data_cfg.scaling == "standard":
-            mean = z.mean(axis=0, dtype=np.float64)
-            std = z.std(axis=0, dtype=np.float64)
+            if len(x) <= cls.BLOCK:  # one block: exactly numpy's mean and (two-pass) std
+                z = pre._transform(x)
+                mean, std = z.mean(axis=0, dtype=np.float64), z.std(axis=0, dtype=np.float64)
+            else:  # the same two passes, block by block, summed in float64
+                mean = sum(z.sum(axis=0, dtype=np.float64) for z in blocks()) / len(x)
+                ss = sum(np.einsum("ij,ij->j", d, d) for d in (z - mean for z in blocks()))
+                std = np.sqrt(ss / len(x))
             state["center"], state["scale"] = mean.tolist(), np.where(std > 0, std, 1.0).tolist()
         elif data_cfg.scaling == "minmax":
-            lo, hi = z.min(axis=0), z.max(axis=0)
+            lo = np.min([z.min(axis=0) for z in blocks()], axis=0)
+            hi = np.max([z.max(axis=0) for z in blocks()], axis=0)
             state["center"], state["scale"] = lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
         elif data_cfg.scaling == "robust":
+            z = pre._transform(x)
             q1, med, q3 = np.percentile(z, [25, 50, 75], axis=0)
             iqr = q3 - q1
             state["center"], state["scale"] = med.tolist(), np.where(iqr > 0, iqr, 1.0).tolist()

@@ -355,3 +355,23 @@ def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
     np.testing.assert_allclose(pre.transform(x), np.sqrt(x + 0.375), rtol=1e-6)
     old = Preprocessor.from_json(json.dumps({**pre.state, "format": 1}))  # an older run's file
     np.testing.assert_allclose(old.transform(x), np.where(x > 0, np.sqrt(x + 0.375), 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scaling", ["standard", "minmax"])
+@pytest.mark.parametrize("transform", ["log1p", "quantile"])
+def test_scaling_statistics_by_blocks_match_the_whole_matrix(monkeypatch, transform, scaling):
+    """Big inputs are scaled from block-wise statistics: the same as numpy's on the whole matrix."""
+    from ottotrain.config import DataConfig
+    from ottotrain.data import Preprocessor
+
+    x = _counts(5000, 7)
+    dc = DataConfig(train="t.csv", transform=transform, scaling=scaling, tfidf=True)
+    whole = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
+    monkeypatch.setattr(Preprocessor, "BLOCK", 777)  # 7 blocks, the last one short
+    blocks = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
+    np.testing.assert_allclose(blocks.state["center"], whole.state["center"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocks.state["scale"], whole.state["scale"], rtol=1e-12)
+    z = whole.transform(x)
+    if scaling == "standard":
+        np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(z.std(0, dtype=np.float64), 1, rtol=1e-5)
