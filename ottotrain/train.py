@@ -324,7 +324,13 @@ class EpochBatches:
         self.order = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False)
         ds = tf.data.Dataset.range(0, n, batch_size)
         ds = ds.map(lambda s: self._batch(tf, self.order[s:s + batch_size]))
-        self.ds = ds.prefetch(tf.data.AUTOTUNE)
+        # No prefetch thread and no tf.data autotuning. A gather of one batch takes
+        # microseconds, so there is nothing to overlap; and the autotuner's background
+        # thread made each epoch's model.fit wait for its timer when the iterator closed:
+        # 3x512 epochs of 1.4 s took exactly 2.55 s about every other epoch (bench/RESULTS.md).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        self.ds = ds.with_options(options)
 
     def _batch(self, tf, idx):
         return tf.gather(self.x, idx), tf.gather(self.y, idx)
