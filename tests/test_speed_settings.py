@@ -32,6 +32,22 @@ def test_dataset_batches_are_the_rows_in_perm_order():
     assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
 
 
+def test_batches_hold_one_copy_and_run_without_the_autotuner():
+    """The data sit in variables (tf.data copies a captured tensor) and autotuning is off.
+
+    The autotuner's thread made model.fit wait for its timer at the end of about every
+    other epoch (bench/RESULTS.md); the captured tensors doubled the training set's memory.
+    """
+    tf = pytest.importorskip("tensorflow")
+    from ottotrain.train import EpochBatches
+
+    x, y = np.ones((40, 3), np.float32), np.eye(2, dtype=np.float32)[np.arange(40) % 2]
+    b = EpochBatches(tf, x, y, 8)
+    assert isinstance(b.x, tf.Variable) and isinstance(b.y, tf.Variable)
+    assert b.epoch().options().autotune.enabled is False
+    assert sum(1 for _ in b.epoch()) == 5
+
+
 def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.build import build_model, compile_model
     from ottotrain.train import EpochBatches, setup_tf
