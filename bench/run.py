@@ -282,6 +282,28 @@ def bench_xla(train, work, quick):
             "xla_loss": b[0]["last_val_loss"], "default_loss": a[0]["last_val_loss"], "epochs": epochs}
 
 
+def bench_autotune(train, quick):
+    """3x512 epochs with ottotrain's pipeline vs the earlier one with tf.data's autotuner."""
+    if quick:
+        return None
+    epochs = 10
+
+    def job(flag):
+        def go():
+            _, _, out, _ = run([PY, BENCH / "pipeline_autotune.py", "--train", train,
+                                "--epochs", epochs, *flag])
+            return json.loads(out.strip().splitlines()[-1])
+        return go
+
+    a, b = interleave(2, job([]), job(["--autotune"]))
+    steady = lambda rs: [t for r in rs for t in r["epoch_seconds"][1:]]
+    return {"epochs": epochs, "shipped": a, "autotune": b,
+            "shipped_steady": med(steady(a)), "autotune_steady": med(steady(b)),
+            "shipped_mean": statistics.mean(steady(a)), "autotune_mean": statistics.mean(steady(b)),
+            "slow_epochs": [sum(t > 2.4 for t in steady(rs)) for rs in (a, b)],
+            "same_loss": len({r["val_loss"] for r in a + b}) == 1}
+
+
 # --------------------------------------------------------------------------------------
 # 3. Start-up
 
@@ -489,6 +511,24 @@ def report(info, R, args, elapsed):
         w(f"| val loss, identical in both runs | {x['default_loss']:.6f}, {x['default_repeatable']} | "
           f"{x['xla_loss']:.6f}, {x['xla_repeatable']} | |\n")
 
+    if R.get("autotune"):
+        a = R["autotune"]
+        n = a["epochs"] - 1
+        w(f"**tf.data's autotuner** (`bench/pipeline_autotune.py`): the 3×512 for {a['epochs']} epochs, "
+          "2 runs each, interleaved: ottotrain's pipeline (no autotuning, no prefetch thread) against "
+          "the one it used before 2026-11-28 evening (`prefetch(AUTOTUNE)`, autotuning on).\n")
+        w("| | shipped | with the autotuner | ratio |")
+        w("|---|---|---|---|")
+        w(f"| steady epoch s, median | {fmt(a['shipped_steady'])} | {fmt(a['autotune_steady'])} | "
+          f"{fmt(a['shipped_steady'] / a['autotune_steady'])} |")
+        w(f"| steady epoch s, mean | {fmt(a['shipped_mean'])} | {fmt(a['autotune_mean'])} | "
+          f"{fmt(a['shipped_mean'] / a['autotune_mean'])} |")
+        w(f"| epochs over 2.4 s (of {2 * n}) | {a['slow_epochs'][0]} | {a['slow_epochs'][1]} | |")
+        w(f"| same validation loss in all runs | {a['same_loss']} | | |\n")
+        w("Epoch seconds: " + "; ".join(
+            f"{'autotuner' if r['autotune'] else 'shipped'} " + ", ".join(f"{t:.2f}" for t in r["epoch_seconds"])
+            for r in a["shipped"] + a["autotune"]) + ".\n")
+
     w("## 2. 3×512 FLOP rate vs this machine's sgemm\n")
     w(f"Training FLOPs per epoch = (train rows × 3 + validation rows × 1) × 2 × {MACS_3X512:,} "
       f"forward multiply-adds per row = {big['flop_per_epoch'] / 1e9:.1f} GFLOP, over the steady "
@@ -657,6 +697,8 @@ def main():
         R["training"], R["big"] = bench_training(train, work, reps, args.quick)
         print("XLA", file=sys.stderr)
         R["xla"] = bench_xla(train, work, args.quick)
+        print("pipeline autotuner", file=sys.stderr)
+        R["autotune"] = bench_autotune(train, args.quick)
         print("5. predict", file=sys.stderr)
         R["predict"] = bench_predict(R["big"]["run_dir"], test, work, reps)
         (Path(args.out).with_suffix(".partial.json")).write_text(json.dumps(
