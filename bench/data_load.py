@@ -3,6 +3,7 @@
     python bench/data_load.py ottotrain TRAIN TEST   # ottotrain's loaders + Preprocessor
     python bench/data_load.py pandas TRAIN TEST      # pandas.read_csv with defaults, nothing else
     python bench/data_load.py arrow TRAIN TEST       # pyarrow.csv.read_csv alone: the parser's floor
+    python bench/data_load.py polars TRAIN TEST      # polars.read_csv alone: another parser's floor
 
 Prints one JSON line: seconds from after the imports to the end. Each side imports its
 library before the clock starts (``pandas``, which imports pyarrow; ottotrain's config and
@@ -19,6 +20,8 @@ import pandas as pd
 
 mode, train, test = sys.argv[1:4]
 extra = {}
+if mode == "polars":
+    import polars as pl  # before the clock, like pandas
 if mode == "ottotrain":
     t0 = time.perf_counter()
     from ottotrain.config import DataConfig
@@ -34,6 +37,8 @@ elif mode == "arrow":
     import pyarrow.csv as pacsv
 
     rows = (pacsv.read_csv(train).num_rows, pacsv.read_csv(test).num_rows)
+elif mode == "polars":
+    rows = (len(pl.read_csv(train)), len(pl.read_csv(test)))
 else:
     dc = DataConfig(train=train, test=test, scaling="standard")
     tr = load_train(dc)
