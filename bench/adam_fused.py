@@ -18,10 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from matmul_shapes import WIDTHS  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-# Dense kernel/bias, PReLU alpha, BatchNorm gamma/beta per hidden layer, then the head.
-HIDDEN = [(512,), (512,), (512,), (512,)]
-SHAPES = [(93, 512), *HIDDEN, (512, 512), *HIDDEN, (512, 512), *HIDDEN, (512, 9), (9,)]
+# Per layer a Dense kernel and bias; hidden layers also a PReLU alpha and BatchNorm gamma, beta.
+SHAPES = [s for a, b in zip(WIDTHS, WIDTHS[1:])
+          for s in [(a, b), (b,)] + ([(b,)] * 3 if b != WIDTHS[-1] else [])]
 STEPS = 411  # ceil(52,596 / 128)
 
 rng = np.random.default_rng(0)
