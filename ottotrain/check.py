@@ -73,6 +73,7 @@ def check(cfg: Config, log=None) -> dict:
                 "checkpoint_monitor": t.checkpoint.monitor,
                 "lr_schedule": t.lr_schedule, "class_weight": t.class_weight,
                 "preprocessing": {"transform": cfg.data.transform, "tfidf": cfg.data.tfidf,
+                                  "knn": cfg.data.knn.k if cfg.data.knn else None,
                                   "scaling": cfg.data.scaling}},
         "warnings": warnings,
     }
@@ -129,7 +130,8 @@ def format_check(result: dict) -> str:
               f"Fit         up to {fit['epochs']} epochs x {fit['steps_per_epoch']:,} steps of "
               f"{fit['batch_size']} rows; optimizer {opt_text}; loss {fit['loss']}",
               f"            preprocessing: transform {pre['transform']}, scaling {pre['scaling']}"
-              + (", TF-IDF" if pre["tfidf"] else ""),
+              + (", TF-IDF" if pre["tfidf"] else "")
+              + (f", KNN features (k = {pre['knn']})" if pre.get("knn") else ""),
               "            " + (f"early stopping on {es['monitor']} (patience {es['patience']})"
                                if es else "no early stopping")
               + f"; best model by {fit['checkpoint_monitor']}"

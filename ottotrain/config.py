@@ -40,6 +40,21 @@ class SyntheticConfig(_Strict):
     seed: int = Field(0, ge=0)
 
 
+class KnnConfig(_Strict):
+    """Nearest-neighbour features (ottotrain/knn.py)."""
+
+    k: list[int] = Field([1, 2, 4, 8, 16], min_length=1, max_length=16, description=(
+        "Neighbour counts: for each class and each k, the log mean distance to the row's k "
+        "nearest training rows of that class (distances between signed-log1p rows)."))
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        if any(k < 1 or k > 1024 for k in v) or sorted(set(v)) != v:
+            raise ValueError("must be increasing integers from 1 to 1024, e.g. [1, 2, 4, 8, 16]")
+        return v
+
+
 class DataConfig(_Strict):
     """Where the CSVs are and how features are preprocessed."""
 
@@ -58,9 +73,18 @@ class DataConfig(_Strict):
         "anscombe (sqrt(x+3/8)), power (|x|^power), quantile (rank-gauss).")
     power: float = Field(0.5, gt=0, description="Exponent for transform: power.")
     tfidf: bool = Field(False, description="Append TF-IDF features computed from the counts.")
+    knn: Optional[KnnConfig] = Field(
+        None, description="Append nearest-neighbour distances to each class (true or {} for the "
+        "default k); a training row's leave itself out. Costs a brute-force pass over the "
+        "training rows.")
     scaling: Literal[SCALINGS] = Field("standard", description="Scaling fitted on training rows.")
     validation_split: float = Field(0.15, gt=0, lt=1, description="Fraction held out for validation.")
     stratify: bool = Field(True, description="Stratify the validation split by class.")
+
+    @field_validator("knn", mode="before")
+    @classmethod
+    def _knn_flag(cls, v):  # knn: true / false as shorthands for {} / off
+        return {} if v is True else None if v is False else v
 
     @model_validator(mode="after")
     def _source(self):

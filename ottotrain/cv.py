@@ -162,7 +162,7 @@ def _train_member(cfg: Config, run_dir: Path, name: str, train, tr, va, log, ten
     }
     # Order matters for resuming: model and preprocessing first, the record (the
     # "finished" marker) last, then the work folder goes.
-    write_text(models / f"{name}.preprocess.json", pre.to_json())
+    pre.save(models / f"{name}.preprocess.json")
     _history_csv(models / f"{name}.history.csv", state["history"])
     os.replace(work / "model.keras", models / f"{name}.keras")
     write_json(models / f"{name}.json", record)
@@ -340,7 +340,8 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, smoke, log, timing
         x_test.clear()
         for s in range(seeds):
             name = member_name(f, s)
-            pre = D.Preprocessor.from_json((run_dir / MODELS / f"{name}.preprocess.json").read_text())
+            path = run_dir / MODELS / f"{name}.preprocess.json"
+            pre = D.Preprocessor.from_json(path.read_text(), path)
             model = runs.load_model(run_dir / MODELS / f"{name}.keras", compile=False)
             per_seed[s, va] = predict_proba(model, pre.transform(train.x[va]))
             oof[va] += per_seed[s, va]

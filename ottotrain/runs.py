@@ -141,9 +141,11 @@ def check_safe(run_dir):
     """Refuse a run directory holding files ottotrain never writes (pickles and the like)."""
     for p in Path(run_dir).rglob("*"):
         if p.is_file():
-            # The resume checkpoints are .npz files that np.load reads with pickles refused.
+            # The resume checkpoints and the KNN reference rows are .npz files that np.load
+            # reads with pickles refused.
             if p.suffix.lower() in UNSAFE_SUFFIXES and not (
-                    p.parent.name == "state" and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)):
+                    p.parent.name == "state" and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)
+                    or re.fullmatch(r"knn-[0-9a-f]{16}\.npz", p.name)):
                 raise RunError(f"{p}: unexpected file type '{p.suffix}' in a run directory; "
                                "ottotrain never writes pickles, refusing to load it")
             if p.suffix == ".json" or p.name in ("config.yaml", "history.csv"):

@@ -17,7 +17,8 @@ def data_sizes(cfg) -> tuple[int, int]:
     feats = feature_columns(cols, cfg.data, path)
     target = read_table(path, "train", usecols=[cfg.data.target_column])[cfg.data.target_column]
     n_classes = int(target.dropna().astype(str).nunique())
-    return len(feats) * (2 if cfg.data.tfidf else 1), n_classes
+    knn = n_classes * len(cfg.data.knn.k) if cfg.data.knn else 0  # distances to each class
+    return len(feats) * (2 if cfg.data.tfidf else 1) + knn, n_classes
 
 
 def summarize(target, overrides=()) -> str:

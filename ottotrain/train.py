@@ -563,8 +563,8 @@ def fit_arrays(cfg: Config, train, tr, va):
 
     x_tr = rows(tr)
     pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
-                           cfg.data.id_column, cfg.data.target_column)
-    arrays = Arrays(pre.transform(x_tr, overwrite=True), train.y[tr],
+                           cfg.data.id_column, cfg.data.target_column, train.y[tr])
+    arrays = Arrays(pre.transform(x_tr, overwrite=True, fitted_rows=True), train.y[tr],
                     pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes))
     return pre, arrays
 
@@ -652,7 +652,7 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
         run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
         try:
             write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-            write_text(run_dir / "preprocess.json", pre.to_json())
+            pre.save(run_dir / "preprocess.json")
             write_text(run_dir / "summary.txt", summary_text(model) + "\n")
             runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
         except BaseException:
