@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Metric benchmark on the real Otto data (issue #5): the exact commands behind
-# bench/RESULTS_METRIC.md. Runs sequentially; about 4 h on 2 cores (see bench/RESULTS_METRIC.md for each run's time).
+# bench/RESULTS_METRIC.md. Runs sequentially; about 6 h on 2 cores (see bench/RESULTS_METRIC.md for each run's time).
 #   bench/metric.sh [OTTO_DIR] [OUT_DIR]
 set -euo pipefail
 OTTO=${1:-../shared/otto}
@@ -18,17 +18,19 @@ time ottotrain cv bench/configs/otto-log1p.yaml --folds 5 --seeds 1 $DATA --set 
 time python bench/metric_lgbm.py --train "$OTTO/train.csv.gz" --test "$OTTO/test.csv.gz" --out "$OUT/lgbm"
 # 1b. Varied bags, 5 folds x 3 models each; seed_oof_log_loss gives each variant's
 #     single-model score. V: log1p; log1p + TF-IDF; Anscombe + TF-IDF (its third variant
-#     is configs/otto.yaml). W: configs/otto-cv.yaml as shipped until 2026-11-28 evening
+#     is bench/configs/otto-anscombe-2x1024.yaml). W: configs/otto-cv.yaml as shipped until 2026-11-28 evening
 #     (log1p; log1p + TF-IDF; TF-IDF into a 3 x 512 ReLU net).
 time ottotrain cv bench/configs/otto-cv-anscombe.yaml $DATA --run-dir "$OUT/V-varied"
 time ottotrain cv bench/configs/otto-cv-3.yaml $DATA --run-dir "$OUT/W-varied2"
 # 1d. Bags heavy in the cheap 3 x 512 ReLU net: X8 (8 models per fold, 33 min) and the
-#     shipped configs/otto-cv.yaml, Y7 (X8 without its 2 x 1024 TF-IDF member: 7 per fold).
+#     configs/otto-cv.yaml of 2026-11-28/29 (now bench/configs/otto-cv-7.yaml), Y7 (X8 without
+#     its 2 x 1024 TF-IDF member: 7 per fold).
 time ottotrain cv bench/configs/otto-cv-8.yaml $DATA --run-dir "$OUT/X8"
-time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/Y7"
-# 1c. The best single model, configs/otto.yaml, on its own (5 fold models), after the
+time ottotrain cv bench/configs/otto-cv-7.yaml $DATA --run-dir "$OUT/Y7"
+# 1c. The best single model before KNN features (configs/otto.yaml until 2026-11-29, now
+#     bench/configs/otto-anscombe-2x1024.yaml), on its own (5 fold models), after the
 #     Anscombe fix (runs S and V were made with the earlier formula, which sent 0 to 0).
-time ottotrain cv configs/otto.yaml --seeds 1 $DATA --run-dir "$OUT/A1-otto-anscombe-fixed"
+time ottotrain cv bench/configs/otto-anscombe-2x1024.yaml --seeds 1 $DATA --run-dir "$OUT/A1-otto-anscombe-fixed"
 # 4. Blends (weights fitted on the OOF predictions).
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn.csv"
 ottotrain blend "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/lgbm" -o "$OUT/blend-nn-lgbm.csv"
@@ -41,5 +43,14 @@ ottotrain blend "$OUT/W-varied2" "$OUT/V-varied" "$OUT/L-log1p-s2" "$OUT/S-ansco
 ottotrain blend "$OUT/Y7" "$OUT/X8" "$OUT/A1-otto-anscombe-fixed" "$OUT/V-varied" "$OUT/W-varied2" \
     "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" -o "$OUT/blend-nn-all.csv"
 ottotrain blend "$OUT/Y7" "$OUT/lgbm" -o "$OUT/blend-y7-lgbm.csv"
+# 1e. Nearest-neighbour features (data.knn, 2026-11-29): the cheap 3 x 512 ReLU net on three
+#     inputs with KNN features (K3, configs/otto-cv.yaml since then) and without (R3), then
+#     their blend. K3's second variant is configs/otto.yaml (its seed_oof_log_loss[1]).
+#     K3b: the same command again, alone on the cores, for its time.
+time ottotrain cv bench/configs/otto-cv-relu3.yaml $DATA --run-dir "$OUT/R3"
+time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/K3"
+time ottotrain cv configs/otto-cv.yaml $DATA --run-dir "$OUT/K3b"
+time ottotrain cv configs/otto.yaml --seeds 1 $DATA --run-dir "$OUT/O1"
+ottotrain blend "$OUT/K3" "$OUT/R3" -o "$OUT/blend-knn.csv"
 # 5. Table rows (single-seed OOF scores, times).
 python bench/metric_report.py --train "$OTTO/train.csv.gz" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/V-varied" "$OUT/W-varied2" "$OUT/lgbm"

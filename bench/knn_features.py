@@ -1,0 +1,89 @@
+"""Time ottotrain's nearest-neighbour features against scikit-learn computing the same.
+
+On fold 1 of the 5 stratified folds that ``ottotrain cv`` uses (seed 42), both compute
+for the training rows (each leaving itself out), the held-out fold and the test rows the
+distances to the 1..16 nearest training rows of every class, and turn them into the same
+features. scikit-learn's side: one ``NearestNeighbors(algorithm="brute", n_jobs=-1)`` per
+class, the same signed-log1p rows, 17 neighbours asked for the training rows so that the
+row itself can be dropped. Both sides run in this process, one after the other, with all
+cores; prints one JSON line (seconds per side, their ratio, the largest difference).
+
+    python bench/knn_features.py TRAIN_CSV [TEST_CSV] [--rows N]
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def sklearn_features(ref_x, ref_y, q, ks, n_classes, leave_out=None):
+    from sklearn.neighbors import NearestNeighbors
+
+    from ottotrain import knn
+
+    rs, qs = knn.space(ref_x), knn.space(q)
+    kmax = max(ks)
+    out = np.empty((len(q), n_classes, len(ks)), np.float32)
+    for c in range(n_classes):
+        rows = np.flatnonzero(ref_y == c)
+        extra = 1 if leave_out is not None else 0
+        nn = NearestNeighbors(n_neighbors=min(kmax + extra, len(rows)), algorithm="brute",
+                              n_jobs=-1).fit(rs[rows])
+        d, i = nn.kneighbors(qs)
+        if leave_out is not None:  # drop the row itself where it was found
+            own = rows[i] == leave_out[:, None]
+            keep = np.where(own.any(axis=1, keepdims=True), ~own, np.arange(d.shape[1]) < kmax)
+            d = d[keep].reshape(len(q), -1)
+        d = d[:, :kmax]
+        mean = np.cumsum(d, axis=1) / np.arange(1, d.shape[1] + 1)
+        idx = np.minimum(np.asarray(ks), d.shape[1]) - 1
+        out[:, c] = np.log(mean[:, idx] + knn.EPS)
+    return out.reshape(len(q), -1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train")
+    ap.add_argument("test", nargs="?")
+    ap.add_argument("--rows", type=int, default=None, help="use the first N training rows")
+    a = ap.parse_args()
+
+    from ottotrain import knn
+    from ottotrain.config import DataConfig
+    from ottotrain.cv import fold_assignment
+    from ottotrain.data import load_test, load_train
+
+    dc = DataConfig(train=a.train, test=a.test)
+    data = load_train(dc, nrows=a.rows)
+    x_test = load_test(a.test, dc.id_column, dc.target_column, data.features)[1] if a.test else None
+    folds = fold_assignment(data.y, 5, 42)
+    tr, va = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
+    ks, n_cls = [1, 2, 4, 8, 16], len(data.classes)
+    queries = {"train": data.x[tr], "val": data.x[va], **({"test": x_test} if a.test else {})}
+    res = {"train_rows": len(tr), "queries": {k: len(v) for k, v in queries.items()}}
+
+    t0 = time.perf_counter()
+    ref, order = knn.Reference.fit(data.x[tr], data.y[tr], n_cls)
+    self_rows = np.empty_like(order)
+    self_rows[order] = np.arange(len(order))
+    ours = {k: knn.features(ref, v, ks, self_rows if k == "train" else None) for k, v in queries.items()}
+    res["ottotrain_seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    theirs = {k: sklearn_features(data.x[tr], data.y[tr], v, ks, n_cls,
+                                  np.arange(len(tr)) if k == "train" else None)
+              for k, v in queries.items()}
+    res["sklearn_seconds"] = time.perf_counter() - t0
+    res["ratio"] = res["ottotrain_seconds"] / res["sklearn_seconds"]
+    res["max_abs_diff"] = {k: float(np.abs(ours[k] - theirs[k]).max()) for k in queries}
+    # features of rows whose distance is not ~0 (duplicates amplify rounding in the log)
+    far = {k: np.exp(theirs[k]) > 0.01 for k in queries}
+    res["max_abs_diff_not_duplicates"] = {
+        k: float(np.abs(ours[k] - theirs[k])[far[k]].max()) for k in queries}
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
