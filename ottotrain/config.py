@@ -285,6 +285,14 @@ def apply_override(tree: dict, item: str) -> dict:
     return set_path(tree, parts, value, f"--set {key}")
 
 
+def _not_a_mapping(where, parts, i, node):
+    """The error for a key path that runs into a scalar (e.g. data.knn.k over data.knn: true)."""
+    parent = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[:i]).lstrip(".")
+    return ConfigError(f"{where}: {parent} is {yaml.safe_dump(node).splitlines()[0]!s}, not a mapping, "
+                       f"so it has no key '{parts[i]}'; set {parent} as a whole instead, e.g. "
+                       f"--set '{parent}={{{parts[i]}: ...}}'")
+
+
 def set_path(tree: dict, parts: list, value, where: str) -> dict:
     """Return a copy of ``tree`` with the value at key path ``parts`` set to ``value``."""
     tree = copy.deepcopy(tree)
@@ -297,7 +305,7 @@ def set_path(tree: dict, parts: list, value, where: str) -> dict:
             node = node[part]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(f"{where}: '{part}' is inside a value that is not a mapping")
+            raise _not_a_mapping(where, parts, i, node)
         if node.get(part) is None:
             node[part] = [] if isinstance(nxt, int) else {}
         node = node[part]
@@ -309,7 +317,7 @@ def set_path(tree: dict, parts: list, value, where: str) -> dict:
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise ConfigError(f"{where}: '{last}' is inside a value that is not a mapping")
+        raise _not_a_mapping(where, parts, len(parts) - 1, node)
     return tree
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ottotrain import __version__
 from ottotrain.config import Config, check_schedule, config_to_dict, dump_yaml
-from ottotrain.errors import RunError, TrainingError
+from ottotrain.errors import DataError, RunError, TrainingError
 from ottotrain.io import atomic_path, read_json, write_json, write_text
 from ottotrain import runs
 
@@ -562,8 +562,11 @@ def fit_arrays(cfg: Config, train, tr, va):
         return r.copy() if np.may_share_memory(r, train.x) else r
 
     x_tr = rows(tr)
-    pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
-                           cfg.data.id_column, cfg.data.target_column, train.y[tr])
+    try:
+        pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
+                               cfg.data.id_column, cfg.data.target_column, train.y[tr])
+    except DataError as e:  # e.g. data.knn and a class too small: say which file
+        raise DataError(f"{train.path}: {e}") from None
     arrays = Arrays(pre.transform(x_tr, overwrite=True, fitted_rows=True), train.y[tr],
                     pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes))
     return pre, arrays

@@ -146,3 +146,24 @@ def test_fit_predict_and_cv_with_knn_through_the_cli(tiny_data, tmp_path):
     line = error_line(run_cli("predict", tmp_path / "run", tiny_data["test"], "-o", tmp_path / "x.csv"))
     assert "cannot read the KNN reference rows" in line and "damaged" in line
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_knn_input_errors_are_one_line_naming_the_place(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data)
+    cfg["data"]["knn"] = True
+    path = tmp_path / "knn.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    # a key under the 'true' shorthand: say to set the whole mapping
+    line = error_line(run_cli("fit", path, "--set", "data.knn.k=[2]"))
+    assert "--set data.knn.k" in line and "data.knn is true, not a mapping" in line
+    assert "--set 'data.knn={k: ...}'" in line
+    # a class with a single training row: the file, the key and the fix
+    rows = open(tiny_data["train"]).read().splitlines()
+    col = rows[0].split(",").index("target")
+    lone = [r for r in rows[1:] if r.split(",")[col] == "Class_1"][:1]
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join([rows[0], *[r for r in rows[1:] if r.split(",")[col] != "Class_1"], *lone]) + "\n")
+    line = error_line(run_cli("fit", path, "--set", f"data.train={small}", "--run-dir", tmp_path / "run"))
+    assert str(small) in line and "data.knn: class 'Class_1' has 1 training row" in line
+    assert "remove data.knn or add rows" in line
+    assert not (tmp_path / "run").exists()
