@@ -547,6 +547,13 @@ def train_val_split(y, fraction, seed, stratify=True):
 # Preprocessing, fitted on training rows only and saved as JSON.
 
 
+def signed_log1p(x):
+    """log1p(x), mirrored for negative values; counts (all >= 0) skip the negative half."""
+    if x.min(initial=0) >= 0:
+        return np.log1p(x)
+    return np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0))
+
+
 class Preprocessor:
     """Transform then scale features; every learned number is kept in ``state``.
 
@@ -585,7 +592,7 @@ class Preprocessor:
         }
         pre = cls(state)
         knn_tr = None
-        if getattr(data_cfg, "knn", None) is not None:
+        if data_cfg.knn is not None:
             from ottotrain import knn
 
             counts = np.bincount(y, minlength=len(classes))
@@ -677,9 +684,7 @@ class Preprocessor:
         s = self.state
         t = s["transform"]
         if t == "log1p":
-            # Signed log1p; counts (all >= 0, the usual case) skip the negative half: same values.
-            z = np.log1p(x) if x.min(initial=0) >= 0 else (
-                np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0)))
+            z = signed_log1p(x)
         elif t == "sqrt":
             z = np.sign(x) * np.sqrt(np.abs(x))
         elif t == "anscombe" and s["format"] == 1:

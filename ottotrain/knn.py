@@ -31,10 +31,9 @@ _MEMO_BYTES = 512 << 20
 
 def space(x) -> np.ndarray:
     """The rows as the distances see them: signed log1p, float32."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.min(initial=0) >= 0:
-        return np.log1p(x)
-    return np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0))
+    from ottotrain.data import signed_log1p
+
+    return signed_log1p(np.asarray(x, dtype=np.float32))
 
 
 def _digest(*arrays) -> str:
