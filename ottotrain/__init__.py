@@ -1,8 +1,18 @@
 """ottotrain: a YAML model spec in, a trained tf.keras model and a Kaggle submission out.
 
-The package imports nothing heavy at top level: ``ottotrain --help`` and config
-validation must not pay for TensorFlow.
+The Python API::
+
+    from ottotrain import load_config, fit, cv
+    cfg = load_config("configs/quickstart.yaml", ["train.epochs=2"])
+    result = fit(cfg)              # metrics.json as a dict, with run_dir
+    result = cv(cfg, folds=3)
+
+``import ottotrain`` itself is light (the CLI's ``--help`` must not wait for pandas or
+TensorFlow): ``load_config``, ``fit``, ``cv``, ``predict`` and ``evaluate`` are imported
+on first use.
 """
+
+import importlib
 
 __version__ = "1.0.0"
 
@@ -17,4 +27,21 @@ from ottotrain.errors import (  # noqa: E402
     TrainingError,
 )
 
-__all__ = ["ConfigError", "DataError", "OttoTrainError", "RunError", "TrainingError", "__version__"]
+_API = {
+    "load_config": ("ottotrain.config.loading", "load_config"),
+    "fit": ("ottotrain.workflows.fit", "fit"),
+    "cv": ("ottotrain.workflows.cv", "run_cv"),
+    "predict": ("ottotrain.workflows.predict", "predict"),
+    "evaluate": ("ottotrain.workflows.evaluate", "evaluate"),
+}
+
+
+def __getattr__(name):
+    if name in _API:
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ottotrain' has no attribute {name!r}")
+
+
+__all__ = ["ConfigError", "DataError", "OttoTrainError", "RunError", "TrainingError",
+           "__version__", *_API]

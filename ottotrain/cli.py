@@ -1,9 +1,10 @@
 """The ``ottotrain`` command line. Each command parses, calls one library function, prints.
 
-Library modules are imported inside the commands so that ``--help`` and config
-errors never pay for TensorFlow. User errors (``OttoTrainError``) become one line
-on stderr and exit code 1 (2 for usage errors); ``--debug`` shows the traceback.
-Anything else is a bug and keeps its traceback.
+Each command imports its library module inside the command, so that ``--help``, shell
+completion and a config error answer at once instead of waiting for pandas or
+TensorFlow. User errors (``OttoTrainError``) become one line on stderr and exit code 1
+(2 for usage errors); ``--debug`` shows the traceback. Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from ottotrain import __version__
 from ottotrain.errors import OttoTrainError
+from ottotrain.log import Log
 
 
 class _Group(click.Group):
@@ -46,8 +49,6 @@ def _verbosity(quiet, verbose):
 
 
 def _log(quiet=False, verbose=False):
-    from ottotrain.train import Log
-
     return Log(_verbosity(quiet, verbose))
 
 
@@ -55,28 +56,27 @@ def _echo_json(obj):
     click.echo(json.dumps(obj, indent=1, default=str))
 
 
-def _train(target, config, overrides, resume, quiet, verbose, **kwargs):
-    """Load CONFIG (or a resumed run's config.yaml), then call ``target`` ("module:function",
-    ``fit`` or ``run_cv``) with it; Ctrl-C exits 130. Nothing heavy is imported before the
-    config is valid, so config errors stay fast."""
-    import importlib
-    from pathlib import Path
+def _training_config(config, overrides, resume):
+    """CONFIG, or a resumed run's config.yaml, loaded with the overrides; and its name.
 
+    Only the config is read here: nothing heavy is imported before it is valid, so config
+    errors stay fast.
+    """
+    from ottotrain import runs
     from ottotrain.config import load_config
 
     if config is None:
         if not resume:
             raise click.UsageError("give a CONFIG file (or --resume RUN_DIR)")
-        from ottotrain.runs import read_status
-
-        read_status(resume)  # "not a run directory" rather than "config file not found"
+        runs.read_status(resume)  # "not a run directory" rather than "config file not found"
         config = str(Path(resume) / "config.yaml")
-    cfg = load_config(config, overrides)
-    module, _, name = target.partition(":")
-    run = getattr(importlib.import_module(module), name)
+    return load_config(config, overrides), Path(config).stem
+
+
+def _interruptible(run, *args, **kwargs):
+    """Run a training workflow; Ctrl-C (already recorded in the run) exits 130."""
     try:
-        return run(cfg, resume=resume, config_name=Path(config).stem, log=_log(quiet, verbose),
-                   **kwargs)
+        return run(*args, **kwargs)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -108,8 +108,11 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
       ottotrain fit configs/otto.yaml --smoke
       ottotrain fit --resume runs/mlp-20261128-101500
     """
-    result = _train("ottotrain.train:fit", config, overrides, resume, quiet, verbose,
-                    run_dir=run_dir, runs_root=runs_root, smoke=smoke)
+    cfg, name = _training_config(config, overrides, resume)
+    from ottotrain.workflows.fit import fit as run_fit
+
+    result = _interruptible(run_fit, cfg, run_dir=run_dir, runs_root=runs_root, smoke=smoke,
+                            resume=resume, log=_log(quiet, verbose), config_name=name)
     if as_json:
         _echo_json(result)
     else:
@@ -130,7 +133,7 @@ def predict(run_dir, test_csv, output):
     Example:
       ottotrain predict runs/mlp-20261128-101500 data/otto/test.csv -o submission.csv
     """
-    from ottotrain.predict import predict as run_predict
+    from ottotrain.workflows.predict import predict as run_predict
 
     result = run_predict(run_dir, test_csv, output)
     click.echo(f"{result['rows']} rows in {result['seconds']:.2f}s "
@@ -149,7 +152,7 @@ def summary(target, overrides):
       ottotrain summary configs/mlp.yaml
       ottotrain summary runs/mlp-20261128-101500
     """
-    from ottotrain.summary import summarize
+    from ottotrain.workflows.summary import summarize
 
     click.echo(summarize(target, overrides))
 
@@ -169,7 +172,7 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
     Example:
       ottotrain make-data data/synthetic --rows 50000
     """
-    from ottotrain.synth import make_data as run_make
+    from ottotrain.data.synth import make_data as run_make
 
     train, test = run_make(out_dir, rows=rows, seed=seed, test_rows=test_rows,
                            n_classes=classes, n_features=features)
@@ -210,8 +213,12 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
       ottotrain cv configs/otto.yaml --folds 5 --seeds 3 --set data.transform=anscombe
       ottotrain cv --resume runs/otto-cv-20261128-101500
     """
-    result = _train("ottotrain.cv:run_cv", config, overrides, resume, quiet, verbose,
-                    folds=folds, seeds=seeds, run_dir=run_dir, runs_root=runs_root, smoke=smoke)
+    cfg, name = _training_config(config, overrides, resume)
+    from ottotrain.workflows.cv import run_cv
+
+    result = _interruptible(run_cv, cfg, folds=folds, seeds=seeds, run_dir=run_dir,
+                            runs_root=runs_root, smoke=smoke, resume=resume,
+                            log=_log(quiet, verbose), config_name=name)
     if as_json:
         _echo_json(result)
     else:
@@ -240,7 +247,7 @@ def blend(runs_, output, temperature, as_json):
     Example:
       ottotrain blend runs/otto-cv-A runs/otto-cv-B -o submission.csv
     """
-    from ottotrain.blend import blend as run_blend
+    from ottotrain.workflows.blend import blend as run_blend
 
     result = run_blend(list(runs_), output, temperature)
     if as_json:
@@ -277,7 +284,7 @@ def init(path, quiet):
       ottotrain init
       ottotrain init configs/first.yaml
     """
-    from ottotrain.starter import write_starter
+    from ottotrain.workflows.starter import write_starter
 
     written = write_starter(path)
     if not quiet:
@@ -304,8 +311,8 @@ def check(config, overrides, as_json, quiet):
       ottotrain check configs/mlp.yaml
       ottotrain check configs/mlp.yaml --set data.validation_split=0.2
     """
-    from ottotrain.check import check as run_check
-    from ottotrain.check import format_check, one_line
+    from ottotrain.workflows.check import check as run_check
+    from ottotrain.workflows.check import format_check, one_line
     from ottotrain.config import load_config
 
     result = run_check(load_config(config, overrides), log=_log(quiet))
@@ -371,7 +378,7 @@ def runs_cmd(runs_dir, sort, diff, as_json):
       ottotrain runs runs --sort score
       ottotrain runs --diff mlp-20261128-101500 mlp-20261128-113000
     """
-    from ottotrain import report
+    from ottotrain.workflows import report
 
     if diff:
         result = report.diff_runs(*diff, root=runs_dir)
@@ -405,8 +412,8 @@ def evaluate(run_dir, data_csv, as_json, quiet):
     Example:
       ottotrain evaluate runs/mlp-20261128-101500 data/otto/holdout.csv
     """
-    from ottotrain.evaluate import evaluate as run_evaluate
-    from ottotrain.evaluate import format_evaluation
+    from ottotrain.workflows.evaluate import evaluate as run_evaluate
+    from ottotrain.workflows.evaluate import format_evaluation
 
     result = run_evaluate(run_dir, data_csv, log=_log(quiet))
     if as_json:
@@ -426,7 +433,7 @@ def plot(run_dir):
     Example:
       ottotrain plot runs/mlp-20261128-101500
     """
-    from ottotrain.plots import plot_run
+    from ottotrain.workflows.plots import plot_run
 
     for p in plot_run(run_dir, strict=True):
         click.echo(p)

@@ -23,7 +23,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Synthetic Otto-shaped train.csv (600 rows) and test.csv (200 rows)."""
-    from ottotrain.synth import make_data
+    from ottotrain.data.synth import make_data
 
     d = tmp_path_factory.mktemp("tiny")
     train, test = make_data(d, rows=600, seed=0, test_rows=200)

@@ -11,7 +11,7 @@ def _cfg(layers, **train):
 
 
 def _build(layers, n_features=93, n_classes=9, **train):
-    from ottotrain.build import build_model
+    from ottotrain.engine.build import build_model
 
     return build_model(_cfg(layers, **train), n_features, n_classes)
 
@@ -81,7 +81,7 @@ def test_keras_rejections_name_the_layer(layers, fragment):
 
 
 def test_summary_text_lists_layers_and_totals():
-    from ottotrain.build import summary_text
+    from ottotrain.engine.build import summary_text
 
     text = summary_text(_build([{"Dense": {"units": 100}}] + HEAD))
     assert "Dense" in text and "Total params: 10,309" in text

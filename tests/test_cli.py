@@ -109,7 +109,7 @@ def test_set_overrides_are_validated_and_applied(tiny_config_path, cli, tmp_path
 
 
 def test_same_config_works_on_other_columns_and_class_counts(tmp_path, write_config, cli):
-    from ottotrain.synth import make_data
+    from ottotrain.data.synth import make_data
 
     train, test = make_data(tmp_path / "d", rows=400, seed=2, test_rows=50, n_classes=4, n_features=12)
     cfg = write_config(tiny_config({"train": train, "test": test}, epochs=1))
@@ -131,7 +131,7 @@ def test_summary_of_config_and_run(tiny_config_path, cli, tmp_path):
 
 def test_summary_reads_only_header_and_target(tmp_path, write_config, cli, monkeypatch):
     """summary must not parse feature cells: a broken feature cell does not matter to it."""
-    from ottotrain.synth import make_data
+    from ottotrain.data.synth import make_data
 
     train, _ = make_data(tmp_path / "d", rows=100, seed=0, test_rows=0)
     lines = train.read_text().splitlines()

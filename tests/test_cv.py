@@ -38,7 +38,7 @@ def _train_table(tiny_data):
 
 
 def test_fold_assignment_stratified_and_deterministic(tiny_data):
-    from ottotrain.cv import fold_assignment
+    from ottotrain.data import fold_assignment
 
     y = pd.Categorical(_train_table(tiny_data)["target"]).codes
     a = fold_assignment(y, 5, seed=1)
@@ -53,7 +53,7 @@ def test_fold_assignment_stratified_and_deterministic(tiny_data):
 
 
 def test_fold_assignment_refuses_too_small_classes():
-    from ottotrain.cv import fold_assignment
+    from ottotrain.data import fold_assignment
     from ottotrain.errors import DataError
 
     with pytest.raises(DataError, match="smallest class has only 2 rows"):
@@ -73,7 +73,7 @@ def test_every_training_row_gets_one_oof_prediction(cv_run, tiny_data):
     folds = pd.read_csv(cv_run / "folds.csv")
     assert np.array_equal(folds["fold"], oof["fold"]) and set(folds["fold"]) == {1, 2, 3}
     m = json.loads((cv_run / "metrics.json").read_text())
-    from ottotrain.data import log_loss
+    from ottotrain.metrics import log_loss
 
     y = oof["target"].map({c: i for i, c in enumerate(oof.columns[3:])}).to_numpy()
     assert abs(log_loss(y, p) - m["oof_log_loss"]) < 1e-4
@@ -113,8 +113,9 @@ def test_cv_variants_vary_the_members(cv_run):
 
 def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_path):
     from ottotrain import runs
-    from ottotrain.data import Preprocessor, load_test
-    from ottotrain.train import predict_proba
+    from ottotrain.data import load_test
+    from ottotrain.features import Preprocessor
+    from ottotrain.engine.inference import load_model, predict_proba
 
     sub = pd.read_csv(cv_run / "submission.csv")
     ids, x = load_test(tiny_data["test"], "id", "target", [f"feat_{j}" for j in range(1, 94)])
@@ -123,7 +124,7 @@ def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_pa
         for s in range(1, SEEDS + 1):
             name = cv_run / "models" / f"fold{f}-seed{s}"
             pre = Preprocessor.from_json(name.with_suffix(".preprocess.json").read_text())
-            model = runs.load_model(name.with_suffix(".keras"))
+            model = load_model(name.with_suffix(".keras"))
             ps.append(predict_proba(model, pre.transform(x)))
     mean = np.mean(ps, axis=0)
     assert np.array_equal(sub["id"].to_numpy(), ids)
@@ -136,8 +137,8 @@ def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_pa
 
 
 def test_fit_weights_simplex_and_never_worse():
-    from ottotrain.blend import fit_weights
-    from ottotrain.data import log_loss
+    from ottotrain.workflows.blend import fit_weights
+    from ottotrain.metrics import log_loss
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 500)
@@ -221,10 +222,10 @@ def test_blend_refuses_a_fit_run(tmp_path, tiny_config_path):
 
 def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
     """Interrupt in the second member's second epoch; resume reuses member 1, continues member 2."""
-    import ottotrain.train as T
+    import ottotrain.engine.member as T
     from ottotrain.config import load_config
-    from ottotrain.cv import run_cv
-    from ottotrain.train import Log
+    from ottotrain.workflows.cv import run_cv
+    from ottotrain.log import Log
 
     cfg = load_config(cv_config, ["train.epochs=3", "train.early_stopping=null"])
     run_dir = tmp_path / "run"
@@ -235,7 +236,7 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
         calls.append(work_dir.name)
         if len(calls) < 2:
             return real_loop(model, cfg, arrays, work_dir, log, state, cw, extra)
-        keras = T.sys.modules["keras"]
+        from ottotrain.engine.env import keras
 
         class Stop(keras.callbacks.Callback):
             n = 0
@@ -264,7 +265,7 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
     m = run_cv(cfg, resume=run_dir, log=Log(1, out))
     text = out.getvalue()
     assert "fold1-seed1: finished earlier, reused" in text
-    assert "resuming fold2-seed1 after epoch 1" in text
+    assert "Resuming fold2-seed1 after epoch 1" in text
     for p, t in done.items():  # finished members untouched
         assert p.stat().st_mtime_ns == t
     assert m["n_models"] == FOLDS and len(pd.read_csv(run_dir / "oof.csv")) == 600
@@ -299,6 +300,6 @@ def test_summary_shows_every_variant(cv_config, cv_run):
 @pytest.mark.parametrize("name, want", [("otto", "otto-cv"), ("otto-cv", "otto-cv"),
                                         ("my_cv", "my_cv"), ("cv", "cv"), ("cvx", "cvx-cv")])
 def test_cv_run_directory_names_say_cv_once(name, want):
-    from ottotrain.cv import cv_run_name
+    from ottotrain.workflows.cv import cv_run_name
 
     assert cv_run_name(name) == want

@@ -189,11 +189,11 @@ def test_stratified_split_keeps_class_shares():
 
 def _read_cached(path):
     """Read a generated train file by the fast path; (x, other columns, its cache entry)."""
-    from ottotrain import data as D
+    from ottotrain.data import csv as D
 
     feats = [c for c in D.read_header(path) if c.startswith("feat_")]
     x, rest = D.read_columns(path, "train", feats, ("id", "target"))
-    return x, rest, D._csv_cache_path(path, ["id", "target", *feats])
+    return x, rest, D.csv_cache_path(path, ["id", "target", *feats])
 
 
 def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
@@ -201,10 +201,10 @@ def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 
     import pandas as pd
 
-    from ottotrain import data as D
-    from ottotrain.synth import make_data
+    from ottotrain.data import csv as D
+    from ottotrain.data.synth import make_data
 
-    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr("ottotrain.data.cache.CSV_CACHE_MIN_BYTES", 0)
     train, _ = make_data(tmp_path / "d", rows=200, seed=0, test_rows=0)
     x, rest, cache = _read_cached(train)
     assert cache is not None and cache.exists()
@@ -213,23 +213,23 @@ def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     np.testing.assert_array_equal(x, x2)
     pd.testing.assert_frame_equal(rest, rest2)
     monkeypatch.undo()
-    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr("ottotrain.data.cache.CSV_CACHE_MIN_BYTES", 0)
     # A changed file (new size/mtime) is parsed again, never served stale.
     text = train.read_text().splitlines()
     train.write_text("\n".join(text[:50]) + "\n")
     os.utime(train, ns=(1, 1))
     assert len(_read_cached(train)[0]) == 49
     monkeypatch.setenv("OTTOTRAIN_CSV_CACHE", "0")
-    assert D._csv_cache_path(train) is None
+    assert D.csv_cache_path(train) is None
 
 
 def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
     import os
 
-    from ottotrain import data as D
-    from ottotrain.synth import make_data
+    from ottotrain.data import csv as D
+    from ottotrain.data.synth import make_data
 
-    monkeypatch.setattr(D, "CSV_CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr("ottotrain.data.cache.CSV_CACHE_MIN_BYTES", 0)
     monkeypatch.setenv("OTTOTRAIN_CACHE", str(tmp_path / "cache"))
     files = [make_data(tmp_path / f"d{i}", rows=300, seed=i, test_rows=0)[0] for i in range(3)]
     size = _read_cached(files[0])[2].stat().st_size
@@ -250,8 +250,8 @@ def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
 
 def test_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypatch):
     """The float32 fast path and the pandas path agree on values, ids, labels and row order."""
-    from ottotrain import data as D
-    from ottotrain.synth import make_data
+    from ottotrain.data import csv as D
+    from ottotrain.data.synth import make_data
 
     train, test = make_data(tmp_path / "d", rows=3000, seed=3, test_rows=500)
     feats = [c for c in D.read_header(train) if c.startswith("feat_")]
@@ -268,7 +268,7 @@ def test_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypatch):
 @pytest.mark.parametrize("cell", ["NA", "", "inf", "abc", "1e39", "True"])
 def test_fast_reader_leaves_doubtful_files_to_the_careful_path(tmp_path, cell):
     """Whatever the fast path cannot vouch for gets the careful path's message (or value)."""
-    from ottotrain import data as D
+    from ottotrain.data import csv as D
 
     p = tmp_path / "t.csv"
     p.write_text(f"id,feat_1,feat_2,target\n1,0,3,Class_1\n2,{cell},4,Class_2\n3,1,2,Class_1\n")
@@ -297,7 +297,7 @@ def _counts(rows, seed):
 @pytest.mark.parametrize("scaling", ["none", "standard", "minmax", "robust"])
 def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transform, expect, scaling):
     from ottotrain.config import DataConfig
-    from ottotrain.data import Preprocessor
+    from ottotrain.features import Preprocessor
 
     fit_rows, other = _counts(400, 0), _counts(50, 1)
     cfg = DataConfig(train="t.csv", transform=transform, scaling=scaling)
@@ -325,7 +325,7 @@ def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transfo
 
 def test_quantile_and_tfidf_features():
     from ottotrain.config import DataConfig
-    from ottotrain.data import Preprocessor
+    from ottotrain.features import Preprocessor
 
     x = _counts(2000, 2)
     cfg = DataConfig(train="t.csv", transform="quantile", tfidf=True, scaling="none")
@@ -347,7 +347,7 @@ def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
     import json
 
     from ottotrain.config import DataConfig
-    from ottotrain.data import Preprocessor
+    from ottotrain.features import Preprocessor
 
     x = _counts(100, 3)
     cfg = DataConfig(train="t.csv", transform="anscombe", scaling="none")
@@ -362,7 +362,7 @@ def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
 def test_scaling_statistics_by_blocks_match_the_whole_matrix(monkeypatch, transform, scaling):
     """Big inputs are scaled from block-wise statistics: the same as numpy's on the whole matrix."""
     from ottotrain.config import DataConfig
-    from ottotrain.data import Preprocessor
+    from ottotrain.features import Preprocessor
 
     x = _counts(5000, 7)
     dc = DataConfig(train="t.csv", transform=transform, scaling=scaling, tfidf=True)

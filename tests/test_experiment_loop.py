@@ -206,7 +206,8 @@ def test_fit_shows_a_progress_bar_on_a_terminal(tiny_data, tmp_path):
     import io
 
     from ottotrain.config import validate_tree
-    from ottotrain.train import Log, fit
+    from ottotrain.log import Log
+    from ottotrain.workflows.fit import fit
 
     class Terminal(io.StringIO):
         def isatty(self):

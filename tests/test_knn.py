@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from conftest import error_line, run_cli, tiny_config
-from ottotrain import knn
+from ottotrain.features import knn
 from ottotrain.config import DataConfig
-from ottotrain.data import Preprocessor
+from ottotrain.features import Preprocessor
 from ottotrain.errors import DataError, RunError
 
 KS = [1, 2, 3]

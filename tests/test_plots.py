@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ottotrain.errors import RunError
-from ottotrain.plots import plot_confusion, plot_curves, plot_run
+from ottotrain.workflows.plots import plot_confusion, plot_curves, plot_run
 
 
 def png_size(path):
@@ -90,7 +90,7 @@ def test_plots_do_not_touch_pyplot_or_the_backend(tmp_path):
 
     write_history(tmp_path / "history.csv")
     # No pyplot means no backend chosen or switched (we never call matplotlib.use either).
-    code = (f"import sys; from ottotrain.plots import plot_run; plot_run({str(tmp_path)!r}); "
+    code = (f"import sys; from ottotrain.workflows.plots import plot_run; plot_run({str(tmp_path)!r}); "
             f"print('matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

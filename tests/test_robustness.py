@@ -91,7 +91,8 @@ def crash_story(tiny_data, tmp_path_factory):
     Everything is recorded here; the tests below check one aspect each.
     """
     from ottotrain.config import load_config
-    from ottotrain.train import Log, fit
+    from ottotrain.log import Log
+    from ottotrain.workflows.fit import fit
     from tests.conftest import run_cli
 
     tmp = tmp_path_factory.mktemp("crash")
@@ -222,7 +223,7 @@ def test_nan_loss_stops_with_advice_and_keeps_the_best_model(tiny_data, write_co
     hist = _history(run)
     assert len(hist) >= 1 and np.isfinite(hist["val_loss"]).all()
     assert (run / "model.keras").is_file()
-    from ottotrain.runs import load_model
+    from ottotrain.engine.inference import load_model
 
     load_model(run / "model.keras")  # the kept model loads
 
@@ -237,7 +238,7 @@ def _copy_tiny(tiny_data, tmp_path):
 
 def test_crash_after_early_stopping_resumes_without_training_on(tiny_data, write_config, cli,
                                                                tmp_path, monkeypatch):
-    import ottotrain.train as T
+    import ottotrain.workflows.fit as T
 
     data = _copy_tiny(tiny_data, tmp_path)
     cfg = tiny_config(data, epochs=40, optimizer={"name": "adam", "learning_rate": 0.05},
@@ -247,7 +248,7 @@ def test_crash_after_early_stopping_resumes_without_training_on(tiny_data, write
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(T, "finish", crash)
+    monkeypatch.setattr(T, "_finish", crash)
     with pytest.raises(RuntimeError, match="disk full"):  # a bug keeps its traceback
         cli("fit", path, "--run-dir", run)
     monkeypatch.undo()
@@ -274,9 +275,9 @@ def test_crash_after_early_stopping_resumes_without_training_on(tiny_data, write
 
 def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config, cli, tmp_path,
                                                         monkeypatch):
-    import ottotrain.train as T
+    import ottotrain.workflows.fit as T
 
-    monkeypatch.setattr(T, "finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(T, "_finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     run = tmp_path / "run"
     r = cli("fit", write_config(tiny_config(tiny_data)), "--run-dir", run)
     assert r.exit_code == 130 and _status(run)["status"] == "interrupted"
@@ -301,10 +302,10 @@ def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config,
 
 def test_seed_generator_states_round_trip():
     """Keras does not save dropout seed states in .keras files; the resume state does."""
-    from ottotrain.build import import_keras
-    from ottotrain.train import _restore_seed_state, _seed_state
+    from ottotrain.engine.checkpoints import restore_seed_state as _restore_seed_state
+    from ottotrain.engine.checkpoints import seed_state as _seed_state
+    from ottotrain.engine.env import keras
 
-    keras = import_keras()
     keras.utils.set_random_seed(3)
 
     def model():

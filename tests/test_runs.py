@@ -21,7 +21,8 @@ from tests.conftest import error_line as _error_line, tiny_config
 def finished_run(tiny_data, tmp_path_factory):
     """A real finished run (2 epochs on tiny data), trained once for the module."""
     from ottotrain.config import validate_tree
-    from ottotrain.train import Log, fit
+    from ottotrain.log import Log
+    from ottotrain.workflows.fit import fit
 
     d = tmp_path_factory.mktemp("finished")
     cfg = validate_tree(tiny_config(tiny_data))
@@ -163,12 +164,12 @@ def test_tampered_model_is_refused_and_nothing_runs(name, cli, run_copy, tiny_da
 
 def test_keras_safe_mode_alone_also_refuses_a_lambda(run_copy, tmp_path):
     """Defence in depth: even past our own check, Keras' safe mode refuses the lambda."""
-    from ottotrain.build import import_keras
+    from ottotrain.engine.env import keras
 
     marker = tmp_path / "pwned"
     _tamper(run_copy / "model.keras", lambda c, i: c["config"]["layers"].insert(2, _lambda_layer(marker)))
     with pytest.raises(ValueError, match="safe_mode"):
-        import_keras().models.load_model(run_copy / "model.keras", safe_mode=True)
+        keras.models.load_model(run_copy / "model.keras", safe_mode=True)
     assert not marker.exists()
 
 
@@ -194,7 +195,7 @@ def test_json_holding_pickled_bytes_is_refused(cli, run_copy, tiny_data):
 def test_resume_refuses_unusable_run_dirs(cli, finished_run, tmp_path):
     for command in ("fit", "cv"):
         line = _error_line(cli(command, "--resume", tmp_path / "nowhere"))
-        assert "not an ottotrain run directory" in line
+        assert "no such run directory" in line
     line = _error_line(cli("fit", "--resume", finished_run))
     assert "already finished" in line and "ottotrain fit" in line
 

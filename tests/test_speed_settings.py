@@ -12,14 +12,14 @@ import pytest
 
 def test_dataset_batches_are_the_rows_in_perm_order():
     tf = pytest.importorskip("tensorflow")
-    from ottotrain.train import EpochBatches
+    from ottotrain.engine.loop import EpochBatches
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(103, 5)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 103)]
     perm = rng.permutation(103)
     for p, bs in ((perm, 10), (None, 10), (perm, 103), (perm, 200), (None, 1)):
-        got = list(EpochBatches(tf, x, y, bs).epoch(p).as_numpy_iterator())
+        got = list(EpochBatches(x, y, bs).epoch(p).as_numpy_iterator())
         xs, ys = (x[p], y[p]) if p is not None else (x, y)
         want = [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)]
         assert len(got) == len(want)
@@ -27,8 +27,8 @@ def test_dataset_batches_are_the_rows_in_perm_order():
             np.testing.assert_array_equal(gx, wx)
             np.testing.assert_array_equal(gy, wy)
     # Tensors in (converted once by train_loop) give the same batches as arrays.
-    a = list(EpochBatches(tf, tf.constant(x), tf.constant(y), 16).epoch(perm).as_numpy_iterator())
-    b = list(EpochBatches(tf, x, y, 16).epoch(perm).as_numpy_iterator())
+    a = list(EpochBatches(tf.constant(x), tf.constant(y), 16).epoch(perm).as_numpy_iterator())
+    b = list(EpochBatches(x, y, 16).epoch(perm).as_numpy_iterator())
     assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
 
 
@@ -39,24 +39,25 @@ def test_batches_hold_one_copy_and_run_without_the_autotuner():
     other epoch (bench/RESULTS.md); the captured tensors doubled the training set's memory.
     """
     tf = pytest.importorskip("tensorflow")
-    from ottotrain.train import EpochBatches
+    from ottotrain.engine.loop import EpochBatches
 
     x, y = np.ones((40, 3), np.float32), np.eye(2, dtype=np.float32)[np.arange(40) % 2]
-    b = EpochBatches(tf, x, y, 8)
+    b = EpochBatches(x, y, 8)
     assert isinstance(b.x, tf.Variable) and isinstance(b.y, tf.Variable)
     assert b.epoch().options().autotune.enabled is False
     assert sum(1 for _ in b.epoch()) == 5
 
 
 def _weights_after_one_epoch(cfg, x, y, perm):
-    from ottotrain.build import build_model, compile_model
-    from ottotrain.train import EpochBatches, setup_tf
+    from ottotrain.engine.build import build_model, compile_model
+    from ottotrain.engine.build import setup
+    from ottotrain.engine.loop import EpochBatches
 
-    setup_tf(cfg)
+    setup(cfg.seed, cfg.train.deterministic)
     import tensorflow as tf
 
     model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
-    model.fit(EpochBatches(tf, x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0,
+    model.fit(EpochBatches(x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0,
               shuffle=False)
     return model.steps_per_execution, [np.asarray(w) for w in model.get_weights()]
 
@@ -87,7 +88,7 @@ def test_speed_settings_do_not_change_weights(tiny_data, write_config, setting, 
 def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
-    from ottotrain.data import _read_csv_arrow, read_table
+    from ottotrain.data.csv import _read_csv_arrow, read_table
 
     text = ("id,feat_1,feat_2,target\n1,0,3,Class_1\n2,,4,Class_2\n3,NA,5,NA\n"
             "4,7,nan,Class_1\n5,1e3,-2,null\n")
@@ -108,12 +109,12 @@ def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
 def test_explicit_jit_compile_is_honoured_under_determinism(tiny_data, write_config, tmp_path):
     from conftest import tiny_config
 
-    from ottotrain.build import build_model, compile_model
+    from ottotrain.engine.build import build_model, compile_model
     from ottotrain.config import load_config
-    from ottotrain.train import setup_tf
+    from ottotrain.engine.build import setup
 
     cfg = load_config(write_config(tiny_config(tiny_data, jit_compile=True)), [])
-    setup_tf(cfg)
+    setup(cfg.seed, cfg.train.deterministic)
     model = compile_model(build_model(cfg, 93, 9, compile=False), cfg, 100)
     assert model.jit_compile is True
     cfg = load_config(write_config(tiny_config(tiny_data), "auto.yaml"), [])

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from ottotrain.synth import OTTO_CLASS_COUNTS, make_arrays, make_data
+from ottotrain.data.synth import OTTO_CLASS_COUNTS, make_arrays, make_data
 
 
 def test_schema_and_determinism(tmp_path):

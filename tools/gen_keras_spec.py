@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-OUT = Path(__file__).resolve().parent.parent / "ottotrain" / "keras_spec.json"
+OUT = Path(__file__).resolve().parent.parent / "ottotrain" / "config" / "keras_spec.json"
 
 # Layers that need Python objects (other layers, functions) or shapes we manage.
 SKIP_LAYERS = {

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ottotrain.features.transforms import signed_log1p
+
 EPS = 1e-3     # log(distance + EPS): exact duplicates (distance 0) stay finite
 CHUNK = 512    # query rows per matrix product: 512 x 50k float32 is 100 MB per thread
 _MEMO: dict = {}  # (reference digest, query digest, k, leave-one-out) -> features
@@ -31,8 +33,6 @@ _MEMO_BYTES = 512 << 20
 
 def space(x) -> np.ndarray:
     """The rows as the distances see them: signed log1p, float32."""
-    from ottotrain.data import signed_log1p
-
     return signed_log1p(np.asarray(x, dtype=np.float32))
 
 

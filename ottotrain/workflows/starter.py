@@ -12,7 +12,7 @@ TEMPLATE = "init.yaml"
 
 def starter_text(path="ottotrain.yaml") -> str:
     """The starter config's text, with its own file name in the example commands."""
-    text = resources.files("ottotrain").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
+    text = resources.files("ottotrain.workflows").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
     # str.format would trip over the YAML flow mappings' braces.
     return text.replace("{path}", str(path))
 

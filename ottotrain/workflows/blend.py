@@ -21,14 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.optimize import minimize, minimize_scalar
 
 from ottotrain import runs
 from ottotrain.errors import DataError, RunError
+from ottotrain.io import atomic_path, check_output_path
+from ottotrain.metrics import log_loss
+from ottotrain.runs import CV_KIND, OOF_FILE
 
 
 def _read_csv(path):
-    import pandas as pd
-
     try:
         return pd.read_csv(path)
     except FileNotFoundError:
@@ -39,13 +42,11 @@ def _read_csv(path):
 
 def load_cv_run(run_dir):
     """Read a finished cv run's OOF table; return a dict with ids, folds, y, classes, proba."""
-    from ottotrain.cv import KIND, OOF_FILE
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     info = runs.read_status(run_dir)
-    if info.get("kind") != KIND:
+    if info.get("kind") != CV_KIND:
         raise RunError(f"{run_dir}: not a cv run; blend needs out-of-fold predictions, made by "
                        "'ottotrain cv'")
     if info["status"] != runs.FINISHED:
@@ -82,16 +83,8 @@ def check_compatible(items):
             raise DataError(f"{b}: its targets differ from {a}'s; blend runs on the same data")
 
 
-def _log_loss(y, p):
-    from ottotrain.data import log_loss
-
-    return log_loss(y, p)
-
-
 def fit_weights(probas, y) -> np.ndarray:
     """Non-negative weights summing to 1 that minimise the log loss of ``sum w_i p_i``."""
-    from scipy.optimize import minimize
-
     k = len(probas)
     if k == 1:
         return np.ones(1)
@@ -128,9 +121,7 @@ def apply_temperature(p, t: float) -> np.ndarray:
 
 
 def fit_temperature(p, y) -> float:
-    from scipy.optimize import minimize_scalar
-
-    r = minimize_scalar(lambda t: _log_loss(y, apply_temperature(p, t)), bounds=(0.25, 4.0),
+    r = minimize_scalar(lambda t: log_loss(y, apply_temperature(p, t)), bounds=(0.25, 4.0),
                         method="bounded", options={"xatol": 1e-4})
     return float(r.x)
 
@@ -147,10 +138,6 @@ def blend(run_dirs, output=None, temperature=False):
         dict with each run's OOF log loss and accuracy, the weights, the blend's
         OOF scores with and without temperature, and the output path.
     """
-    import pandas as pd
-
-    from ottotrain.io import atomic_path
-
     if not run_dirs:
         raise DataError("give at least one cv run directory to blend")
     seen = set()
@@ -165,7 +152,7 @@ def blend(run_dirs, output=None, temperature=False):
     per_run = []
     for it in items:
         p = it["proba"]
-        per_run.append({"run": str(it["dir"]), "oof_log_loss": round(_log_loss(y, p), 6),
+        per_run.append({"run": str(it["dir"]), "oof_log_loss": round(log_loss(y, p), 6),
                         "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6)})
     w = fit_weights([it["proba"] for it in items], y)
     p = sum(wi * it["proba"] for wi, it in zip(w, items))
@@ -173,16 +160,14 @@ def blend(run_dirs, output=None, temperature=False):
     pt = apply_temperature(p, t)
     result = {
         "runs": [{**r, "weight": round(float(wi), 6)} for r, wi in zip(per_run, w)],
-        "oof_log_loss": round(_log_loss(y, p), 6),
+        "oof_log_loss": round(log_loss(y, p), 6),
         "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
         "temperature": round(t, 4),
-        "oof_log_loss_temperature": round(_log_loss(y, pt), 6),
+        "oof_log_loss_temperature": round(log_loss(y, pt), 6),
         "temperature_applied": bool(temperature),
         "output": None,
     }
     if output is not None:
-        from ottotrain.io import check_output_path
-
         output = check_output_path(output)
         subs = []
         for it in items:

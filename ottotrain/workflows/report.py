@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 
 from ottotrain import runs
+from ottotrain.config import parse_yaml_text
+from ottotrain.config.diff import diff_configs
 from ottotrain.errors import RunError
 from ottotrain.io import read_json
 
@@ -220,9 +222,6 @@ def diff_runs(a, b, root="runs") -> dict:
     Raises:
         RunError: a run is missing or has no readable config.yaml.
     """
-    from ottotrain.config import parse_yaml_text
-    from ottotrain.train import diff_configs
-
     trees = []
     dirs = [resolve_run(a, root), resolve_run(b, root)]
     for d in dirs:

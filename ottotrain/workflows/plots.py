@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ottotrain.errors import RunError
 from ottotrain.io import atomic_path
 
 DPI = 100
@@ -18,9 +24,6 @@ CONFUSION_SIZE = (700, 600)
 
 
 def _figure(size):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
@@ -33,8 +36,6 @@ def _save(fig, path):
 
 
 def _read_history(path):
-    import pandas as pd
-
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:  # a zero-byte file: a run killed before any epoch
@@ -96,9 +97,6 @@ def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | No
     Cells show counts; their colour is the count as a share of the true class's rows,
     so that small classes are as readable as large ones.
     """
-    import numpy as np
-    import pandas as pd
-
     try:
         df = pd.read_csv(val_predictions_csv)
     except pd.errors.EmptyDataError:
@@ -150,8 +148,6 @@ def plot_run(run_dir, strict=False) -> list[Path]:
     Raises:
         RunError: ``strict`` and there is no run directory or nothing to plot.
     """
-    from ottotrain.errors import RunError
-
     run_dir = Path(run_dir)
     if strict and not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")

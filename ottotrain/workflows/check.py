@@ -1,7 +1,7 @@
 """``ottotrain check``: validate a config and its data the way ``fit`` would, train nothing.
 
 Everything ``fit`` checks before it creates a run directory is run here, through
-the same functions (``train.prepare``, ``train.class_weights``, ``build.build_model``),
+the same functions (``fit.prepare``, ``common.class_weights``, ``engine.build.check_model``),
 so a config that passes ``check`` fails ``fit`` only for reasons that need training
 (a diverging loss, a full disk).
 """
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ottotrain import engine
 from ottotrain.config import Config, normalize_named
+from ottotrain.data import data_paths
+from ottotrain.log import Log
+from ottotrain.workflows.common import class_weights, require_tensorboard
+from ottotrain.workflows.fit import prepare
 
 
 def check(cfg: Config, log=None) -> dict:
@@ -18,7 +23,7 @@ def check(cfg: Config, log=None) -> dict:
 
     Args:
         cfg: a validated ``Config`` (see ``load_config``).
-        log: a ``train.Log`` for progress (stderr); quiet by default.
+        log: progress output (stderr); quiet by default.
 
     Returns:
         A dict with the data, class balance, split, test file, model and training
@@ -28,15 +33,10 @@ def check(cfg: Config, log=None) -> dict:
         DataError: a file is missing, unreadable or inconsistent.
         ConfigError: the model or optimizer cannot be built for this data.
     """
-    from ottotrain.build import build_model, compile_model, summary_text
-    from ottotrain.data import data_paths
-    from ottotrain.tblog import require_tensorboard
-    from ottotrain.train import Log, class_weights, prepare
-
     log = log or Log(0)
     train_path, test_path = data_paths(cfg.data)
     log(f"Reading {train_path}" + (f" and {test_path}" if test_path else ""), 1)
-    train, pre, arrays, x_test, _ = prepare(cfg, smoke=False, log=log)
+    train, pre, arrays, x_test, _ = prepare(cfg, smoke=False)
     classes = list(train.classes)
     n = len(train.y)
     counts = np.bincount(train.y, minlength=len(classes))
@@ -45,15 +45,15 @@ def check(cfg: Config, log=None) -> dict:
     require_tensorboard(cfg)
 
     log("Building the model", 1)
-    model = build_model(cfg, pre.n_outputs, len(classes), compile=False)
-    compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
+    model = engine.build.build_model(cfg, pre.n_outputs, len(classes), compile=False)
+    engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     warnings = _warnings(cfg, model, arrays, classes, counts, val_counts, test_path)
 
     t = cfg.train
     opt_name, opt_args = normalize_named(t.optimizer)
     return {
-        "config": cfg._source,
+        "config": cfg.source,
         "train": {"path": str(train_path), "rows": int(n), "features": len(train.features),
                   "model_inputs": int(pre.n_outputs)},
         "classes": [{"name": c, "rows": int(k), "share": round(float(k) / n, 6), "validation_rows": int(v)}
@@ -64,14 +64,15 @@ def check(cfg: Config, log=None) -> dict:
                   "seed": cfg.seed},
         "test": ({"path": str(test_path), "rows": int(len(x_test[0]))} if x_test is not None else None),
         "model": {"parameters": int(model.count_params()), "trainable_parameters": trainable,
-                  "summary": summary_text(model)},
+                  "summary": engine.build.summary_text(model)},
         "fit": {"epochs": t.epochs, "batch_size": t.batch_size,
                 "steps_per_epoch": -(-len(arrays.y_train) // t.batch_size),
                 "optimizer": {"name": opt_name, **opt_args},
                 "loss": normalize_named(t.loss)[0],
                 "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
                 "checkpoint_monitor": t.checkpoint.monitor,
-                "lr_schedule": t.lr_schedule, "class_weight": t.class_weight,
+                "lr_schedule": t.lr_schedule.model_dump() if t.lr_schedule else None,
+                "class_weight": t.class_weight,
                 "preprocessing": {"transform": cfg.data.transform, "tfidf": cfg.data.tfidf,
                                   "knn": cfg.data.knn.k if cfg.data.knn else None,
                                   "scaling": cfg.data.scaling}},
@@ -84,7 +85,7 @@ def _warnings(cfg, model, arrays, classes, counts, val_counts, test_path) -> lis
     # The loss expects probabilities; a model without a final softmax trains on nonsense.
     p = np.asarray(model(arrays.x_val[:8], training=False), dtype=np.float64)
     if (p < -1e-6).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
-        out.append(f"{cfg._source}: model.layers: the model's outputs are not probabilities "
+        out.append(f"{cfg.source}: model.layers: the model's outputs are not probabilities "
                    f"(a row sums to {p.sum(axis=1)[0]:.3g}); end the layers with {{Activation: softmax}}")
     missing = [c for c, v in zip(classes, val_counts) if v == 0]
     if missing:

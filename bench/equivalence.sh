@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Same config, same seed -> same predictions, whatever the code layout. Prints a sha256 per
+# artifact; run it on two checkouts and compare (issue 15: before/after the restructuring).
+#   bash bench/equivalence.sh OUT_DIR            # with the installed ottotrain
+#   PYTHONPATH=/path/to/other/checkout bash bench/equivalence.sh OUT_DIR
+set -euo pipefail
+out=${1:?usage: bench/equivalence.sh OUT_DIR}
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-python}
+mkdir -p "$out"
+export OTTOTRAIN_CACHE="$out/cache"
+ot() { "$py" -m ottotrain "$@"; }
+ot make-data "$out/data" --rows 6000 --test-rows 2000 --seed 3 >/dev/null
+data=(--set "data.train=$out/data/train.csv" --set "data.test=$out/data/test.csv")
+# The tutorial MLP as shipped (SGD, early stopping), 8 epochs.
+ot fit "$root/configs/mlp.yaml" "${data[@]}" --set train.epochs=8 --run-dir "$out/mlp" -q >/dev/null
+# A cv run: 3 folds x 2 seeds, a variant with TF-IDF and another with KNN features, dropout.
+cat > "$out/cv.yaml" <<YAML
+name: eq-cv
+seed: 7
+data: {train: $out/data/train.csv, test: $out/data/test.csv, transform: log1p}
+model:
+  layers:
+    - Dense: {units: 64, activation: relu}
+    - Dropout: {rate: 0.2}
+    - Dense: {units: n_classes}
+    - Activation: softmax
+train:
+  optimizer: {name: adam, learning_rate: 0.003}
+  epochs: 4
+  batch_size: 256
+  lr_schedule: {name: cosine, warmup_epochs: 1}
+  early_stopping: {patience: 2}
+cv:
+  folds: 3
+  variants: [{data.tfidf: true}, {data.knn: {k: [1, 4]}}]
+YAML
+ot cv "$out/cv.yaml" --run-dir "$out/cv" -q >/dev/null
+ot predict "$out/cv" "$out/data/test.csv" -o "$out/cv-predict.csv" >/dev/null 2>&1
+ot predict "$out/mlp" "$out/data/test.csv" -o "$out/mlp-predict.csv" >/dev/null 2>&1
+cd "$out"
+sha256sum mlp/submission.csv mlp/val_predictions.csv mlp-predict.csv cv/oof.csv cv/submission.csv cv-predict.csv

@@ -1,0 +1,227 @@
+"""The Keras parts of a config (layers, optimizer, loss, monitors), checked by name.
+
+Checked against ``keras_spec.json``, a static table of Keras signatures made by
+tools/gen_keras_spec.py, so that no Keras import is needed to validate a config.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from ottotrain.config.schema import SYMBOLS
+from ottotrain.errors import did_you_mean
+
+
+@functools.lru_cache(maxsize=1)
+def keras_spec() -> dict:
+    """Return the static table of Keras signatures (see tools/gen_keras_spec.py)."""
+    return json.loads((Path(__file__).parent / "keras_spec.json").read_text())
+
+
+def fmt(v) -> str:
+    s = repr(v) if not isinstance(v, str) else f"'{v}'"
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------
+# Layers, optimizer, loss: checked against keras_spec.json.
+
+
+class PathError(Exception):
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+def _type_ok(value, default) -> bool:
+    if value is None or default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    return True
+
+
+def _type_name(default) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}.get(type(default), "a value")
+
+
+def _check_named(path, value, family, what):
+    """Check an initializer/regularizer/constraint given by name or {name: ..., args}."""
+    spec = keras_spec()
+    table = spec[family]
+    aliases = spec["aliases"][family]
+    names = sorted(set(aliases) | {n for n in table if n[0].isupper()})
+    if isinstance(value, str):
+        if value not in table and value not in aliases:
+            raise PathError(path, f"unknown {what} '{value}'{did_you_mean(value, names)}; "
+                             f"known: {', '.join(sorted(aliases))}")
+        return
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise PathError(path, f"a {what} mapping needs a 'name', e.g. {{name: l2, l2: 0.0001}}")
+        name = value["name"]
+        if not isinstance(name, str) or (name not in table and name not in aliases):
+            raise PathError(f"{path}.name", f"unknown {what} {fmt(name)}"
+                             f"{did_you_mean(name, names) if isinstance(name, str) else ''}; "
+                             f"known: {', '.join(sorted(aliases))}")
+        params = table.get(name) or table[aliases[name]]
+        _check_args(path, {k: v for k, v in value.items() if k != "name"}, params, f"{what} '{name}'")
+        return
+    if isinstance(value, (int, float)) and family == "regularizers":
+        raise PathError(path, f"give a regularizer as a name or mapping, e.g. {{name: l2, l2: {value}}}")
+    raise PathError(path, f"must be a {what} name or {{name: ..., ...}}, got {fmt(value)}")
+
+
+_NAMED_FAMILIES = (("_initializer", "initializers", "initializer"),
+                   ("_regularizer", "regularizers", "regularizer"),
+                   ("_constraint", "constraints", "constraint"))
+
+
+# Arguments whose Keras default is an integer but that take any number.
+_NUMERIC_ARGS = ("max_value", "fill_value")
+
+
+def _check_args(path, args, params, owner):
+    if not isinstance(args, dict):
+        raise PathError(path, f"arguments of {owner} must be a mapping, got {fmt(args)}")
+    for key, value in args.items():
+        if key not in params:
+            raise PathError(f"{path}.{key}", f"{owner} has no argument '{key}'"
+                             f"{did_you_mean(key, params)}; its arguments: {', '.join(params)}")
+        p = params[key]
+        if any(key.endswith(suf) or key == suf[1:] for suf, _, _ in _NAMED_FAMILIES):
+            continue  # a name or {name: ..., args}: checked by _check_value_rules
+        if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
+            raise PathError(f"{path}.{key}", f"must be a name or mapping, got {fmt(value)}")
+        default = p.get("default")
+        if key in _NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
+            default = float(default)  # Keras declares e.g. MaxNorm(max_value=2): any number works
+        if not p.get("object") and not _type_ok(value, default) and value not in SYMBOLS:
+            raise PathError(f"{path}.{key}",
+                             f"must be {_type_name(default)}, got {fmt(value)}")
+
+
+def _check_value_rules(path, key, value):
+    """Range rules Keras would only report late (or never)."""
+    if value is None:
+        return
+    if key in ("units", "filters", "output_dim") and not (
+            value in SYMBOLS or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)):
+        raise PathError(path, f"must be an integer >= 1 or one of {', '.join(SYMBOLS)}, got {fmt(value)}")
+    if key == "rate" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+        raise PathError(path, f"must be a number in [0, 1), got {fmt(value)}")
+    if key in ("activation", "recurrent_activation"):
+        acts = keras_spec()["activations"]
+        if not isinstance(value, str) or value not in acts:
+            raise PathError(path, f"unknown activation {fmt(value)}"
+                             f"{did_you_mean(value, acts) if isinstance(value, str) else ''}; "
+                             f"known: {', '.join(acts)}")
+    for suffix, family, what in _NAMED_FAMILIES:
+        if key.endswith(suffix) or key == suffix[1:]:
+            _check_named(path, value, family, what)
+
+
+def check_layer(i: int, item) -> tuple[str, dict]:
+    """Validate one ``model.layers`` entry; return (class name, arguments)."""
+    path = f"model.layers[{i}]"
+    layers = keras_spec()["layers"]
+    if isinstance(item, str):
+        name, args = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        name, args = next(iter(item.items()))
+    else:
+        raise PathError(path, "each layer is one mapping {LayerName: {argument: value}} "
+                         f"or a bare name, got {fmt(item)}")
+    if name == "Lambda":
+        raise PathError(path, "Lambda layers run arbitrary code and are not allowed in configs; "
+                         "use Activation, Rescaling or another built-in layer")
+    if not isinstance(name, str) or name not in layers:
+        raise PathError(path, f"unknown layer {fmt(name)}{did_you_mean(name, layers)}; "
+                         "any class of keras.layers is allowed, e.g. Dense, Dropout, "
+                         "BatchNormalization, PReLU")
+    params = layers[name]
+    required = [k for k, v in params.items() if v.get("required")]
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        # Shorthand for the single required argument: `Activation: relu`, `Dropout: 0.5`.
+        if len(required) != 1:
+            raise PathError(f"{path}.{name}", f"{name} takes a mapping of arguments, got {fmt(args)}")
+        args = {required[0]: args}
+    _check_args(f"{path}.{name}", args, params, name)
+    for key, value in args.items():
+        _check_value_rules(f"{path}.{name}.{key}", key, value)
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise PathError(f"{path}.{name}", f"{name} needs {', '.join(missing)}")
+    return name, args
+
+
+def normalize_named(value, default_key="name") -> tuple[str, dict]:
+    """Split ``'sgd'`` or ``{name: sgd, ...}`` into (name, kwargs)."""
+    if isinstance(value, str):
+        return value, {}
+    value = dict(value)
+    return value.pop(default_key, None), value
+
+
+def check_keras_parts(cfg: Config) -> None:
+    spec = keras_spec()
+    if not cfg.model.layers:
+        raise PathError("model.layers", "needs at least one layer, e.g. [{Dense: {units: n_classes}}, "
+                         "{Activation: softmax}]")
+    for i, item in enumerate(cfg.model.layers):
+        check_layer(i, item)
+
+    # Optimizer
+    name, kwargs = normalize_named(cfg.train.optimizer)
+    aliases = spec["aliases"]["optimizers"]
+    path = "train.optimizer" + (".name" if isinstance(cfg.train.optimizer, dict) else "")
+    if name is None:
+        raise PathError("train.optimizer", "needs a name, e.g. {name: sgd, learning_rate: 0.01}")
+    cls = aliases.get(str(name).lower())
+    if cls is None:
+        raise PathError(path, f"unknown optimizer {fmt(name)}{did_you_mean(name, aliases)}; "
+                         f"known: {', '.join(sorted(aliases))}")
+    _check_args("train.optimizer", kwargs, spec["optimizers"][cls], f"optimizer {cls}")
+    lr = kwargs.get("learning_rate")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 10):
+        raise PathError("train.optimizer.learning_rate", f"must be a number in (0, 10], got {fmt(lr)}")
+
+    # Loss
+    name, kwargs = normalize_named(cfg.train.loss)
+    path = "train.loss" + (".name" if isinstance(cfg.train.loss, dict) else "")
+    losses = spec["losses"]
+    fn_names = spec["aliases"]["losses"]
+    if name in losses:
+        _check_args("train.loss", kwargs, losses[name], f"loss {name}")
+    elif name in fn_names:
+        camel = "".join(w.capitalize() for w in name.split("_"))
+        camel_match = next((c for c in losses if c.lower() == camel.lower()), None)
+        if kwargs:
+            if camel_match is None:
+                raise PathError("train.loss", f"loss '{name}' takes no arguments")
+            _check_args("train.loss", kwargs, losses[camel_match], f"loss {name}")
+    else:
+        raise PathError(path, f"unknown loss {fmt(name)}{did_you_mean(name, fn_names)}; "
+                         "for classification use categorical_crossentropy")
+
+
+def needs_train_accuracy(cfg) -> bool:
+    """Whether training must compute Keras' running train accuracy (asked for or monitored)."""
+    t = cfg.train
+    monitors = [s.monitor for s in (t.early_stopping, t.checkpoint) if s is not None]
+    if t.lr_schedule is not None:
+        monitors.append(getattr(t.lr_schedule, "monitor", None))
+    return t.train_accuracy or "accuracy" in monitors

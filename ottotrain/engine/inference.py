@@ -1,0 +1,32 @@
+"""Loading a model written by ottotrain, and its class probabilities."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ottotrain.engine.env import keras
+from ottotrain.errors import RunError
+from ottotrain.runs.artifacts import proba_rows
+from ottotrain.runs.safety import check_model_file
+
+# Predicting with many models in one process (cv, a cv run's ensemble) makes TensorFlow
+# warn about retracing: every member is a new model, the warning is noise.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def load_model(path):
+    """Load a ``.keras`` file written by ottotrain: checked first, then in Keras' safe mode."""
+    check_model_file(path)
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path}: cannot be loaded safely ({msg[:300]}); the file is damaged "
+                       "or was not written by ottotrain") from None
+
+
+def predict_proba(model, x, batch_size=8192) -> np.ndarray:
+    """Class probabilities, rows summing to 1 (in float64)."""
+    return proba_rows(model.predict(x, batch_size=batch_size, verbose=0))

@@ -1,0 +1,73 @@
+"""``ottotrain evaluate``: score a finished run on a labelled CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from ottotrain.data import load_labelled
+from ottotrain.log import Log
+from ottotrain.metrics import log_loss
+from ottotrain.runs import CV_KIND
+from ottotrain.runs.predictor import open_run
+
+
+def evaluate(run_dir, data_csv, log=None) -> dict:
+    """Score a finished run on a labelled CSV.
+
+    Args:
+        run_dir: a run directory made by ``fit`` (or ``cv``: its ensemble is scored).
+        data_csv: CSV with the target column and the feature columns seen at fit
+            (the id column is optional).
+        log: progress output (stderr).
+
+    Returns:
+        dict with ``log_loss`` (Kaggle's), ``accuracy``, ``per_class`` (precision,
+        recall, f1, support per class) and ``confusion`` (rows: true class,
+        columns: predicted class).
+    """
+    log = log or Log(0)
+    predictor = open_run(run_dir)
+    state = predictor.state
+    x, y = load_labelled(data_csv, state)
+    what = (f"the {len(predictor.members)} models of {run_dir}" if predictor.kind == CV_KIND
+            else str(run_dir))
+    log(f"Scoring {len(y):,} rows of {data_csv} with {what}", 1)
+    proba = predictor.predict_proba(x)
+    classes = list(state["classes"])
+    pred = proba.argmax(axis=1)
+    labels = list(range(len(classes)))
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y, pred, labels=labels)
+    return {
+        "run_dir": str(run_dir),
+        "data": str(data_csv),
+        "rows": int(len(y)),
+        "log_loss": round(log_loss(y, proba), 6),
+        "accuracy": round(float((pred == y).mean()), 6),
+        "per_class": [{"class": c, "precision": round(float(p), 6), "recall": round(float(r), 6),
+                       "f1": round(float(f), 6), "support": int(s)}
+                      for c, p, r, f, s in zip(classes, prec, rec, f1, support)],
+        "confusion": {"classes": classes, "matrix": cm.astype(int).tolist()},
+    }
+
+
+def format_evaluation(result: dict, brief: bool = False) -> str:
+    """The evaluation as text: the scores, then (unless ``brief``) per-class and confusion tables."""
+    r = result
+    lines = [f"log_loss={r['log_loss']:.4f} accuracy={r['accuracy']:.4f} rows={r['rows']}"]
+    if brief:
+        return lines[0]
+    classes = r["confusion"]["classes"]
+    w = max(len("class"), *(len(c) for c in classes))
+    lines += ["", f"{'class':<{w}}  precision  recall      f1  support"]
+    for c in r["per_class"]:
+        lines.append(f"{c['class']:<{w}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
+                     f"{c['support']:>7,}")
+    m = r["confusion"]["matrix"]
+    cw = max(5, *(len(str(v)) for row in m for v in row), *(len(str(i + 1)) for i in range(len(classes))))
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted; columns numbered as rows):",
+              " " * (w + 4) + " ".join(f"{i + 1:>{cw}}" for i in range(len(classes)))]
+    for i, (c, row) in enumerate(zip(classes, m)):
+        lines.append(f"{i + 1:>2} {c:<{w}} " + " ".join(f"{v:>{cw}}" for v in row))
+    return "\n".join(lines)

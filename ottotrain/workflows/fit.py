@@ -1,0 +1,184 @@
+"""``ottotrain fit``: one member trained on a holdout split, into a run directory.
+
+data -> split -> preprocessing -> (model checked) -> run directory -> ``train_member``
+-> scores, history, predictions, submission. Everything that can fail on user input
+happens before the run directory exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from ottotrain import engine, runs
+from ottotrain.config import Config, config_to_dict, dump_yaml
+from ottotrain.data import train_val_split
+from ottotrain.errors import DataError, RunError
+from ottotrain.io import read_json, write_json, write_text
+from ottotrain.log import Log
+from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
+from ottotrain.runs.lifecycle import running
+from ottotrain.runs.resume import check_resumable
+from ottotrain.runs.state import TrainState
+from ottotrain.workflows import plots
+from ottotrain.workflows.common import (
+    class_weights,
+    load_data,
+    member_arrays,
+    require_tensorboard,
+    smoke_config,
+)
+
+
+def prepare(cfg: Config, smoke=False):
+    """Load and check the data named by the config; split and preprocess it.
+
+    Returns:
+        (the training table, the preprocessor, the member's arrays, (test ids, test
+        features) or None, the validation row indices).
+    """
+    train, test = load_data(cfg, smoke)
+    try:
+        tr, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
+    except DataError as e:
+        raise DataError(f"{train.path}: {e}") from None
+    pre, arrays = member_arrays(cfg, train, tr, va)
+    train.x = None  # its scaled row copies in ``arrays`` are all that is used from here on
+    x_test = (test[0], pre.transform(test[1], overwrite=True)) if test is not None else None
+    return train, pre, arrays, x_test, va
+
+
+def check_same_data(path: Path, pre):
+    """Refuse to resume on other data: the preprocessing learned from it must be identical."""
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot be read ({e}); the run cannot be resumed") from None
+    now = json.loads(pre.to_json())
+    if saved != now:
+        what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        raise RunError(f"{path.parent}: the training data changed since the run started "
+                       f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
+                       "data, or start a new run")
+
+
+def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, log: Log | None = None,
+        config_name="run") -> dict:
+    """Train a config and fill a run directory; return the metrics dict.
+
+    Args:
+        cfg: a validated ``Config`` (see ``load_config``).
+        run_dir: exact directory to create (must not hold a run); default
+            ``<runs_root>/<name>-<timestamp>``.
+        smoke: a quick end-to-end check: a sample of the rows, one epoch.
+        resume: a run directory to continue from its last completed epoch.
+        log: progress output (stderr by default).
+
+    Returns:
+        The ``metrics.json`` content, with ``run_dir`` added.
+    """
+    log = log or Log(1)
+    t_start = time.time()
+    if smoke:
+        cfg = smoke_config(cfg)
+    resume_dir = Path(resume) if resume else None
+    if resume_dir is not None:
+        info = check_resumable(resume_dir, cfg, "fit")
+        # A smoke run resumes as one: same sample of rows (its config already says 1 epoch).
+        smoke = smoke or bool(info.get("smoke"))
+    elif run_dir is not None:
+        runs.check_run_dir_free(run_dir)
+    require_tensorboard(cfg)
+
+    t0 = time.perf_counter()
+    train, pre, arrays, x_test, va = prepare(cfg, smoke)
+    t_data = time.perf_counter() - t0
+    log(f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
+        f"{len(train.features)} features, {len(train.classes)} classes"
+        + (f", {len(x_test[0])} test rows" if x_test else "") + (" [smoke]" if smoke else ""), 1)
+    cw = class_weights(cfg, arrays.y_train, train.classes)
+    # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
+    summary = engine.build.check_model(cfg, pre.n_outputs, len(train.classes), len(arrays.y_train))
+
+    if resume_dir is not None:
+        run_dir = resume_dir
+        check_same_data(run_dir / "preprocess.json", pre)
+    else:
+        name = cfg.name or config_name
+        run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
+        try:
+            write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
+            pre.save(run_dir / "preprocess.json")
+            write_text(run_dir / "summary.txt", summary + "\n")
+            runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # the run never started: leave nothing
+            raise
+    log(f"Run directory: {run_dir}", 1)
+
+    def interrupted():
+        kept = ("kept the best model and the history so far" if (run_dir / "model.keras").exists()
+                else "no epoch had completed, nothing to keep yet")
+        return f"{kept} in {run_dir}; continue with: ottotrain fit --resume {run_dir}"
+
+    def record():
+        write_history(run_dir / "history.csv",
+                      TrainState.history_of(run_dir / runs.STATE_DIR / "trainer.json"))
+
+    with running(run_dir, log, {"smoke": smoke}, interrupted, record):
+        t1 = time.perf_counter()
+        member = engine.member.train_member(
+            cfg, arrays, run_dir, log, cw,
+            tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None)
+        timings = {"data_seconds": round(t_data, 3),
+                   "train_seconds": round(time.perf_counter() - t1, 3)}
+        return _finish(cfg, run_dir, member, train, arrays, x_test, va, smoke, log, timings, t_start)
+
+
+def _finish(cfg, run_dir, member, train, arrays, x_test, va, smoke, log, timings, t_start):
+    """Write history, metrics, predictions and the submission of the trained member."""
+    state = member.state
+    t0 = time.perf_counter()
+    write_history(run_dir / "history.csv", state.history)
+    if x_test is not None:
+        best = engine.inference.load_model(member.model_path)
+        write_submission(run_dir / "submission.csv", x_test[0],
+                         engine.inference.predict_proba(best, x_test[1]), train.classes,
+                         cfg.data.id_column)
+    # Validation predictions, for plots, blending and error analysis.
+    write_predictions(run_dir / "val_predictions.csv", member.val_proba, train.classes,
+                      {cfg.data.id_column: train.ids[va],
+                       "target": [train.classes[i] for i in arrays.y_val]})
+    timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
+    timings["total_seconds"] = round(time.time() - t_start, 3)
+    hist = state.history
+    metrics = {
+        "val_log_loss": round(member.val_log_loss, 6),
+        "val_accuracy": round(member.val_accuracy, 6),
+        "best_epoch": state.best_epoch,
+        "kept_epoch": state.kept_epoch,
+        "epochs_run": len(hist),
+        "stopped_by": state.stop,
+        "monitor": cfg.train.checkpoint.monitor,
+        "n_train": int(len(arrays.y_train)),
+        "n_val": int(len(arrays.y_val)),
+        "n_features": len(train.features),
+        "n_classes": len(train.classes),
+        "smoke": smoke,
+        "seconds_per_epoch": round(sum(r.seconds for r in hist) / max(1, len(hist)), 4),
+        "timings": timings,
+        "versions": versions(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    with contextlib.suppress(Exception):  # a plot that cannot be drawn never fails a trained run
+        plots.plot_run(run_dir)
+    # Finished first, then drop the resume state: a crash in between leaves a finished
+    # run with a stale state folder, never an unfinished run without its resume point.
+    runs.write_status(run_dir, runs.FINISHED, smoke=smoke)
+    shutil.rmtree(run_dir / runs.STATE_DIR, ignore_errors=True)
+    log(f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
+        f"{member.val_log_loss:.4f}, accuracy {member.val_accuracy:.4f}", 1)
+    return {**metrics, "run_dir": str(run_dir)}

@@ -1,0 +1,48 @@
+"""``ottotrain predict``: a Kaggle submission from a finished run, with nothing but the run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ottotrain import runs
+from ottotrain.data import load_test
+from ottotrain.errors import DataError
+from ottotrain.io import check_output_path
+from ottotrain.runs.artifacts import write_submission
+from ottotrain.runs.predictor import open_run
+
+# A run's own files, which a submission must never overwrite.
+_RUN_FILES = (*runs.REQUIRED, "metrics.json", "history.csv", "summary.txt")
+
+
+def predict(run_dir, test_csv, out=None) -> dict:
+    """Write a Kaggle submission for ``test_csv`` from a finished run (fit or cv).
+
+    Args:
+        run_dir: a run directory made by ``fit`` or ``cv`` (a cv run predicts with all its models).
+        test_csv: CSV with the id column and the features seen at fit.
+        out: output path (default ``<run_dir>/submission-<test name>.csv``).
+
+    Returns:
+        dict with the output path, the row count and rows per second.
+    """
+    run_dir = Path(run_dir)
+    if out is not None:
+        out = check_output_path(out)
+        if out.exists() and out.resolve() == Path(test_csv).resolve():
+            raise DataError(f"{out}: is the test file itself; give another output file name")
+        if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:
+            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another "
+                            "output file name")
+    predictor = open_run(run_dir)
+    s = predictor.state
+    t0 = time.perf_counter()
+    ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
+    proba = predictor.predict_proba(x)
+    if out is None:
+        out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
+    write_submission(out, ids, proba, s["classes"], s["id_column"])
+    dt = time.perf_counter() - t0
+    return {"output": str(out), "rows": int(len(ids)), "seconds": round(dt, 3),
+            "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None}
