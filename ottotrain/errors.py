@@ -5,6 +5,8 @@ used) is an ``OttoTrainError``: the CLI prints its message as one line and exits
 non-zero. Anything else is a bug and keeps its traceback.
 """
 
+import difflib
+
 
 class OttoTrainError(Exception):
     """Base class of the errors a user can fix; the message says how."""
@@ -28,8 +30,6 @@ class TrainingError(OttoTrainError):
 
 def did_you_mean(word, choices):
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
-    import difflib
-
     lowered = {c.lower(): c for c in choices}
     match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
     return f" (did you mean '{lowered[match[0]]}'?)" if match else ""

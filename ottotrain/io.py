@@ -8,6 +8,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
+from ottotrain.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(path, durable=True):
@@ -59,8 +63,6 @@ def write_json(path, obj, durable=True):
 
 
 def _json_default(o):
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -81,8 +83,6 @@ def cache_dir(*parts) -> Path:
 
 def check_output_path(path) -> Path:
     """Check that an output file can be written at ``path`` (its folder exists, not a folder)."""
-    from ottotrain.errors import DataError
-
     path = Path(path)
     if not path.parent.exists():
         raise DataError(f"{path}: the output folder {path.parent} does not exist; create it first")

@@ -112,7 +112,6 @@ def test_cv_variants_vary_the_members(cv_run):
 
 
 def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_path):
-    from ottotrain import runs
     from ottotrain.data import load_test
     from ottotrain.features import Preprocessor
     from ottotrain.engine.inference import load_model, predict_proba

@@ -226,7 +226,6 @@ def test_parsed_csv_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 def test_parsed_csv_cache_keeps_under_its_size_budget(tmp_path, monkeypatch):
     import os
 
-    from ottotrain.data import csv as D
     from ottotrain.data.synth import make_data
 
     monkeypatch.setattr("ottotrain.data.cache.CSV_CACHE_MIN_BYTES", 0)

@@ -54,7 +54,6 @@ def _weights_after_one_epoch(cfg, x, y, perm):
     from ottotrain.engine.loop import EpochBatches
 
     setup(cfg.seed, cfg.train.deterministic)
-    import tensorflow as tf
 
     model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
     model.fit(EpochBatches(x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0,

@@ -176,7 +176,8 @@ def normalize_named(value, default_key="name") -> tuple[str, dict]:
     return value.pop(default_key, None), value
 
 
-def check_keras_parts(cfg: Config) -> None:
+def check_keras_parts(cfg) -> None:
+    """Check the layers, optimizer and loss of a validated ``Config`` by name."""
     spec = keras_spec()
     if not cfg.model.layers:
         raise PathError("model.layers", "needs at least one layer, e.g. [{Dense: {units: n_classes}}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ottotrain.data import load_labelled
