@@ -25,7 +25,8 @@ if mode == "polars":
 if mode == "ottotrain":
     t0 = time.perf_counter()
     from ottotrain.config import DataConfig
-    from ottotrain.data import Preprocessor, load_test, load_train
+    from ottotrain.data import load_test, load_train
+    from ottotrain.features import Preprocessor
 
     extra["import_seconds"] = time.perf_counter() - t0
 t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 def sklearn_features(ref_x, ref_y, q, ks, n_classes, leave_out=None):
     from sklearn.neighbors import NearestNeighbors
 
-    from ottotrain import knn
+    from ottotrain.features import knn
 
     rs, qs = knn.space(ref_x), knn.space(q)
     kmax = max(ks)
@@ -50,10 +50,9 @@ def main():
     ap.add_argument("--rows", type=int, default=None, help="use the first N training rows")
     a = ap.parse_args()
 
-    from ottotrain import knn
     from ottotrain.config import DataConfig
-    from ottotrain.cv import fold_assignment
-    from ottotrain.data import load_test, load_train
+    from ottotrain.data import fold_assignment, load_test, load_train
+    from ottotrain.features import knn
 
     dc = DataConfig(train=a.train, test=a.test)
     data = load_train(dc, nrows=a.rows)

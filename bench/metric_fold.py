@@ -23,18 +23,20 @@ import numpy as np
 
 def train(a):
     from ottotrain import data as D
-    from ottotrain.build import build_model, compile_model
     from ottotrain.config import load_config
-    from ottotrain.cv import fold_assignment
-    from ottotrain.train import Log, class_weights, fit_arrays, setup_tf, train_loop
+    from ottotrain.engine.build import build_model, compile_model, setup
+    from ottotrain.engine.loop import train_loop
+    from ottotrain.log import Log
+    from ottotrain.metrics import log_loss
+    from ottotrain.workflows.common import class_weights, member_arrays
 
     sets = [*a.set, f"data.train={a.train}", "data.test=null", f"seed={a.seed}"]
     cfg = load_config(a.config, sets)
     data = D.load_train(cfg.data)
-    folds = fold_assignment(data.y, 5, 42)
+    folds = D.fold_assignment(data.y, 5, 42)
     tr, va = np.flatnonzero(folds != a.fold), np.flatnonzero(folds == a.fold)
-    pre, arrays = fit_arrays(cfg, data, tr, va)
-    keras = setup_tf(cfg)
+    pre, arrays = member_arrays(cfg, data, tr, va)
+    keras = setup(cfg.seed, cfg.train.deterministic)
     model = build_model(cfg, pre.n_outputs, len(data.classes), compile=False)
     compile_model(model, cfg, len(tr))
     probs = []
@@ -47,19 +49,19 @@ def train(a):
     with tempfile.TemporaryDirectory() as work:
         state = train_loop(model, cfg, arrays, Path(work), Log(0), None,
                            class_weights(cfg, arrays.y_train, data.classes), [Record()])
-    best = probs[state["best_epoch"] - 1]
+    best = probs[state.best_epoch - 1]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / f"{a.tag}-f{a.fold}-s{a.seed}.npy", best.astype(np.float32))
     np.save(out / f"y-f{a.fold}.npy", arrays.y_val)
     rec = {"tag": a.tag, "fold": a.fold, "seed": a.seed, "seconds": round(time.time() - t0, 1),
-           "epochs": len(probs), "best_epoch": state["best_epoch"],
-           "val_log_loss": round(D.log_loss(arrays.y_val, best), 5)}
+           "epochs": len(probs), "best_epoch": state.best_epoch,
+           "val_log_loss": round(log_loss(arrays.y_val, best), 5)}
     print(json.dumps(rec))
 
 
 def bag(a):
-    from ottotrain.data import log_loss
+    from ottotrain.metrics import log_loss
 
     out = Path(a.out)
     y = np.load(out / f"y-f{a.fold}.npy")

@@ -1,6 +1,6 @@
 """LightGBM baseline on the same stratified folds as 'ottotrain cv' (dev-only: needs lightgbm).
 
-Same protocol as the neural cv runs: 5 stratified folds from ottotrain.cv.fold_assignment
+Same protocol as the neural cv runs: 5 stratified folds from ottotrain.data.fold_assignment
 with the config seed (42 in configs/otto*.yaml), each fold's model early-stopped on that
 fold, one OOF prediction per training row, test probabilities averaged over the folds.
 It writes a blendable run directory (status kind "cv", oof.csv, folds.csv, metrics.json,
@@ -37,9 +37,9 @@ def main():
 
     from ottotrain import runs
     from ottotrain.config import DataConfig
-    from ottotrain.cv import fold_assignment
-    from ottotrain.data import load_test, load_train, log_loss
+    from ottotrain.data import fold_assignment, load_test, load_train
     from ottotrain.io import write_json
+    from ottotrain.metrics import log_loss
 
     t_start = time.perf_counter()
     train = load_train(DataConfig(train=args.train))

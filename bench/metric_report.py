@@ -21,9 +21,9 @@ def seed_oofs(run_dir: Path, train, folds: int, seeds: int):
     """OOF log loss of each complete seed alone, from the saved member models."""
     import pandas as pd
 
-    from ottotrain import runs
-    from ottotrain.data import Preprocessor, log_loss
-    from ottotrain.train import predict_proba
+    from ottotrain.engine.inference import load_model, predict_proba
+    from ottotrain.features import Preprocessor
+    from ottotrain.metrics import log_loss
 
     fold_of = pd.read_csv(run_dir / "folds.csv")["fold"].to_numpy() - 1
     out = []
@@ -35,7 +35,7 @@ def seed_oofs(run_dir: Path, train, folds: int, seeds: int):
         for f, n in enumerate(names):
             va = fold_of == f
             pre = Preprocessor.from_json(n.with_suffix(".preprocess.json").read_text())
-            p[va] = predict_proba(runs.load_model(n.with_suffix(".keras")), pre.transform(train.x[va]))
+            p[va] = predict_proba(load_model(n.with_suffix(".keras")), pre.transform(train.x[va]))
         out.append(round(log_loss(train.y, p), 6))
     return out
 
@@ -46,9 +46,9 @@ def main():
     ap.add_argument("runs", nargs="+")
     args = ap.parse_args()
 
-    from ottotrain.blend import blend
     from ottotrain.config import DataConfig
     from ottotrain.data import load_train
+    from ottotrain.workflows.blend import blend
 
     train = load_train(DataConfig(train=args.train))
     rows = []

@@ -23,22 +23,24 @@ def run(train_csv, epochs, autotune):
     import tensorflow as tf
 
     from ottotrain import data as D
-    from ottotrain import train as T
-    from ottotrain.build import build_model, compile_model
     from ottotrain.config import load_config
+    from ottotrain.engine import loop as T
+    from ottotrain.engine.build import build_model, compile_model, setup
+    from ottotrain.log import Log
+    from ottotrain.workflows.common import member_arrays
 
     cfg = load_config(BENCH / "configs" / "mlp3x512.yaml",
                       [f"data.train={train_csv}", f"train.epochs={epochs}"])
     data = D.load_train(cfg.data)
     tr, va = D.train_val_split(data.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
-    pre, arrays = T.fit_arrays(cfg, data, tr, va)
-    T.setup_tf(cfg)
+    pre, arrays = member_arrays(cfg, data, tr, va)
+    setup(cfg.seed, cfg.train.deterministic)
     model = compile_model(build_model(cfg, pre.n_outputs, len(data.classes), compile=False),
                           cfg, len(tr))
     shipped = T.EpochBatches.__init__
 
-    def with_autotune(self, tf_, x, y, batch_size):  # the pipeline before 2026-11-28 evening
-        shipped(self, tf_, x, y, batch_size)
+    def with_autotune(self, x, y, batch_size):  # the pipeline before 2026-11-28 evening
+        shipped(self, x, y, batch_size)
         options = tf.data.Options()
         options.autotune.enabled = True
         self.ds = self.ds.prefetch(tf.data.AUTOTUNE).with_options(options)
@@ -46,12 +48,12 @@ def run(train_csv, epochs, autotune):
     T.EpochBatches.__init__ = with_autotune if autotune else shipped
     try:
         with tempfile.TemporaryDirectory() as wd:
-            state = T.train_loop(model, cfg, arrays, Path(wd), T.Log(0))
+            state = T.train_loop(model, cfg, arrays, Path(wd), Log(0))
     finally:
         T.EpochBatches.__init__ = shipped
-    h = state["history"]
-    return {"autotune": autotune, "epoch_seconds": [r["seconds"] for r in h],
-            "val_loss": h[-1]["val_loss"]}
+    h = state.history
+    return {"autotune": autotune, "epoch_seconds": [r.seconds for r in h],
+            "val_loss": h[-1].val_loss}
 
 
 def main():

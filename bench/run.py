@@ -534,7 +534,8 @@ def report(info, R, args, elapsed):
         w(f"| epochs over 2.4 s (of {2 * n}) | {a['slow_epochs'][0]} | {a['slow_epochs'][1]} | |")
         w(f"| same validation loss in all runs | {a['same_loss']} | | |\n")
         w("Epoch seconds: " + "; ".join(
-            f"{'autotuner' if r['autotune'] else 'shipped'} " + ", ".join(f"{t:.2f}" for t in r["epoch_seconds"])
+            f"{'autotuner' if r['autotune'] else 'shipped'} "
+            + ", ".join(f"{t:.2f}" for t in r["epoch_seconds"])
             for r in a["shipped"] + a["autotune"]) + ".\n")
 
     w("## 2. 3×512 FLOP rate vs this machine's sgemm\n")
