@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from ottotrain.config import Config
+from ottotrain import runs
+from ottotrain.config import Config, config_to_dict, dump_yaml
 from ottotrain.data import TrainData, data_paths, load_test, load_train
 from ottotrain.errors import ConfigError, DataError
 from ottotrain.features import Preprocessor
 from ottotrain.features.arrays import Arrays
+from ottotrain.io import write_text
+from ottotrain.runs.resume import check_resumable
 
 SMOKE_ROWS = 2000
 
@@ -18,6 +24,43 @@ SMOKE_ROWS = 2000
 def smoke_config(cfg: Config) -> Config:
     """The config of a smoke run: one epoch (the rows are sampled by ``load_data``)."""
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
+
+
+def begin(cfg: Config, kind: str, run_dir, resume, smoke: bool) -> tuple[Config, Path | None, bool]:
+    """What a training run (fit or cv) checks before it reads any data.
+
+    Returns:
+        (the config to train, smoke run's if asked; the run to resume or None; whether
+        this is a smoke run: a resumed run is one if it started as one).
+    """
+    if smoke:
+        cfg = smoke_config(cfg)
+    resume_dir = Path(resume) if resume else None
+    if resume_dir is not None:
+        smoke = smoke or bool(check_resumable(resume_dir, cfg, kind).get("smoke"))
+    elif run_dir is not None:
+        runs.check_run_dir_free(run_dir)
+    require_tensorboard(cfg)
+    return cfg, resume_dir, smoke
+
+
+def create_run_dir(cfg: Config, run_dir, runs_root, name: str, status: dict,
+                   write: Callable[[Path], None]) -> Path:
+    """Create the run directory with config.yaml, ``write(run_dir)``'s files and its status.
+
+    The directory is created only now, when everything the run needs has been checked,
+    and removed again if any of these first files cannot be written: a run that never
+    started leaves nothing.
+    """
+    run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
+    try:
+        write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
+        write(run_dir)
+        runs.write_status(run_dir, runs.RUNNING, **status)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
 
 
 def load_data(cfg: Config, smoke=False) -> tuple[TrainData, tuple | None]:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ottotrain import engine, runs
-from ottotrain.config import Config, config_to_dict, dump_yaml, member_config, variant_index
+from ottotrain.config import Config, member_config, variant_index
 from ottotrain.data import TrainData, fold_assignment
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
@@ -51,15 +51,8 @@ from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_FILE, CV_KIND, ENSEMBLE_FILE, FOLDS_FILE, MODELS, OOF_FILE, WORK
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
 from ottotrain.runs.lifecycle import running
-from ottotrain.runs.resume import check_resumable
 from ottotrain.runs.state import MemberRecord
-from ottotrain.workflows.common import (
-    class_weights,
-    load_data,
-    member_arrays,
-    require_tensorboard,
-    smoke_config,
-)
+from ottotrain.workflows.common import begin, class_weights, create_run_dir, load_data, member_arrays
 from ottotrain.workflows.fit import check_same_data
 
 
@@ -162,20 +155,14 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
     """
     log = log or Log(1)
     t_start = time.time()
-    if smoke:
-        cfg = smoke_config(cfg)
-    resume_dir = Path(resume) if resume else None
+    cfg, resume_dir, smoke = begin(cfg, CV_KIND, run_dir, resume, smoke)
     if resume_dir is not None:
-        check_resumable(resume_dir, cfg, CV_KIND)
         saved = read_json(resume_dir / CV_FILE)
         for key, value in (("folds", folds), ("seeds", seeds)):
             if value is not None and value != saved[key]:
                 raise RunError(f"{resume_dir}: the run was started with --{key} {saved[key]}, "
                                f"not {value}; resume without --{key}")
-        folds, seeds, smoke = saved["folds"], saved["seeds"], saved.get("smoke", False)
-    elif run_dir is not None:
-        runs.check_run_dir_free(run_dir)
-    require_tensorboard(cfg)
+        folds, seeds = saved["folds"], saved["seeds"]
     variants = cfg.cv.variants
     folds = cfg.cv.folds if folds is None else int(folds)
     if seeds is None:
@@ -202,20 +189,16 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         run_dir = resume_dir
         _check_saved_folds(run_dir, train.ids, fold_of, cfg.data.id_column)
     else:
-        name = cv_run_name(cfg.name or config_name)
-        run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
-        try:
-            write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-            _write_folds(run_dir / FOLDS_FILE, train.ids, fold_of, cfg.data.id_column)
-            write_json(run_dir / CV_FILE, {
+        def write(d):
+            _write_folds(d / FOLDS_FILE, train.ids, fold_of, cfg.data.id_column)
+            write_json(d / CV_FILE, {
                 "folds": folds, "seeds": seeds, "fold_seed": cfg.seed, "smoke": smoke,
                 "members": [{"name": member_name(f, s), "fold": f + 1, "seed_index": s + 1,
                              "seed": member_seed(cfg.seed, f, s),
                              "variant": variant_index(cfg, s)} for f, s in plan]})
-            runs.write_status(run_dir, runs.RUNNING, **status)
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)  # the run never started: leave nothing
-            raise
+
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cv_run_name(cfg.name or config_name),
+                                 status, write)
     (run_dir / MODELS).mkdir(exist_ok=True)
     log(f"Run directory: {run_dir}", 1)
 

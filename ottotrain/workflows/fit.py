@@ -14,23 +14,16 @@ import time
 from pathlib import Path
 
 from ottotrain import engine, runs
-from ottotrain.config import Config, config_to_dict, dump_yaml
+from ottotrain.config import Config
 from ottotrain.data import train_val_split
 from ottotrain.errors import DataError, RunError
 from ottotrain.io import read_json, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
 from ottotrain.runs.lifecycle import running
-from ottotrain.runs.resume import check_resumable
 from ottotrain.runs.state import TrainState
 from ottotrain.workflows import plots
-from ottotrain.workflows.common import (
-    class_weights,
-    load_data,
-    member_arrays,
-    require_tensorboard,
-    smoke_config,
-)
+from ottotrain.workflows.common import begin, class_weights, create_run_dir, load_data, member_arrays
 
 
 def prepare(cfg: Config, smoke=False):
@@ -82,16 +75,7 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
     """
     log = log or Log(1)
     t_start = time.time()
-    if smoke:
-        cfg = smoke_config(cfg)
-    resume_dir = Path(resume) if resume else None
-    if resume_dir is not None:
-        info = check_resumable(resume_dir, cfg, "fit")
-        # A smoke run resumes as one: same sample of rows (its config already says 1 epoch).
-        smoke = smoke or bool(info.get("smoke"))
-    elif run_dir is not None:
-        runs.check_run_dir_free(run_dir)
-    require_tensorboard(cfg)
+    cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
 
     t0 = time.perf_counter()
     train, pre, arrays, x_test, va = prepare(cfg, smoke)
@@ -107,16 +91,12 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
         run_dir = resume_dir
         check_same_data(run_dir / "preprocess.json", pre)
     else:
-        name = cfg.name or config_name
-        run_dir = runs.claim_run_dir(run_dir) if run_dir else runs.new_run_dir(runs_root, name)
-        try:
-            write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-            pre.save(run_dir / "preprocess.json")
-            write_text(run_dir / "summary.txt", summary + "\n")
-            runs.write_status(run_dir, runs.RUNNING, smoke=smoke)
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)  # the run never started: leave nothing
-            raise
+        def write(d):
+            pre.save(d / "preprocess.json")
+            write_text(d / "summary.txt", summary + "\n")
+
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke},
+                                 write)
     log(f"Run directory: {run_dir}", 1)
 
     def interrupted():
