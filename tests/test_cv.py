@@ -231,10 +231,10 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
     real_loop = T.train_loop
     calls = []
 
-    def interrupting_loop(model, cfg, arrays, work_dir, log, state=None, cw=None, extra=()):
-        calls.append(work_dir.name)
+    def interrupting_loop(model, job, log, state=None, extra=()):
+        calls.append(job.work_dir.name)
         if len(calls) < 2:
-            return real_loop(model, cfg, arrays, work_dir, log, state, cw, extra)
+            return real_loop(model, job, log, state, extra)
         from ottotrain.engine.env import keras
 
         class Stop(keras.callbacks.Callback):
@@ -245,7 +245,7 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
                 if Stop.n == 2:  # during epoch 2, after epoch 1 was saved
                     raise KeyboardInterrupt
 
-        return real_loop(model, cfg, arrays, work_dir, log, state, cw, [*extra, Stop()])
+        return real_loop(model, job, log, state, [*extra, Stop()])
 
     monkeypatch.setattr(T, "train_loop", interrupting_loop)
     with pytest.raises(KeyboardInterrupt):

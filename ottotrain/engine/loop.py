@@ -13,17 +13,14 @@ import contextlib
 import gc
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ottotrain.config import Config
 from ottotrain.engine import checkpoints
 from ottotrain.engine.callbacks import Progress, Validation
 from ottotrain.engine.env import keras, tf
 from ottotrain.engine.schedules import better, monitor_mode, plateau_update, schedule_lr
 from ottotrain.errors import TrainingError
-from ottotrain.features.arrays import Arrays
 from ottotrain.log import Log
 from ottotrain.runs.rundir import STATE_DIR
 from ottotrain.runs.state import EpochRow, TrainState
@@ -79,12 +76,12 @@ def _epoch_line(row: EpochRow, epochs: int) -> str:
     return " - ".join(parts)
 
 
-def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log,
-               state: TrainState | None = None, class_weight=None, callbacks=()) -> TrainState:
-    """Train ``model`` epoch by epoch; keep the best model in ``work_dir/model.keras``.
+def train_loop(model, job, log: Log, state: TrainState | None = None, callbacks=()) -> TrainState:
+    """Train ``model`` epoch by epoch on ``job.arrays``; keep the best in ``job.work_dir/model.keras``.
 
-    ``state`` is the resume state (None for a new run). After every epoch the state is
-    saved to ``work_dir/state`` so the loop can be resumed from there.
+    ``job`` is the ``member.MemberJob`` (config, arrays, work directory, class weights);
+    ``state`` the resume state (None for a new run). After every epoch the state is saved
+    to ``work_dir/state`` so the loop can be resumed from there.
 
     Raises:
         TrainingError: the loss became NaN or infinite.
@@ -98,12 +95,13 @@ def train_loop(model, cfg: Config, arrays: Arrays, work_dir: Path, log: Log,
     # as usual.
     gc.freeze()
     try:
-        return _train_epochs(model, cfg, arrays, work_dir, log, state, class_weight, callbacks)
+        return _train_epochs(model, job, log, state, callbacks)
     finally:
         gc.unfreeze()
 
 
-def _train_epochs(model, cfg, arrays, work_dir, log, state, class_weight, callbacks):
+def _train_epochs(model, job, log, state, callbacks):
+    cfg, arrays, work_dir, class_weight = job.cfg, job.arrays, job.work_dir, job.class_weight
     t = cfg.train
     sched = t.lr_schedule
     if state is None:

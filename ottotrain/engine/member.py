@@ -15,13 +15,35 @@ from pathlib import Path
 import numpy as np
 
 from ottotrain.config import Config
-from ottotrain.features.arrays import Arrays
 from ottotrain.engine import build, checkpoints, inference
 from ottotrain.engine.callbacks import EpochTensorBoard
 from ottotrain.engine.loop import train_loop
+from ottotrain.features.arrays import Arrays
 from ottotrain.log import Log
 from ottotrain.metrics import log_loss
 from ottotrain.runs.state import TrainState
+
+
+@dataclass
+class MemberJob:
+    """One member to train: what ``train_member`` needs, all of it plain data.
+
+    Attributes:
+        cfg: the member's config (its ``seed`` seeds initialisation, dropout and shuffling).
+        arrays: its preprocessed training and validation rows.
+        work_dir: holds ``state/`` (the resume point) and, once an epoch completed,
+            ``model.keras`` (the kept model).
+        class_weight: Keras class weights, or None.
+        tensorboard_dir: write a TensorBoard log there (epochs numbered across resumes).
+        name: what the log calls the member (default: its work directory).
+    """
+
+    cfg: Config
+    arrays: Arrays
+    work_dir: Path
+    class_weight: dict | None = None
+    tensorboard_dir: Path | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -36,36 +58,27 @@ class MemberResult:
     wall_seconds: float  # training in this session (a resumed member: only what was left)
 
 
-def train_member(cfg: Config, arrays: Arrays, work_dir: Path, log: Log, class_weight=None,
-                 tensorboard_dir: Path | None = None, name: str | None = None) -> MemberResult:
-    """Train (or resume) one member in ``work_dir``; score its kept model on the validation rows.
-
-    Args:
-        cfg: the member's config (its ``seed`` seeds initialisation, dropout and shuffling).
-        arrays: its preprocessed training and validation rows.
-        work_dir: holds ``state/`` (the resume point) and, once an epoch completed,
-            ``model.keras`` (the kept model).
-        class_weight: Keras class weights, or None.
-        tensorboard_dir: write a TensorBoard log there (epochs numbered across resumes).
-        name: what the log calls the member (default: its work directory).
+def train_member(job: MemberJob, log: Log) -> MemberResult:
+    """Train (or resume) one member in ``job.work_dir``; score its kept model on the validation rows.
 
     Raises:
         TrainingError: the loss became NaN or infinite (the best model so far is kept).
         KeyboardInterrupt: Ctrl-C or SIGTERM (the last completed epoch is kept).
     """
+    cfg, arrays = job.cfg, job.arrays
     build.setup(cfg.seed, cfg.train.deterministic)
     model = build.build_model(cfg, arrays.x_train.shape[1], arrays.n_classes, compile=False)
     build.compile_model(model, cfg, len(arrays.y_train))
-    state = checkpoints.load_resume_state(work_dir, model)
+    state = checkpoints.load_resume_state(job.work_dir, model)
     if state is not None:
-        log(f"Resuming {name or work_dir} after epoch {state.epoch}", 1)
+        log(f"Resuming {job.name or job.work_dir} after epoch {state.epoch}", 1)
     callbacks = []
-    if tensorboard_dir is not None:
-        callbacks.append(EpochTensorBoard(tensorboard_dir, state.epoch if state else 0))
+    if job.tensorboard_dir is not None:
+        callbacks.append(EpochTensorBoard(job.tensorboard_dir, state.epoch if state else 0))
     t0 = time.perf_counter()
-    state = train_loop(model, cfg, arrays, work_dir, log, state, class_weight, callbacks)
+    state = train_loop(model, job, log, state, callbacks)
     wall = time.perf_counter() - t0
-    best = inference.load_model(work_dir / "model.keras")
+    best = inference.load_model(job.work_dir / "model.keras")
     p = inference.predict_proba(best, arrays.x_val)
-    return MemberResult(state, work_dir / "model.keras", p, log_loss(arrays.y_val, p),
+    return MemberResult(state, job.work_dir / "model.keras", p, log_loss(arrays.y_val, p),
                         float((p.argmax(1) == arrays.y_val).mean()), wall)

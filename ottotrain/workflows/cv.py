@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,13 +76,32 @@ def members(folds: int, seeds: int) -> list[tuple[int, int]]:
     return [(f, s) for s in range(seeds) for f in range(folds)]
 
 
+@dataclass
+class _Run:
+    """A cv run in progress: its config, folds and what every member shares."""
+
+    cfg: Config
+    run_dir: Path
+    train: TrainData
+    fold_of: np.ndarray  # the fold (0-based) of every training row
+    folds: int
+    seeds: int
+    status: dict  # kept in status.json whatever happens
+    log: Log
+    started: float  # time.time() when run_cv was called
+    timings: dict = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------------------
 # One member
 
 
-def _train_member(cfg: Config, run_dir: Path, name: str, train: TrainData, tr, va, log: Log,
-                  tensorboard: bool) -> MemberRecord:
+def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
     """Train (or resume) one member in ``work/<name>``; move it into ``models/``; return its record."""
+    name, train, run_dir = member_name(fold, seed_index), run.train, run.run_dir
+    cfg = member_config(run.cfg, seed_index).model_copy(
+        update={"seed": member_seed(run.cfg.seed, fold, seed_index)})
+    tr, va = np.flatnonzero(run.fold_of != fold), np.flatnonzero(run.fold_of == fold)
     work = run_dir / WORK / name
     work.mkdir(parents=True, exist_ok=True)
     models = run_dir / MODELS
@@ -96,9 +115,10 @@ def _train_member(cfg: Config, run_dir: Path, name: str, train: TrainData, tr, v
         os.replace(models / f"{name}.keras", work / "model.keras")  # killed while moving it
     # A member killed after its last epoch has nothing left to train: train_loop returns
     # at once (and still applies early_stopping.restore_best_weights).
-    result = engine.member.train_member(
-        cfg, arrays, work, log, class_weights(cfg, arrays.y_train, train.classes),
-        tensorboard_dir=run_dir / "tensorboard" / name if tensorboard else None, name=name)
+    job = engine.member.MemberJob(
+        cfg, arrays, work, class_weights(cfg, arrays.y_train, train.classes),
+        tensorboard_dir=run_dir / "tensorboard" / name if cfg.train.tensorboard else None, name=name)
+    result = engine.member.train_member(job, run.log)
     state = result.state
     record = MemberRecord(
         name=name, seed=cfg.seed, val_log_loss=round(result.val_log_loss, 6),
@@ -206,6 +226,8 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         return (f"finished models are kept in {run_dir / MODELS}; "
                 f"continue with: ottotrain cv --resume {run_dir}")
 
+    run = _Run(cfg, run_dir, train, fold_of, folds, seeds, status, log, t_start,
+               {"data_seconds": round(t_data, 3)})
     with running(run_dir, log, status, interrupted):
         t1 = time.perf_counter()
         for i, (f, s) in enumerate(plan):
@@ -213,21 +235,20 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
             if (run_dir / MODELS / f"{name}.json").exists():
                 log(f"[{i + 1}/{len(plan)}] {name}: finished earlier, reused", 1)
                 continue
-            tr, va = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
-            log(f"[{i + 1}/{len(plan)}] {name}: training on {len(tr)} rows, "
-                f"validating on fold {f + 1} ({len(va)} rows)", 1)
-            mcfg = member_config(cfg, s).model_copy(update={"seed": member_seed(cfg.seed, f, s)})
-            rec = _train_member(mcfg, run_dir, name, train, tr, va, log, cfg.train.tensorboard)
+            n_val = int((fold_of == f).sum())
+            log(f"[{i + 1}/{len(plan)}] {name}: training on {len(fold_of) - n_val} rows, "
+                f"validating on fold {f + 1} ({n_val} rows)", 1)
+            rec = _train_member(run, f, s)
             log(f"[{i + 1}/{len(plan)}] {name}: best epoch {rec.best_epoch}/{rec.epochs_run}, "
                 f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}", 1)
-        timings = {"data_seconds": round(t_data, 3),
-                   "train_seconds_this_session": round(time.perf_counter() - t1, 3)}
-        return _finish(cfg, run_dir, train, test, fold_of, folds, seeds, status, log, timings,
-                       t_start)
+        run.timings["train_seconds_this_session"] = round(time.perf_counter() - t1, 3)
+        return _finish(run, test)
 
 
-def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, status, log, timings, t_start):
+def _finish(run: _Run, test) -> dict:
     """Average the members: OOF predictions, scores, test submission, ensemble manifest."""
+    cfg, run_dir, train, fold_of, log = run.cfg, run.run_dir, run.train, run.fold_of, run.log
+    folds, seeds, status, timings = run.folds, run.seeds, run.status, run.timings
     t0 = time.perf_counter()
     n_classes = len(train.classes)
     oof = np.zeros((len(train.y), n_classes))
@@ -278,7 +299,7 @@ def _finish(cfg, run_dir, train, test, fold_of, folds, seeds, status, log, timin
                                          "classes": list(train.classes)})
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
     timings["member_train_seconds"] = round(sum(r["train_seconds"] for r in records), 3)
-    timings["total_seconds_this_session"] = round(time.time() - t_start, 3)
+    timings["total_seconds_this_session"] = round(time.time() - run.started, 3)
     metrics = {
         "kind": CV_KIND,
         "oof_log_loss": round(loss, 6),

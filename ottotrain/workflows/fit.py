@@ -11,12 +11,18 @@ import contextlib
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from ottotrain import engine, runs
 from ottotrain.config import Config
-from ottotrain.data import train_val_split
+from ottotrain.data import TrainData, train_val_split
 from ottotrain.errors import DataError, RunError
+from ottotrain.features import Preprocessor
+from ottotrain.features.arrays import Arrays
 from ottotrain.io import read_json, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
@@ -26,13 +32,30 @@ from ottotrain.workflows import plots
 from ottotrain.workflows.common import begin, class_weights, create_run_dir, load_data, member_arrays
 
 
-def prepare(cfg: Config, smoke=False):
-    """Load and check the data named by the config; split and preprocess it.
+class Prepared(NamedTuple):
+    """A fit's data, checked, split and preprocessed."""
 
-    Returns:
-        (the training table, the preprocessor, the member's arrays, (test ids, test
-        features) or None, the validation row indices).
-    """
+    train: TrainData  # the table (its features dropped once preprocessed: see arrays)
+    pre: Preprocessor  # fitted on the training rows
+    arrays: Arrays  # the member's preprocessed training and validation rows
+    x_test: tuple | None  # (test ids, preprocessed test features), or None without data.test
+    va: np.ndarray  # the validation rows' indices in the table
+
+
+@dataclass
+class _Run:
+    """A fit in progress: what its last steps need to know."""
+
+    cfg: Config
+    run_dir: Path
+    smoke: bool
+    log: Log
+    started: float  # time.time() when fit was called
+    timings: dict = field(default_factory=dict)
+
+
+def prepare(cfg: Config, smoke=False) -> Prepared:
+    """Load and check the data named by the config; split and preprocess it."""
     train, test = load_data(cfg, smoke)
     try:
         tr, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
@@ -41,7 +64,7 @@ def prepare(cfg: Config, smoke=False):
     pre, arrays = member_arrays(cfg, train, tr, va)
     train.x = None  # its scaled row copies in ``arrays`` are all that is used from here on
     x_test = (test[0], pre.transform(test[1], overwrite=True)) if test is not None else None
-    return train, pre, arrays, x_test, va
+    return Prepared(train, pre, arrays, x_test, va)
 
 
 def check_same_data(path: Path, pre):
@@ -78,7 +101,8 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
 
     t0 = time.perf_counter()
-    train, pre, arrays, x_test, va = prepare(cfg, smoke)
+    data = prepare(cfg, smoke)
+    train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
     t_data = time.perf_counter() - t0
     log(f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
         f"{len(train.features)} features, {len(train.classes)} classes"
@@ -110,16 +134,19 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
 
     with running(run_dir, log, {"smoke": smoke}, interrupted, record):
         t1 = time.perf_counter()
-        member = engine.member.train_member(
-            cfg, arrays, run_dir, log, cw,
+        job = engine.member.MemberJob(
+            cfg, arrays, run_dir, cw,
             tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None)
-        timings = {"data_seconds": round(t_data, 3),
-                   "train_seconds": round(time.perf_counter() - t1, 3)}
-        return _finish(cfg, run_dir, member, train, arrays, x_test, va, smoke, log, timings, t_start)
+        member = engine.member.train_member(job, log)
+        run = _Run(cfg, run_dir, smoke, log, t_start, {
+            "data_seconds": round(t_data, 3), "train_seconds": round(time.perf_counter() - t1, 3)})
+        return _finish(run, member, data)
 
 
-def _finish(cfg, run_dir, member, train, arrays, x_test, va, smoke, log, timings, t_start):
+def _finish(run: _Run, member, data: Prepared) -> dict:
     """Write history, metrics, predictions and the submission of the trained member."""
+    cfg, run_dir, smoke, log, timings = run.cfg, run.run_dir, run.smoke, run.log, run.timings
+    train, arrays, x_test, va = data.train, data.arrays, data.x_test, data.va
     state = member.state
     t0 = time.perf_counter()
     write_history(run_dir / "history.csv", state.history)
@@ -133,7 +160,7 @@ def _finish(cfg, run_dir, member, train, arrays, x_test, va, smoke, log, timings
                       {cfg.data.id_column: train.ids[va],
                        "target": [train.classes[i] for i in arrays.y_val]})
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
-    timings["total_seconds"] = round(time.time() - t_start, 3)
+    timings["total_seconds"] = round(time.time() - run.started, 3)
     hist = state.history
     metrics = {
         "val_log_loss": round(member.val_log_loss, 6),
