@@ -8,8 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ottotrain.errors import DataError
 
 
@@ -63,9 +61,9 @@ def write_json(path, obj, durable=True):
 
 
 def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
+    # numpy scalars and arrays, known by their method: this module stays free of numpy,
+    # which config errors and `ottotrain runs` would otherwise wait for.
+    if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
