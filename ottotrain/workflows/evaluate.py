@@ -8,7 +8,7 @@ from ottotrain.data import load_labelled
 from ottotrain.log import Log
 from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_KIND
-from ottotrain.runs.predictor import open_run
+from ottotrain.workflows.predictor import open_run
 
 
 def evaluate(run_dir, data_csv, log=None) -> dict:

@@ -10,7 +10,7 @@ from ottotrain.data import load_test
 from ottotrain.errors import DataError
 from ottotrain.io import check_output_path
 from ottotrain.runs.artifacts import write_submission
-from ottotrain.runs.predictor import open_run
+from ottotrain.workflows.predictor import open_run
 
 # A run's own files, which a submission must never overwrite.
 _RUN_FILES = (*runs.REQUIRED, "metrics.json", "history.csv", "summary.txt")

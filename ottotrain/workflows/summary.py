@@ -9,7 +9,7 @@ from ottotrain.config import load_config, member_config
 from ottotrain.data import data_paths, feature_columns, read_header, read_table
 from ottotrain.errors import DataError, RunError
 from ottotrain.io import read_json
-from ottotrain.runs.predictor import is_cv_run, open_run
+from ottotrain.workflows.predictor import is_cv_run, open_run
 
 
 def data_sizes(cfg) -> tuple[int, int]:

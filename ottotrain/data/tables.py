@@ -1,0 +1,179 @@
+"""The training, test and labelled tables: columns worked out and checked, labels encoded."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ottotrain.config import synthetic_paths
+from ottotrain.data.csv import first_bad_row, read_columns, read_header, release_arrow_memory, utf8_errors
+from ottotrain.data.synth import make_data
+from ottotrain.errors import DataError, did_you_mean
+
+def natural_key(s: str):
+    """Sort key that puts Class_2 before Class_10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
+
+
+def encode_target(df, path, target: str):
+    """Return (class names in natural order, integer labels)."""
+    s = df[target]
+    if s.isna().any():
+        i = first_bad_row(s.isna().to_numpy())
+        raise DataError(f"{path}: column '{target}', line {i + 2}: missing class label")
+    s = s.astype(str)
+    classes = sorted(s.unique().tolist(), key=natural_key)
+    if len(classes) < 2:
+        raise DataError(f"{path}: column '{target}' has only one class ({classes[0]!r}); "
+                        "classification needs at least two")
+    y = pd.Categorical(s, categories=classes).codes.astype(np.int32)  # hashed, not a Python map
+    return classes, y
+
+
+def feature_columns(columns, data_cfg, path):
+    """Work out the feature columns from the header and the config."""
+    idc, tgt = data_cfg.id_column, data_cfg.target_column
+    if data_cfg.feature_columns is not None:
+        missing = [c for c in data_cfg.feature_columns if c not in columns]
+        if missing:
+            raise DataError(f"{path}: data.feature_columns names column(s) not in the file: "
+                            f"{', '.join(missing[:10])}")
+        return list(data_cfg.feature_columns)
+    feats = [c for c in columns if c not in (idc, tgt)]
+    if not feats:
+        raise DataError(f"{path}: no feature columns besides '{idc}' and '{tgt}'")
+    return feats
+
+
+def data_paths(data_cfg) -> tuple[Path, Path | None]:
+    """The train and test paths of a config, generating built-in synthetic data if asked."""
+    if data_cfg.synthetic is None:
+        return Path(data_cfg.train), (Path(data_cfg.test) if data_cfg.test else None)
+    syn = data_cfg.synthetic
+    train, test = synthetic_paths(syn)
+    if not train.exists() or (test is not None and not test.exists()):
+        make_data(train.parent, rows=syn.rows, seed=syn.seed, test_rows=syn.test_rows)
+        if test is None:
+            (train.parent / "test.csv").unlink(missing_ok=True)
+    return train, test
+
+
+class TrainData:
+    """The training table, checked: ids, features (float32), labels, class names."""
+
+    def __init__(self, ids, x, y, classes, features, path):
+        self.ids, self.x, self.y = ids, x, y
+        self.classes, self.features, self.path = classes, features, str(path)
+
+
+def load_train(data_cfg, path=None, nrows=None) -> TrainData:
+    """Load and check the training CSV named in ``data_cfg``."""
+    path = Path(path or data_paths(data_cfg)[0])
+    cols = read_header(path, "train")
+    for key, col in (("id_column", data_cfg.id_column), ("target_column", data_cfg.target_column)):
+        if col not in cols:
+            raise DataError(f"{path}: no column '{col}' (data.{key}){did_you_mean(col, cols)}; "
+                            f"the header has: {', '.join(cols[:6])}{', ...' if len(cols) > 6 else ''}")
+    feats = feature_columns(cols, data_cfg, path)
+    idc, tgt = data_cfg.id_column, data_cfg.target_column
+    x, rest = read_columns(path, "train", feats, (idc, tgt))
+    if nrows is not None and len(rest) > nrows:
+        rest = rest.sample(n=nrows, random_state=0).sort_index()
+        x = x[rest.index.to_numpy()]
+    with utf8_errors(path):
+        classes, y = encode_target(rest, path, tgt)
+    ids = rest[idc].to_numpy()
+    del rest
+    release_arrow_memory()
+    return TrainData(ids, x, y, classes, feats, path)
+
+
+def column_mismatch(path, cols, features, other=()) -> str | None:
+    """Describe how a file's columns differ from the features seen at fit (None if they don't).
+
+    ``other`` lists the non-feature columns the file may also have (id, target).
+    """
+    missing = [c for c in features if c not in cols]
+    unexpected = [c for c in cols if c not in features and c not in other]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} feature column(s) seen at fit: {', '.join(missing[:10])}"
+                     + (", ..." if len(missing) > 10 else ""))
+    if unexpected:
+        parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
+                     + (", ..." if len(unexpected) > 10 else ""))
+    return f"{path}: columns differ from the training data: {'; '.join(parts)}" if parts else None
+
+
+def load_test(path, id_column, target_column, features, nrows=None):
+    """Load a test CSV and check its columns against those seen at fit.
+
+    Returns:
+        (ids, float32 feature matrix) in file order.
+    """
+    path = Path(path)
+    cols = read_header(path, "test")
+    if target_column in cols:
+        raise DataError(f"{path}: has a target column '{target_column}'; a test file holds "
+                        "only the id and the features (is this the training file?)")
+    if id_column not in cols:
+        raise DataError(f"{path}: no id column '{id_column}'; the submission needs it")
+    problem = column_mismatch(path, cols, features, (id_column,))
+    if problem:
+        raise DataError(problem)
+    x, rest = read_columns(path, "test", features, (id_column,))
+    if nrows is not None:
+        x, rest = x[:nrows], rest.iloc[:nrows]
+    ids = rest[id_column]
+    with utf8_errors(path):
+        dup = ids.duplicated()
+    if dup.any():
+        i = first_bad_row(dup.to_numpy())
+        raise DataError(f"{path}: column '{id_column}', line {i + 2}: duplicated id "
+                        f"{ids.iloc[i]}; each test row needs a unique id")
+    ids = ids.to_numpy()
+    del rest
+    release_arrow_memory()
+    return ids, x
+
+
+def load_labelled(path, state: dict):
+    """Read a labelled CSV against a run's preprocessing state.
+
+    Returns:
+        (float32 features, integer labels in the run's class order).
+
+    Raises:
+        DataError: no target column, other feature columns than at fit, bad values,
+            or class labels the run never saw.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; give a labelled CSV with the training columns")
+    features, classes = state["features"], state["classes"]
+    idc, tgt = state["id_column"], state["target_column"]
+    cols = read_header(path, "labelled")
+    if tgt not in cols:
+        raise DataError(f"{path}: no target column '{tgt}'; evaluate needs labelled rows "
+                        "(for an unlabelled file use 'ottotrain predict')")
+    problem = column_mismatch(path, cols, features, (idc, tgt))
+    if problem:
+        raise DataError(problem)
+    x, rest = read_columns(path, "labelled", features, (tgt,))
+    labels = rest[tgt]
+    if labels.isna().any():
+        i = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise DataError(f"{path}: column '{tgt}', line {i + 2}: missing class label")
+    labels = labels.astype(str)
+    unseen = sorted(set(labels.unique()) - set(classes))
+    if unseen:
+        raise DataError(f"{path}: column '{tgt}' has class(es) the run never saw at fit: "
+                        f"{', '.join(unseen[:10])}{', ...' if len(unseen) > 10 else ''}; "
+                        f"the model knows {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}")
+    lookup = {c: i for i, c in enumerate(classes)}
+    y = labels.map(lookup).to_numpy(dtype=np.int64)
+    return x, y

@@ -1,0 +1,51 @@
+"""What a run writes besides its models: history, predictions, submission, versions."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+
+from ottotrain import __version__
+from ottotrain.io import atomic_path
+from ottotrain.runs.state import HISTORY_COLUMNS, EpochRow
+
+
+def write_history(path, history: list[EpochRow]):
+    """history.csv: one row per completed epoch."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame([asdict(r) for r in history], columns=list(HISTORY_COLUMNS)).to_csv(
+            tmp, index=False)
+
+
+def write_predictions(path, proba, columns, leading: dict):
+    """A CSV of probabilities with some leading columns (ids, folds, targets), atomically."""
+    df = pd.DataFrame(proba, columns=list(columns))
+    for i, (name, values) in enumerate(leading.items()):
+        df.insert(i, name, values)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def write_submission(path, ids, proba, classes, id_column="id"):
+    """Kaggle layout: id column then one probability column per class, atomically."""
+    write_predictions(path, proba, classes, {id_column: ids})
+
+
+def proba_rows(p) -> np.ndarray:
+    """Class probabilities as float64 rows that sum to 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0, None)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def versions() -> dict:
+    """The versions of what trained the run (the libraries it had imported)."""
+    out = {"ottotrain": __version__, "python": platform.python_version()}
+    for mod in ("tensorflow", "keras", "numpy", "pandas", "sklearn"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
