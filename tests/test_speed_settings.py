@@ -11,7 +11,8 @@ import pytest
 
 
 def test_dataset_batches_are_the_rows_in_perm_order():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     from ottotrain.engine.loop import EpochBatches
 
     rng = np.random.default_rng(0)
@@ -38,7 +39,8 @@ def test_batches_hold_one_copy_and_run_without_the_autotuner():
     The autotuner's thread made model.fit wait for its timer at the end of about every
     other epoch (bench/RESULTS.md); the captured tensors doubled the training set's memory.
     """
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     from ottotrain.engine.loop import EpochBatches
 
     x, y = np.ones((40, 3), np.float32), np.eye(2, dtype=np.float32)[np.arange(40) % 2]
@@ -85,8 +87,8 @@ def test_speed_settings_do_not_change_weights(tiny_data, write_config, setting, 
 
 
 def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
+    import pandas as pd
+
     from ottotrain.data.csv import _read_csv_arrow, read_table
 
     text = ("id,feat_1,feat_2,target\n1,0,3,Class_1\n2,,4,Class_2\n3,NA,5,NA\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -70,28 +71,36 @@ class Validation(keras.callbacks.Callback):
             logs["val_accuracy"] = float((p.argmax(axis=1) == self.y).mean())
 
 
-class EpochTensorBoard(keras.callbacks.TensorBoard):
-    """``keras.callbacks.TensorBoard`` with epochs numbered across the loop's fit calls.
+class EpochTensorBoard(keras.callbacks.Callback):
+    """Each epoch's metrics and learning rate, as TensorBoard scalars, on ``tf.summary`` only.
 
-    The loop calls ``model.fit`` once per epoch, and Keras numbers epochs from 0 within
-    each call: every epoch would land on step 0. ``first_epoch`` is the number of epochs
-    a resumed run already has, so its steps continue from there.
+    Keras' own ``TensorBoard`` callback does not fit a loop that calls ``model.fit`` once
+    per epoch: it numbers epochs from 0 within each call (every epoch lands on step 0) and
+    opens a new event file per call, which TensorBoard reads in file-name order, not in
+    the order they were written. Here one writer per folder (``train``, ``validation``)
+    lives for the whole loop and the step is the epoch counted across calls, starting
+    after the ``first_epoch`` epochs a resumed run already has. Tags are Keras' own
+    (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``), so TensorBoard shows
+    the train and validation curves of one metric on one chart.
     """
 
     def __init__(self, log_dir, first_epoch: int = 0):
-        super().__init__(log_dir=str(log_dir))
-        self.epochs_done = first_epoch
-        self.graph_written = False
-
-    def set_model(self, model):
-        # The graph is the same every epoch: write it once, not once per fit call.
-        self.write_graph = not self.graph_written
-        self.graph_written = True
-        super().set_model(model)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(self.epochs_done, logs)
+        super().__init__()
+        self.writers = {"train": tf.summary.create_file_writer(str(Path(log_dir) / "train")),
+                        "validation": tf.summary.create_file_writer(str(Path(log_dir) / "validation"))}
+        self.step = first_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(self.epochs_done, logs)
-        self.epochs_done += 1
+        values = dict(logs or {})
+        values["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for key, value in values.items():
+            folder, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self.writers[folder].as_default():
+                tf.summary.scalar(f"epoch_{name}", value, step=self.step)
+        for w in self.writers.values():
+            w.flush()
+        self.step += 1
+
+    def close(self):
+        for w in self.writers.values():
+            w.close()

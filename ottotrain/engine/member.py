@@ -76,7 +76,11 @@ def train_member(job: MemberJob, log: Log) -> MemberResult:
     if job.tensorboard_dir is not None:
         callbacks.append(EpochTensorBoard(job.tensorboard_dir, state.epoch if state else 0))
     t0 = time.perf_counter()
-    state = train_loop(model, job, log, state, callbacks)
+    try:
+        state = train_loop(model, job, log, state, callbacks)
+    finally:
+        for c in callbacks:
+            c.close()
     wall = time.perf_counter() - t0
     best = inference.load_model(job.work_dir / "model.keras")
     p = inference.predict_proba(best, arrays.x_val)

@@ -2,14 +2,17 @@
 
 The blend is a weighted average of the runs' probabilities with non-negative
 weights summing to 1, chosen to minimise the log loss of the runs' out-of-fold
-(OOF) predictions. The OOF log loss of a mixture is convex in the weights, so
-the optimum is global; the best single run is one of the candidates, so the
-blend is never worse on OOF than its best member.
+(OOF) predictions. The OOF log loss of a mixture is convex in the weights, so a
+local minimum is the global one: ``fit_weights`` runs SLSQP over the simplex from
+the uniform mixture and from every vertex and keeps the best result (it matches a
+fine grid search over the simplex to 1e-6). Each single run (a vertex) is then
+compared explicitly, so the blend is never worse on OOF than its best member.
 
-Optionally a temperature ``T`` is fitted on the blended OOF predictions
-(``p_i ** (1/T)``, renormalised): it corrects a systematically over- or
-under-confident ensemble. Both scores are reported; ``--temperature`` applies
-it to the written submission.
+Optionally a temperature ``T`` (between 0.25 and 4) is fitted on the blended OOF
+predictions (``p_i ** (1/T)``, renormalised; T > 1 softens): it corrects a
+systematically over- or under-confident ensemble. It is fitted on the same OOF
+rows it is scored on, so its OOF score is optimistic. Both scores are reported;
+``--temperature`` applies it to the written submission.
 
 The runs must share their rows and folds (same training file, same config
 ``seed``, same ``--folds``): otherwise an OOF prediction of one run could come
