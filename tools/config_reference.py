@@ -250,23 +250,48 @@ def sections(
         )
         members = [m for m in _models_in(field.annotation) if m not in _seen]
         child = _child_prefix(key, field.annotation)
+        if len(members) > COMPACT_UNION:
+            children.append(_compact_union(child, members))
+            continue
         for m in members:
             sub = f"`{child}`" + (f" with {_member_tag(m)}" if len(members) > 1 else "")
             children.extend(sections(m, child, sub, _seen + (model,)))
     head = title or "Top level"
-    return [(head, _doc(model), rows)] + children
+    return [(head, _doc(model), HEADER, rows)] + children
+
+
+HEADER = ("key", "type", "default", "description")
+COMPACT_UNION = 4  # a union of more sections than this gets one line per member
+
+
+def _compact_union(key: str, members: list):
+    """One table for a union of many sections (optimizers, losses): a line per member with
+    its settings and defaults; the settings every member shares with the same default are
+    listed once, in the introduction."""
+    def settings(m):
+        return {n: _default(f) for n, f in m.model_fields.items() if n != "name"}
+
+    every = [settings(m) for m in members]
+    shared = {n: d for n, d in every[0].items() if all(e.get(n) == d for e in every[1:])}
+    intro = (f"Give `{key}` as a name, or as `{{name: ..., setting: value}}`; every one also takes "
+             + ", ".join(f"`{n}` ({d})" for n, d in shared.items()) + "." if shared else "")
+    rows = []
+    for m, own in zip(members, every):
+        rest = ", ".join(f"`{n}` ({d})" for n, d in own.items() if n not in shared)
+        rows.append((_member_tag(m).replace("`name: ", "`"), rest or "none", _doc(m)))
+    return (f"`{key}`", intro, ("name", "settings (default)", "description"), rows)
 
 
 def render() -> str:
     from ottotrain.config import Config
 
     out = []
-    for title, intro, rows in sections(Config):
+    for title, intro, header, rows in sections(Config):
         out.append(f"#### {title}")
         if intro:
             out.append(_cell(intro))
-        out.append("| key | type | default | description |")
-        out.append("| --- | --- | --- | --- |")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + " --- |" * len(header))
         out.extend("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)
         # No blank lines: in GFM a table may follow a paragraph, and a heading ends a table.
     return "\n".join(out).rstrip() + "\n"

@@ -1,10 +1,18 @@
-"""Regenerate ``ottotrain/keras_spec.json`` from the installed Keras.
+"""Regenerate ``ottotrain/config/keras_spec.json`` from the installed Keras.
 
 The config is validated before TensorFlow is imported (importing it costs
 seconds), so the names and signatures of Keras' layers, optimizers, losses,
 activations, initializers, regularizers and constraints are kept in a static
 table. ``tests/test_keras_spec.py`` fails when the table is out of date with the
 installed Keras; run ``python tools/gen_keras_spec.py`` to refresh it.
+
+The layers are a curated list (``LAYERS``): the ones that make sense on the flat
+``(batch, n_features)`` input ottotrain builds models on. Everything else Keras has
+(convolutions, recurrent and attention layers, image and text preprocessing, wrappers
+that take another layer, ``Lambda``) is left out, so a config cannot name it.
+
+    python tools/gen_keras_spec.py          # rewrite the table
+    python tools/gen_keras_spec.py --check  # exit 1 (and say what differs) when it is stale
 """
 
 import inspect
@@ -14,14 +22,29 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-OUT = Path(__file__).resolve().parent.parent / "ottotrain" / "config" / "keras_spec.json"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "ottotrain" / "config" / "keras_spec.json"
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
 
-# Layers that need Python objects (other layers, functions) or shapes we manage.
-SKIP_LAYERS = {
-    "Layer", "InputLayer", "Input", "InputSpec", "Lambda", "Wrapper", "Bidirectional",
-    "TimeDistributed", "RNN", "StackedRNNCells", "TorchModuleWrapper", "JaxLayer",
-    "FlaxLayer", "TFSMLayer", "Pipeline",
-}
+# The layers a config may use: those that make sense on a flat (batch, n_features) input.
+# Left out on purpose: Normalization (needs adapt() or per-feature lists; ottotrain scales
+# the data itself), wrappers such as SpectralNormalization (they take a layer object),
+# Lambda (arbitrary code), and every layer that wants images, sequences, tokens or strings.
+# Reshape, Permute and Flatten stay for the tests' reshaping round trips.
+LAYERS = (
+    # weights
+    "Dense",
+    # regularisation
+    "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "ActivityRegularization",
+    # normalisation
+    "BatchNormalization", "LayerNormalization", "UnitNormalization", "GroupNormalization",
+    "RMSNormalization",
+    # activations
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    # plumbing
+    "Identity", "Rescaling", "Reshape", "Flatten", "Permute",
+)
 BASE_LAYER_KWARGS = ["name", "dtype", "trainable"]
 
 
@@ -57,13 +80,16 @@ def _classes(module, base):
 
 
 def main():
-    import keras
+    from ottotrain.engine.env import keras  # Keras on TensorFlow, its start-up chatter filtered
 
-    spec = {"keras_version": keras.__version__, "layers": {}}
-    for name, cls in _classes(keras.layers, keras.layers.Layer).items():
-        if name in SKIP_LAYERS:
-            continue
-        params, varkw = _param_table(cls)
+    spec = {"keras_version": installed_version(keras), "layers": {}}
+    missing = [n for n in LAYERS if not (inspect.isclass(getattr(keras.layers, n, None))
+                                         and issubclass(getattr(keras.layers, n), keras.layers.Layer))]
+    if missing:
+        raise SystemExit(f"Keras {spec['keras_version']} has no layer {', '.join(missing)}: "
+                         "edit LAYERS in tools/gen_keras_spec.py")
+    for name in sorted(LAYERS):
+        params, varkw = _param_table(getattr(keras.layers, name))
         if varkw:
             for k in BASE_LAYER_KWARGS:
                 params.setdefault(k, {"default": None})
@@ -120,6 +146,16 @@ def main():
     return spec
 
 
+def installed_version(keras) -> str:
+    """The installed Keras' version as its package metadata says (what keras_checks compares)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras")
+    except PackageNotFoundError:
+        return keras.__version__
+
+
 def _gets(module, name):
     try:
         module.get(name)
@@ -128,10 +164,36 @@ def _gets(module, name):
         return False
 
 
+def differences(old: dict, new: dict) -> list[str]:
+    """What differs between two tables, one line per entry (for --check)."""
+    out = []
+    if old.get("keras_version") != new.get("keras_version"):
+        out.append(f"keras_version: {old.get('keras_version')} -> {new.get('keras_version')}")
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if section == "keras_version" or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    what = "added" if key not in a else "removed" if key not in b else "changed"
+                    out.append(f"{section}.{key}: {what}")
+        else:
+            out.append(f"{section}: changed")
+    return out
+
+
 if __name__ == "__main__":
     spec = main()
     text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
     if "--check" in sys.argv:
-        sys.exit(0 if OUT.read_text() == text else 1)
+        old = OUT.read_text() if OUT.exists() else "{}"
+        if old == text:
+            sys.exit(0)
+        diff = differences(json.loads(old), spec) or ["formatting"]
+        print(f"{OUT} is out of date with the installed Keras {spec['keras_version']}: "
+              + "; ".join(diff[:20]) + ("; ..." if len(diff) > 20 else "")
+              + "; run: python tools/gen_keras_spec.py", file=sys.stderr)
+        sys.exit(1)
     OUT.write_text(text)
     print(f"wrote {OUT} ({len(spec['layers'])} layers, Keras {spec['keras_version']})")

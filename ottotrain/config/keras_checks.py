@@ -1,13 +1,21 @@
-"""The Keras parts of a config (layers, optimizer, loss, monitors), checked by name.
+"""The Keras layers of a config, checked by name and signature without importing Keras.
 
 Checked against ``keras_spec.json``, a static table of Keras signatures made by
-tools/gen_keras_spec.py, so that no Keras import is needed to validate a config.
+tools/gen_keras_spec.py from the Keras ottotrain is tested with, so that no Keras import
+is needed to validate a config. (The optimizer and the loss are typed sections of the
+schema, ``config/schema.py``.)
+
+The table is only trusted for the Keras it was made from. When the installed Keras
+(its package metadata: no import) is another version, layers are checked by name only:
+a name the table lacks is still an error, with a did-you-mean, but arguments are left
+to Keras, whose rejections the engine reports against the same key paths at build time.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from importlib import metadata
 from pathlib import Path
 
 from ottotrain.config.schema import SYMBOLS
@@ -18,6 +26,32 @@ from ottotrain.errors import did_you_mean
 def keras_spec() -> dict:
     """Return the static table of Keras signatures (see tools/gen_keras_spec.py)."""
     return json.loads((Path(__file__).parent / "keras_spec.json").read_text())
+
+
+def installed_keras_version() -> str | None:
+    """The installed Keras' version from its package metadata (Keras is not imported)."""
+    try:
+        return metadata.version("keras")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def spec_is_current() -> bool:
+    """Whether keras_spec.json was made from the installed Keras (then signatures are checked)."""
+    return installed_keras_version() == keras_spec()["keras_version"]
+
+
+def spec_note() -> str:
+    """One sentence on where the table comes from (say, for a name this Keras lacks).
+
+    Nothing warns about a version difference by itself: configs are still checked (by
+    name), and Keras checks the rest when the model is built.
+    """
+    made = keras_spec()["keras_version"]
+    have = installed_keras_version()
+    if have == made:
+        return f"keras_spec.json was made from this Keras ({made})"
+    return f"keras_spec.json was made from Keras {made}, Keras {have or '(version unknown)'} is installed"
 
 
 def fmt(v) -> str:
@@ -101,7 +135,7 @@ def _check_args(path, args, params, owner):
                              f"{did_you_mean(key, params)}; its arguments: {', '.join(params)}")
         p = params[key]
         if any(key.endswith(suf) or key == suf[1:] for suf, _, _ in _NAMED_FAMILIES):
-            continue  # a name or {name: ..., args}: checked by _check_value_rules
+            continue  # a name or {name: ..., args}: checked by _check_names
         if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
             raise PathError(f"{path}.{key}", f"must be a name or mapping, got {fmt(value)}")
         default = p.get("default")
@@ -112,8 +146,8 @@ def _check_args(path, args, params, owner):
                              f"must be {_type_name(default)}, got {fmt(value)}")
 
 
-def _check_value_rules(path, key, value):
-    """Range rules Keras would only report late (or never)."""
+def _check_ranges(path, key, value):
+    """Range rules Keras would only report late (or never); they hold for any Keras."""
     if value is None:
         return
     if key in ("units", "filters", "output_dim") and not (
@@ -121,6 +155,12 @@ def _check_value_rules(path, key, value):
         raise PathError(path, f"must be an integer >= 1 or one of {', '.join(SYMBOLS)}, got {fmt(value)}")
     if key == "rate" and not (isinstance(value, (int, float)) and 0 <= value < 1):
         raise PathError(path, f"must be a number in [0, 1), got {fmt(value)}")
+
+
+def _check_names(path, key, value):
+    """Activations, initializers, regularizers and constraints named in the table."""
+    if value is None:
+        return
     if key in ("activation", "recurrent_activation"):
         acts = keras_spec()["activations"]
         if not isinstance(value, str) or value not in acts:
@@ -133,7 +173,11 @@ def _check_value_rules(path, key, value):
 
 
 def check_layer(i: int, item) -> tuple[str, dict]:
-    """Validate one ``model.layers`` entry; return (class name, arguments)."""
+    """Validate one ``model.layers`` entry; return (class name, arguments).
+
+    The name must be one of the table's layers. Its arguments are checked against the
+    table's signature only when the table was made from the installed Keras.
+    """
     path = f"model.layers[{i}]"
     layers = keras_spec()["layers"]
     if isinstance(item, str):
@@ -147,9 +191,9 @@ def check_layer(i: int, item) -> tuple[str, dict]:
         raise PathError(path, "Lambda layers run arbitrary code and are not allowed in configs; "
                          "use Activation, Rescaling or another built-in layer")
     if not isinstance(name, str) or name not in layers:
-        raise PathError(path, f"unknown layer {fmt(name)}{did_you_mean(name, layers)}; "
-                         "any class of keras.layers is allowed, e.g. Dense, Dropout, "
-                         "BatchNormalization, PReLU")
+        raise PathError(path, f"unknown layer {fmt(name)}"
+                         f"{did_you_mean(name, layers) if isinstance(name, str) else ''}; "
+                         f"the layers that fit a row of features: {', '.join(sorted(layers))}")
     params = layers[name]
     required = [k for k, v in params.items() if v.get("required")]
     if args is None:
@@ -159,9 +203,14 @@ def check_layer(i: int, item) -> tuple[str, dict]:
         if len(required) != 1:
             raise PathError(f"{path}.{name}", f"{name} takes a mapping of arguments, got {fmt(args)}")
         args = {required[0]: args}
+    if not spec_is_current():  # another Keras: its own signature is checked at build time
+        for key, value in args.items():
+            _check_ranges(f"{path}.{name}.{key}", key, value)
+        return name, args
     _check_args(f"{path}.{name}", args, params, name)
     for key, value in args.items():
-        _check_value_rules(f"{path}.{name}.{key}", key, value)
+        _check_ranges(f"{path}.{name}.{key}", key, value)
+        _check_names(f"{path}.{name}.{key}", key, value)
     missing = [k for k in required if k not in args]
     if missing:
         raise PathError(f"{path}.{name}", f"{name} needs {', '.join(missing)}")
@@ -169,7 +218,9 @@ def check_layer(i: int, item) -> tuple[str, dict]:
 
 
 def normalize_named(value, default_key="name") -> tuple[str, dict]:
-    """Split ``'sgd'`` or ``{name: sgd, ...}`` into (name, kwargs)."""
+    """Split ``'sgd'``, ``{name: sgd, ...}`` or a typed optimizer/loss into (name, kwargs)."""
+    if hasattr(value, "given"):  # a typed section of the schema (schema._KerasPart)
+        value = value.given()
     if isinstance(value, str):
         return value, {}
     value = dict(value)
@@ -177,46 +228,12 @@ def normalize_named(value, default_key="name") -> tuple[str, dict]:
 
 
 def check_keras_parts(cfg) -> None:
-    """Check the layers, optimizer and loss of a validated ``Config`` by name."""
-    spec = keras_spec()
+    """Check the layers of a validated ``Config`` (the optimizer and loss are typed sections)."""
     if not cfg.model.layers:
         raise PathError("model.layers", "needs at least one layer, e.g. [{Dense: {units: n_classes}}, "
                          "{Activation: softmax}]")
     for i, item in enumerate(cfg.model.layers):
         check_layer(i, item)
-
-    # Optimizer
-    name, kwargs = normalize_named(cfg.train.optimizer)
-    aliases = spec["aliases"]["optimizers"]
-    path = "train.optimizer" + (".name" if isinstance(cfg.train.optimizer, dict) else "")
-    if name is None:
-        raise PathError("train.optimizer", "needs a name, e.g. {name: sgd, learning_rate: 0.01}")
-    cls = aliases.get(str(name).lower())
-    if cls is None:
-        raise PathError(path, f"unknown optimizer {fmt(name)}{did_you_mean(name, aliases)}; "
-                         f"known: {', '.join(sorted(aliases))}")
-    _check_args("train.optimizer", kwargs, spec["optimizers"][cls], f"optimizer {cls}")
-    lr = kwargs.get("learning_rate")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 10):
-        raise PathError("train.optimizer.learning_rate", f"must be a number in (0, 10], got {fmt(lr)}")
-
-    # Loss
-    name, kwargs = normalize_named(cfg.train.loss)
-    path = "train.loss" + (".name" if isinstance(cfg.train.loss, dict) else "")
-    losses = spec["losses"]
-    fn_names = spec["aliases"]["losses"]
-    if name in losses:
-        _check_args("train.loss", kwargs, losses[name], f"loss {name}")
-    elif name in fn_names:
-        camel = "".join(w.capitalize() for w in name.split("_"))
-        camel_match = next((c for c in losses if c.lower() == camel.lower()), None)
-        if kwargs:
-            if camel_match is None:
-                raise PathError("train.loss", f"loss '{name}' takes no arguments")
-            _check_args("train.loss", kwargs, losses[camel_match], f"loss {name}")
-    else:
-        raise PathError(path, f"unknown loss {fmt(name)}{did_you_mean(name, fn_names)}; "
-                         "for classification use categorical_crossentropy")
 
 
 def needs_train_accuracy(cfg) -> bool:

@@ -8,9 +8,22 @@ from the ``description`` of each field (tools/config_reference.py).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ottotrain.errors import did_you_mean
 
 # Symbolic sizes a layer argument may use; they come from the data, never a constant.
 SYMBOLS = ("n_classes", "n_features")
@@ -140,13 +153,462 @@ class CheckpointConfig(_Strict):
         "auto", description="min or max is better; auto: max for accuracy, else min.")
 
 
+# --------------------------------------------------------------------------------------
+# The optimizer and the loss: one typed section per Keras class, told apart by ``name``.
+#
+# Each section's fields are the Keras constructor's arguments with Keras' defaults
+# (tests/test_keras_spec.py holds them to keras_spec.json, the table made from the
+# installed Keras). Only the arguments a config gives are passed to Keras and saved in a
+# run's config.yaml, so the defaults here document Keras' and never replace them.
+
+
+def _fmt(v) -> str:
+    return f"'{v}'" if isinstance(v, str) else repr(v)
+
+
+def _name_error(where: tuple, message: str, name):
+    """A validation error at ``where`` below the field (``()``: the field itself)."""
+    if not where:
+        return ValueError(message)
+    return ValidationError.from_exception_data("name", [{
+        "type": PydanticCustomError("unknown_name", message), "loc": where, "input": name}])
+
+
+class _KerasPart(_Strict):
+    """A Keras object given by name and arguments: saved (and passed on) as it was written."""
+
+    name: str
+    keras_class: ClassVar[str]
+
+    def given(self) -> dict:
+        """``name`` and the arguments the config sets (the ones passed to Keras)."""
+        return {k: getattr(self, k) for k in type(self).model_fields
+                if k == "name" or k in self.model_fields_set}
+
+    def arguments(self) -> dict:
+        """The Keras constructor's keyword arguments: those the config sets, nothing more."""
+        return {k: v for k, v in self.given().items() if k != "name"}
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler):
+        data = handler(self)
+        if not self.arguments():
+            return self.name  # `optimizer: sgd`, as a config writes it
+        return {k: v for k, v in data.items() if k == "name" or k in self.model_fields_set}
+
+    def __eq__(self, other):
+        if isinstance(other, str):  # compares with the config as written: 'sgd', {name: ...}
+            return self.given() == {"name": other}
+        if isinstance(other, dict):
+            return self.given() == other
+        return super().__eq__(other)
+
+    __hash__ = None
+
+
+class _Optimizer(_KerasPart):
+    # Arguments every Keras optimizer takes (keras.optimizers.Optimizer).
+    learning_rate: float = Field(0.001, description="Step size, in (0, 10].")
+    weight_decay: float | None = Field(None, description="Decoupled weight decay; null: none.")
+    clipnorm: float | None = Field(
+        None, description="Clip each gradient to this norm (train.gradient_clip_norm sets it too).")
+    clipvalue: float | None = Field(None, description="Clip each gradient's values to ± this.")
+    global_clipnorm: float | None = Field(
+        None, description="Clip all gradients together to this global norm.")
+    use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")
+    ema_momentum: float = Field(0.99, description="Momentum of that average (use_ema).")
+    ema_overwrite_frequency: int | None = Field(
+        None, description="Every this many steps, replace the weights by their average (use_ema).")
+    loss_scale_factor: float | None = Field(
+        None, description="Scale the loss by this before the gradients (and back after).")
+    gradient_accumulation_steps: int | None = Field(
+        None, description="Update the weights every this many batches, with their gradients' mean.")
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr(cls, v):
+        if not 0 < v <= 10:
+            raise ValueError("must be a number in (0, 10]")
+        return v
+
+
+_BETA_1 = Field(0.9, description="Decay of the first-moment estimates.")
+_BETA_2 = Field(0.999, description="Decay of the second-moment estimates.")
+_EPSILON = Field(1e-07, description="Small constant for numerical stability.")
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+
+    keras_class: ClassVar[str] = "SGD"
+    name: Literal["sgd"]
+    learning_rate: float = Field(0.01, description="Step size, in (0, 10].")
+    momentum: float = Field(0.0, description="Momentum, in [0, 1].")
+    nesterov: bool = Field(False, description="Nesterov momentum.")
+
+
+class Adam(_Optimizer):
+    """Adam."""
+
+    keras_class: ClassVar[str] = "Adam"
+    name: Literal["adam"]
+    beta_1: float = _BETA_1
+    beta_2: float = _BETA_2
+    epsilon: float = _EPSILON
+    amsgrad: bool = Field(False, description="The AMSGrad variant.")
+
+
+class AdamW(_Optimizer):
+    """Adam with decoupled weight decay."""
+
+    keras_class: ClassVar[str] = "AdamW"
+    name: Literal["adamw"]
+    weight_decay: float | None = Field(0.004, description="Decoupled weight decay.")
+    beta_1: float = _BETA_1
+    beta_2: float = _BETA_2
+    epsilon: float = _EPSILON
+    amsgrad: bool = Field(False, description="The AMSGrad variant.")
+
+
+class Adamax(_Optimizer):
+    """Adamax, Adam with the infinity norm."""
+
+    keras_class: ClassVar[str] = "Adamax"
+    name: Literal["adamax"]
+    beta_1: float = _BETA_1
+    beta_2: float = Field(0.999, description="Decay of the weighted infinity norm.")
+    epsilon: float = _EPSILON
+
+
+class Nadam(_Optimizer):
+    """Adam with Nesterov momentum."""
+
+    keras_class: ClassVar[str] = "Nadam"
+    name: Literal["nadam"]
+    beta_1: float = _BETA_1
+    beta_2: float = _BETA_2
+    epsilon: float = _EPSILON
+
+
+class Lamb(_Optimizer):
+    """LAMB: Adam with layer-wise adapted step sizes."""
+
+    keras_class: ClassVar[str] = "Lamb"
+    name: Literal["lamb"]
+    beta_1: float = _BETA_1
+    beta_2: float = _BETA_2
+    epsilon: float = _EPSILON
+
+
+class Lion(_Optimizer):
+    """Lion: sign-based updates with momentum."""
+
+    keras_class: ClassVar[str] = "Lion"
+    name: Literal["lion"]
+    beta_1: float = Field(0.9, description="Decay of the momentum mixed into the update.")
+    beta_2: float = Field(0.99, description="Decay of the momentum kept.")
+
+
+class RMSprop(_Optimizer):
+    """RMSprop."""
+
+    keras_class: ClassVar[str] = "RMSprop"
+    name: Literal["rmsprop"]
+    rho: float = Field(0.9, description="Decay of the mean squared gradient.")
+    momentum: float = Field(0.0, description="Momentum.")
+    epsilon: float = _EPSILON
+    centered: bool = Field(False, description="Normalise by the gradient's variance, not its "
+                           "second moment.")
+
+
+class Adagrad(_Optimizer):
+    """Adagrad."""
+
+    keras_class: ClassVar[str] = "Adagrad"
+    name: Literal["adagrad"]
+    initial_accumulator_value: float = Field(0.1, description="Start of the accumulators.")
+    epsilon: float = _EPSILON
+
+
+class Adadelta(_Optimizer):
+    """Adadelta."""
+
+    keras_class: ClassVar[str] = "Adadelta"
+    name: Literal["adadelta"]
+    rho: float = Field(0.95, description="Decay rate.")
+    epsilon: float = _EPSILON
+
+
+class Ftrl(_Optimizer):
+    """FTRL-proximal."""
+
+    keras_class: ClassVar[str] = "Ftrl"
+    name: Literal["ftrl"]
+    learning_rate_power: float = Field(-0.5, description="How the step size falls, ≤ 0.")
+    initial_accumulator_value: float = Field(0.1, description="Start of the accumulators, ≥ 0.")
+    l1_regularization_strength: float = Field(0.0, description="L1 strength, ≥ 0.")
+    l2_regularization_strength: float = Field(0.0, description="L2 strength, ≥ 0.")
+    l2_shrinkage_regularization_strength: float = Field(
+        0.0, description="L2 shrinkage strength (on the weights, not the gradient), ≥ 0.")
+    beta: float = Field(0.0, description="The beta of FTRL-proximal.")
+
+
+class Adafactor(_Optimizer):
+    """Adafactor: factored second moments."""
+
+    keras_class: ClassVar[str] = "Adafactor"
+    name: Literal["adafactor"]
+    beta_2_decay: float = Field(-0.8, description="Decay of the second-moment estimates.")
+    epsilon_1: float = Field(1e-30, description="Small constant for the second moments.")
+    epsilon_2: float = Field(0.001, description="Small constant for the step size.")
+    clip_threshold: float = Field(1.0, description="Clipping threshold of the update.")
+    relative_step: bool = Field(True, description="Scale the step size by the step number.")
+
+
+class Muon(_Optimizer):
+    """Muon for the 2-D weights (orthogonalised momentum), AdamW for the others."""
+
+    keras_class: ClassVar[str] = "Muon"
+    name: Literal["muon"]
+    weight_decay: float | None = Field(0.004, description="Decoupled weight decay.")
+    momentum: float = Field(0.95, description="Momentum of the Muon updates.")
+    nesterov: bool = Field(True, description="Nesterov momentum for the Muon updates.")
+    ns_steps: int = Field(5, description="Newton-Schulz iterations.")
+    muon_a: float = Field(3.4445, description="Newton-Schulz coefficient a.")
+    muon_b: float = Field(-4.775, description="Newton-Schulz coefficient b.")
+    muon_c: float = Field(2.0315, description="Newton-Schulz coefficient c.")
+    rms_rate: float = Field(0.2, description="Matches the updates' RMS to AdamW's.")
+    adam_beta_1: float = Field(0.9, description="AdamW's beta_1, for the other weights.")
+    adam_beta_2: float = Field(0.999, description="AdamW's beta_2, for the other weights.")
+    adam_lr_ratio: float = Field(1, description="AdamW's learning rate / Muon's.")
+    adam_weight_decay: float = Field(0.004, description="AdamW's weight decay.")
+    epsilon: float = _EPSILON
+    exclude_layers: list[str] | None = Field(
+        None, description="Layer names whose weights use AdamW.")
+    exclude_embeddings: bool = Field(True, description="Embeddings use AdamW.")
+
+
+class ScheduleFreeAdamW(_Optimizer):
+    """Schedule-free AdamW."""
+
+    keras_class: ClassVar[str] = "ScheduleFreeAdamW"
+    name: Literal["schedulefreeadamw"]
+    learning_rate: float = Field(0.0025, description="Step size, in (0, 10].")
+    beta_1: float = _BETA_1
+    beta_2: float = _BETA_2
+    epsilon: float = Field(1e-08, description="Small constant for numerical stability.")
+    warmup_steps: int = Field(0, description="Steps of learning-rate warm-up.")
+
+
+OPTIMIZERS = (SGD, Adam, AdamW, Adamax, Nadam, Lamb, Lion, RMSprop, Adagrad, Adadelta, Ftrl,
+              Adafactor, Muon, ScheduleFreeAdamW)
+Optimizer = Annotated[Union[OPTIMIZERS], Field(discriminator="name")]  # noqa: UP007 (of a tuple)
+
+
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
+
+
+class _Loss(_KerasPart):
+    # Arguments every Keras loss takes (keras.losses.Loss).
+    reduction: Literal[REDUCTIONS] | None = Field(
+        "sum_over_batch_size", description="How the rows' losses are combined.")
+    dtype: str | None = Field(None, description="Dtype of the loss computation; null: Keras'.")
+
+
+_FROM_LOGITS = Field(False, description="The outputs are logits, not probabilities.")
+_LABEL_SMOOTHING = Field(0.0, description="Mix this much of a uniform target into the labels.")
+_AXIS = Field(-1, description="The class axis.")
+
+
+class CategoricalCrossentropy(_Loss):
+    """Log loss of one-hot labels (the Otto metric)."""
+
+    keras_class: ClassVar[str] = "CategoricalCrossentropy"
+    name: Literal["categorical_crossentropy"]
+    from_logits: bool = _FROM_LOGITS
+    label_smoothing: float = _LABEL_SMOOTHING
+    axis: int = _AXIS
+
+
+class CategoricalFocalCrossentropy(_Loss):
+    """Focal loss: log loss weighted towards the badly classified rows."""
+
+    keras_class: ClassVar[str] = "CategoricalFocalCrossentropy"
+    name: Literal["categorical_focal_crossentropy"]
+    alpha: float = Field(0.25, description="Weight of every class.")
+    gamma: float = Field(2.0, description="Focusing parameter, ≥ 0.")
+    from_logits: bool = _FROM_LOGITS
+    label_smoothing: float = _LABEL_SMOOTHING
+    axis: int = _AXIS
+
+
+class BinaryCrossentropy(_Loss):
+    """Log loss of each output as a separate yes/no."""
+
+    keras_class: ClassVar[str] = "BinaryCrossentropy"
+    name: Literal["binary_crossentropy"]
+    from_logits: bool = _FROM_LOGITS
+    label_smoothing: float = _LABEL_SMOOTHING
+    axis: int = _AXIS
+
+
+class BinaryFocalCrossentropy(_Loss):
+    """Focal loss of each output as a separate yes/no."""
+
+    keras_class: ClassVar[str] = "BinaryFocalCrossentropy"
+    name: Literal["binary_focal_crossentropy"]
+    apply_class_balancing: bool = Field(False, description="Weight the classes by alpha.")
+    alpha: float = Field(0.25, description="Weight of the positive class (apply_class_balancing).")
+    gamma: float = Field(2.0, description="Focusing parameter, ≥ 0.")
+    from_logits: bool = _FROM_LOGITS
+    label_smoothing: float = _LABEL_SMOOTHING
+    axis: int = _AXIS
+
+
+class Huber(_Loss):
+    """Huber loss."""
+
+    keras_class: ClassVar[str] = "Huber"
+    name: Literal["huber"]
+    delta: float = Field(1.0, description="Where the loss turns from quadratic to linear.")
+
+
+class CosineSimilarity(_Loss):
+    """Negative cosine similarity."""
+
+    keras_class: ClassVar[str] = "CosineSimilarity"
+    name: Literal["cosine_similarity"]
+    axis: int = Field(-1, description="The axis along which the similarity is computed.")
+
+
+class Dice(_Loss):
+    """Dice loss."""
+
+    keras_class: ClassVar[str] = "Dice"
+    name: Literal["dice"]
+    axis: int | list[int] | None = Field(None, description="Axes summed over; null: all.")
+
+
+class Tversky(_Loss):
+    """Tversky loss."""
+
+    keras_class: ClassVar[str] = "Tversky"
+    name: Literal["tversky"]
+    alpha: float = Field(0.5, description="Weight of the false positives.")
+    beta: float = Field(0.5, description="Weight of the false negatives.")
+    axis: int | list[int] | None = Field(None, description="Axes summed over; null: all.")
+
+
+def _plain_loss(cls_name: str, name: str, doc: str):
+    """A loss with no arguments of its own."""
+    ns = {"__doc__": doc, "__module__": __name__, "__qualname__": cls_name,
+          "__annotations__": {"name": Literal[name], "keras_class": ClassVar[str]},
+          "keras_class": cls_name}
+    return type(cls_name, (_Loss,), ns)
+
+
+KLDivergence = _plain_loss("KLDivergence", "kl_divergence", "Kullback-Leibler divergence.")
+CategoricalHinge = _plain_loss("CategoricalHinge", "categorical_hinge", "Categorical hinge loss.")
+Hinge = _plain_loss("Hinge", "hinge", "Hinge loss.")
+SquaredHinge = _plain_loss("SquaredHinge", "squared_hinge", "Squared hinge loss.")
+Poisson = _plain_loss("Poisson", "poisson", "Poisson loss.")
+LogCosh = _plain_loss("LogCosh", "log_cosh", "Logarithm of the hyperbolic cosine of the error.")
+MeanSquaredError = _plain_loss("MeanSquaredError", "mean_squared_error", "Mean squared error.")
+MeanAbsoluteError = _plain_loss("MeanAbsoluteError", "mean_absolute_error", "Mean absolute error.")
+MeanAbsolutePercentageError = _plain_loss(
+    "MeanAbsolutePercentageError", "mean_absolute_percentage_error", "Mean absolute percentage error.")
+MeanSquaredLogarithmicError = _plain_loss(
+    "MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "Mean squared logarithmic error.")
+
+LOSSES = (CategoricalCrossentropy, CategoricalFocalCrossentropy, BinaryCrossentropy,
+          BinaryFocalCrossentropy, KLDivergence, CategoricalHinge, Hinge, SquaredHinge, Poisson,
+          Huber, LogCosh, CosineSimilarity, MeanSquaredError, MeanAbsoluteError,
+          MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Dice, Tversky)
+Loss = Annotated[Union[LOSSES], Field(discriminator="name")]  # noqa: UP007 (of a tuple)
+
+# Keras classes a config cannot use, and why (keras_spec.json lists them; the schema does not).
+UNFIT = {
+    "optimizers": {"MultiOptimizer": "it takes other optimizer objects, which a config cannot write"},
+    "losses": {
+        "SparseCategoricalCrossentropy": "it wants integer labels; ottotrain trains on one-hot labels",
+        "CategoricalGeneralizedCrossEntropy": "it wants integer labels; ottotrain trains on one-hot "
+                                              "labels",
+        "Circle": "it wants integer labels and embeddings, not class probabilities",
+        "CTC": "it wants sequences, not one row of class probabilities",
+    },
+}
+
+
+def _tag_of(cls) -> str:
+    return typing.get_args(cls.model_fields["name"].annotation)[0]
+
+
+# Optimizer names are case-insensitive (sgd, SGD, RMSprop); a loss is named by its Keras
+# function or class (categorical_crossentropy, CategoricalCrossentropy), case and underscores
+# aside.
+_optimizer_key = str.lower
+_loss_key = lambda s: s.replace("_", "").lower()  # noqa: E731
+
+
+def _names(models, key) -> dict:
+    """Every accepted spelling of a name -> its section's name (the discriminator)."""
+    return {key(n): _tag_of(m) for m in models for n in (_tag_of(m), m.keras_class)}
+
+
+_OPTIMIZER_NAMES = _names(OPTIMIZERS, _optimizer_key)
+_LOSS_NAMES = _names(LOSSES, _loss_key)
+
+
+def _named_tree(v, names: dict, key, family: str, what: str, hint: str):
+    """``'adam'`` or ``{name: Adam, ...}`` -> ``{name: adam, ...}`` (the discriminator's tag).
+
+    A name that is no section's is reported here, with the known names, rather than as
+    pydantic's bare 'union tag' error.
+    """
+    if isinstance(v, str):
+        tree, where = {"name": v}, ()
+    elif isinstance(v, dict) and isinstance(v.get("name"), str):
+        # Located as pydantic locates a section's errors, (tag, key): train.optimizer.name.
+        tree, where = dict(v), (v["name"], "name")
+    else:
+        return v  # not a name: pydantic says what is wrong
+    name = tree["name"]
+    tag = names.get(key(name))
+    if tag is None:
+        unfit = next((why for cls, why in UNFIT[family].items() if _loss_key(cls) == _loss_key(name)),
+                     None)
+        known = sorted(set(names.values()))
+        if unfit:
+            raise _name_error(where, f"{what} {_fmt(name)} cannot be used: {unfit}; {hint}"
+                              f"known: {', '.join(known)}", name)
+        raise _name_error(where, f"unknown {what} {_fmt(name)}{did_you_mean(name, known)}; "
+                          f"{hint}known: {', '.join(known)}", name)
+    tree["name"] = tag
+    return tree
+
+
+def _name_or_mapping(models):
+    """JSON Schema of such a field: a section, or just a name (``optimizer: adam``)."""
+    def extra(schema):
+        names = [_tag_of(m) for m in models]
+        union = {k: schema.pop(k) for k in ("oneOf", "anyOf", "discriminator", "$ref") if k in schema}
+        schema["anyOf"] = [{"type": "string", "enum": names}, union]
+    return extra
+
+
 class TrainConfig(_Strict):
     """How the model is compiled and fitted."""
 
-    optimizer: Union[str, dict[str, Any]] = Field(
-        "sgd", description="Optimizer name or {name: ..., learning_rate: ..., ...}.")
-    loss: Union[str, dict[str, Any]] = Field(
-        "categorical_crossentropy", description="Loss name or {name: ..., label_smoothing: ...}.")
+    optimizer: Optimizer = Field(
+        "sgd", json_schema_extra=_name_or_mapping(OPTIMIZERS), description=(
+            "The optimizer: its name (case-insensitive), e.g. `adam`, or {name: ..., its "
+            "arguments}, e.g. {name: sgd, learning_rate: 0.01, momentum: 0.9}. Only the arguments "
+            "given are passed to Keras; the others keep Keras' defaults (listed below)."))
+    loss: Loss = Field(
+        "categorical_crossentropy", json_schema_extra=_name_or_mapping(LOSSES), description=(
+            "The loss: its Keras name, e.g. `categorical_crossentropy` (the class name works too), "
+            "or {name: ..., its arguments}, e.g. {name: categorical_crossentropy, label_smoothing: "
+            "0.05}. Only the arguments given are passed to Keras."))
     epochs: int = Field(20, ge=1, le=100000, description="Most epochs to train.")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Rows per gradient step.")
     early_stopping: Optional[EarlyStoppingConfig] = Field(None, description="Stop when monitor stalls.")
@@ -168,6 +630,17 @@ class TrainConfig(_Strict):
         False, description="Also log the training batches' running accuracy per epoch (history "
         "column 'accuracy'); on automatically when a monitor is 'accuracy'. Off by default: on "
         "small models it costs about a quarter of each epoch. val_accuracy is always logged.")
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_name(cls, v):
+        return _named_tree(v, _OPTIMIZER_NAMES, _optimizer_key, "optimizers", "optimizer", "")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_name(cls, v):
+        return _named_tree(v, _LOSS_NAMES, _loss_key, "losses", "loss",
+                           "for classification use categorical_crossentropy; ")
 
     @field_validator("steps_per_execution")
     @classmethod

@@ -1,7 +1,9 @@
 """Turning a validated config into a compiled ``keras.Sequential`` model.
 
-Keras errors raised while building are reported against the layer's key path, as
-config errors.
+Keras errors raised while building are reported against the key path of the part
+Keras refused (a layer, one of its initializers, the optimizer, the loss), as config
+errors; so is a name this Keras does not have (the config is checked against a static
+table, keras_spec.json, which may come from another Keras version).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import warnings
 
 from ottotrain.config import SYMBOLS, check_layer, keras_spec, needs_train_accuracy, normalize_named
+from ottotrain.config.keras_checks import spec_is_current, spec_note
 from ottotrain.engine import keras_compat
 from ottotrain.engine.env import keras
-from ottotrain.errors import ConfigError
+from ottotrain.errors import ConfigError, did_you_mean
 
 
 def setup(seed: int, deterministic: bool):
@@ -34,25 +37,62 @@ def _resolve_symbols(value, sizes):
     return value
 
 
-def _named_object(family, value):
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _lacks(where: str, what: str, name: str, known=()) -> ConfigError:
+    """The error for a name the installed Keras does not have (though the config passed)."""
+    if spec_is_current():
+        fix = f"use another {what}, and remake the table: python tools/gen_keras_spec.py"
+    else:
+        fix = f"use another {what}, or install Keras {keras_spec()['keras_version']}"
+    hint = "" if name in known else did_you_mean(name, known)
+    return ConfigError(f"{where}: this Keras ({keras.__version__}) has no {what} '{name}'{hint}; "
+                       f"{spec_note()}: {fix}")
+
+
+def _keras_class(module, name: str):
+    """``module.name`` if it is a class, else None (never an AttributeError)."""
+    obj = getattr(module, name, None) if isinstance(name, str) else None
+    return obj if isinstance(obj, type) else None
+
+
+def _named_object(family, value, where: str = "<config>"):
     """An initializer/regularizer/constraint from a name or {name: ..., args}."""
     module = getattr(keras, family)
-    if isinstance(value, str):
-        return module.get(value)
-    name, kwargs = normalize_named(value)
+    what = family[:-1]
     spec = keras_spec()
+    known = sorted(set(spec["aliases"][family]) | {n for n in spec[family] if n[0].isupper()})
+    if isinstance(value, str):
+        try:
+            return module.get(value)
+        except ValueError:  # "Could not interpret initializer identifier"
+            raise _lacks(where, what, value, known) from None
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        # Only possible when the table is not this Keras' (then arguments go unchecked).
+        raise ConfigError(f"{where}: must be a {what} name or {{name: ..., its arguments}}, "
+                          f"got {value!r}")
+    name, kwargs = normalize_named(value)
     cls_name = name if name in spec[family] and name[0].isupper() else spec["aliases"][family].get(name, name)
-    return getattr(module, cls_name)(**kwargs)
+    cls = _keras_class(module, cls_name)
+    if cls is None:
+        raise _lacks(f"{where}.name", what, cls_name, known)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: Keras rejected this {what}: {_first_line(e)}") from None
 
 
-def layer_kwargs(args: dict, sizes: dict) -> dict:
+def layer_kwargs(args: dict, sizes: dict, where: str = "<config>") -> dict:
+    """A layer's keyword arguments: sizes resolved, initializers etc. made (``where``: its path)."""
     out = {}
     for key, value in args.items():
         value = _resolve_symbols(value, sizes)
         for suffix, family in (("_initializer", "initializers"), ("_regularizer", "regularizers"),
                                ("_constraint", "constraints")):
             if (key.endswith(suffix) or key == suffix[1:]) and value is not None:
-                value = _named_object(family, value)
+                value = _named_object(family, value, f"{where}.{key}")
         if isinstance(value, list) and key in ("target_shape", "dims", "shared_axes", "noise_shape"):
             value = tuple(value)
         out[key] = value
@@ -72,7 +112,7 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
         A ``keras.Sequential``.
 
     Raises:
-        ConfigError: Keras rejects a layer or the output does not fit the classes.
+        ConfigError: Keras rejects a layer or lacks it, or the output does not fit the classes.
     """
     sizes = {"n_classes": n_classes, "n_features": n_features}
     model = keras.Sequential(name=cfg.name or "ottotrain")
@@ -80,49 +120,56 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
     for i, item in enumerate(cfg.model.layers):
         name, args = check_layer(i, item)
         path = f"model.layers[{i}].{name}"
+        cls = _keras_class(keras.layers, name)
+        if cls is None or not issubclass(cls, keras.layers.Layer):
+            raise _lacks(f"{cfg.source}: {path}", "layer", name)
+        kwargs = layer_kwargs(args, sizes, f"{cfg.source}: {path}")
         try:
-            layer = getattr(keras.layers, name)(**layer_kwargs(args, sizes))
-            model.add(layer)
+            model.add(cls(**kwargs))
         except (ValueError, TypeError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {msg}") from None
+            raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {_first_line(e)}") from None
     out = model.output_shape
     if tuple(out) != (None, n_classes):
         raise ConfigError(
-            f"{cfg.source}: model.layers: the model's output shape is {tuple(out)}, but the data has {n_classes} "
-            "classes; end with {Dense: {units: n_classes}} and {Activation: softmax}")
+            f"{cfg.source}: model.layers: the model's output shape is {tuple(out)}, but the data has "
+            f"{n_classes} classes; end with {{Dense: {{units: n_classes}}}} and {{Activation: softmax}}")
     if compile:
         compile_model(model, cfg)
     return model
 
 
 def make_optimizer(cfg):
-    name, kwargs = normalize_named(cfg.train.optimizer)
-    cls = keras_spec()["aliases"]["optimizers"][name.lower()]
-    kwargs = dict(kwargs)
-    # YAML reads `learning_rate: 1` as an int, which Keras refuses ("should be float").
-    for key in ("learning_rate", "weight_decay", "momentum", "epsilon", "clipnorm", "clipvalue"):
-        if isinstance(kwargs.get(key), int) and not isinstance(kwargs[key], bool):
-            kwargs[key] = float(kwargs[key])
+    """The config's optimizer, given exactly the arguments the config sets (Keras' defaults
+    for the others; the schema's floats are floats, which Keras wants for e.g. learning_rate)."""
+    opt = cfg.train.optimizer
+    kwargs = opt.arguments()
     if cfg.train.gradient_clip_norm is not None:
         kwargs.setdefault("clipnorm", cfg.train.gradient_clip_norm)
+    cls = _keras_class(keras.optimizers, opt.keras_class)
+    if cls is None:
+        raise _lacks(f"{cfg.source}: train.optimizer.name", "optimizer", opt.keras_class)
     try:
-        return getattr(keras.optimizers, cls)(**kwargs)
+        return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: train.optimizer: Keras rejected the optimizer: {e}") from None
+        raise ConfigError(f"{cfg.source}: train.optimizer: Keras rejected the optimizer: "
+                          f"{_first_line(e)}") from None
 
 
 def make_loss(cfg):
-    name, kwargs = normalize_named(cfg.train.loss)
+    """The config's loss: its name for Keras to resolve, or its class given the config's arguments."""
+    loss = cfg.train.loss
+    kwargs = loss.arguments()
     if not kwargs:
-        return name
-    losses = keras_spec()["losses"]
-    cls = name if name in losses else next(
-        c for c in losses if c.lower() == name.replace("_", "").lower())
+        if not callable(getattr(keras.losses, loss.name, None)):
+            raise _lacks(f"{cfg.source}: train.loss", "loss", loss.name)
+        return loss.name
+    cls = _keras_class(keras.losses, loss.keras_class)
+    if cls is None:
+        raise _lacks(f"{cfg.source}: train.loss.name", "loss", loss.keras_class)
     try:
-        return getattr(keras.losses, cls)(**kwargs)
+        return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: train.loss: Keras rejected the loss: {e}") from None
+        raise ConfigError(f"{cfg.source}: train.loss: Keras rejected the loss: {_first_line(e)}") from None
 
 
 def steps_per_execution(cfg, n_train: int) -> int:
