@@ -147,6 +147,33 @@ def test_summary_reads_only_header_and_target(tmp_path, write_config, cli, monke
     assert r.exit_code == 1 and "non-numeric" in r.output
 
 
+# (id, what to summarize: made by the function, message fragments)
+SUMMARY_ERRORS = [
+    ("missing-run-dir", lambda tmp, cfg: tmp / "runs" / "nope",
+     ["runs/nope: no such run directory or config file", "RUN_DIR made by 'ottotrain fit'"]),
+    ("missing-config", lambda tmp, cfg: tmp / "nope.yaml", ["nope.yaml: config file not found"]),
+    ("not-a-run", lambda tmp, cfg: (tmp / "empty").mkdir() or tmp / "empty",
+     ["empty: not an ottotrain run directory"]),
+    ("wrong-target-column", lambda tmp, cfg: cfg(target_column="label"),
+     ["no column 'label' (data.target_column)", "columns that could be the target: target;"]),
+]
+
+
+@pytest.mark.parametrize("make,fragments", [c[1:] for c in SUMMARY_ERRORS],
+                         ids=[c[0] for c in SUMMARY_ERRORS])
+def test_summary_errors_are_one_clear_line(make, fragments, tiny_data, write_config, cli, tmp_path):
+    from tests.conftest import error_line
+
+    def config(**data):
+        cfg = tiny_config(tiny_data)
+        cfg["data"].update(data)
+        return write_config(cfg)
+
+    line = error_line(cli("summary", make(tmp_path, config)))
+    for frag in fragments:
+        assert frag in line, line
+
+
 def test_make_data_command(tmp_path, cli):
     r = cli("make-data", tmp_path / "d", "--rows", 300, "--seed", 3)
     assert r.exit_code == 0, r.output
@@ -179,7 +206,8 @@ def test_every_shipped_config_smoke_runs(config, tiny_data, cli, tmp_path):
 # Shipped configs first: they run whole. A bench config then runs only the variants that no
 # config before it has (same settings outside cv:, same overrides), since a recipe that
 # already trained here trains the same way again; a bench config with none left is checked.
-CV_CONFIGS = [p for p in [*sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "bench" / "configs").glob("*.yaml"))]
+CV_CONFIGS = [p for p in [*sorted((ROOT / "configs").glob("*.yaml")),
+                          *sorted((ROOT / "bench" / "configs").glob("*.yaml"))]
               if "cv" in (yaml.safe_load(p.read_text()) or {})]
 
 
@@ -215,10 +243,24 @@ def test_every_cv_recipe_smoke_runs(config, tiny_data, cli, tmp_path):
     r = cli("cv", config, "--smoke", "--folds", 2, "--run-dir", tmp_path / "run", "-q",
             *_smoke_overrides(config, tiny_data))
     assert r.exit_code == 0, r.output
-    cv = json.loads((tmp_path / "run" / "cv.json").read_text())
-    n = len(keep)
-    assert cv["seeds"] == n and sorted({m["variant"] for m in cv["members"]}) == list(range(n))
-    assert (tmp_path / "run" / "submission.csv").exists()
+    # What trained, not the plan (cv.json is written before training, from the same
+    # variant numbering): seed s of each fold is variant s-1, trained and scored, and its
+    # preprocessing has the variant's data settings (read from the YAML, not from ottotrain).
+    run = tmp_path / "run"
+    variants = cfg["cv"]["variants"]
+    assert len(variants) == len(keep)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_models"] == 2 * len(variants) and len(metrics["seed_oof_log_loss"]) == len(variants)
+    base = cfg.get("data") or {}
+    for fold in (1, 2):
+        for s, variant in enumerate(variants, start=1):
+            record = json.loads((run / "models" / f"fold{fold}-seed{s}.json").read_text())
+            assert record["epochs_run"] == 1 and record["n_val"] > 0
+            pre = json.loads((run / "models" / f"fold{fold}-seed{s}.preprocess.json").read_text())
+            for key, default in (("tfidf", False), ("transform", "none")):
+                want = variant.get(f"data.{key}", base.get(key, default))
+                assert pre[key] == want, (fold, s, key)
+    assert (run / "submission.csv").exists()
 
 
 def test_bench_cv_configs_are_covered_variant_by_variant():

@@ -13,10 +13,16 @@ import pandas as pd
 import pytest
 
 from ottotrain.errors import DataError
-from tests.conftest import error_line as _error_line, tiny_config
+from tests.conftest import error_line as _error_line
+from tests.conftest import tiny_config
 
 HEADER = "id,f1,f2,target\n"
 GOOD_ROWS = "".join(f"{i},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41))
+GOOD_ROWS_TARGET_FIRST = "".join(f"{i},{'AB'[i % 2]},{i % 3},{i % 5}\n" for i in range(1, 41))
+# Eight sparse count features (mostly 0), then the class column.
+WIDE_HEADER = "id," + ",".join(f"f{j}" for j in range(1, 9)) + ",class\n"
+WIDE_ROWS = "".join(f"{i}," + ",".join(str(int(i % (j + 3) == 0)) for j in range(8)) + f",{'ABC'[i % 3]}\n"
+                    for i in range(1, 61))
 
 
 
@@ -51,11 +57,31 @@ BAD_TRAIN = [
     ("not-utf8-after-64k", "train.csv", (HEADER + GOOD_ROWS * 200 + "41,1,2,\xe9t\xe9\n").encode("latin-1"),
      {}, ["not UTF-8", "save the CSV as UTF-8"]),
     ("ragged-row", "train.csv", HEADER + GOOD_ROWS + "41,1,2,A,5\n", {},
-     ["cannot parse as CSV", "line 42", "4 comma-separated values"]),
+     ["line 42 has 5 fields, the header has 4", "one value per column", "an extra comma"]),
+    # Short rows: pandas reads them with their last values missing, and they were reported
+    # as a missing value in whichever column came last.
+    ("short-row-no-label", "train.csv", HEADER + GOOD_ROWS + "41,1,2\n", {},
+     ["line 42 has 3 fields, the header has 4", "fields are missing"]),
+    ("short-row-no-last-feature", "train.csv", "id,target,f1,f2\n" + GOOD_ROWS_TARGET_FIRST
+     + "41,A,1\n", {}, ["line 42 has 3 fields, the header has 4"]),
+    ("short-row-in-the-middle", "train.csv", HEADER + GOOD_ROWS[:200] + "99,1\n" + GOOD_ROWS[200:], {},
+     [f"line {GOOD_ROWS[:200].count(chr(10)) + 2} has 2 fields, the header has 4"]),
     ("missing-id-column", "train.csv", HEADER.replace("id,", "ident,") + GOOD_ROWS, {},
-     ["no column 'id'", "data.id_column", "the header has"]),
+     ["no column 'id'", "data.id_column", "columns that look like ids", ": ident;",
+      "set data.id_column to one of them"]),
+    ("no-id-like-column", "train.csv", "f0,f1,f2,target\n" + "".join(
+        f"{i % 2},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41)), {},
+     ["no column 'id'", "no column has a different value on every row in the first 40 rows"]),
     ("missing-target-column", "train.csv", HEADER.replace("target", "label") + GOOD_ROWS, {},
-     ["no column 'target'", "data.target_column"]),
+     ["no column 'target'", "data.target_column", "columns that could be the target: label;",
+      "set data.target_column to one of them"]),
+    # The target far down a wide header: named, though the header was cut after six names.
+    ("target-column-past-the-sixth", "train.csv", WIDE_HEADER + WIDE_ROWS, {},
+     ["no column 'target'", "columns that could be the target: class;"]),
+    # Whole-number labels: the evenly spread column first, not the sparse counts.
+    ("numeric-target-column", "train.csv", WIDE_HEADER + WIDE_ROWS.replace(",A\n", ",0\n")
+     .replace(",B\n", ",1\n").replace(",C\n", ",2\n"), {},
+     ["no column 'target'", "columns that could be the target: class, "]),
     ("misspelt-target-column", "train.csv", HEADER + GOOD_ROWS, {"target_column": "traget"},
      ["no column 'traget'", "did you mean 'target'"]),
     ("missing-feature-column", "train.csv", HEADER + GOOD_ROWS, {"feature_columns": ["f1", "f9"]},
@@ -68,7 +94,8 @@ BAD_TRAIN = [
      ["column 'f1'", "line 42", "non-numeric value 'abc'"]),
     ("missing-value", "train.csv", HEADER + GOOD_ROWS + "41,,2,A\n", {},
      ["column 'f1'", "line 42", "missing value", "fill or drop"]),
-    ("nan-text", "train.csv", HEADER + GOOD_ROWS + "41,1,NaN,A\n", {}, ["column 'f2'", "line 42", "missing value"]),
+    ("nan-text", "train.csv", HEADER + GOOD_ROWS + "41,1,NaN,A\n", {},
+     ["column 'f2'", "line 42", "missing value"]),
     ("infinite-value", "train.csv", HEADER + GOOD_ROWS + "41,inf,2,A\n", {},
      ["column 'f1'", "line 42", "infinite value"]),
     ("too-large-for-float32", "train.csv", HEADER + GOOD_ROWS + "41,1e39,2,A\n", {},

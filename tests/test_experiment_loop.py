@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT, python_cmd, run_cli, tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -74,6 +73,27 @@ def test_init_never_overwrites(tmp_path, cli):
     assert path.read_text() == "precious: true\n"
     r = cli("init", tmp_path / "no" / "such" / "dir.yaml")
     assert r.exit_code == 1 and "does not exist" in r.stderr
+
+
+def test_init_points_the_data_at_data_otto_of_the_current_folder(tmp_path, monkeypatch, cli):
+    """Where the README puts Kaggle's files, wherever the config goes (issue 15)."""
+    from ottotrain.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    r = cli("init", "configs/first.yaml")
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "configs" / "first.yaml").read_text()
+    assert "  train: ../data/otto/train.csv.gz\n" in text and "  test: ../data/otto/test.csv.gz " in text
+    cfg = load_config(tmp_path / "configs" / "first.yaml")
+    assert cfg.data.train == str(tmp_path / "data" / "otto" / "train.csv.gz")
+    assert cfg.data.test == str(tmp_path / "data" / "otto" / "test.csv.gz")
+    hint = r.stderr.strip()
+    assert hint.startswith("Next: put Kaggle's train.csv.gz and test.csv.gz in ./data/otto/ ")
+    assert "configs/first.yaml reads ../data/otto/" in hint
+    assert hint.endswith("ottotrain check configs/first.yaml")
+    r = cli("init", "-q", "here.yaml")
+    assert "  train: data/otto/train.csv.gz\n" in (tmp_path / "here.yaml").read_text() and r.stderr == ""
 
 
 def test_config_prints_every_default_and_overrides(tiny_config_path, tmp_path, cli):
@@ -183,6 +203,38 @@ def tiny_config_path_for(write_config, tiny_data, **train):
     return write_config(tiny_config(tiny_data, **train), name="variant.yaml")
 
 
+def test_check_suggests_the_fit_command_with_its_overrides(tiny_config_path, tiny_data, tmp_path, cli):
+    """The command check prints runs as printed: its --set options kept, shell-quoted."""
+    import shlex
+
+    sets = [f"data.train={tiny_data['train']}", "model.layers[0].Dense.units=8",
+            "train.optimizer={name: adam, learning_rate: 0.01}"]
+    r = cli("check", tiny_config_path, *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.output
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("OK: ready for: ottotrain fit ")
+    command = last.removeprefix("OK: ready for: ")
+    assert "'model.layers[0].Dense.units=8'" in command
+    assert "'train.optimizer={name: adam, learning_rate: 0.01}'" in command
+    assert shlex.split(command) == ["ottotrain", "fit", str(tiny_config_path),
+                                    *[a for s in sets for a in ("--set", s)]]
+    assert cli("check", tiny_config_path).stdout.strip().endswith(
+        f"OK: ready for: ottotrain fit {shlex.quote(str(tiny_config_path))}")
+
+
+@pytest.mark.parametrize("sets, inputs", [
+    (["data.tfidf=true"], "(186 model inputs: 93 features + 93 TF-IDF)"),
+    (["data.knn={k: [1, 2]}"], "(111 model inputs: 93 features + 18 KNN features)"),
+    (["data.tfidf=true", "data.knn={k: [4]}"],
+     "(195 model inputs: 93 features + 93 TF-IDF + 9 KNN features)"),
+], ids=["tfidf", "knn", "both"])
+def test_check_says_where_extra_model_inputs_come_from(tiny_config_path, cli, sets, inputs):
+    r = cli("check", tiny_config_path, *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.stdout.splitlines() if x.startswith("Train data"))
+    assert line.endswith(f"93 features, 9 classes {inputs}"), line
+
+
 # --------------------------------------------------------------------------------------
 # fit's output conventions
 
@@ -237,6 +289,90 @@ def test_fit_in_a_subprocess_is_quiet_and_plain(trained, tmp_path):
     assert out.stdout.startswith("val_log_loss=")
 
 
+# Figures whose 4-decimal text changes when they are first rounded to 6 decimals, as
+# metrics.json stores them: 0.70285009 reads 0.7029, its round(x, 6) = 0.70285 reads 0.7028.
+TWICE_ROUNDED = (0.7028500922928276, 0.9975499920920794)
+
+
+def test_fit_logs_the_figures_it_prints(tiny_config_path, tmp_path, monkeypatch, cli):
+    """The final log line (stderr) and the result (stdout) show the same scores."""
+    import dataclasses
+
+    from ottotrain.engine import member
+
+    train = member.train_member
+    monkeypatch.setattr(member, "train_member", lambda *a, **k: dataclasses.replace(
+        train(*a, **k), val_log_loss=TWICE_ROUNDED[0], val_accuracy=TWICE_ROUNDED[1]))
+    r = cli("fit", tiny_config_path, "--runs-root", tmp_path / "runs", "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("val_log_loss=0.7028 val_accuracy=0.9976 ")
+    assert r.stderr.strip().splitlines()[-1].endswith("validation log loss 0.7028, accuracy 0.9976")
+
+
+def test_cv_logs_the_figures_it_prints(tiny_config_path, tmp_path, monkeypatch, cli):
+    import ottotrain.workflows.cv as cv
+
+    monkeypatch.setattr(cv, "log_loss", lambda y, p: TWICE_ROUNDED[0])
+    r = cli("cv", tiny_config_path, "--folds", 2, "--run-dir", tmp_path / "run", "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("oof_log_loss=0.7028 ") and "fold_log_loss=0.7028±0.0000" in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith("OOF log loss 0.7028 (folds 0.7028 ± 0.0000)")
+
+
+# A process that has imported TensorFlow (through ottotrain's stderr filter), with a child
+# process holding a copy of fd 2, as a library's helper process would. It writes a
+# TensorFlow native log line, a line of its own and a progress-bar redraw, and exits.
+EXIT_AFTER_TENSORFLOW = """
+import atexit, gc, os, subprocess, sys, time
+atexit.register(lambda: print("frozen", gc.get_freeze_count() > 0, flush=True))  # runs last
+import ottotrain.engine.env
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"], stdout=subprocess.DEVNULL)
+os.write(2, b"I0000 00:00:1796160978.105208   25390 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"kept line\\n")
+os.write(2, b"\\r 3/8 [===>....]")
+print(time.time(), flush=True)
+"""
+
+
+def test_a_process_that_imported_tensorflow_exits_at_once():
+    """No wait for the stderr pipe's EOF (which the child's copy of fd 2 holds off: the join's
+    2 s timeout), and no last garbage collections over TensorFlow's objects (1 s on 2 cores)."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "OTTOTRAIN_TF_LOGS"}
+    proc = subprocess.Popen([sys.executable, "-c", EXIT_AFTER_TENSORFLOW], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    last_statement = float(proc.stdout.readline())
+    out, err = proc.communicate(timeout=120)
+    exited = time.time() - last_statement
+    assert proc.returncode == 0, err
+    assert err == b"kept line\n\r 3/8 [===>....]"  # TensorFlow's line dropped, the rest as written
+    assert exited < 1.5, f"exited {exited:.2f} s after its last statement"
+    assert out.decode().split() == ["frozen", "True"]
+
+
+def test_an_existing_run_dir_is_refused_before_the_heavy_imports(tiny_config_path, tmp_path):
+    """No TensorFlow, nor pandas, scikit-learn, matplotlib (2 s of imports) to say it exists."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_text("precious")
+    code = f"""
+import sys, time
+from click.testing import CliRunner
+from ottotrain.cli import main
+for cmd in ("fit", "cv"):
+    t = time.perf_counter()
+    r = CliRunner().invoke(main, [cmd, {str(tiny_config_path)!r}, "--run-dir", {str(run)!r}])
+    assert r.exit_code == 1 and "already exists and is not empty" in r.output, r.output
+print(sorted(m for m in ("tensorflow", "keras", "pandas", "sklearn", "matplotlib") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]"]
+    assert (run / "model.keras").read_text() == "precious"
+
+
 # --------------------------------------------------------------------------------------
 # TensorBoard
 
@@ -258,15 +394,56 @@ def test_tensorboard_writes_event_files(tiny_data, write_config, tmp_path, cli):
     assert [e.step for e in ea.Tensors("epoch_loss")] == [0, 1]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard installed")
-def test_tensorboard_missing_is_a_clear_error_before_the_run(tiny_data, write_config, tmp_path, cli):
-    path = write_config(tiny_config(tiny_data, tensorboard=True))
-    r = cli("fit", path, "--runs-root", tmp_path / "runs")
-    assert r.exit_code == 1
-    assert "pip install tensorboard" in r.stderr and "train.tensorboard" in r.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-    r = cli("check", path)
-    assert r.exit_code == 1 and "pip install tensorboard" in r.stderr
+# Runs in a process where the tensorboard package cannot be found, installed or not: the
+# path finder is replaced by one that is blind to it, so both 'import tensorboard' and
+# importlib.util.find_spec behave as if it were not installed.
+HIDE_TENSORBOARD = """
+import importlib.machinery, importlib.util, json, sys
+PathFinder = importlib.machinery.PathFinder
+
+class HideTensorboard:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] in ("tensorboard", "tensorboard_data_server"):
+            return None
+        return PathFinder.find_spec(name, path, target)
+
+    invalidate_caches = staticmethod(PathFinder.invalidate_caches)
+    find_distributions = staticmethod(PathFinder.find_distributions)
+
+sys.meta_path[:] = [HideTensorboard if f is PathFinder else f for f in sys.meta_path]
+assert importlib.util.find_spec("tensorboard") is None
+try:
+    import tensorboard  # noqa
+    raise SystemExit("tensorboard is still importable")
+except ModuleNotFoundError:
+    pass
+from click.testing import CliRunner
+from ottotrain.cli import main
+out = {}
+for name, args in json.loads(sys.argv[1]).items():
+    r = CliRunner().invoke(main, args)
+    out[name] = [r.exit_code, r.stderr]
+print(json.dumps(out))
+"""
+
+
+def test_tensorboard_missing_is_a_clear_error_before_the_run(tiny_data, write_config, tmp_path):
+    path = str(write_config(tiny_config(tiny_data, tensorboard=True)))
+    runs, cv_run = tmp_path / "runs", tmp_path / "cv-run"
+    cases = {"fit": ["fit", path, "--runs-root", str(runs)],
+             "cv": ["cv", path, "--folds", "2", "--run-dir", str(cv_run)],
+             "check": ["check", path]}
+    out = subprocess.run([sys.executable, "-c", HIDE_TENSORBOARD, json.dumps(cases)], capture_output=True,
+                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name, (code, stderr) in json.loads(out.stdout.splitlines()[-1]).items():
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert code == 1 and "Traceback" not in stderr and len(errors) == 1, (name, stderr)
+        assert errors[0].startswith(f"Error: {path}: train.tensorboard: true needs the tensorboard "
+                                    "package") and "pip install tensorboard" in errors[0], (name, stderr)
+    assert not runs.exists() or not any(runs.iterdir())  # refused before any run directory
+    assert not cv_run.exists()
 
 
 # --------------------------------------------------------------------------------------
@@ -343,6 +520,7 @@ def test_runs_lists_every_kind_of_run(runs_root, cli):
     assert "failed" in body["nan-20260104-090000"]
     assert "interrupted" in body["stop-20260105-090000"] and "0.9500*" in body["stop-20260105-090000"]
     assert "damaged" in body["broken"]
+    assert lines[-1] == "* unfinished: the validation log loss of the best epoch so far"
     # By date: oldest first.
     assert [line.split()[0] for line in lines[1:6]][:5] == [
         "mlp-20260101-090000", "otto-cv-20260102-090000", "wide-20260103-090000",
@@ -400,6 +578,27 @@ def test_runs_diff(trained, tmp_path, cli):
     assert "identical" in cli("runs", root, "--diff", a, a).stdout
     r = cli("runs", root, "--diff", a, tmp_path / "missing")
     assert r.exit_code == 1 and "missing" in r.stderr
+
+
+def test_runs_diff_shows_yaml_values(tmp_path, cli):
+    """null, flow mappings and (unset), as a config file would have them, not Python reprs."""
+    a = _fake_run(tmp_path, "a", "finished")
+    b = _fake_run(tmp_path, "b", "finished")
+    (a / "config.yaml").write_text(yaml.safe_dump({
+        "data": {"train": None, "synthetic": {"rows": 20000, "test_rows": 5000}, "transform": "none"},
+        "train": {"lr_schedule": None, "optimizer": "adam"}}))
+    (b / "config.yaml").write_text(yaml.safe_dump({
+        "data": {"train": "/data/otto/train.csv.gz", "synthetic": None, "transform": "log1p",
+                 "tfidf": True},
+        "train": {"lr_schedule": {"name": "cosine"}, "optimizer": "adam"}}))
+    r = cli("runs", tmp_path, "--diff", "a", "b")
+    assert r.exit_code == 0, r.output
+    changes = [line.strip() for line in r.stdout.splitlines()[3:]]
+    assert sorted(changes) == ["data.synthetic: {rows: 20000, test_rows: 5000} -> null",
+                               "data.tfidf: (unset) -> true",
+                               "data.train: null -> /data/otto/train.csv.gz",
+                               "data.transform: none -> log1p",
+                               "train.lr_schedule: null -> {name: cosine}"]
 
 
 # --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ whose errors say which line is wrong.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import re
 import warnings
@@ -23,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from ottotrain.data.cache import cache_load, cache_store, csv_cache_path
 from ottotrain.errors import DataError
+
 
 def _open_text_head(path: Path, nbytes=65536) -> bytes:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -124,6 +126,10 @@ def _read_csv_arrow(path: Path, usecols=None):
 # reads the same files again and again, and parsing is most of the load time.
 # OTTOTRAIN_CSV_CACHE=0 turns it off. Small files are not worth it. The folder is kept under
 # OTTOTRAIN_CSV_CACHE_MAX_MB (default 2048): least recently used entries go first, and a
+# table bigger than that is not cached at all (generated files of millions of rows would
+# otherwise pile up gigabytes that are never read again). The cache itself is cache.py.
+
+
 def _to_matrix(table, features) -> np.ndarray:
     """The float32 feature columns of an Arrow table as one C-ordered matrix.
 
@@ -216,9 +222,19 @@ def read_table(path, role="train", usecols=None):
     try:
         df = _read_csv_arrow(path, usecols)
     except Exception as e:  # pandas and pyarrow raise many types for malformed files
+        # A row with too few fields is what pandas would read silently, its last values
+        # missing, and report later as a "missing value" in the last column: say what it is.
+        ragged = ragged_row(path)
+        if ragged is not None:
+            line, got, want = ragged
+            raise DataError(f"{path}: line {line} has {got} field{'s' * (got != 1)}, the header has "
+                            f"{want}; every row needs one value per column ("
+                            + ("fields are missing: an empty value still needs its comma, as in 1,,3"
+                               if got < want else "an extra comma? quote a value that holds one")
+                            + ")") from None
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not re.search(r"[Rr]ow #?(\d+)|line (\d+)", msg):
-            # The C parser reports the line number of a ragged row; retry for a better message.
+            # pandas' C parser says which line it stopped at; retry for a better message.
             try:
                 df = pd.read_csv(path, usecols=usecols)
             except Exception as e2:
@@ -230,6 +246,31 @@ def read_table(path, role="train", usecols=None):
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no data rows")
     return df
+
+
+def ragged_row(path) -> tuple[int, int, int] | None:
+    """The first row whose field count differs from the header's: (line, fields, header fields).
+
+    Only called once a fast parser has refused the file, so its plain Python pace does not
+    matter. Lines are the file's lines (the header is line 1; a quoted value over several
+    lines counts them all); blank lines are skipped, as the parsers skip them.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            reader = csv.reader(f)
+            want = None
+            for row in reader:
+                if not row:
+                    continue
+                if want is None:
+                    want = len(row)
+                elif len(row) != want:
+                    return reader.line_num, len(row), want
+    except (OSError, EOFError, csv.Error):
+        return None
+    return None
 
 
 def check_features(df, path, features: list[str]):

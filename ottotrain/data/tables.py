@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,10 @@ from ottotrain.config import synthetic_paths
 from ottotrain.data.csv import first_bad_row, read_columns, read_header, release_arrow_memory, utf8_errors
 from ottotrain.data.synth import make_data
 from ottotrain.errors import DataError, did_you_mean
+
+# Rows read to suggest an id or target column when the configured one is not in the file.
+SAMPLE_ROWS = 2000
+
 
 def natural_key(s: str):
     """Sort key that puts Class_2 before Class_10."""
@@ -70,14 +74,71 @@ class TrainData:
         self.classes, self.features, self.path = classes, features, str(path)
 
 
+def _names(cols, limit=8) -> str:
+    more = len(cols) - limit
+    return ", ".join(cols[:limit]) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _looks_unique(s: pd.Series) -> bool:
+    """Every row its own value, and whole numbers or text: what an id column holds."""
+    kind = "text" if not pd.api.types.is_numeric_dtype(s) else (
+        "int" if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s) else "other")
+    return kind != "other" and len(s) > 1 and s.notna().all() and s.is_unique
+
+
+def column_candidates(sample: pd.DataFrame, key: str, other: str) -> list[str]:
+    """The columns of ``sample`` that could be the id (``key="id_column"``) or the target.
+
+    Ids: whole numbers or text, a different value on every row. Targets: text columns
+    that are not ids; where there are none, whole-number columns with 2 to 100 values,
+    the most even spread first (a class column's commonest value is a fraction of the rows;
+    a sparse count feature's commonest value, 0, is most of them). ``other`` (the configured
+    column of the other kind) is never a candidate.
+    """
+    cols = [c for c in sample.columns if c != other]
+    if key == "id_column":
+        return [c for c in cols if _looks_unique(sample[c])]
+    not_ids = [c for c in cols if not _looks_unique(sample[c])]
+    text = [c for c in not_ids if not pd.api.types.is_numeric_dtype(sample[c])
+            or pd.api.types.is_bool_dtype(sample[c])]
+    if text:
+        return text
+    whole = [c for c in not_ids if pd.api.types.is_integer_dtype(sample[c])
+             and 2 <= sample[c].nunique() <= 100]
+    return sorted(whole, key=lambda c: sample[c].value_counts(normalize=True).iloc[0])
+
+
+def missing_column_error(path, cols, data_cfg, key: str) -> DataError:
+    """``data.id_column`` or ``data.target_column`` names no column: which ones could it be?
+
+    Reads the first rows to find the columns that look like ids or class labels, so that
+    the user's real column is named even when the header is long.
+    """
+    is_id = key == "id_column"
+    col, other = getattr(data_cfg, key), data_cfg.target_column if is_id else data_cfg.id_column
+    what = "look like ids (a different value on every row)" if is_id else "could be the target"
+    head = f"{path}: no column '{col}' (data.{key}){did_you_mean(col, cols)}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mixed types and the like: only a sample
+            sample = pd.read_csv(path, nrows=SAMPLE_ROWS)
+        found = column_candidates(sample, key, other)
+    except Exception:  # an unparsable file: its own error comes once the column is right
+        return DataError(f"{head}; the header has: {_names(cols)}; set data.{key} to one of them")
+    if found:
+        return DataError(f"{head}; columns that {what}: {_names(found, 5)}; set data.{key} to one of them")
+    kind = "a different value on every row" if is_id else "text or whole numbers with 2 to 100 values"
+    return DataError(f"{head}; no column has {kind} in the first {len(sample):,} rows (the header has: "
+                     f"{_names(cols)}); set data.{key} to the right column")
+
+
 def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     """Load and check the training CSV named in ``data_cfg``."""
     path = Path(path or data_paths(data_cfg)[0])
     cols = read_header(path, "train")
-    for key, col in (("id_column", data_cfg.id_column), ("target_column", data_cfg.target_column)):
-        if col not in cols:
-            raise DataError(f"{path}: no column '{col}' (data.{key}){did_you_mean(col, cols)}; "
-                            f"the header has: {', '.join(cols[:6])}{', ...' if len(cols) > 6 else ''}")
+    for key in ("id_column", "target_column"):
+        if getattr(data_cfg, key) not in cols:
+            raise missing_column_error(path, cols, data_cfg, key)
     feats = feature_columns(cols, data_cfg, path)
     idc, tgt = data_cfg.id_column, data_cfg.target_column
     x, rest = read_columns(path, "train", feats, (idc, tgt))

@@ -63,8 +63,10 @@ def force_jit_compile(model) -> bool:
 def dynamic_progbar(target: int, stateful_metrics) -> "keras.utils.Progbar":
     """A ``keras.utils.Progbar`` that redraws in place even when stdout is redirected.
 
-    Progbar asks ``sys.stdout.isatty()`` itself; ottotrain writes it to the terminal's
-    stderr through a redirect, which it knows to be a terminal (``Log.tty``).
+    Progbar decides once, when it is made, from ``sys.stdout.isatty()`` and the platform
+    (Keras 3.15 redraws on any POSIX system, not elsewhere); ottotrain writes it to the
+    terminal's stderr through a redirect, which it knows to be a terminal (``Log.tty``).
+    The only switch is the private ``_dynamic_display``.
     """
     bar = keras.utils.Progbar(target, stateful_metrics=stateful_metrics)
     bar._dynamic_display = True

@@ -8,6 +8,8 @@ so a config that passes ``check`` fails ``fit`` only for reasons that need train
 
 from __future__ import annotations
 
+import shlex
+
 import numpy as np
 
 from ottotrain import engine
@@ -99,15 +101,35 @@ def _warnings(cfg, model, arrays, classes, counts, val_counts, test_path) -> lis
     return out
 
 
-def format_check(result: dict) -> str:
-    """The human-readable report of ``check``: one block per topic, fixed-width columns."""
+def fit_command(config, overrides=()) -> str:
+    """The ``ottotrain fit`` command line for CONFIG with its ``--set`` options, shell-quoted."""
+    args = [config, *(a for o in overrides for a in ("--set", o))]
+    return " ".join(["ottotrain", "fit", *(shlex.quote(str(a)) for a in args)])
+
+
+def _model_inputs(tr: dict, pre: dict) -> str:
+    """' (N model inputs: ...)' when preprocessing adds inputs to the feature columns."""
+    n, feats = tr["model_inputs"], tr["features"]
+    if n == feats:
+        return ""
+    tfidf = feats if pre.get("tfidf") else 0  # one TF-IDF column per feature
+    knn = n - feats - tfidf  # the distances to each class's nearest training rows
+    parts = [f"{feats} features"]
+    parts += [f"{tfidf} TF-IDF"] if tfidf else []
+    parts += [f"{knn} KNN features"] if pre.get("knn") and knn > 0 else []
+    return f" ({n} model inputs: {' + '.join(parts)})"
+
+
+def format_check(result: dict, overrides=()) -> str:
+    """The human-readable report of ``check``: one block per topic, fixed-width columns.
+
+    ``overrides`` (the ``--set`` options check ran with) go into the suggested fit command.
+    """
     r = result
     tr, sp, fit = r["train"], r["split"], r["fit"]
     lines = [f"Config      {r['config']}: valid",
              f"Train data  {tr['path']}: {tr['rows']:,} rows, {tr['features']} features, "
-             f"{len(r['classes'])} classes"
-             + (f" ({tr['model_inputs']} model inputs with TF-IDF)" if tr["model_inputs"] != tr["features"]
-                else ""),
+             f"{len(r['classes'])} classes" + _model_inputs(tr, fit["preprocessing"]),
              f"Split       {sp['train_rows']:,} train / {sp['validation_rows']:,} validation rows "
              f"({sp['validation_split']:.0%}{', stratified' if sp['stratify'] else ''}, seed {sp['seed']})"]
     if r["test"]:
@@ -140,7 +162,7 @@ def format_check(result: dict) -> str:
               + (f"; class weights {fit['class_weight']}" if fit["class_weight"] else "")]
     if r["warnings"]:
         lines += [""] + [f"Warning: {w}" for w in r["warnings"]]
-    lines += ["", f"OK: ready for 'ottotrain fit {r['config']}'"]
+    lines += ["", f"OK: ready for: {fit_command(r['config'], overrides)}"]
     return "\n".join(lines)
 
 

@@ -328,6 +328,8 @@ def _finish(run: _Run, test) -> dict:
     write_json(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / WORK, ignore_errors=True)
     runs.write_status(run_dir, runs.FINISHED, **status)
-    log(f"OOF log loss {loss:.4f} (folds {np.mean(fold_loss):.4f} ± {np.std(fold_loss):.4f}), "
-        f"accuracy {acc:.4f}, {folds * seeds} models", 1)
+    # The rounded figures the result carries, so that this line and the CLI's agree.
+    log(f"OOF log loss {metrics['oof_log_loss']:.4f} (folds {metrics['fold_log_loss_mean']:.4f} ± "
+        f"{metrics['fold_log_loss_std']:.4f}), accuracy {metrics['oof_accuracy']:.4f}, "
+        f"{metrics['n_models']} models", 1)
     return {**metrics, "run_dir": str(run_dir)}

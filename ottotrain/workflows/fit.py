@@ -186,6 +186,7 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     # run with a stale state folder, never an unfinished run without its resume point.
     runs.write_status(run_dir, runs.FINISHED, smoke=smoke)
     shutil.rmtree(run_dir / runs.STATE_DIR, ignore_errors=True)
+    # The rounded figures the result carries, so that this line and the CLI's agree.
     log(f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
-        f"{member.val_log_loss:.4f}, accuracy {member.val_accuracy:.4f}", 1)
+        f"{metrics['val_log_loss']:.4f}, accuracy {metrics['val_accuracy']:.4f}", 1)
     return {**metrics, "run_dir": str(run_dir)}

@@ -184,7 +184,9 @@ def format_runs(rows: list[dict]) -> str:
     for r in rows:
         loss = "-" if r["log_loss"] is None else f"{r['log_loss']:.4f}"
         if r["log_loss_key"] == "val_loss":
-            loss += "*"  # Keras' running val_loss, not the final rescoring
+            # Unfinished: the best epoch's val_loss so far, ottotrain's own validation log loss
+            # (callbacks.Validation), not yet the kept model's final score from metrics.json.
+            loss += "*"
         table.append((
             r["name"], r["kind"] + (" smoke" if r["smoke"] else ""),
             r["date"].replace("T", " ")[:16] if r["date"] else "-", r["status"],
@@ -199,7 +201,7 @@ def format_runs(rows: list[dict]) -> str:
 
     lines = [fmt(head)] + [fmt(t) for t in table]
     if any(r["log_loss_key"] == "val_loss" for r in rows):
-        lines.append("* unfinished: best val_loss so far")
+        lines.append("* unfinished: the validation log loss of the best epoch so far")
     return "\n".join(lines)
 
 

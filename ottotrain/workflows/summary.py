@@ -7,7 +7,8 @@ from pathlib import Path
 from ottotrain import engine, runs
 from ottotrain.config import load_config, member_config
 from ottotrain.data import data_paths, feature_columns, read_header, read_table
-from ottotrain.errors import DataError, RunError
+from ottotrain.data.tables import missing_column_error
+from ottotrain.errors import RunError
 from ottotrain.io import read_json
 from ottotrain.workflows.predictor import is_cv_run, open_run
 
@@ -17,7 +18,7 @@ def data_sizes(cfg) -> tuple[int, int]:
     path = data_paths(cfg.data)[0]
     cols = read_header(path, "train")
     if cfg.data.target_column not in cols:
-        raise DataError(f"{path}: no column '{cfg.data.target_column}' (data.target_column)")
+        raise missing_column_error(path, cols, cfg.data, "target_column")
     feats = feature_columns(cols, cfg.data, path)
     target = read_table(path, "train", usecols=[cfg.data.target_column])[cfg.data.target_column]
     n_classes = int(target.dropna().astype(str).nunique())
