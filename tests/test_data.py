@@ -379,7 +379,7 @@ def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
     cfg = DataConfig(train="t.csv", transform="anscombe", scaling="none")
     pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
     np.testing.assert_allclose(pre.transform(x), np.sqrt(x + 0.375), rtol=1e-6)
-    old = Preprocessor.from_json(json.dumps({**pre.state, "format": 1}))  # an older run's file
+    old = Preprocessor.from_json(json.dumps({**pre.state.to_dict(), "format": 1}))  # an older run's file
     np.testing.assert_allclose(old.transform(x), np.where(x > 0, np.sqrt(x + 0.375), 0), rtol=1e-6)
 
 
@@ -395,8 +395,8 @@ def test_scaling_statistics_by_blocks_match_the_whole_matrix(monkeypatch, transf
     whole = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
     monkeypatch.setattr(Preprocessor, "BLOCK", 777)  # 7 blocks, the last one short
     blocks = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
-    np.testing.assert_allclose(blocks.state["center"], whole.state["center"], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(blocks.state["scale"], whole.state["scale"], rtol=1e-12)
+    np.testing.assert_allclose(blocks.state.center, whole.state.center, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocks.state.scale, whole.state.scale, rtol=1e-12)
     z = whole.transform(x)
     if scaling == "standard":
         np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)

@@ -78,7 +78,7 @@ def test_preprocessor_saves_the_reference_beside_its_json(counts, tmp_path):
     z_new = pre.transform(new)
     pre.save(tmp_path / "preprocess.json")
     sidecars = list(tmp_path.glob("knn-*.npz"))
-    assert [p.name for p in sidecars] == [pre.state["knn"]["reference"]]
+    assert [p.name for p in sidecars] == [pre.state.knn.reference]
     again = Preprocessor.from_json((tmp_path / "preprocess.json").read_text(), tmp_path / "preprocess.json")
     np.testing.assert_array_equal(again.transform(new), z_new)
     # a training row seen as a new row finds itself: the features differ
@@ -94,7 +94,7 @@ def test_damaged_reference_is_a_clear_error(damage, fragment, counts, tmp_path):
     x, y = counts
     pre = Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y)
     pre.save(tmp_path / "preprocess.json")
-    side = tmp_path / pre.state["knn"]["reference"]
+    side = tmp_path / pre.state.knn.reference
     text = (tmp_path / "preprocess.json").read_text()
     if damage == "missing":
         side.unlink()
@@ -126,7 +126,7 @@ def test_fit_predict_and_cv_with_knn_through_the_cli(tiny_data, tmp_path):
     pre = Preprocessor.from_json((tmp_path / "run" / "preprocess.json").read_text())
     r = run_cli("summary", path)  # the width without training: counts + 2 distances per class
     assert r.exit_code == 0 and f"{pre.n_outputs} features" in r.output, r.output
-    assert pre.n_outputs == len(pre.state["features"]) + 2 * len(pre.state["classes"])
+    assert pre.n_outputs == len(pre.state.features) + 2 * len(pre.state.classes)
     r = run_cli("check", path)
     assert r.exit_code == 0 and "KNN features (k = [1, 4])" in r.output, r.output
     r = run_cli("predict", tmp_path / "run", tiny_data["test"], "-o", tmp_path / "sub.csv")

@@ -60,3 +60,21 @@ def test_member_record_round_trip(tmp_path):
     (tmp_path / "m.json").write_text('{"name": "x"}')
     with pytest.raises(RunError, match="damaged member record"):
         MemberRecord.load(tmp_path / "m.json")
+
+
+def test_preprocessing_state_is_typed_and_written_as_before():
+    import numpy as np
+
+    from ottotrain.config import DataConfig
+    from ottotrain.features import Preprocessor
+
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    pre = Preprocessor.fit(x, DataConfig(train="t.csv", tfidf=True), ["a", "b"], ["c0", "c1"], "id", "target")
+    d = json.loads(pre.to_json())
+    # 1.0's layout: no key for what does not apply (no knn, no quantiles), same key order.
+    assert list(d) == ["format", "features", "classes", "id_column", "target_column", "transform",
+                       "power", "tfidf", "scaling", "idf", "center", "scale"]
+    again = Preprocessor.from_json(pre.to_json())
+    assert again.state == pre.state and again.state.features == ["a", "b"]
+    with pytest.raises(RunError, match="damaged preprocessing state"):
+        Preprocessor.from_json(json.dumps({"format": 2, "features": ["a"]}))

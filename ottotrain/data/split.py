@@ -7,6 +7,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from ottotrain.errors import DataError
 
+
 def train_val_split(y, fraction, seed, stratify=True):
     """Indices of a (stratified) train/validation split, deterministic for a seed.
 

@@ -215,8 +215,8 @@ def load_labelled(path, state: dict):
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; give a labelled CSV with the training columns")
-    features, classes = state["features"], state["classes"]
-    idc, tgt = state["id_column"], state["target_column"]
+    features, classes = state.features, state.classes
+    idc, tgt = state.id_column, state.target_column
     cols = read_header(path, "labelled")
     if tgt not in cols:
         raise DataError(f"{path}: no target column '{tgt}'; evaluate needs labelled rows "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,54 @@ from ottotrain.features import knn
 from ottotrain.features.transforms import signed_log1p
 from ottotrain.io import atomic_path, write_text
 
-
 # Format 2 fixed transform 'anscombe' (format 1 sent 0 to 0, not to sqrt(3/8)); runs saved
 # in format 1 keep their formula, so they predict exactly as they were trained.
 # Format 3 is format 2 with KNN features (written only when data.knn is on, so runs without
 # them stay readable by earlier versions).
 PREPROCESS_FORMAT = 2
 _READABLE_FORMATS = (1, 2, 3)
+
+
+@dataclass
+class KnnState:
+    k: list[int]  # data.knn.k
+    reference: str  # the sidecar file of reference rows: knn-<content hash>.npz
+
+
+@dataclass
+class PreprocessState:
+    """Everything the preprocessing learned from the training rows (preprocess.json)."""
+
+    format: int
+    features: list[str]  # the feature columns, in order
+    classes: list[str]  # the class names, in the model's output order
+    id_column: str
+    target_column: str
+    transform: str
+    power: float
+    tfidf: bool
+    scaling: str
+    knn: KnnState | None = None
+    quantiles: list[list[float]] | None = None  # transform 'quantile': per feature
+    idf: list[float] | None = None  # TF-IDF's inverse document frequencies
+    center: list[float] | None = None  # scaling: subtract, ...
+    scale: list[float] | None = None  # ... then divide
+
+    def to_dict(self) -> dict:
+        """The JSON layout: a setting that does not apply is left out, not written as null."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict, source) -> "PreprocessState":
+        names = {f.name for f in fields(cls)}
+        try:
+            d = {k: v for k, v in d.items() if k in names}
+            if d.get("knn") is not None:
+                d["knn"] = KnnState(**d["knn"])
+            return cls(**d)
+        except TypeError as e:
+            raise RunError(f"{source}: damaged preprocessing state ({e}); the run directory is "
+                           "damaged") from None
 
 
 class Preprocessor:
@@ -40,7 +82,7 @@ class Preprocessor:
     N_QUANTILES = 200
     BLOCK = 1 << 16  # rows per block when computing scaling statistics
 
-    def __init__(self, state: dict, folder=None):
+    def __init__(self, state: PreprocessState, folder=None):
         self.state = state
         self.folder = Path(folder) if folder is not None else None  # where the sidecar is
         self._ref = None  # knn.Reference, loaded on first use
@@ -52,17 +94,9 @@ class Preprocessor:
 
         ``y`` (integer labels of those rows) is needed only for ``data.knn``.
         """
-        state = {
-            "format": PREPROCESS_FORMAT,
-            "features": list(features),
-            "classes": list(classes),
-            "id_column": id_column,
-            "target_column": target_column,
-            "transform": data_cfg.transform,
-            "power": data_cfg.power,
-            "tfidf": data_cfg.tfidf,
-            "scaling": data_cfg.scaling,
-        }
+        state = PreprocessState(PREPROCESS_FORMAT, list(features), list(classes), id_column,
+                                target_column, data_cfg.transform, data_cfg.power, data_cfg.tfidf,
+                                data_cfg.scaling)
         pre = cls(state)
         knn_tr = None
         if data_cfg.knn is not None:
@@ -75,15 +109,15 @@ class Preprocessor:
             pre._ref, order = knn.Reference.fit(x, y, len(classes))
             pre._ref_order = np.empty_like(order)
             pre._ref_order[order] = np.arange(len(order))
-            state["format"] = 3
-            state["knn"] = {"k": list(data_cfg.knn.k), "reference": f"knn-{pre._ref.digest}.npz"}
+            state.format = 3
+            state.knn = KnnState(list(data_cfg.knn.k), f"knn-{pre._ref.digest}.npz")
             knn_tr = pre._knn(x, fitted_rows=True)
         if data_cfg.transform == "quantile":
             qs = np.linspace(0, 1, cls.N_QUANTILES)
-            state["quantiles"] = np.quantile(x, qs, axis=0).T.tolist()
+            state.quantiles = np.quantile(x, qs, axis=0).T.tolist()
         if data_cfg.tfidf:
             df_count = (x > 0).sum(axis=0)
-            state["idf"] = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
+            state.idf = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
         # Statistics of the transformed rows, a block of rows at a time: the whole transformed
         # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
         def part(i, n):  # rows i..i+n, transformed; training rows' KNN features leave themselves out
@@ -98,29 +132,30 @@ class Preprocessor:
                 mean = sum(z.sum(axis=0, dtype=np.float64) for z in blocks()) / len(x)
                 ss = sum(np.einsum("ij,ij->j", d, d) for d in (z - mean for z in blocks()))
                 std = np.sqrt(ss / len(x))
-            state["center"], state["scale"] = mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+            state.center, state.scale = mean.tolist(), np.where(std > 0, std, 1.0).tolist()
         elif data_cfg.scaling == "minmax":
             lo = np.min([z.min(axis=0) for z in blocks()], axis=0)
             hi = np.max([z.max(axis=0) for z in blocks()], axis=0)
-            state["center"], state["scale"] = lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
+            state.center, state.scale = lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
         elif data_cfg.scaling == "robust":
             z = part(0, len(x))
             q1, med, q3 = np.percentile(z, [25, 50, 75], axis=0)
             iqr = q3 - q1
-            state["center"], state["scale"] = med.tolist(), np.where(iqr > 0, iqr, 1.0).tolist()
+            state.center, state.scale = med.tolist(), np.where(iqr > 0, iqr, 1.0).tolist()
         return pre
 
     @property
     def n_outputs(self) -> int:
-        n = len(self.state["features"]) * (2 if self.state["tfidf"] else 1)
-        if self.state.get("knn"):
-            n += len(self.state["classes"]) * len(self.state["knn"]["k"])
+        s = self.state
+        n = len(s.features) * (2 if s.tfidf else 1)
+        if s.knn is not None:
+            n += len(s.classes) * len(s.knn.k)
         return n
 
     def _knn(self, x, fitted_rows=False):
         """The KNN features of raw rows ``x``; ``fitted_rows``: x is the rows given to fit."""
         if self._ref is None:
-            name = str(self.state["knn"].get("reference"))
+            name = str(self.state.knn.reference)
             path = (self.folder or Path(".")) / name
             if not re.fullmatch(r"knn-[0-9a-f]{16}\.npz", name):  # a plain name, never a path
                 raise RunError(f"{path}: not a KNN reference file name; the run directory is damaged")
@@ -133,14 +168,14 @@ class Preprocessor:
                 raise RunError(f"{path}: contents do not match its name; the run directory is damaged")
         if fitted_rows and (self._ref_order is None or len(x) != len(self._ref_order)):
             raise ValueError("fitted_rows=True needs the very rows given to Preprocessor.fit")
-        return knn.features(self._ref, x, self.state["knn"]["k"],
+        return knn.features(self._ref, x, self.state.knn.k,
                             self._ref_order if fitted_rows else None)
 
     def save(self, path):
         """Write the JSON to ``path`` (atomically), the KNN reference rows beside it first."""
         path = Path(path)
-        if self.state.get("knn"):
-            side = path.parent / self.state["knn"]["reference"]
+        if self.state.knn is not None:
+            side = path.parent / self.state.knn.reference
             if not side.exists():  # content-addressed: cv members of one fold share it
                 with atomic_path(side) as tmp:
                     self._ref.save(tmp)
@@ -148,12 +183,12 @@ class Preprocessor:
 
     def _transform(self, x, knn_features=None):
         s = self.state
-        t = s["transform"]
+        t = s.transform
         if t == "log1p":
             z = signed_log1p(x)
         elif t == "sqrt":
             z = np.sign(x) * np.sqrt(np.abs(x))
-        elif t == "anscombe" and s["format"] == 1:
+        elif t == "anscombe" and s.format == 1:
             z = np.sign(x) * np.sqrt(np.abs(x) + 0.375)  # format 1's formula (0 -> 0)
         elif t == "anscombe":
             # sqrt(x + 3/8) for counts; a negative value is mirrored (-sqrt(-x + 3/8)).
@@ -161,10 +196,10 @@ class Preprocessor:
             if x.min(initial=0) < 0:
                 z = np.where(x < 0, -z, z)
         elif t == "power":
-            z = np.sign(x) * np.abs(x) ** s["power"]
+            z = np.sign(x) * np.abs(x) ** s.power
         elif t == "quantile":
             qs = np.linspace(0, 1, self.N_QUANTILES)
-            q = np.asarray(s["quantiles"])
+            q = np.asarray(s.quantiles)
             z = np.empty_like(x, dtype=np.float32)
             for j in range(x.shape[1]):
                 # Average of left and right interpolation handles the many tied zeros.
@@ -174,11 +209,11 @@ class Preprocessor:
         else:
             z = x
         z = np.asarray(z, dtype=np.float32)
-        if s["tfidf"]:
+        if s.tfidf:
             counts = np.maximum(x, 0)
             tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-            z = np.hstack([z, (tf * np.asarray(s["idf"], dtype=np.float32)).astype(np.float32)])
-        if s.get("knn"):
+            z = np.hstack([z, (tf * np.asarray(s.idf, dtype=np.float32)).astype(np.float32)])
+        if s.knn is not None:
             z = np.hstack([z, self._knn(x) if knn_features is None else knn_features])
         return z
 
@@ -190,20 +225,20 @@ class Preprocessor:
         ``fitted_rows``: ``x`` is exactly the rows given to ``fit``, in order, so each
         row's nearest-neighbour features leave the row itself out (only matters with KNN).
         """
-        z = self._transform(x, self._knn(x, True) if fitted_rows and self.state.get("knn") else None)
+        z = self._transform(x, self._knn(x, True) if fitted_rows and self.state.knn is not None else None)
         # transform 'none' on float32 input returns x itself
         owned = overwrite or not np.shares_memory(z, x)
-        if self.state["scaling"] != "none":
+        if self.state.scaling != "none":
             # Subtracting into a new array when z is x: never modify x, and no extra copy pass.
-            z = np.subtract(z, np.asarray(self.state["center"], dtype=np.float32),
+            z = np.subtract(z, np.asarray(self.state.center, dtype=np.float32),
                             out=z if owned else None)
-            z /= np.asarray(self.state["scale"], dtype=np.float32)
+            z /= np.asarray(self.state.scale, dtype=np.float32)
         elif not owned:
             z = z.copy()
         return z
 
     def to_json(self) -> str:
-        return json.dumps(self.state, indent=1)
+        return json.dumps(self.state.to_dict(), indent=1)
 
     @classmethod
     def from_json(cls, text: str, source="preprocess.json"):
@@ -215,6 +250,6 @@ class Preprocessor:
         if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
             raise RunError(f"{source}: unknown preprocessing format; the run was made by an "
                            "incompatible ottotrain version")
-        return cls(state, Path(source).parent)
+        return cls(PreprocessState.from_dict(state, source), Path(source).parent)
 
 

@@ -33,7 +33,7 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
             else str(run_dir))
     log(f"Scoring {len(y):,} rows of {data_csv} with {what}", 1)
     proba = predictor.predict_proba(x)
-    classes = list(state["classes"])
+    classes = list(state.classes)
     pred = proba.argmax(axis=1)
     labels = list(range(len(classes)))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)

@@ -38,11 +38,11 @@ def predict(run_dir, test_csv, out=None) -> dict:
     predictor = open_run(run_dir)
     s = predictor.state
     t0 = time.perf_counter()
-    ids, x = load_test(test_csv, s["id_column"], s["target_column"], s["features"])
+    ids, x = load_test(test_csv, s.id_column, s.target_column, s.features)
     proba = predictor.predict_proba(x)
     if out is None:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
-    write_submission(out, ids, proba, s["classes"], s["id_column"])
+    write_submission(out, ids, proba, s.classes, s.id_column)
     dt = time.perf_counter() - t0
     return {"output": str(out), "rows": int(len(ids)), "seconds": round(dt, 3),
             "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None}

@@ -16,6 +16,7 @@ import numpy as np
 from ottotrain import engine
 from ottotrain.errors import RunError
 from ottotrain.features import Preprocessor
+from ottotrain.features.preprocess import PreprocessState
 from ottotrain.io import read_json
 from ottotrain.runs.rundir import (
     CV_KIND,
@@ -45,7 +46,7 @@ class Predictor:
     status: dict
 
     @property
-    def state(self) -> dict:
+    def state(self) -> PreprocessState:
         """What every member's preprocessing agrees on: features, classes, id and target columns."""
         return self.members[0].pre.state
 
