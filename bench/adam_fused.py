@@ -21,8 +21,9 @@ import tensorflow as tf  # noqa: E402
 from matmul_shapes import WIDTHS  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # Per layer a Dense kernel and bias; hidden layers also a PReLU alpha and BatchNorm gamma, beta.
-SHAPES = [s for a, b in zip(WIDTHS, WIDTHS[1:])
-          for s in [(a, b), (b,)] + ([(b,)] * 3 if b != WIDTHS[-1] else [])]
+SHAPES = [
+    s for a, b in zip(WIDTHS, WIDTHS[1:]) for s in [(a, b), (b,)] + ([(b,)] * 3 if b != WIDTHS[-1] else [])
+]
 STEPS = 411  # ceil(52,596 / 128)
 
 rng = np.random.default_rng(0)
@@ -54,9 +55,17 @@ def fused_steps(n):
         b1p, b2p = tf.pow(0.9, t), tf.pow(0.999, t)
         for var, m, v, g in zip(fvars, ms, vs, grads):
             tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
-                lr=tf.constant(1e-3), beta1=tf.constant(0.9), beta2=tf.constant(0.999),
-                epsilon=tf.constant(1e-7), grad=g)
+                var=var.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=b1p,
+                beta2_power=b2p,
+                lr=tf.constant(1e-3),
+                beta1=tf.constant(0.9),
+                beta2=tf.constant(0.999),
+                epsilon=tf.constant(1e-7),
+                grad=g,
+            )
 
 
 def drift():

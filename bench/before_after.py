@@ -45,8 +45,11 @@ def main():
     if (REAL / "train.csv.gz").exists():
         train, data = REAL / "train.csv.gz", "real Otto data (../shared/otto/)"
     else:
-        subprocess.run([py, "-m", "ottotrain", "make-data", work / "d", "--rows", "61878",
-                        "--test-rows", "1000"], check=True, capture_output=True)
+        subprocess.run(
+            [py, "-m", "ottotrain", "make-data", work / "d", "--rows", "61878", "--test-rows", "1000"],
+            check=True,
+            capture_output=True,
+        )
         train, data = work / "d" / "train.csv", "generated Otto-shaped data, 61,878 rows"
     bad = work / "bad.yaml"
     bad.write_text("model: {layers: [Dense]}\n")
@@ -55,16 +58,56 @@ def main():
     commands = {
         "ottotrain --help": lambda d: [*ot, "--help"],
         "fit bad.yaml (config error)": lambda d: [*ot, "fit", bad],
-        "fit logreg, 3 epochs": lambda d: [*ot, "fit", cfgs / "logreg.yaml", "--set", f"data.train={train}",
-                                          "--set", "train.epochs=3", "--run-dir", d, "-q"],
-        "fit mlp, 3 epochs": lambda d: [*ot, "fit", cfgs / "mlp.yaml", "--set", f"data.train={train}",
-                                       "--set", "train.epochs=3", "--run-dir", d, "-q"],
-        "fit mlp3x512, 2 epochs": lambda d: [*ot, "fit", cfgs / "mlp3x512.yaml", "--set",
-                                            f"data.train={train}", "--set", "train.epochs=2",
-                                            "--run-dir", d, "-q"],
-        "cv mlp, 3 folds x 1, 2 epochs": lambda d: [*ot, "cv", cfgs / "mlp.yaml", "--set",
-                                                   f"data.train={train}", "--set", "train.epochs=2",
-                                                   "--folds", "3", "--run-dir", d, "-q"],
+        "fit logreg, 3 epochs": lambda d: [
+            *ot,
+            "fit",
+            cfgs / "logreg.yaml",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            "train.epochs=3",
+            "--run-dir",
+            d,
+            "-q",
+        ],
+        "fit mlp, 3 epochs": lambda d: [
+            *ot,
+            "fit",
+            cfgs / "mlp.yaml",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            "train.epochs=3",
+            "--run-dir",
+            d,
+            "-q",
+        ],
+        "fit mlp3x512, 2 epochs": lambda d: [
+            *ot,
+            "fit",
+            cfgs / "mlp3x512.yaml",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            "train.epochs=2",
+            "--run-dir",
+            d,
+            "-q",
+        ],
+        "cv mlp, 3 folds x 1, 2 epochs": lambda d: [
+            *ot,
+            "cv",
+            cfgs / "mlp.yaml",
+            "--set",
+            f"data.train={train}",
+            "--set",
+            "train.epochs=2",
+            "--folds",
+            "3",
+            "--run-dir",
+            d,
+            "-q",
+        ],
     }
     print(f"data: {data}; reps: {args.reps}; load before: {os.getloadavg()[0]:.1f}")
     print("| command | before (s) | after (s) | after / before |")

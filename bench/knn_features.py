@@ -29,8 +29,9 @@ def sklearn_features(ref_x, ref_y, q, ks, n_classes, leave_out=None):
     for c in range(n_classes):
         rows = np.flatnonzero(ref_y == c)
         extra = 1 if leave_out is not None else 0
-        nn = NearestNeighbors(n_neighbors=min(kmax + extra, len(rows)), algorithm="brute",
-                              n_jobs=-1).fit(rs[rows])
+        nn = NearestNeighbors(n_neighbors=min(kmax + extra, len(rows)), algorithm="brute", n_jobs=-1).fit(
+            rs[rows]
+        )
         d, i = nn.kneighbors(qs)
         if leave_out is not None:  # drop the row itself where it was found
             own = rows[i] == leave_out[:, None]
@@ -71,16 +72,20 @@ def main():
     res["ottotrain_seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    theirs = {k: sklearn_features(data.x[tr], data.y[tr], v, ks, n_cls,
-                                  np.arange(len(tr)) if k == "train" else None)
-              for k, v in queries.items()}
+    theirs = {
+        k: sklearn_features(
+            data.x[tr], data.y[tr], v, ks, n_cls, np.arange(len(tr)) if k == "train" else None
+        )
+        for k, v in queries.items()
+    }
     res["sklearn_seconds"] = time.perf_counter() - t0
     res["ratio"] = res["ottotrain_seconds"] / res["sklearn_seconds"]
     res["max_abs_diff"] = {k: float(np.abs(ours[k] - theirs[k]).max()) for k in queries}
     # features of rows whose distance is not ~0 (duplicates amplify rounding in the log)
     far = {k: np.exp(theirs[k]) > 0.01 for k in queries}
     res["max_abs_diff_not_duplicates"] = {
-        k: float(np.abs(ours[k] - theirs[k])[far[k]].max()) for k in queries}
+        k: float(np.abs(ours[k] - theirs[k])[far[k]].max()) for k in queries
+    }
     print(json.dumps(res))
 
 

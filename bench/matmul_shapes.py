@@ -70,9 +70,19 @@ def main():
     per_row = sum(x * y for x, y in zip(WIDTHS, WIDTHS[1:]))  # forward multiply-adds
     flops = 2 * per_row * (3 * a.rows + a.val_rows)  # the figure section 2 uses
     best = min(times)
-    print(json.dumps({"seconds": best, "times": times, "gflops": flops / best / 1e9,
-                      "tf_sgemm_gflops": tf_sgemm(), "rows": a.rows, "val_rows": a.val_rows,
-                      "batch": a.batch}))
+    print(
+        json.dumps(
+            {
+                "seconds": best,
+                "times": times,
+                "gflops": flops / best / 1e9,
+                "tf_sgemm_gflops": tf_sgemm(),
+                "rows": a.rows,
+                "val_rows": a.val_rows,
+                "batch": a.batch,
+            }
+        )
+    )
 
 
 def tf_sgemm(n=2048):
@@ -85,7 +95,7 @@ def tf_sgemm(n=2048):
         t = time.perf_counter()
         float(f(x))
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 if __name__ == "__main__":

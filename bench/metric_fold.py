@@ -47,16 +47,30 @@ def train(a):
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as work:
-        state = train_loop(model, cfg, arrays, Path(work), Log(0), None,
-                           class_weights(cfg, arrays.y_train, data.classes), [Record()])
+        state = train_loop(
+            model,
+            cfg,
+            arrays,
+            Path(work),
+            Log(0),
+            None,
+            class_weights(cfg, arrays.y_train, data.classes),
+            [Record()],
+        )
     best = probs[state.best_epoch - 1]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / f"{a.tag}-f{a.fold}-s{a.seed}.npy", best.astype(np.float32))
     np.save(out / f"y-f{a.fold}.npy", arrays.y_val)
-    rec = {"tag": a.tag, "fold": a.fold, "seed": a.seed, "seconds": round(time.time() - t0, 1),
-           "epochs": len(probs), "best_epoch": state.best_epoch,
-           "val_log_loss": round(log_loss(arrays.y_val, best), 5)}
+    rec = {
+        "tag": a.tag,
+        "fold": a.fold,
+        "seed": a.seed,
+        "seconds": round(time.time() - t0, 1),
+        "epochs": len(probs),
+        "best_epoch": state.best_epoch,
+        "val_log_loss": round(log_loss(arrays.y_val, best), 5),
+    }
     print(json.dumps(rec))
 
 
@@ -66,8 +80,7 @@ def bag(a):
     out = Path(a.out)
     y = np.load(out / f"y-f{a.fold}.npy")
     for spec in a.members:
-        ps = [np.load(out / f"{m.split(':')[0]}-f{a.fold}-s{m.split(':')[1]}.npy")
-              for m in spec.split("+")]
+        ps = [np.load(out / f"{m.split(':')[0]}-f{a.fold}-s{m.split(':')[1]}.npy") for m in spec.split("+")]
         singles = " ".join(f"{log_loss(y, p):.4f}" for p in ps)
         print(f"{spec}: members {singles} -> bag {log_loss(y, np.mean(ps, axis=0)):.4f}")
 

@@ -45,25 +45,45 @@ def main():
     train = load_train(DataConfig(train=args.train))
     folds = fold_assignment(train.y, args.folds, args.seed)
     test = load_test(args.test, "id", "target", train.features) if args.test else None
-    params = {"objective": "multiclass", "num_class": len(train.classes),
-              "learning_rate": args.learning_rate, "num_leaves": 31, "min_data_in_leaf": 20,
-              "feature_fraction": 0.5, "bagging_fraction": 0.8, "bagging_freq": 1,
-              "lambda_l2": 1.0, "num_threads": args.threads, "verbose": -1, "seed": args.seed}
+    params = {
+        "objective": "multiclass",
+        "num_class": len(train.classes),
+        "learning_rate": args.learning_rate,
+        "num_leaves": 31,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.5,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "num_threads": args.threads,
+        "verbose": -1,
+        "seed": args.seed,
+    }
     oof = np.zeros((len(train.y), len(train.classes)))
     p_test = np.zeros((len(test[0]), len(train.classes))) if test else None
     per_fold = []
     for f in range(args.folds):
         tr, va = folds != f, folds == f
         t0 = time.perf_counter()
-        booster = lgb.train(params, lgb.Dataset(train.x[tr], train.y[tr]), num_boost_round=3000,
-                            valid_sets=[lgb.Dataset(train.x[va], train.y[va])],
-                            callbacks=[lgb.early_stopping(50, verbose=False)])
+        booster = lgb.train(
+            params,
+            lgb.Dataset(train.x[tr], train.y[tr]),
+            num_boost_round=3000,
+            valid_sets=[lgb.Dataset(train.x[va], train.y[va])],
+            callbacks=[lgb.early_stopping(50, verbose=False)],
+        )
         oof[va] = booster.predict(train.x[va], num_iteration=booster.best_iteration)
         if test:
             p_test += booster.predict(test[1], num_iteration=booster.best_iteration) / args.folds
         loss = log_loss(train.y[va], oof[va])
-        per_fold.append({"fold": f + 1, "log_loss": round(loss, 6), "rounds": booster.best_iteration,
-                         "seconds": round(time.perf_counter() - t0, 1)})
+        per_fold.append(
+            {
+                "fold": f + 1,
+                "log_loss": round(loss, 6),
+                "rounds": booster.best_iteration,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         print(per_fold[-1], flush=True)
 
     out = Path(args.out)
@@ -79,17 +99,37 @@ def main():
         s.insert(0, "id", test[0])
         s.to_csv(out / "submission.csv", index=False, float_format="%.6g")
     fl = [r["log_loss"] for r in per_fold]
-    metrics = {"kind": "cv", "model": "lightgbm", "params": params,
-               "oof_log_loss": round(log_loss(train.y, oof), 6),
-               "oof_accuracy": round(float((oof.argmax(1) == train.y).mean()), 6),
-               "fold_log_loss": fl, "fold_log_loss_mean": round(float(np.mean(fl)), 6),
-               "fold_log_loss_std": round(float(np.std(fl)), 6), "folds": args.folds, "seeds": 1,
-               "per_fold": per_fold, "total_seconds": round(time.perf_counter() - t_start, 1),
-               "lightgbm": lgb.__version__}
+    metrics = {
+        "kind": "cv",
+        "model": "lightgbm",
+        "params": params,
+        "oof_log_loss": round(log_loss(train.y, oof), 6),
+        "oof_accuracy": round(float((oof.argmax(1) == train.y).mean()), 6),
+        "fold_log_loss": fl,
+        "fold_log_loss_mean": round(float(np.mean(fl)), 6),
+        "fold_log_loss_std": round(float(np.std(fl)), 6),
+        "folds": args.folds,
+        "seeds": 1,
+        "per_fold": per_fold,
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "lightgbm": lgb.__version__,
+    }
     write_json(out / "metrics.json", metrics)
     runs.write_status(out, runs.FINISHED, kind="cv", folds=args.folds, seeds=1, model="lightgbm")
-    print(json.dumps({k: metrics[k] for k in ("oof_log_loss", "oof_accuracy", "fold_log_loss_mean",
-                                              "fold_log_loss_std", "total_seconds")}))
+    print(
+        json.dumps(
+            {
+                k: metrics[k]
+                for k in (
+                    "oof_log_loss",
+                    "oof_accuracy",
+                    "fold_log_loss_mean",
+                    "fold_log_loss_std",
+                    "total_seconds",
+                )
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

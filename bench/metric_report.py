@@ -54,12 +54,17 @@ def main():
     rows = []
     for r in map(Path, args.runs):
         m = json.loads((r / "metrics.json").read_text())
-        row = {"run": r.name, "oof_log_loss": m["oof_log_loss"], "oof_accuracy": m["oof_accuracy"],
-               "fold_log_loss": f"{m['fold_log_loss_mean']:.4f} ± {m['fold_log_loss_std']:.4f}",
-               "models": m.get("n_models", m.get("folds"))}
+        row = {
+            "run": r.name,
+            "oof_log_loss": m["oof_log_loss"],
+            "oof_accuracy": m["oof_accuracy"],
+            "fold_log_loss": f"{m['fold_log_loss_mean']:.4f} ± {m['fold_log_loss_std']:.4f}",
+            "models": m.get("n_models", m.get("folds")),
+        }
         if (r / "models").exists():
             row["seed_oof_log_loss"] = m.get("seed_oof_log_loss") or seed_oofs(
-                r, train, m["folds"], m["seeds"])
+                r, train, m["folds"], m["seeds"]
+            )
             row["member_train_seconds"] = m["timings"]["member_train_seconds"]
         else:
             row["total_seconds"] = m.get("total_seconds")

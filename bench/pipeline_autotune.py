@@ -29,14 +29,14 @@ def run(train_csv, epochs, autotune):
     from ottotrain.log import Log
     from ottotrain.workflows.common import member_arrays
 
-    cfg = load_config(BENCH / "configs" / "mlp3x512.yaml",
-                      [f"data.train={train_csv}", f"train.epochs={epochs}"])
+    cfg = load_config(
+        BENCH / "configs" / "mlp3x512.yaml", [f"data.train={train_csv}", f"train.epochs={epochs}"]
+    )
     data = D.load_train(cfg.data)
     tr, va = D.train_val_split(data.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     pre, arrays = member_arrays(cfg, data, tr, va)
     setup(cfg.seed, cfg.train.deterministic)
-    model = compile_model(build_model(cfg, pre.n_outputs, len(data.classes), compile=False),
-                          cfg, len(tr))
+    model = compile_model(build_model(cfg, pre.n_outputs, len(data.classes), compile=False), cfg, len(tr))
     shipped = T.EpochBatches.__init__
 
     def with_autotune(self, x, y, batch_size):  # the pipeline before 2026-11-28 evening
@@ -52,8 +52,7 @@ def run(train_csv, epochs, autotune):
     finally:
         T.EpochBatches.__init__ = shipped
     h = state.history
-    return {"autotune": autotune, "epoch_seconds": [r.seconds for r in h],
-            "val_loss": h[-1].val_loss}
+    return {"autotune": autotune, "epoch_seconds": [r.seconds for r in h], "val_loss": h[-1].val_loss}
 
 
 def main():

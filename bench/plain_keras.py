@@ -62,8 +62,11 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--optimizer", default=None, help="default: sgd (adam for mlp3x512)")
     ap.add_argument("--json", help="write the result here too")
-    ap.add_argument("--no-checkpoint", action="store_true",
-                    help="leave out the tutorial's ModelCheckpoint (a bare model.fit)")
+    ap.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="leave out the tutorial's ModelCheckpoint (a bare model.fit)",
+    )
     a = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -98,23 +101,43 @@ def main():
     tmp = tempfile.TemporaryDirectory()
     if not a.no_checkpoint:  # the tutorial's: best_model = ModelCheckpoint(fBestModel, save_best_only=True)
         # Before the timer: the timed epoch includes the save, as the tutorial's epochs do.
-        callbacks.insert(0, keras.callbacks.ModelCheckpoint(os.path.join(tmp.name, "best_model.keras"),
-                                                            verbose=0, save_best_only=True))
+        callbacks.insert(
+            0,
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(tmp.name, "best_model.keras"), verbose=0, save_best_only=True
+            ),
+        )
     t1 = time.perf_counter()
-    h = model.fit(X_train, Y_train, validation_data=(X_val, Y_val), batch_size=a.batch_size,
-                  epochs=a.epochs, verbose=0, callbacks=callbacks)
+    h = model.fit(
+        X_train,
+        Y_train,
+        validation_data=(X_val, Y_val),
+        batch_size=a.batch_size,
+        epochs=a.epochs,
+        verbose=0,
+        callbacks=callbacks,
+    )
     t_fit = time.perf_counter() - t1
     tmp.cleanup()
     p = np.clip(model.predict(X_val, verbose=0).astype(np.float64), 1e-15, 1 - 1e-15)
     p /= p.sum(axis=1, keepdims=True)
     val_log_loss = float(-np.mean(np.log(p[np.arange(len(p)), Y_val.argmax(1)])))
-    out = {"model": a.model, "batch_size": a.batch_size, "epochs": a.epochs, "seed": a.seed,
-           "optimizer": opt, "n_train": len(X_train), "n_val": len(X_val),
-           "jit_compile": bool(model.jit_compile), "checkpoint": not a.no_checkpoint,
-           "data_seconds": t_data,
-           "fit_seconds": t_fit, "epoch_seconds": times,
-           "val_loss_history": [float(v) for v in h.history["val_loss"]],
-           "val_log_loss": val_log_loss}
+    out = {
+        "model": a.model,
+        "batch_size": a.batch_size,
+        "epochs": a.epochs,
+        "seed": a.seed,
+        "optimizer": opt,
+        "n_train": len(X_train),
+        "n_val": len(X_val),
+        "jit_compile": bool(model.jit_compile),
+        "checkpoint": not a.no_checkpoint,
+        "data_seconds": t_data,
+        "fit_seconds": t_fit,
+        "epoch_seconds": times,
+        "val_loss_history": [float(v) for v in h.history["val_loss"]],
+        "val_log_loss": val_log_loss,
+    }
     print(json.dumps(out))
     if a.json:
         with open(a.json, "w") as f:

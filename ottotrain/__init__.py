@@ -43,5 +43,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ottotrain' has no attribute {name!r}")
 
 
-__all__ = ["ConfigError", "DataError", "OttoTrainError", "RunError", "TrainingError",
-           "__version__", *_API]
+__all__ = ["ConfigError", "DataError", "OttoTrainError", "RunError", "TrainingError", "__version__", *_API]

@@ -85,8 +85,13 @@ def _interruptible(run, *args, **kwargs):
         sys.exit(130)
 
 
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override a config key (value parsed as YAML); repeatable.")
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key (value parsed as YAML); repeatable.",
+)
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Only errors and the result.")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail.")
 
@@ -95,8 +100,13 @@ verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @set_option
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
-@click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where new run directories go.")
+@click.option(
+    "--runs-root",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where new run directories go.",
+)
 @click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample for one epoch.")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue an interrupted run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -115,21 +125,35 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
     cfg, name = _training_config(config, overrides, resume, run_dir)
     from ottotrain.workflows.fit import fit as run_fit
 
-    result = _interruptible(run_fit, cfg, run_dir=run_dir, runs_root=runs_root, smoke=smoke,
-                            resume=resume, log=_log(quiet, verbose), config_name=name)
+    result = _interruptible(
+        run_fit,
+        cfg,
+        run_dir=run_dir,
+        runs_root=runs_root,
+        smoke=smoke,
+        resume=resume,
+        log=_log(quiet, verbose),
+        config_name=name,
+    )
     if as_json:
         _echo_json(result)
     else:
-        click.echo(f"val_log_loss={result['val_log_loss']:.4f} val_accuracy={result['val_accuracy']:.4f} "
-                   f"best_epoch={result['best_epoch']}")
+        click.echo(
+            f"val_log_loss={result['val_log_loss']:.4f} val_accuracy={result['val_accuracy']:.4f} "
+            f"best_epoch={result['best_epoch']}"
+        )
         click.echo(result["run_dir"])
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("test_csv", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Submission file (default: RUN_DIR/submission-<name>.csv).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Submission file (default: RUN_DIR/submission-<name>.csv).",
+)
 def predict(run_dir, test_csv, output):
     """Write a Kaggle submission for TEST_CSV from a trained RUN_DIR.
 
@@ -140,8 +164,10 @@ def predict(run_dir, test_csv, output):
     from ottotrain.workflows.predict import predict as run_predict
 
     result = run_predict(run_dir, test_csv, output)
-    click.echo(f"{result['rows']} rows in {result['seconds']:.2f}s "
-               f"({result['rows_per_second']:.0f} rows/s)", err=True)
+    click.echo(
+        f"{result['rows']} rows in {result['seconds']:.2f}s ({result['rows_per_second']:.0f} rows/s)",
+        err=True,
+    )
     click.echo(result["output"])
 
 
@@ -163,8 +189,7 @@ def summary(target, overrides):
 
 @main.command("make-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--rows", default=20000, show_default=True, type=click.IntRange(min=10),
-              help="Training rows.")
+@click.option("--rows", default=20000, show_default=True, type=click.IntRange(min=10), help="Training rows.")
 @click.option("--test-rows", type=click.IntRange(min=1), help="Test rows [default: rows/2].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--classes", default=9, show_default=True, type=click.IntRange(2, 100))
@@ -178,26 +203,39 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
     """
     from ottotrain.data.synth import make_data as run_make
 
-    train, test = run_make(out_dir, rows=rows, seed=seed, test_rows=test_rows,
-                           n_classes=classes, n_features=features)
+    train, test = run_make(
+        out_dir, rows=rows, seed=seed, test_rows=test_rows, n_classes=classes, n_features=features
+    )
     click.echo(train)
     click.echo(test)
 
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--folds", type=click.IntRange(min=2),
-              help="Stratified folds K [default: the config's cv.folds, 5].")
-@click.option("--seeds", type=click.IntRange(min=1),
-              help="Models per fold, each with its own seed (bagging) [default: the config's "
-              "cv.seeds, else one per cv.variants entry, else 1].")
+@click.option(
+    "--folds", type=click.IntRange(min=2), help="Stratified folds K [default: the config's cv.folds, 5]."
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    help="Models per fold, each with its own seed (bagging) [default: the config's "
+    "cv.seeds, else one per cv.variants entry, else 1].",
+)
 @set_option
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
-@click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Where new run directories go.")
+@click.option(
+    "--runs-root",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where new run directories go.",
+)
 @click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample, one epoch per model.")
-@click.option("--resume", type=click.Path(file_okay=False),
-              help="Continue an interrupted cv run (finished models are reused).")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="Continue an interrupted cv run (finished models are reused).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 @verbose_option
@@ -220,24 +258,42 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
     cfg, name = _training_config(config, overrides, resume, run_dir)
     from ottotrain.workflows.cv import run_cv
 
-    result = _interruptible(run_cv, cfg, folds=folds, seeds=seeds, run_dir=run_dir,
-                            runs_root=runs_root, smoke=smoke, resume=resume,
-                            log=_log(quiet, verbose), config_name=name)
+    result = _interruptible(
+        run_cv,
+        cfg,
+        folds=folds,
+        seeds=seeds,
+        run_dir=run_dir,
+        runs_root=runs_root,
+        smoke=smoke,
+        resume=resume,
+        log=_log(quiet, verbose),
+        config_name=name,
+    )
     if as_json:
         _echo_json(result)
     else:
-        click.echo(f"oof_log_loss={result['oof_log_loss']:.4f} oof_accuracy={result['oof_accuracy']:.4f} "
-                   f"fold_log_loss={result['fold_log_loss_mean']:.4f}±{result['fold_log_loss_std']:.4f} "
-                   f"models={result['n_models']}")
+        click.echo(
+            f"oof_log_loss={result['oof_log_loss']:.4f} oof_accuracy={result['oof_accuracy']:.4f} "
+            f"fold_log_loss={result['fold_log_loss_mean']:.4f}±{result['fold_log_loss_std']:.4f} "
+            f"models={result['n_models']}"
+        )
         click.echo(result["run_dir"])
 
 
 @main.command()
 @click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the blended submission here (default: only report the scores).")
-@click.option("--temperature", is_flag=True,
-              help="Also apply the temperature fitted on the OOF predictions to the submission.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the blended submission here (default: only report the scores).",
+)
+@click.option(
+    "--temperature",
+    is_flag=True,
+    help="Also apply the temperature fitted on the OOF predictions to the submission.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def blend(runs_, output, temperature, as_json):
     """Blend cv runs: weights >= 0 summing to 1 that minimise the out-of-fold log loss.
@@ -259,13 +315,19 @@ def blend(runs_, output, temperature, as_json):
         return
     width = max(len(r["run"]) for r in result["runs"])
     for r in result["runs"]:
-        click.echo(f"{r['run']:<{width}}  oof_log_loss={r['oof_log_loss']:.4f} "
-                   f"oof_accuracy={r['oof_accuracy']:.4f} weight={r['weight']:.3f}")
-    click.echo(f"{'blend':<{width}}  oof_log_loss={result['oof_log_loss']:.4f} "
-               f"oof_accuracy={result['oof_accuracy']:.4f}")
-    click.echo(f"{'blend + temperature':<{width}}  oof_log_loss={result['oof_log_loss_temperature']:.4f} "
-               f"(T={result['temperature']:.3f}, fitted on the same OOF rows"
-               f"{', applied' if result['temperature_applied'] else ', not applied'})")
+        click.echo(
+            f"{r['run']:<{width}}  oof_log_loss={r['oof_log_loss']:.4f} "
+            f"oof_accuracy={r['oof_accuracy']:.4f} weight={r['weight']:.3f}"
+        )
+    click.echo(
+        f"{'blend':<{width}}  oof_log_loss={result['oof_log_loss']:.4f} "
+        f"oof_accuracy={result['oof_accuracy']:.4f}"
+    )
+    click.echo(
+        f"{'blend + temperature':<{width}}  oof_log_loss={result['oof_log_loss_temperature']:.4f} "
+        f"(T={result['temperature']:.3f}, fitted on the same OOF rows"
+        f"{', applied' if result['temperature_applied'] else ', not applied'})"
+    )
     if result["output"]:
         click.echo(result["output"])
 
@@ -363,12 +425,20 @@ def schema():
 
 
 @main.command("runs")
-@click.argument("runs_dir", metavar="[DIR]", default="runs", required=False,
-                type=click.Path(file_okay=False))
-@click.option("--sort", type=click.Choice(["date", "score"]), default="date", show_default=True,
-              help="date: oldest first; score: best log loss first.")
-@click.option("--diff", nargs=2, metavar="RUN_A RUN_B",
-              help="Show how two runs' configs differ (paths, or names under DIR).")
+@click.argument("runs_dir", metavar="[DIR]", default="runs", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--sort",
+    type=click.Choice(["date", "score"]),
+    default="date",
+    show_default=True,
+    help="date: oldest first; score: best log loss first.",
+)
+@click.option(
+    "--diff",
+    nargs=2,
+    metavar="RUN_A RUN_B",
+    help="Show how two runs' configs differ (paths, or names under DIR).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def runs_cmd(runs_dir, sort, diff, as_json):
     """List runs with their scores, or diff two.

@@ -74,8 +74,10 @@ def read_json(path):
 
 def cache_dir(*parts) -> Path:
     """ottotrain's cache folder: $OTTOTRAIN_CACHE, else $XDG_CACHE_HOME/ottotrain, else ~/.cache/ottotrain."""
-    root = os.environ.get("OTTOTRAIN_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ottotrain"
+    root = (
+        os.environ.get("OTTOTRAIN_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ottotrain"
+    )
     return Path(root, *parts)
 
 

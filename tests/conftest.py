@@ -36,10 +36,19 @@ def tiny_config(data, **train):
         "name": "tiny",
         "seed": 1,
         "data": {"train": str(data["train"]), "test": str(data["test"])},
-        "model": {"layers": [{"Dense": {"units": 16, "activation": "relu"}},
-                             {"Dense": {"units": "n_classes"}}, {"Activation": "softmax"}]},
-        "train": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 2,
-                  "batch_size": 64, **train},
+        "model": {
+            "layers": [
+                {"Dense": {"units": 16, "activation": "relu"}},
+                {"Dense": {"units": "n_classes"}},
+                {"Activation": "softmax"},
+            ]
+        },
+        "train": {
+            "optimizer": {"name": "adam", "learning_rate": 0.01},
+            "epochs": 2,
+            "batch_size": 64,
+            **train,
+        },
     }
     return cfg
 

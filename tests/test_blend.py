@@ -98,7 +98,7 @@ def test_fit_temperature_undoes_a_known_overconfidence():
     rng = np.random.default_rng(5)
     q = rng.dirichlet(np.ones(4), 20000)
     y = (rng.random((len(q), 1)) > q.cumsum(axis=1)).sum(axis=1)  # y ~ Categorical(q)
-    sharp = q ** 1.6
+    sharp = q**1.6
     sharp /= sharp.sum(axis=1, keepdims=True)
     # The documented formula: p ** (1/T), renormalised; T > 1 softens.
     np.testing.assert_allclose(apply_temperature(sharp, 1.6), q, rtol=1e-9)
@@ -133,8 +133,7 @@ def test_blend_writes_the_weighted_mean_and_applies_the_temperature_only_when_as
     rng = np.random.default_rng(6)
     subs = [rng.dirichlet(np.ones(5), 50) for _ in range(2)]
     ids, folds = np.arange(len(y)) + 1, np.arange(len(y)) % 3 + 1
-    dirs = [_fake_cv_run(tmp_path / f"run{i}", ids, folds, y, classes, probas[i], subs[i])
-            for i in range(2)]
+    dirs = [_fake_cv_run(tmp_path / f"run{i}", ids, folds, y, classes, probas[i], subs[i]) for i in range(2)]
     plain = blend(dirs, tmp_path / "plain.csv")
     tempered = blend(dirs, tmp_path / "tempered.csv", temperature=True)
     w = [r["weight"] for r in plain["runs"]]
@@ -146,6 +145,7 @@ def test_blend_writes_the_weighted_mean_and_applies_the_temperature_only_when_as
     np.testing.assert_allclose(got[classes].to_numpy(), mean, atol=1e-5)
     t = tempered["temperature"]
     assert tempered["temperature_applied"] and not plain["temperature_applied"] and t != 1
-    np.testing.assert_allclose(pd.read_csv(tmp_path / "tempered.csv")[classes].to_numpy(),
-                               apply_temperature(mean, t), atol=1e-4)
+    np.testing.assert_allclose(
+        pd.read_csv(tmp_path / "tempered.csv")[classes].to_numpy(), apply_temperature(mean, t), atol=1e-4
+    )
     assert plain["oof_log_loss_temperature"] <= plain["oof_log_loss"] + 1e-9

@@ -6,8 +6,7 @@ from ottotrain.config import validate_tree
 
 
 def _cfg(layers, **train):
-    return validate_tree({"data": {"train": "x.csv"}, "model": {"layers": layers},
-                          "train": train})
+    return validate_tree({"data": {"train": "x.csv"}, "model": {"layers": layers}, "train": train})
 
 
 def _build(layers, n_features=93, n_classes=9, **train):
@@ -25,23 +24,54 @@ def test_tutorial_logreg_and_mlp_parameter_counts():
     assert _build([{"Dense": {"units": 100}}] + HEAD).count_params() == 10309
 
 
-@pytest.mark.parametrize("layers", [
-    ["BatchNormalization", {"Dense": {"units": 32}}, "PReLU"],
-    [{"Dense": {"units": 32, "activation": "relu", "use_bias": False,
-                "kernel_initializer": "he_normal", "bias_initializer": "zeros",
-                "kernel_regularizer": {"name": "l2", "l2": 1e-4},
-                "bias_regularizer": "l1", "activity_regularizer": {"name": "L1L2", "l1": 0.0, "l2": 1e-5},
-                "kernel_constraint": {"name": "max_norm", "max_value": 3},
-                "bias_constraint": "non_neg"}}],
-    [{"Dense": {"units": 32, "kernel_initializer": {"name": "random_normal", "stddev": 0.05}}},
-     {"Dropout": 0.5}, {"LeakyReLU": {"negative_slope": 0.1}}],
-    [{"Dense": {"units": 32}}, "ELU", {"GaussianNoise": {"stddev": 0.1}},
-     {"ActivityRegularization": {"l1": 0.001}}, {"Dropout": {"rate": 0.2}}],
-    [{"Reshape": {"target_shape": ["n_features", 1]}}, {"Permute": {"dims": [2, 1]}}, "Flatten",
-     {"Dense": {"units": 16, "activation": "tanh"}}, {"LayerNormalization": {}}],
-    [{"Dense": {"units": 16}}, {"Activation": {"activation": "relu"}}, {"AlphaDropout": 0.1},
-     {"GaussianDropout": {"rate": 0.1}}, {"UnitNormalization": None}],
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        ["BatchNormalization", {"Dense": {"units": 32}}, "PReLU"],
+        [
+            {
+                "Dense": {
+                    "units": 32,
+                    "activation": "relu",
+                    "use_bias": False,
+                    "kernel_initializer": "he_normal",
+                    "bias_initializer": "zeros",
+                    "kernel_regularizer": {"name": "l2", "l2": 1e-4},
+                    "bias_regularizer": "l1",
+                    "activity_regularizer": {"name": "L1L2", "l1": 0.0, "l2": 1e-5},
+                    "kernel_constraint": {"name": "max_norm", "max_value": 3},
+                    "bias_constraint": "non_neg",
+                }
+            }
+        ],
+        [
+            {"Dense": {"units": 32, "kernel_initializer": {"name": "random_normal", "stddev": 0.05}}},
+            {"Dropout": 0.5},
+            {"LeakyReLU": {"negative_slope": 0.1}},
+        ],
+        [
+            {"Dense": {"units": 32}},
+            "ELU",
+            {"GaussianNoise": {"stddev": 0.1}},
+            {"ActivityRegularization": {"l1": 0.001}},
+            {"Dropout": {"rate": 0.2}},
+        ],
+        [
+            {"Reshape": {"target_shape": ["n_features", 1]}},
+            {"Permute": {"dims": [2, 1]}},
+            "Flatten",
+            {"Dense": {"units": 16, "activation": "tanh"}},
+            {"LayerNormalization": {}},
+        ],
+        [
+            {"Dense": {"units": 16}},
+            {"Activation": {"activation": "relu"}},
+            {"AlphaDropout": 0.1},
+            {"GaussianDropout": {"rate": 0.1}},
+            {"UnitNormalization": None},
+        ],
+    ],
+)
 def test_layer_forms_build(layers):
     model = _build(layers + HEAD)
     assert model.output_shape == (None, 9)
@@ -52,26 +82,36 @@ def test_sizes_come_from_the_data():
     assert model.input_shape == (None, 5) and model.output_shape == (None, 3)
 
 
-@pytest.mark.parametrize("optimizer", [
-    "sgd", "adam", {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
-    {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}, {"name": "RMSprop"},
-])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "sgd",
+        "adam",
+        {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+        {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4},
+        {"name": "RMSprop"},
+    ],
+)
 def test_optimizer_forms(optimizer):
     model = _build(HEAD, optimizer=optimizer)
     assert model.optimizer is not None
 
 
 def test_loss_with_arguments_and_clipping():
-    model = _build(HEAD, loss={"name": "categorical_crossentropy", "label_smoothing": 0.1},
-                   gradient_clip_norm=1.0)
+    model = _build(
+        HEAD, loss={"name": "categorical_crossentropy", "label_smoothing": 0.1}, gradient_clip_norm=1.0
+    )
     assert model.loss.get_config()["label_smoothing"] == 0.1
     assert model.optimizer.clipnorm == 1.0
 
 
-@pytest.mark.parametrize("layers,fragment", [
-    ([{"Dense": {"units": 5}}, {"Activation": "softmax"}], "output shape is (None, 5)"),
-    ([{"Reshape": {"target_shape": [7, 7]}}] + HEAD, "model.layers[0].Reshape"),
-])
+@pytest.mark.parametrize(
+    "layers,fragment",
+    [
+        ([{"Dense": {"units": 5}}, {"Activation": "softmax"}], "output shape is (None, 5)"),
+        ([{"Reshape": {"target_shape": [7, 7]}}] + HEAD, "model.layers[0].Reshape"),
+    ],
+)
 def test_keras_rejections_name_the_layer(layers, fragment):
     from ottotrain.errors import ConfigError
 
@@ -135,8 +175,10 @@ def test_shipped_configs_give_keras_the_same_arguments_and_round_trip(path, tmp_
     assert cfg.train.optimizer.arguments() == _as_before(raw["optimizer"])
     assert cfg.train.loss.arguments() == {} and make_loss(cfg) == raw["loss"]
     opt = make_optimizer(cfg)
-    assert type(opt).__name__.lower() == str(raw["optimizer"] if isinstance(raw["optimizer"], str)
-                                             else raw["optimizer"]["name"]).lower()
+    assert (
+        type(opt).__name__.lower()
+        == str(raw["optimizer"] if isinstance(raw["optimizer"], str) else raw["optimizer"]["name"]).lower()
+    )
     # Saved as written (run config.yaml), and read back to the same config: by load_config,
     # by the cv members' re-validation and by resume (runs.resume._saved_config).
     tree = config_to_dict(cfg)
@@ -178,13 +220,23 @@ def test_only_given_arguments_reach_keras_and_typed_defaults_are_keras_defaults(
         assert ours | {"name": None} == theirs | {"name": None}, model.__name__
 
 
-@pytest.mark.parametrize("train,fragment", [
-    ({"optimizer": {"name": "sgd", "momentum": 2.0}},
-     "train.optimizer: Keras rejected the optimizer: `momentum`"),
-    ({"optimizer": {"name": "adam", "clipnorm": 1.0, "global_clipnorm": 1.0}},
-     "train.optimizer: Keras rejected the optimizer: Only one of"),
-    ({"loss": {"name": "categorical_crossentropy", "dtype": "nope"}}, "train.loss: Keras rejected the loss"),
-])
+@pytest.mark.parametrize(
+    "train,fragment",
+    [
+        (
+            {"optimizer": {"name": "sgd", "momentum": 2.0}},
+            "train.optimizer: Keras rejected the optimizer: `momentum`",
+        ),
+        (
+            {"optimizer": {"name": "adam", "clipnorm": 1.0, "global_clipnorm": 1.0}},
+            "train.optimizer: Keras rejected the optimizer: Only one of",
+        ),
+        (
+            {"loss": {"name": "categorical_crossentropy", "dtype": "nope"}},
+            "train.loss: Keras rejected the loss",
+        ),
+    ],
+)
 def test_keras_rejections_name_the_optimizer_or_loss(train, fragment):
     from ottotrain.errors import ConfigError
 
@@ -207,7 +259,8 @@ def other_keras(monkeypatch):
 
     fake = types.SimpleNamespace(
         version=lambda name: "3.99.0" if name == "keras" else metadata.version(name),
-        PackageNotFoundError=metadata.PackageNotFoundError)
+        PackageNotFoundError=metadata.PackageNotFoundError,
+    )
     monkeypatch.setattr(keras_checks, "metadata", fake)
     assert not keras_checks.spec_is_current()
     return "3.99.0"
@@ -224,8 +277,11 @@ def test_another_keras_checks_layers_by_name_and_keras_checks_the_arguments(othe
     assert msg.startswith("<config>: model.layers[0].Dense: Keras rejected this layer: ")
     assert "new_in_3_99" in msg and "\n" not in msg
     # Names are still checked, with a did-you-mean; our own range rules still hold.
-    for bad, fragment in (({"Dens": {"units": 8}}, "did you mean 'Dense'"),
-                          ({"Dropout": {"rate": 1.5}}, "[0, 1)"), ({"Lambda": {}}, "arbitrary code")):
+    for bad, fragment in (
+        ({"Dens": {"units": 8}}, "did you mean 'Dense'"),
+        ({"Dropout": {"rate": 1.5}}, "[0, 1)"),
+        ({"Lambda": {}}, "arbitrary code"),
+    ):
         with pytest.raises(ConfigError) as e:
             _cfg([bad] + HEAD)
         assert "model.layers[0]" in str(e.value) and fragment in str(e.value)
@@ -273,8 +329,9 @@ def test_a_name_this_keras_lacks_is_a_config_error_with_its_key_path(mismatch, m
         return str(e.value)
 
     msg = error([{"Dense": {"units": 8}}, "ReLU", {"Foo": {"units": 3}}] + HEAD)
-    assert msg.startswith(f"config.yaml: model.layers[2].Foo: this Keras ({keras.__version__}) "
-                          "has no layer 'Foo'; ")
+    assert msg.startswith(
+        f"config.yaml: model.layers[2].Foo: this Keras ({keras.__version__}) has no layer 'Foo'; "
+    )
     assert ("or install Keras 3.15" in msg) == mismatch
     assert ("remake the table" in msg) == (not mismatch)
     msg = error([{"Dense": {"units": 8, "kernel_initializer": {"name": "foo_init"}}}] + HEAD)

@@ -26,8 +26,9 @@ def _check_submission(path, ids, classes):
 
 
 def test_fit_writes_a_complete_run_and_predict_reproduces_it(tiny_data, write_config, cli, tmp_path):
-    cfg = write_config(tiny_config(tiny_data, epochs=3,
-                                   early_stopping={"monitor": "val_loss", "patience": 1}))
+    cfg = write_config(
+        tiny_config(tiny_data, epochs=3, early_stopping={"monitor": "val_loss", "patience": 1})
+    )
     r = cli("fit", cfg, "--run-dir", tmp_path / "run")
     assert r.exit_code == 0, r.output
     import gc
@@ -35,8 +36,17 @@ def test_fit_writes_a_complete_run_and_predict_reproduces_it(tiny_data, write_co
     assert gc.get_freeze_count() == 0  # training's frozen objects are handed back to the GC
     run = _run_dir(r)
     assert run == tmp_path / "run"
-    for f in ("config.yaml", "model.keras", "preprocess.json", "history.csv", "metrics.json",
-              "submission.csv", "status.json", "val_predictions.csv", "summary.txt"):
+    for f in (
+        "config.yaml",
+        "model.keras",
+        "preprocess.json",
+        "history.csv",
+        "metrics.json",
+        "submission.csv",
+        "status.json",
+        "val_predictions.csv",
+        "summary.txt",
+    ):
         assert (run / f).is_file(), f
     assert not (run / "state").exists()  # resume state is dropped once finished
     assert not list(run.glob(".*.tmp*"))  # no temporary files left behind
@@ -67,10 +77,8 @@ def test_fit_writes_a_complete_run_and_predict_reproduces_it(tiny_data, write_co
     assert np.allclose(a.iloc[:, 1:], b.iloc[:, 1:], atol=1e-5)
 
 
-@pytest.mark.parametrize("train", [{"train_accuracy": True},
-                                   {"checkpoint": {"monitor": "accuracy"}}])
-def test_train_accuracy_is_logged_when_asked_for_or_monitored(tiny_data, write_config, cli,
-                                                              tmp_path, train):
+@pytest.mark.parametrize("train", [{"train_accuracy": True}, {"checkpoint": {"monitor": "accuracy"}}])
+def test_train_accuracy_is_logged_when_asked_for_or_monitored(tiny_data, write_config, cli, tmp_path, train):
     r = cli("fit", write_config(tiny_config(tiny_data, **train)), "--run-dir", tmp_path / "run")
     assert r.exit_code == 0, r.output
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
@@ -98,8 +106,16 @@ def test_existing_run_is_never_overwritten(tiny_config_path, cli, tmp_path):
 
 
 def test_set_overrides_are_validated_and_applied(tiny_config_path, cli, tmp_path):
-    r = cli("fit", tiny_config_path, "--set", "train.epochs=1", "--set",
-            "model.layers[0].Dense.units=4", "--run-dir", tmp_path / "r")
+    r = cli(
+        "fit",
+        tiny_config_path,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.layers[0].Dense.units=4",
+        "--run-dir",
+        tmp_path / "r",
+    )
     assert r.exit_code == 0, r.output
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 1
@@ -149,18 +165,28 @@ def test_summary_reads_only_header_and_target(tmp_path, write_config, cli, monke
 
 # (id, what to summarize: made by the function, message fragments)
 SUMMARY_ERRORS = [
-    ("missing-run-dir", lambda tmp, cfg: tmp / "runs" / "nope",
-     ["runs/nope: no such run directory or config file", "RUN_DIR made by 'ottotrain fit'"]),
+    (
+        "missing-run-dir",
+        lambda tmp, cfg: tmp / "runs" / "nope",
+        ["runs/nope: no such run directory or config file", "RUN_DIR made by 'ottotrain fit'"],
+    ),
     ("missing-config", lambda tmp, cfg: tmp / "nope.yaml", ["nope.yaml: config file not found"]),
-    ("not-a-run", lambda tmp, cfg: (tmp / "empty").mkdir() or tmp / "empty",
-     ["empty: not an ottotrain run directory"]),
-    ("wrong-target-column", lambda tmp, cfg: cfg(target_column="label"),
-     ["no column 'label' (data.target_column)", "columns that could be the target: target;"]),
+    (
+        "not-a-run",
+        lambda tmp, cfg: (tmp / "empty").mkdir() or tmp / "empty",
+        ["empty: not an ottotrain run directory"],
+    ),
+    (
+        "wrong-target-column",
+        lambda tmp, cfg: cfg(target_column="label"),
+        ["no column 'label' (data.target_column)", "columns that could be the target: target;"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("make,fragments", [c[1:] for c in SUMMARY_ERRORS],
-                         ids=[c[0] for c in SUMMARY_ERRORS])
+@pytest.mark.parametrize(
+    "make,fragments", [c[1:] for c in SUMMARY_ERRORS], ids=[c[0] for c in SUMMARY_ERRORS]
+)
 def test_summary_errors_are_one_clear_line(make, fragments, tiny_data, write_config, cli, tmp_path):
     from tests.conftest import error_line
 
@@ -195,8 +221,9 @@ def _smoke_overrides(config_path, data):
 @pytest.mark.slow
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_smoke_runs(config, tiny_data, cli, tmp_path):
-    r = cli("fit", config, "--smoke", "--run-dir", tmp_path / "run", "-q",
-            *_smoke_overrides(config, tiny_data))
+    r = cli(
+        "fit", config, "--smoke", "--run-dir", tmp_path / "run", "-q", *_smoke_overrides(config, tiny_data)
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["smoke"] is True and m["epochs_run"] == 1
@@ -206,9 +233,14 @@ def test_every_shipped_config_smoke_runs(config, tiny_data, cli, tmp_path):
 # Shipped configs first: they run whole. A bench config then runs only the variants that no
 # config before it has (same settings outside cv:, same overrides), since a recipe that
 # already trained here trains the same way again; a bench config with none left is checked.
-CV_CONFIGS = [p for p in [*sorted((ROOT / "configs").glob("*.yaml")),
-                          *sorted((ROOT / "bench" / "configs").glob("*.yaml"))]
-              if "cv" in (yaml.safe_load(p.read_text()) or {})]
+CV_CONFIGS = [
+    p
+    for p in [
+        *sorted((ROOT / "configs").glob("*.yaml")),
+        *sorted((ROOT / "bench" / "configs").glob("*.yaml")),
+    ]
+    if "cv" in (yaml.safe_load(p.read_text()) or {})
+]
 
 
 def _new_variants() -> dict:
@@ -240,8 +272,17 @@ def test_every_cv_recipe_smoke_runs(config, tiny_data, cli, tmp_path):
         cfg["cv"]["variants"] = [cfg["cv"]["variants"][i] for i in keep]
         config = tmp_path / config.name  # data paths come from --set below
         config.write_text(yaml.safe_dump(cfg))
-    r = cli("cv", config, "--smoke", "--folds", 2, "--run-dir", tmp_path / "run", "-q",
-            *_smoke_overrides(config, tiny_data))
+    r = cli(
+        "cv",
+        config,
+        "--smoke",
+        "--folds",
+        2,
+        "--run-dir",
+        tmp_path / "run",
+        "-q",
+        *_smoke_overrides(config, tiny_data),
+    )
     assert r.exit_code == 0, r.output
     # What trained, not the plan (cv.json is written before training, from the same
     # variant numbering): seed s of each fold is variant s-1, trained and scored, and its
@@ -276,9 +317,18 @@ def test_bench_cv_configs_are_covered_variant_by_variant():
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_OTTO / "train.csv.gz").exists(), reason="real Otto data absent")
 def test_real_otto_smoke(cli, tmp_path):
-    r = cli("fit", ROOT / "configs" / "mlp.yaml", "--smoke", "--run-dir", tmp_path / "run", "-q",
-            "--set", f"data.train={SHARED_OTTO / 'train.csv.gz'}",
-            "--set", f"data.test={SHARED_OTTO / 'test.csv.gz'}")
+    r = cli(
+        "fit",
+        ROOT / "configs" / "mlp.yaml",
+        "--smoke",
+        "--run-dir",
+        tmp_path / "run",
+        "-q",
+        "--set",
+        f"data.train={SHARED_OTTO / 'train.csv.gz'}",
+        "--set",
+        f"data.test={SHARED_OTTO / 'test.csv.gz'}",
+    )
     assert r.exit_code == 0, r.output
     sub = pd.read_csv(tmp_path / "run" / "submission.csv")
     assert list(sub.columns) == ["id"] + [f"Class_{i}" for i in range(1, 10)]
@@ -291,21 +341,26 @@ def test_quickstart_config_uses_builtin_data(cli, tmp_path):
 
 
 def test_help_version_and_module_entry_point_without_tensorflow():
-    code = ("import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
-            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output;"
-            "assert 'fit' in r.output and 'predict' in r.output and 'summary' in r.output;"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    code = (
+        "import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output;"
+        "assert 'fit' in r.output and 'predict' in r.output and 'summary' in r.output;"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    r = subprocess.run([sys.executable, "-m", "ottotrain", "--version"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ottotrain", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and "ottotrain, version" in r.stdout
 
 
 def test_config_error_does_not_import_tensorflow(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {train: x.csv}\nmodel: {layers: [Dense]}\ntrain: {epochs: 0}\n")
-    code = ("import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
-            f"r = CliRunner().invoke(main, ['fit', {str(bad)!r}]); assert r.exit_code == 1;"
-            "assert 'train.epochs' in r.output, r.output;"
-            "assert 'tensorflow' not in sys.modules")
+    code = (
+        "import sys; from click.testing import CliRunner; from ottotrain.cli import main;"
+        f"r = CliRunner().invoke(main, ['fit', {str(bad)!r}]); assert r.exit_code == 1;"
+        "assert 'train.epochs' in r.output, r.output;"
+        "assert 'tensorflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

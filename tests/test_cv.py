@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import run_cli, tiny_config
 
 FOLDS, SEEDS = 3, 2
@@ -88,11 +87,16 @@ def test_every_training_row_gets_one_oof_prediction(cv_run, tiny_data):
 
 def test_each_member_is_trained_on_other_folds_only(cv_run):
     """A member's preprocessing statistics come from its own training rows."""
-    pres = {f: json.loads((cv_run / "models" / f"fold{f}-seed1.preprocess.json").read_text())
-            for f in range(1, FOLDS + 1)}
+    pres = {
+        f: json.loads((cv_run / "models" / f"fold{f}-seed1.preprocess.json").read_text())
+        for f in range(1, FOLDS + 1)
+    }
     assert pres[1]["center"] != pres[2]["center"]
-    recs = [json.loads((cv_run / "models" / f"fold{f}-seed{s}.json").read_text())
-            for f in range(1, FOLDS + 1) for s in range(1, SEEDS + 1)]
+    recs = [
+        json.loads((cv_run / "models" / f"fold{f}-seed{s}.json").read_text())
+        for f in range(1, FOLDS + 1)
+        for s in range(1, SEEDS + 1)
+    ]
     assert len({r["seed"] for r in recs}) == FOLDS * SEEDS  # every member has its own seed
     assert all(r["n_train"] + r["n_val"] == 600 for r in recs)
 
@@ -101,10 +105,12 @@ def test_cv_variants_vary_the_members(cv_run):
     cv = json.loads((cv_run / "cv.json").read_text())
     assert cv["seeds"] == SEEDS  # one seed per variant when --seeds is not given
     assert [(m["fold"], m["variant"]) for m in cv["members"]] == [
-        (f, s) for s in range(SEEDS) for f in range(1, FOLDS + 1)]  # seed 1 of every fold first
+        (f, s) for s in range(SEEDS) for f in range(1, FOLDS + 1)
+    ]  # seed 1 of every fold first
     for f in range(1, FOLDS + 1):
-        plain, varied = (json.loads((cv_run / "models" / f"fold{f}-seed{s}.preprocess.json").read_text())
-                         for s in (1, 2))
+        plain, varied = (
+            json.loads((cv_run / "models" / f"fold{f}-seed{s}.preprocess.json").read_text()) for s in (1, 2)
+        )
         assert (plain["tfidf"], varied["tfidf"]) == (False, True)
     metrics = json.loads((cv_run / "metrics.json").read_text())
     assert [m["variant"] for m in metrics["members"]] == [0, 1] * FOLDS
@@ -113,8 +119,8 @@ def test_cv_variants_vary_the_members(cv_run):
 
 def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_path):
     from ottotrain.data import load_test
-    from ottotrain.features import Preprocessor
     from ottotrain.engine.inference import load_model, predict_proba
+    from ottotrain.features import Preprocessor
 
     sub = pd.read_csv(cv_run / "submission.csv")
     ids, x = load_test(tiny_data["test"], "id", "target", [f"feat_{j}" for j in range(1, 94)])
@@ -136,8 +142,8 @@ def test_ensemble_submission_is_the_average_of_members(cv_run, tiny_data, tmp_pa
 
 
 def test_fit_weights_simplex_and_never_worse():
-    from ottotrain.workflows.blend import fit_weights
     from ottotrain.metrics import log_loss
+    from ottotrain.workflows.blend import fit_weights
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 500)
@@ -185,8 +191,9 @@ def test_blend_cli(cv_run, tmp_path):
     assert res["oof_log_loss_temperature"] <= res["oof_log_loss"] + 1e-6
     a = pd.read_csv(cv_run / "submission.csv").iloc[:, 1:].to_numpy()
     expected = w[0] * a + w[1] / 9
-    assert np.allclose(pd.read_csv(out).iloc[:, 1:].to_numpy(), expected / expected.sum(1, keepdims=True),
-                       atol=1e-4)
+    assert np.allclose(
+        pd.read_csv(out).iloc[:, 1:].to_numpy(), expected / expected.sum(1, keepdims=True), atol=1e-4
+    )
     # Human-readable report.
     r = run_cli("blend", cv_run, other)
     assert r.exit_code == 0 and "blend" in r.output and "weight=" in r.output
@@ -223,8 +230,8 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
     """Interrupt in the second member's second epoch; resume reuses member 1, continues member 2."""
     import ottotrain.engine.member as T
     from ottotrain.config import load_config
-    from ottotrain.workflows.cv import run_cv
     from ottotrain.log import Log
+    from ottotrain.workflows.cv import run_cv
 
     cfg = load_config(cv_config, ["train.epochs=3", "train.early_stopping=null"])
     run_dir = tmp_path / "run"
@@ -278,8 +285,12 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
 
 
 def test_restore_best_weights_false_keeps_last_epoch(tiny_data, write_config, tmp_path):
-    cfg = tiny_config(tiny_data, epochs=3, early_stopping={"patience": 5, "restore_best_weights": False},
-                      optimizer={"name": "adam", "learning_rate": 0.5})
+    cfg = tiny_config(
+        tiny_data,
+        epochs=3,
+        early_stopping={"patience": 5, "restore_best_weights": False},
+        optimizer={"name": "adam", "learning_rate": 0.5},
+    )
     run_dir = tmp_path / "run"
     assert run_cli("fit", write_config(cfg), "--run-dir", run_dir, "-q").exit_code == 0
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -296,8 +307,10 @@ def test_summary_shows_every_variant(cv_config, cv_run):
     assert text.count("Total params") == SEEDS
 
 
-@pytest.mark.parametrize("name, want", [("otto", "otto-cv"), ("otto-cv", "otto-cv"),
-                                        ("my_cv", "my_cv"), ("cv", "cv"), ("cvx", "cvx-cv")])
+@pytest.mark.parametrize(
+    "name, want",
+    [("otto", "otto-cv"), ("otto-cv", "otto-cv"), ("my_cv", "my_cv"), ("cv", "cv"), ("cvx", "cvx-cv")],
+)
 def test_cv_run_directory_names_say_cv_once(name, want):
     from ottotrain.workflows.cv import cv_run_name
 

@@ -21,10 +21,10 @@ GOOD_ROWS = "".join(f"{i},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41)
 GOOD_ROWS_TARGET_FIRST = "".join(f"{i},{'AB'[i % 2]},{i % 3},{i % 5}\n" for i in range(1, 41))
 # Eight sparse count features (mostly 0), then the class column.
 WIDE_HEADER = "id," + ",".join(f"f{j}" for j in range(1, 9)) + ",class\n"
-WIDE_ROWS = "".join(f"{i}," + ",".join(str(int(i % (j + 3) == 0)) for j in range(8)) + f",{'ABC'[i % 3]}\n"
-                    for i in range(1, 61))
-
-
+WIDE_ROWS = "".join(
+    f"{i}," + ",".join(str(int(i % (j + 3) == 0)) for j in range(8)) + f",{'ABC'[i % 3]}\n"
+    for i in range(1, 61)
+)
 
 
 def _fit(cli, write_config, tiny_data, tmp_path, train=None, test=None, **data):
@@ -44,75 +44,209 @@ BAD_TRAIN = [
     ("blank-lines-only", "train.csv", "\n\n\n", {}, ["the file is empty"]),
     ("header-only", "train.csv", HEADER, {}, ["has a header but no data rows"]),
     ("binary", "train.csv", b"\x00\x01\x02garbage\xff" * 20, {}, ["binary file, not a CSV"]),
-    ("gzip-named-csv", "train.csv", gzip.compress((HEADER + GOOD_ROWS).encode()), {},
-     ["binary file", "name it .csv.gz"]),
+    (
+        "gzip-named-csv",
+        "train.csv",
+        gzip.compress((HEADER + GOOD_ROWS).encode()),
+        {},
+        ["binary file", "name it .csv.gz"],
+    ),
     ("corrupt-gzip", "train.csv.gz", b"not gzip at all", {}, ["cannot read the file", "gzip"]),
     ("excel", "train.csv", b"PK\x03\x04" + b"\x14" * 40, {}, ["binary file", "export it as CSV"]),
-    ("semicolons", "train.csv", HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"), {},
-     ["line 1", "separated by semicolons", "comma-separated"]),
-    ("tabs", "train.csv", HEADER.replace(",", "\t") + GOOD_ROWS.replace(",", "\t"), {},
-     ["separated by tabs"]),
-    ("not-utf8", "train.csv", (HEADER + GOOD_ROWS + "41,1,2,\xe9t\xe9\n").encode("latin-1"), {},
-     ["not UTF-8"]),
-    ("not-utf8-after-64k", "train.csv", (HEADER + GOOD_ROWS * 200 + "41,1,2,\xe9t\xe9\n").encode("latin-1"),
-     {}, ["not UTF-8", "save the CSV as UTF-8"]),
-    ("ragged-row", "train.csv", HEADER + GOOD_ROWS + "41,1,2,A,5\n", {},
-     ["line 42 has 5 fields, the header has 4", "one value per column", "an extra comma"]),
+    (
+        "semicolons",
+        "train.csv",
+        HEADER.replace(",", ";") + GOOD_ROWS.replace(",", ";"),
+        {},
+        ["line 1", "separated by semicolons", "comma-separated"],
+    ),
+    (
+        "tabs",
+        "train.csv",
+        HEADER.replace(",", "\t") + GOOD_ROWS.replace(",", "\t"),
+        {},
+        ["separated by tabs"],
+    ),
+    (
+        "not-utf8",
+        "train.csv",
+        (HEADER + GOOD_ROWS + "41,1,2,\xe9t\xe9\n").encode("latin-1"),
+        {},
+        ["not UTF-8"],
+    ),
+    (
+        "not-utf8-after-64k",
+        "train.csv",
+        (HEADER + GOOD_ROWS * 200 + "41,1,2,\xe9t\xe9\n").encode("latin-1"),
+        {},
+        ["not UTF-8", "save the CSV as UTF-8"],
+    ),
+    (
+        "ragged-row",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,1,2,A,5\n",
+        {},
+        ["line 42 has 5 fields, the header has 4", "one value per column", "an extra comma"],
+    ),
     # Short rows: pandas reads them with their last values missing, and they were reported
     # as a missing value in whichever column came last.
-    ("short-row-no-label", "train.csv", HEADER + GOOD_ROWS + "41,1,2\n", {},
-     ["line 42 has 3 fields, the header has 4", "fields are missing"]),
-    ("short-row-no-last-feature", "train.csv", "id,target,f1,f2\n" + GOOD_ROWS_TARGET_FIRST
-     + "41,A,1\n", {}, ["line 42 has 3 fields, the header has 4"]),
-    ("short-row-in-the-middle", "train.csv", HEADER + GOOD_ROWS[:200] + "99,1\n" + GOOD_ROWS[200:], {},
-     [f"line {GOOD_ROWS[:200].count(chr(10)) + 2} has 2 fields, the header has 4"]),
-    ("missing-id-column", "train.csv", HEADER.replace("id,", "ident,") + GOOD_ROWS, {},
-     ["no column 'id'", "data.id_column", "columns that look like ids", ": ident;",
-      "set data.id_column to one of them"]),
-    ("no-id-like-column", "train.csv", "f0,f1,f2,target\n" + "".join(
-        f"{i % 2},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41)), {},
-     ["no column 'id'", "no column has a different value on every row in the first 40 rows"]),
-    ("missing-target-column", "train.csv", HEADER.replace("target", "label") + GOOD_ROWS, {},
-     ["no column 'target'", "data.target_column", "columns that could be the target: label;",
-      "set data.target_column to one of them"]),
+    (
+        "short-row-no-label",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,1,2\n",
+        {},
+        ["line 42 has 3 fields, the header has 4", "fields are missing"],
+    ),
+    (
+        "short-row-no-last-feature",
+        "train.csv",
+        "id,target,f1,f2\n" + GOOD_ROWS_TARGET_FIRST + "41,A,1\n",
+        {},
+        ["line 42 has 3 fields, the header has 4"],
+    ),
+    (
+        "short-row-in-the-middle",
+        "train.csv",
+        HEADER + GOOD_ROWS[:200] + "99,1\n" + GOOD_ROWS[200:],
+        {},
+        [f"line {GOOD_ROWS[:200].count(chr(10)) + 2} has 2 fields, the header has 4"],
+    ),
+    (
+        "missing-id-column",
+        "train.csv",
+        HEADER.replace("id,", "ident,") + GOOD_ROWS,
+        {},
+        [
+            "no column 'id'",
+            "data.id_column",
+            "columns that look like ids",
+            ": ident;",
+            "set data.id_column to one of them",
+        ],
+    ),
+    (
+        "no-id-like-column",
+        "train.csv",
+        "f0,f1,f2,target\n" + "".join(f"{i % 2},{i % 3},{i % 5},{'AB'[i % 2]}\n" for i in range(1, 41)),
+        {},
+        ["no column 'id'", "no column has a different value on every row in the first 40 rows"],
+    ),
+    (
+        "missing-target-column",
+        "train.csv",
+        HEADER.replace("target", "label") + GOOD_ROWS,
+        {},
+        [
+            "no column 'target'",
+            "data.target_column",
+            "columns that could be the target: label;",
+            "set data.target_column to one of them",
+        ],
+    ),
     # The target far down a wide header: named, though the header was cut after six names.
-    ("target-column-past-the-sixth", "train.csv", WIDE_HEADER + WIDE_ROWS, {},
-     ["no column 'target'", "columns that could be the target: class;"]),
+    (
+        "target-column-past-the-sixth",
+        "train.csv",
+        WIDE_HEADER + WIDE_ROWS,
+        {},
+        ["no column 'target'", "columns that could be the target: class;"],
+    ),
     # Whole-number labels: the evenly spread column first, not the sparse counts.
-    ("numeric-target-column", "train.csv", WIDE_HEADER + WIDE_ROWS.replace(",A\n", ",0\n")
-     .replace(",B\n", ",1\n").replace(",C\n", ",2\n"), {},
-     ["no column 'target'", "columns that could be the target: class, "]),
-    ("misspelt-target-column", "train.csv", HEADER + GOOD_ROWS, {"target_column": "traget"},
-     ["no column 'traget'", "did you mean 'target'"]),
-    ("missing-feature-column", "train.csv", HEADER + GOOD_ROWS, {"feature_columns": ["f1", "f9"]},
-     ["data.feature_columns", "f9"]),
+    (
+        "numeric-target-column",
+        "train.csv",
+        WIDE_HEADER + WIDE_ROWS.replace(",A\n", ",0\n").replace(",B\n", ",1\n").replace(",C\n", ",2\n"),
+        {},
+        ["no column 'target'", "columns that could be the target: class, "],
+    ),
+    (
+        "misspelt-target-column",
+        "train.csv",
+        HEADER + GOOD_ROWS,
+        {"target_column": "traget"},
+        ["no column 'traget'", "did you mean 'target'"],
+    ),
+    (
+        "missing-feature-column",
+        "train.csv",
+        HEADER + GOOD_ROWS,
+        {"feature_columns": ["f1", "f9"]},
+        ["data.feature_columns", "f9"],
+    ),
     ("no-feature-columns", "train.csv", "id,target\n1,A\n2,B\n", {}, ["no feature columns"]),
-    ("duplicated-column", "train.csv", "id,f1,f1,target\n" + GOOD_ROWS, {},
-     ["duplicated column name(s) f1", "must be unique"]),
+    (
+        "duplicated-column",
+        "train.csv",
+        "id,f1,f1,target\n" + GOOD_ROWS,
+        {},
+        ["duplicated column name(s) f1", "must be unique"],
+    ),
     ("unnamed-column", "train.csv", "id,f1,,target\n" + GOOD_ROWS, {}, ["header column 3 has no name"]),
-    ("non-numeric-cell", "train.csv", HEADER + GOOD_ROWS + "41,abc,2,A\n", {},
-     ["column 'f1'", "line 42", "non-numeric value 'abc'"]),
-    ("missing-value", "train.csv", HEADER + GOOD_ROWS + "41,,2,A\n", {},
-     ["column 'f1'", "line 42", "missing value", "fill or drop"]),
-    ("nan-text", "train.csv", HEADER + GOOD_ROWS + "41,1,NaN,A\n", {},
-     ["column 'f2'", "line 42", "missing value"]),
-    ("infinite-value", "train.csv", HEADER + GOOD_ROWS + "41,inf,2,A\n", {},
-     ["column 'f1'", "line 42", "infinite value"]),
-    ("too-large-for-float32", "train.csv", HEADER + GOOD_ROWS + "41,1e39,2,A\n", {},
-     ["column 'f1'", "line 42", "too large for float32"]),
-    ("missing-label", "train.csv", HEADER + GOOD_ROWS + "41,1,2,\n", {},
-     ["column 'target'", "line 42", "missing class label"]),
-    ("one-class", "train.csv", HEADER + GOOD_ROWS.replace(",B\n", ",A\n"), {},
-     ["column 'target' has only one class ('A')", "at least two"]),
-    ("too-few-rows-for-split", "train.csv", HEADER + "1,1,2,A\n2,2,3,B\n", {"validation_split": 0.1},
-     ["validation_split=0.1", "0 validation rows"]),
+    (
+        "non-numeric-cell",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,abc,2,A\n",
+        {},
+        ["column 'f1'", "line 42", "non-numeric value 'abc'"],
+    ),
+    (
+        "missing-value",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,,2,A\n",
+        {},
+        ["column 'f1'", "line 42", "missing value", "fill or drop"],
+    ),
+    (
+        "nan-text",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,1,NaN,A\n",
+        {},
+        ["column 'f2'", "line 42", "missing value"],
+    ),
+    (
+        "infinite-value",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,inf,2,A\n",
+        {},
+        ["column 'f1'", "line 42", "infinite value"],
+    ),
+    (
+        "too-large-for-float32",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,1e39,2,A\n",
+        {},
+        ["column 'f1'", "line 42", "too large for float32"],
+    ),
+    (
+        "missing-label",
+        "train.csv",
+        HEADER + GOOD_ROWS + "41,1,2,\n",
+        {},
+        ["column 'target'", "line 42", "missing class label"],
+    ),
+    (
+        "one-class",
+        "train.csv",
+        HEADER + GOOD_ROWS.replace(",B\n", ",A\n"),
+        {},
+        ["column 'target' has only one class ('A')", "at least two"],
+    ),
+    (
+        "too-few-rows-for-split",
+        "train.csv",
+        HEADER + "1,1,2,A\n2,2,3,B\n",
+        {"validation_split": 0.1},
+        ["validation_split=0.1", "0 validation rows"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,content,data,fragments", [c[1:] for c in BAD_TRAIN],
-                         ids=[c[0] for c in BAD_TRAIN])
-def test_bad_train_file_is_one_clear_line(name, content, data, fragments, cli, write_config,
-                                          tiny_data, tmp_path):
+@pytest.mark.parametrize(
+    "name,content,data,fragments", [c[1:] for c in BAD_TRAIN], ids=[c[0] for c in BAD_TRAIN]
+)
+def test_bad_train_file_is_one_clear_line(
+    name, content, data, fragments, cli, write_config, tiny_data, tmp_path
+):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -148,21 +282,42 @@ def _test_variant(tiny_data, tmp_path, edit):
 
 
 BAD_TEST = [
-    ("duplicated-id", lambda d: d.assign(id=[1] * 2 + list(d["id"][2:])),
-     ["column 'id'", "line 3", "duplicated id 1", "unique id"]),
-    ("missing-columns", lambda d: d.drop(columns=["feat_5", "feat_7"]),
-     ["columns differ from the training data", "missing 2 feature column(s) seen at fit: feat_5, feat_7"]),
-    ("extra-column", lambda d: d.assign(extra=1),
-     ["columns differ from the training data", "unexpected column(s): extra"]),
-    ("renamed-column", lambda d: d.rename(columns={"feat_9": "feat_09"}),
-     ["missing 1 feature column(s) seen at fit: feat_9", "unexpected column(s): feat_09"]),
-    ("has-target-column", lambda d: d.assign(target="Class_1"),
-     ["has a target column 'target'", "is this the training file?"]),
+    (
+        "duplicated-id",
+        lambda d: d.assign(id=[1] * 2 + list(d["id"][2:])),
+        ["column 'id'", "line 3", "duplicated id 1", "unique id"],
+    ),
+    (
+        "missing-columns",
+        lambda d: d.drop(columns=["feat_5", "feat_7"]),
+        ["columns differ from the training data", "missing 2 feature column(s) seen at fit: feat_5, feat_7"],
+    ),
+    (
+        "extra-column",
+        lambda d: d.assign(extra=1),
+        ["columns differ from the training data", "unexpected column(s): extra"],
+    ),
+    (
+        "renamed-column",
+        lambda d: d.rename(columns={"feat_9": "feat_09"}),
+        ["missing 1 feature column(s) seen at fit: feat_9", "unexpected column(s): feat_09"],
+    ),
+    (
+        "has-target-column",
+        lambda d: d.assign(target="Class_1"),
+        ["has a target column 'target'", "is this the training file?"],
+    ),
     ("no-id-column", lambda d: d.drop(columns=["id"]), ["no id column 'id'"]),
-    ("non-numeric", lambda d: d.assign(feat_3=["x"] + list(d["feat_3"][1:])),
-     ["column 'feat_3'", "line 2", "non-numeric value 'x'"]),
-    ("missing-value", lambda d: d.assign(feat_2=[None] + list(d["feat_2"][1:])),
-     ["column 'feat_2'", "line 2", "missing value"]),
+    (
+        "non-numeric",
+        lambda d: d.assign(feat_3=["x"] + list(d["feat_3"][1:])),
+        ["column 'feat_3'", "line 2", "non-numeric value 'x'"],
+    ),
+    (
+        "missing-value",
+        lambda d: d.assign(feat_2=[None] + list(d["feat_2"][1:])),
+        ["column 'feat_2'", "line 2", "missing value"],
+    ),
 ]
 
 
@@ -313,13 +468,16 @@ def _counts(rows, seed):
     return rng.poisson(rng.uniform(0.1, 3, 6), size=(rows, 6)).astype(np.float32)
 
 
-@pytest.mark.parametrize("transform, expect", [
-    ("none", lambda x: x),
-    ("log1p", np.log1p),
-    ("sqrt", np.sqrt),
-    ("anscombe", lambda x: np.sqrt(x + 0.375)),
-    ("power", lambda x: x ** 0.5),
-])
+@pytest.mark.parametrize(
+    "transform, expect",
+    [
+        ("none", lambda x: x),
+        ("log1p", np.log1p),
+        ("sqrt", np.sqrt),
+        ("anscombe", lambda x: np.sqrt(x + 0.375)),
+        ("power", lambda x: x**0.5),
+    ],
+)
 @pytest.mark.parametrize("scaling", ["none", "standard", "minmax", "robust"])
 def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transform, expect, scaling):
     from ottotrain.config import DataConfig
@@ -333,15 +491,20 @@ def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transfo
         "none": (0, 1),
         "standard": (z.mean(0), np.where(z.std(0) > 0, z.std(0), 1)),
         "minmax": (z.min(0), np.where(np.ptp(z, 0) > 0, np.ptp(z, 0), 1)),
-        "robust": (np.median(z, 0), np.where(np.subtract(*np.percentile(z, [75, 25], 0)) > 0,
-                                             np.subtract(*np.percentile(z, [75, 25], 0)), 1)),
+        "robust": (
+            np.median(z, 0),
+            np.where(
+                np.subtract(*np.percentile(z, [75, 25], 0)) > 0,
+                np.subtract(*np.percentile(z, [75, 25], 0)),
+                1,
+            ),
+        ),
     }[scaling]
     before = other.copy()
     got = pre.transform(other)
     np.testing.assert_array_equal(other, before)  # the input is never modified
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, (expect(other.astype(np.float64)) - center) / scale,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, (expect(other.astype(np.float64)) - center) / scale, rtol=1e-5, atol=1e-5)
     # Scaling a copy in place (what training does with its own row copies): same values.
     np.testing.assert_array_equal(pre.transform(other.copy(), overwrite=True), got)
     # Saved and loaded: the same numbers.

@@ -52,8 +52,11 @@ def test_init_writes_the_tutorial_config_that_validates(tmp_path, monkeypatch, c
     assert r.stdout.strip() == "ottotrain.yaml" and path.exists()
     assert "ottotrain check" in r.stderr  # the next step, on stderr
     cfg = load_config(path)  # the data files need not exist to validate
-    assert cfg.model.layers == [{"Dense": {"units": 100}}, {"Dense": {"units": "n_classes"}},
-                                {"Activation": "softmax"}]
+    assert cfg.model.layers == [
+        {"Dense": {"units": 100}},
+        {"Dense": {"units": "n_classes"}},
+        {"Activation": "softmax"},
+    ]
     assert cfg.train.optimizer == {"name": "sgd", "learning_rate": 0.01}
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.validation_split) == (128, 20, 0.15)
     assert (cfg.train.early_stopping.monitor, cfg.train.early_stopping.patience) == ("val_loss", 4)
@@ -136,8 +139,7 @@ for args in (["--help"], ["schema"], ["init", {str(tmp_path / "new.yaml")!r}],
     assert r.exit_code == 0, (args, r.output)
 print("tensorflow" in sys.modules, "keras" in sys.modules)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
@@ -150,9 +152,19 @@ def test_check_reports_what_fit_would_do(tiny_config_path, cli):
     r = cli("check", tiny_config_path)
     assert r.exit_code == 0, r.output
     out = r.stdout
-    for needle in ("600 rows", "93 features", "9 classes", "Class balance", "Class_1",
-                   "510 train / 90 validation", "200 rows", "Total params", "1,657 parameters",
-                   "up to 2 epochs", "OK: ready"):
+    for needle in (
+        "600 rows",
+        "93 features",
+        "9 classes",
+        "Class balance",
+        "Class_1",
+        "510 train / 90 validation",
+        "200 rows",
+        "Total params",
+        "1,657 parameters",
+        "up to 2 epochs",
+        "OK: ready",
+    ):
         assert needle in out, needle
 
     r = cli("check", tiny_config_path, "--json", "--set", "data.validation_split=0.2")
@@ -179,8 +191,9 @@ def test_check_finds_data_problems(tiny_data, tmp_path, write_config, cli):
     test = pd.read_csv(tiny_data["test"]).drop(columns=["feat_5"])
     bad_test = tmp_path / "test_missing.csv"
     test.to_csv(bad_test, index=False)
-    path = write_config({**tiny_config(tiny_data), "data": {"train": str(tiny_data["train"]),
-                                                            "test": str(bad_test)}})
+    path = write_config(
+        {**tiny_config(tiny_data), "data": {"train": str(tiny_data["train"]), "test": str(bad_test)}}
+    )
     r = cli("check", path)
     assert r.exit_code == 1
     assert str(bad_test) in r.stderr and "feat_5" in r.stderr
@@ -207,8 +220,11 @@ def test_check_suggests_the_fit_command_with_its_overrides(tiny_config_path, tin
     """The command check prints runs as printed: its --set options kept, shell-quoted."""
     import shlex
 
-    sets = [f"data.train={tiny_data['train']}", "model.layers[0].Dense.units=8",
-            "train.optimizer={name: adam, learning_rate: 0.01}"]
+    sets = [
+        f"data.train={tiny_data['train']}",
+        "model.layers[0].Dense.units=8",
+        "train.optimizer={name: adam, learning_rate: 0.01}",
+    ]
     r = cli("check", tiny_config_path, *[a for s in sets for a in ("--set", s)])
     assert r.exit_code == 0, r.output
     last = r.stdout.strip().splitlines()[-1]
@@ -216,18 +232,31 @@ def test_check_suggests_the_fit_command_with_its_overrides(tiny_config_path, tin
     command = last.removeprefix("OK: ready for: ")
     assert "'model.layers[0].Dense.units=8'" in command
     assert "'train.optimizer={name: adam, learning_rate: 0.01}'" in command
-    assert shlex.split(command) == ["ottotrain", "fit", str(tiny_config_path),
-                                    *[a for s in sets for a in ("--set", s)]]
-    assert cli("check", tiny_config_path).stdout.strip().endswith(
-        f"OK: ready for: ottotrain fit {shlex.quote(str(tiny_config_path))}")
+    assert shlex.split(command) == [
+        "ottotrain",
+        "fit",
+        str(tiny_config_path),
+        *[a for s in sets for a in ("--set", s)],
+    ]
+    assert (
+        cli("check", tiny_config_path)
+        .stdout.strip()
+        .endswith(f"OK: ready for: ottotrain fit {shlex.quote(str(tiny_config_path))}")
+    )
 
 
-@pytest.mark.parametrize("sets, inputs", [
-    (["data.tfidf=true"], "(186 model inputs: 93 features + 93 TF-IDF)"),
-    (["data.knn={k: [1, 2]}"], "(111 model inputs: 93 features + 18 KNN features)"),
-    (["data.tfidf=true", "data.knn={k: [4]}"],
-     "(195 model inputs: 93 features + 93 TF-IDF + 9 KNN features)"),
-], ids=["tfidf", "knn", "both"])
+@pytest.mark.parametrize(
+    "sets, inputs",
+    [
+        (["data.tfidf=true"], "(186 model inputs: 93 features + 93 TF-IDF)"),
+        (["data.knn={k: [1, 2]}"], "(111 model inputs: 93 features + 18 KNN features)"),
+        (
+            ["data.tfidf=true", "data.knn={k: [4]}"],
+            "(195 model inputs: 93 features + 93 TF-IDF + 9 KNN features)",
+        ),
+    ],
+    ids=["tfidf", "knn", "both"],
+)
 def test_check_says_where_extra_model_inputs_come_from(tiny_config_path, cli, sets, inputs):
     r = cli("check", tiny_config_path, *[a for s in sets for a in ("--set", s)])
     assert r.exit_code == 0, r.output
@@ -277,9 +306,14 @@ def test_fit_shows_a_progress_bar_on_a_terminal(tiny_data, tmp_path):
 def test_fit_in_a_subprocess_is_quiet_and_plain(trained, tmp_path):
     """No TensorFlow start-up noise on stderr, one line per epoch, nothing else odd."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "OTTOTRAIN_TF_LOGS")}
-    out = subprocess.run([*python_cmd(), "fit", str(trained["config"]), "--runs-root",
-                          str(tmp_path / "runs")], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=300)
+    out = subprocess.run(
+        [*python_cmd(), "fit", str(trained["config"]), "--runs-root", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     err = out.stderr
     lowered = err.lower()
@@ -301,8 +335,13 @@ def test_fit_logs_the_figures_it_prints(tiny_config_path, tmp_path, monkeypatch,
     from ottotrain.engine import member
 
     train = member.train_member
-    monkeypatch.setattr(member, "train_member", lambda *a, **k: dataclasses.replace(
-        train(*a, **k), val_log_loss=TWICE_ROUNDED[0], val_accuracy=TWICE_ROUNDED[1]))
+    monkeypatch.setattr(
+        member,
+        "train_member",
+        lambda *a, **k: dataclasses.replace(
+            train(*a, **k), val_log_loss=TWICE_ROUNDED[0], val_accuracy=TWICE_ROUNDED[1]
+        ),
+    )
     r = cli("fit", tiny_config_path, "--runs-root", tmp_path / "runs", "--set", "train.epochs=1")
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("val_log_loss=0.7028 val_accuracy=0.9976 ")
@@ -340,8 +379,13 @@ def test_a_process_that_imported_tensorflow_exits_at_once():
     import time
 
     env = {k: v for k, v in os.environ.items() if k != "OTTOTRAIN_TF_LOGS"}
-    proc = subprocess.Popen([sys.executable, "-c", EXIT_AFTER_TENSORFLOW], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXIT_AFTER_TENSORFLOW],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
     last_statement = float(proc.stdout.readline())
     out, err = proc.communicate(timeout=120)
     exited = time.time() - last_statement
@@ -366,8 +410,7 @@ for cmd in ("fit", "cv"):
     assert r.exit_code == 1 and "already exists and is not empty" in r.output, r.output
 print(sorted(m for m in ("tensorflow", "keras", "pandas", "sklearn", "matplotlib") if m in sys.modules))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]"]
     assert (run / "model.keras").read_text() == "precious"
@@ -387,8 +430,7 @@ def test_tensorboard_writes_event_files(tiny_data, write_config, tmp_path, cli):
         assert events and all(e.stat().st_size > 0 for e in events)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ea = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "validation"),
-                          size_guidance={"tensors": 0})
+    ea = EventAccumulator(str(tmp_path / "run" / "tensorboard" / "validation"), size_guidance={"tensors": 0})
     ea.Reload()
     # One point per epoch, at steps 0 and 1: each epoch is its own model.fit call.
     assert [e.step for e in ea.Tensors("epoch_loss")] == [0, 1]
@@ -431,17 +473,27 @@ print(json.dumps(out))
 def test_tensorboard_missing_is_a_clear_error_before_the_run(tiny_data, write_config, tmp_path):
     path = str(write_config(tiny_config(tiny_data, tensorboard=True)))
     runs, cv_run = tmp_path / "runs", tmp_path / "cv-run"
-    cases = {"fit": ["fit", path, "--runs-root", str(runs)],
-             "cv": ["cv", path, "--folds", "2", "--run-dir", str(cv_run)],
-             "check": ["check", path]}
-    out = subprocess.run([sys.executable, "-c", HIDE_TENSORBOARD, json.dumps(cases)], capture_output=True,
-                         text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    cases = {
+        "fit": ["fit", path, "--runs-root", str(runs)],
+        "cv": ["cv", path, "--folds", "2", "--run-dir", str(cv_run)],
+        "check": ["check", path],
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", HIDE_TENSORBOARD, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     for name, (code, stderr) in json.loads(out.stdout.splitlines()[-1]).items():
         errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
         assert code == 1 and "Traceback" not in stderr and len(errors) == 1, (name, stderr)
-        assert errors[0].startswith(f"Error: {path}: train.tensorboard: true needs the tensorboard "
-                                    "package") and "pip install tensorboard" in errors[0], (name, stderr)
+        assert (
+            errors[0].startswith(f"Error: {path}: train.tensorboard: true needs the tensorboard package")
+            and "pip install tensorboard" in errors[0]
+        ), (name, stderr)
     assert not runs.exists() or not any(runs.iterdir())  # refused before any run directory
     assert not cv_run.exists()
 
@@ -475,28 +527,60 @@ def _fake_run(root, name, status, metrics=None, history=None, state_history=None
     if metrics is not None:
         (d / "metrics.json").write_text(json.dumps(metrics))
     if history is not None:
-        (d / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n" +
-                                       "".join(f"{i + 1},1,0.5,{v},{a},0.01,2.0\n"
-                                               for i, (v, a) in enumerate(history)))
+        (d / "history.csv").write_text(
+            "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"
+            + "".join(f"{i + 1},1,0.5,{v},{a},0.01,2.0\n" for i, (v, a) in enumerate(history))
+        )
     if state_history is not None:
         (d / "state").mkdir()
-        (d / "state" / "trainer.json").write_text(json.dumps({"history": [
-            {"epoch": i + 1, "val_loss": v, "val_accuracy": a, "seconds": 1.5}
-            for i, (v, a) in enumerate(state_history)]}))
+        (d / "state" / "trainer.json").write_text(
+            json.dumps(
+                {
+                    "history": [
+                        {"epoch": i + 1, "val_loss": v, "val_accuracy": a, "seconds": 1.5}
+                        for i, (v, a) in enumerate(state_history)
+                    ]
+                }
+            )
+        )
     return d
 
 
 @pytest.fixture
 def runs_root(tmp_path):
     root = tmp_path / "runs"
-    _fake_run(root, "mlp-20260101-090000", "finished",
-              metrics={"val_log_loss": 0.61, "val_accuracy": 0.77, "epochs_run": 12, "best_epoch": 9,
-                       "timings": {"total_seconds": 125.0}})
-    _fake_run(root, "otto-cv-20260102-090000", "finished", kind="cv",
-              metrics={"kind": "cv", "oof_log_loss": 0.48, "oof_accuracy": 0.81,
-                       "timings": {"total_seconds_this_session": 4000.0}})
-    _fake_run(root, "wide-20260103-090000", "running", host="elsewhere", pid=1,
-              state_history=[(0.9, 0.6), (0.7, 0.7), (0.8, 0.69)])
+    _fake_run(
+        root,
+        "mlp-20260101-090000",
+        "finished",
+        metrics={
+            "val_log_loss": 0.61,
+            "val_accuracy": 0.77,
+            "epochs_run": 12,
+            "best_epoch": 9,
+            "timings": {"total_seconds": 125.0},
+        },
+    )
+    _fake_run(
+        root,
+        "otto-cv-20260102-090000",
+        "finished",
+        kind="cv",
+        metrics={
+            "kind": "cv",
+            "oof_log_loss": 0.48,
+            "oof_accuracy": 0.81,
+            "timings": {"total_seconds_this_session": 4000.0},
+        },
+    )
+    _fake_run(
+        root,
+        "wide-20260103-090000",
+        "running",
+        host="elsewhere",
+        pid=1,
+        state_history=[(0.9, 0.6), (0.7, 0.7), (0.8, 0.69)],
+    )
     _fake_run(root, "nan-20260104-090000", "failed", reason="nan", history=[(1.2, 0.4)])
     _fake_run(root, "stop-20260105-090000", "interrupted", history=[(1.0, 0.5), (0.95, 0.55)])
     (root / "notes").mkdir()  # not a run: ignored
@@ -511,8 +595,14 @@ def test_runs_lists_every_kind_of_run(runs_root, cli):
     lines = r.stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "kind", "date", "status"]
     body = {line.split()[0]: line for line in lines[1:] if line and not line.startswith("*")}
-    assert set(body) == {"mlp-20260101-090000", "otto-cv-20260102-090000", "wide-20260103-090000",
-                         "nan-20260104-090000", "stop-20260105-090000", "broken"}
+    assert set(body) == {
+        "mlp-20260101-090000",
+        "otto-cv-20260102-090000",
+        "wide-20260103-090000",
+        "nan-20260104-090000",
+        "stop-20260105-090000",
+        "broken",
+    }
     assert "0.6100" in body["mlp-20260101-090000"] and "2m05s" in body["mlp-20260101-090000"]
     assert " cv " in body["otto-cv-20260102-090000"] and "0.4800" in body["otto-cv-20260102-090000"]
     assert "1h06m" in body["otto-cv-20260102-090000"]
@@ -523,15 +613,22 @@ def test_runs_lists_every_kind_of_run(runs_root, cli):
     assert lines[-1] == "* unfinished: the validation log loss of the best epoch so far"
     # By date: oldest first.
     assert [line.split()[0] for line in lines[1:6]][:5] == [
-        "mlp-20260101-090000", "otto-cv-20260102-090000", "wide-20260103-090000",
-        "nan-20260104-090000", "stop-20260105-090000"]
+        "mlp-20260101-090000",
+        "otto-cv-20260102-090000",
+        "wide-20260103-090000",
+        "nan-20260104-090000",
+        "stop-20260105-090000",
+    ]
 
 
 def test_runs_json_and_sort_by_score(runs_root, cli):
     r = cli("runs", runs_root, "--sort", "score", "--json")
     rows = json.loads(r.stdout)
-    assert [x["name"] for x in rows][:3] == ["otto-cv-20260102-090000", "mlp-20260101-090000",
-                                            "wide-20260103-090000"]
+    assert [x["name"] for x in rows][:3] == [
+        "otto-cv-20260102-090000",
+        "mlp-20260101-090000",
+        "wide-20260103-090000",
+    ]
     assert rows[-1]["log_loss"] is None  # unscored runs last
     cv = rows[0]
     assert (cv["kind"], cv["log_loss_key"], cv["accuracy"]) == ("cv", "oof_log_loss", 0.81)
@@ -566,8 +663,17 @@ def test_runs_diff(trained, tmp_path, cli):
     root = trained["root"]
     a = trained["run"]
     b = tmp_path / "runs" / "b"
-    r = cli("fit", trained["config"], "--run-dir", b, "-q", "--set", "train.epochs=1",
-            "--set", "model.layers[0].Dense.units=8")
+    r = cli(
+        "fit",
+        trained["config"],
+        "--run-dir",
+        b,
+        "-q",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.layers[0].Dense.units=8",
+    )
     assert r.exit_code == 0, r.output
     r = cli("runs", root, "--diff", a.name, b)  # a name under DIR, and a path
     assert r.exit_code == 0, r.output
@@ -584,21 +690,37 @@ def test_runs_diff_shows_yaml_values(tmp_path, cli):
     """null, flow mappings and (unset), as a config file would have them, not Python reprs."""
     a = _fake_run(tmp_path, "a", "finished")
     b = _fake_run(tmp_path, "b", "finished")
-    (a / "config.yaml").write_text(yaml.safe_dump({
-        "data": {"train": None, "synthetic": {"rows": 20000, "test_rows": 5000}, "transform": "none"},
-        "train": {"lr_schedule": None, "optimizer": "adam"}}))
-    (b / "config.yaml").write_text(yaml.safe_dump({
-        "data": {"train": "/data/otto/train.csv.gz", "synthetic": None, "transform": "log1p",
-                 "tfidf": True},
-        "train": {"lr_schedule": {"name": "cosine"}, "optimizer": "adam"}}))
+    (a / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": None, "synthetic": {"rows": 20000, "test_rows": 5000}, "transform": "none"},
+                "train": {"lr_schedule": None, "optimizer": "adam"},
+            }
+        )
+    )
+    (b / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "train": "/data/otto/train.csv.gz",
+                    "synthetic": None,
+                    "transform": "log1p",
+                    "tfidf": True,
+                },
+                "train": {"lr_schedule": {"name": "cosine"}, "optimizer": "adam"},
+            }
+        )
+    )
     r = cli("runs", tmp_path, "--diff", "a", "b")
     assert r.exit_code == 0, r.output
     changes = [line.strip() for line in r.stdout.splitlines()[3:]]
-    assert sorted(changes) == ["data.synthetic: {rows: 20000, test_rows: 5000} -> null",
-                               "data.tfidf: (unset) -> true",
-                               "data.train: null -> /data/otto/train.csv.gz",
-                               "data.transform: none -> log1p",
-                               "train.lr_schedule: null -> {name: cosine}"]
+    assert sorted(changes) == [
+        "data.synthetic: {rows: 20000, test_rows: 5000} -> null",
+        "data.tfidf: (unset) -> true",
+        "data.train: null -> /data/otto/train.csv.gz",
+        "data.transform: none -> log1p",
+        "train.lr_schedule: null -> {name: cosine}",
+    ]
 
 
 # --------------------------------------------------------------------------------------

@@ -146,12 +146,24 @@ def test_seed_generators_finds_each_random_layers_generator(compat):
 def test_layers_of_lists_nested_layers_depth_first(compat):
     from ottotrain.engine.env import keras
 
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="inner_dense"),
-                              keras.layers.Dropout(0.1, name="inner_dropout")], name="block")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="first"), inner,
-                              keras.layers.Dense(3, name="last")])
+    inner = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, name="inner_dense"),
+            keras.layers.Dropout(0.1, name="inner_dropout"),
+        ],
+        name="block",
+    )
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, name="first"), inner, keras.layers.Dense(3, name="last")]
+    )
     assert [layer.name for layer in compat.layers_of(model)] == [
-        "first", "block", "inner_dense", "inner_dropout", "last"]
+        "first",
+        "block",
+        "inner_dense",
+        "inner_dropout",
+        "last",
+    ]
     # So a nested model's dropout is found too (checkpoints.seed_state walks this list).
     found = [layer.name for layer in compat.layers_of(model) if compat.seed_generators(layer)]
     assert found == ["inner_dropout"]

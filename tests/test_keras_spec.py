@@ -32,17 +32,25 @@ def test_keras_spec_was_made_from_the_installed_keras():
     from ottotrain.config.keras_checks import spec_is_current
 
     made, installed = keras_spec()["keras_version"], version("keras")
-    assert made == installed, (f"ottotrain/config/keras_spec.json was made with Keras {made}, but "
-                               f"Keras {installed} is installed; {REGENERATE}")
+    assert made == installed, (
+        f"ottotrain/config/keras_spec.json was made with Keras {made}, but "
+        f"Keras {installed} is installed; {REGENERATE}"
+    )
     assert spec_is_current()
 
 
 @pytest.mark.slow
 def test_keras_spec_is_what_the_generator_makes_now():
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_keras_spec.py"), "--check"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, ("ottotrain/config/keras_spec.json is out of date with the installed "
-                               f"Keras; {REGENERATE}\n{r.stderr[-2000:]}")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_keras_spec.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, (
+        "ottotrain/config/keras_spec.json is out of date with the installed "
+        f"Keras; {REGENERATE}\n{r.stderr[-2000:]}"
+    )
 
 
 def test_spec_has_the_curated_layers():
@@ -50,21 +58,57 @@ def test_spec_has_the_curated_layers():
 
     layers = keras_spec()["layers"]
     assert sorted(layers) == sorted(_generator().LAYERS)
-    for name in ("Dense", "Dropout", "BatchNormalization", "PReLU", "LeakyReLU", "ELU",
-                 "GaussianNoise", "ActivityRegularization", "Reshape", "Permute", "Flatten",
-                 "Activation", "LayerNormalization", "AlphaDropout", "GaussianDropout",
-                 "UnitNormalization", "GroupNormalization", "Softmax", "ReLU", "Identity",
-                 "Rescaling"):
+    for name in (
+        "Dense",
+        "Dropout",
+        "BatchNormalization",
+        "PReLU",
+        "LeakyReLU",
+        "ELU",
+        "GaussianNoise",
+        "ActivityRegularization",
+        "Reshape",
+        "Permute",
+        "Flatten",
+        "Activation",
+        "LayerNormalization",
+        "AlphaDropout",
+        "GaussianDropout",
+        "UnitNormalization",
+        "GroupNormalization",
+        "Softmax",
+        "ReLU",
+        "Identity",
+        "Rescaling",
+    ):
         assert name in layers, name
     # Code, layer-taking wrappers, adapt()-only layers and non-tabular layers stay out.
-    for name in ("Lambda", "SpectralNormalization", "TimeDistributed", "Normalization", "Conv1D",
-                 "LSTM", "Embedding", "MultiHeadAttention", "StringLookup"):
+    for name in (
+        "Lambda",
+        "SpectralNormalization",
+        "TimeDistributed",
+        "Normalization",
+        "Conv1D",
+        "LSTM",
+        "Embedding",
+        "MultiHeadAttention",
+        "StringLookup",
+    ):
         assert name not in layers, name
     assert 18 <= len(layers) <= 30
     dense = layers["Dense"]
-    for arg in ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-                "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                "kernel_constraint", "bias_constraint"):
+    for arg in (
+        "units",
+        "activation",
+        "use_bias",
+        "kernel_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "bias_constraint",
+    ):
         assert arg in dense, arg
 
 
@@ -72,8 +116,15 @@ def test_the_other_sections_are_kept():
     from ottotrain.config import keras_spec
 
     spec = keras_spec()
-    for section in ("optimizers", "losses", "initializers", "regularizers", "constraints",
-                    "activations", "aliases"):
+    for section in (
+        "optimizers",
+        "losses",
+        "initializers",
+        "regularizers",
+        "constraints",
+        "activations",
+        "aliases",
+    ):
         assert spec[section], section
     assert {"SGD", "Adam", "AdamW", "RMSprop"} <= set(spec["optimizers"])
     assert "categorical_crossentropy" in spec["aliases"]["losses"]
@@ -104,7 +155,8 @@ def test_every_keras_class_is_typed_or_refused_with_a_reason(family):
     assert typed <= table, f"typed but not in keras_spec.json: {sorted(typed - table)}"
     assert table - typed == set(schema.UNFIT[family]), (
         f"keras_spec.json's {family} without a typed section in config/schema.py (add one, or "
-        f"a reason in UNFIT): {sorted(table - typed - set(schema.UNFIT[family]))}")
+        f"a reason in UNFIT): {sorted(table - typed - set(schema.UNFIT[family]))}"
+    )
 
 
 @pytest.mark.parametrize("family", ["optimizers", "losses"])

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import yaml
-
 from conftest import error_line, run_cli, tiny_config
-from ottotrain.features import knn
+
 from ottotrain.config import DataConfig
-from ottotrain.features import Preprocessor
 from ottotrain.errors import DataError, RunError
+from ottotrain.features import Preprocessor, knn
 
 KS = [1, 2, 3]
 
@@ -21,7 +20,7 @@ def _naive(q, ref, yref, ks, n_classes, skip=None):
         for c in range(n_classes):
             rows = [j for j in np.flatnonzero(yref == c) if skip is None or j != skip[i]]
             d = np.sort(np.sqrt(((knn.space(ref[rows]) - row) ** 2).sum(axis=1)))
-            feats += [np.log(d[:min(k, len(d))].mean() + knn.EPS) for k in ks]
+            feats += [np.log(d[: min(k, len(d))].mean() + knn.EPS) for k in ks]
         out.append(feats)
     return np.array(out)
 
@@ -68,8 +67,9 @@ def _data_cfg(**kw):
 
 def test_preprocessor_saves_the_reference_beside_its_json(counts, tmp_path):
     x, y = counts
-    pre = Preprocessor.fit(x, _data_cfg(tfidf=True), [f"f{i}" for i in range(7)], ["a", "b", "c"],
-                           "id", "target", y)
+    pre = Preprocessor.fit(
+        x, _data_cfg(tfidf=True), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y
+    )
     assert pre.n_outputs == 7 * 2 + 3 * len(KS)
     z_fit = pre.transform(x, fitted_rows=True)
     assert z_fit.shape == (60, pre.n_outputs)
@@ -85,11 +85,14 @@ def test_preprocessor_saves_the_reference_beside_its_json(counts, tmp_path):
     assert not np.allclose(pre.transform(x[:5]), z_fit[:5])
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    ("missing", "cannot read the KNN reference rows"),
-    ("swapped", "contents do not match its name"),
-    ("path-name", "not a KNN reference file name"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        ("missing", "cannot read the KNN reference rows"),
+        ("swapped", "contents do not match its name"),
+        ("path-name", "not a KNN reference file name"),
+    ],
+)
 def test_damaged_reference_is_a_clear_error(damage, fragment, counts, tmp_path):
     x, y = counts
     pre = Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y)
@@ -162,7 +165,9 @@ def test_knn_input_errors_are_one_line_naming_the_place(tiny_data, tmp_path):
     col = rows[0].split(",").index("target")
     lone = [r for r in rows[1:] if r.split(",")[col] == "Class_1"][:1]
     small = tmp_path / "small.csv"
-    small.write_text("\n".join([rows[0], *[r for r in rows[1:] if r.split(",")[col] != "Class_1"], *lone]) + "\n")
+    small.write_text(
+        "\n".join([rows[0], *[r for r in rows[1:] if r.split(",")[col] != "Class_1"], *lone]) + "\n"
+    )
     line = error_line(run_cli("fit", path, "--set", f"data.train={small}", "--run-dir", tmp_path / "run"))
     assert str(small) in line and "data.knn: class 'Class_1' has 1 training row" in line
     assert "remove data.knn or add rows" in line

@@ -27,8 +27,9 @@ def _env():
 
 
 def _python(code, timeout=120):
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env=_env(), timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -54,8 +55,14 @@ print(json.dumps({"imported": imported, "first": first, "file": ottotrain.__file
     res = json.loads(_python(code).splitlines()[-1])
     assert res["file"] == str(PACKAGE / "__init__.py")  # the package next to these tests
     # The walk did reach every layer (the engine package itself is allowed, and imported).
-    for name in ("ottotrain.engine", "ottotrain.workflows.cv", "ottotrain.runs.lifecycle",
-                 "ottotrain.features.preprocess", "ottotrain.config.schema", "ottotrain.data.csv"):
+    for name in (
+        "ottotrain.engine",
+        "ottotrain.workflows.cv",
+        "ottotrain.runs.lifecycle",
+        "ottotrain.features.preprocess",
+        "ottotrain.config.schema",
+        "ottotrain.data.csv",
+    ):
         assert name in res["imported"], name
     assert res["first"] == {}, f"imported TensorFlow/Keras first: {res['first']}"
 
@@ -72,8 +79,14 @@ def _imported_modules(importtime_stderr):
 
 
 def test_help_imports_no_heavy_library():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "ottotrain", "--help"],
-                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ottotrain", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "fit" in out.stdout and "predict" in out.stdout
     names = _imported_modules(out.stderr)
@@ -98,6 +111,7 @@ def _imports(tree, module, is_package, top_level_only=False):
     ``top_level_only``: only imports that run when the module is imported (not inside a
     function body, which runs later, if ever).
     """
+
     def walk(node):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and top_level_only:
@@ -109,7 +123,7 @@ def _imports(tree, module, is_package, top_level_only=False):
                 base = child.module or ""
                 if child.level:
                     pkg = module.split(".") if is_package else module.split(".")[:-1]
-                    pkg = pkg[:len(pkg) - (child.level - 1)]
+                    pkg = pkg[: len(pkg) - (child.level - 1)]
                     base = ".".join([*pkg, *([base] if base else [])])
                 yield child.lineno, base, tuple(a.name for a in child.names)
             yield from walk(child)
@@ -142,9 +156,15 @@ def boundary_violations(package):
             elif target.startswith("ottotrain.engine."):
                 bad.append(f"{where}: imports {target}")
             elif target == "ottotrain.engine":
-                bad.append(f"{where}: " + (f"from ottotrain.engine import {', '.join(names)}" if names
-                                           else "import ottotrain.engine")
-                           + " (the way in is: from ottotrain import engine)")
+                bad.append(
+                    f"{where}: "
+                    + (
+                        f"from ottotrain.engine import {', '.join(names)}"
+                        if names
+                        else "import ottotrain.engine"
+                    )
+                    + " (the way in is: from ottotrain import engine)"
+                )
     return bad
 
 
@@ -172,8 +192,13 @@ def test_the_boundary_scan_finds_what_it_must(tmp_path):
         (pkg / name).write_text(text)
     found = boundary_violations(pkg)
     assert sorted(line.split(":")[0] for line in found) == [
-        "ottotrain/a.py", "ottotrain/b.py", "ottotrain/c.py", "ottotrain/d.py", "ottotrain/e.py",
-        "ottotrain/sub/f.py"], found
+        "ottotrain/a.py",
+        "ottotrain/b.py",
+        "ottotrain/c.py",
+        "ottotrain/d.py",
+        "ottotrain/e.py",
+        "ottotrain/sub/f.py",
+    ], found
 
 
 def _layer(module):
@@ -192,8 +217,10 @@ def layer_graph(package):
             if target.split(".")[0] != "ottotrain":
                 continue
             if target == "ottotrain":  # from ottotrain import engine, runs, __version__
-                targets = [n if (package / f"{n}.py").is_file() or (package / n).is_dir()
-                           else "ottotrain" for n in names]
+                targets = [
+                    n if (package / f"{n}.py").is_file() or (package / n).is_dir() else "ottotrain"
+                    for n in names
+                ]
             else:
                 targets = [_layer(target)]
             for t in targets:
@@ -211,7 +238,7 @@ def find_cycle(graph):
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -233,8 +260,11 @@ def test_no_import_cycles_between_the_layers():
     assert set(SUBPACKAGES) <= set(graph) and {"cli", "errors", "io"} <= set(graph)
     assert "engine" in graph["workflows"] and "config" in graph["runs"]  # the graph is real
     cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(
-        f"{a} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:])) + f" -> {cycle[-1]}"
+    assert cycle is None, (
+        "import cycle: "
+        + " -> ".join(f"{a} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:]))
+        + f" -> {cycle[-1]}"
+    )
 
 
 def test_the_cycle_finder_finds_cycles():

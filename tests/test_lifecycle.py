@@ -23,8 +23,10 @@ import yaml
 
 from tests.conftest import ROOT, error_line, python_cmd, run_cli, tiny_config
 
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
-                                       reason="tensorboard not installed (pip install -e .[dev])")
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None,
+    reason="tensorboard not installed (pip install -e .[dev])",
+)
 
 
 def _status(run_dir):
@@ -37,8 +39,13 @@ def _write(path, cfg):
 
 
 def _env(tmp):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               OTTOTRAIN_CACHE=str(tmp / "cache"), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+        OTTOTRAIN_CACHE=str(tmp / "cache"),
+        PYTHONPATH=str(ROOT),
+    )
     env.pop("OTTOTRAIN_DEBUG", None)
     return env
 
@@ -46,8 +53,9 @@ def _env(tmp):
 def _start(args, tmp, name):
     """Start ``ottotrain ARGS`` in its own process; its output goes to tmp/<name>.err."""
     with open(tmp / f"{name}.err", "w") as err:
-        proc = subprocess.Popen([*python_cmd(), *map(str, args)], cwd=ROOT, env=_env(tmp),
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*python_cmd(), *map(str, args)], cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=err
+        )
     proc.err_path = tmp / f"{name}.err"
     return proc
 
@@ -95,13 +103,19 @@ def _killed_mid_write(path, data=b"half a file"):
     """
     path = Path(path)
     before = set(path.parent.iterdir())
-    code = ("import os, signal, sys\n"
-            "from ottotrain.io import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n"
-            "    open(tmp, 'wb').write(sys.argv[2].encode())\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(path), data.decode()], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    code = (
+        "import os, signal, sys\n"
+        "from ottotrain.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'wb').write(sys.argv[2].encode())\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(path), data.decode()],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=60,
+    )
     assert r.returncode == -signal.SIGKILL
     (left,) = set(path.parent.iterdir()) - before
     assert left.name.startswith(f".{path.name}.") and ".tmp" in left.name
@@ -202,8 +216,10 @@ def test_cv_sigterm_mid_training_is_recorded_and_resumes_with_fewer_epochs(tiny_
     state = run / "work" / "fold1-seed1" / "state"
     done = json.loads((state / "trainer.json").read_text())["epoch"]
     assert 1 <= done < 200 and not (run / "models" / "fold1-seed1.json").exists()
-    left = [_killed_mid_write(state / f"epoch-{done + 1:05d}.npz"),
-            _killed_mid_write(run / "models" / "fold1-seed1.keras")]
+    left = [
+        _killed_mid_write(state / f"epoch-{done + 1:05d}.npz"),
+        _killed_mid_write(run / "models" / "fold1-seed1.keras"),
+    ]
 
     r = run_cli("cv", "--resume", run, "--set", "train.epochs=2", "-q")
     assert r.exit_code == 0, r.output
@@ -273,11 +289,13 @@ def fit_run(interrupted_fit, tmp_path):
     return Path(shutil.copytree(interrupted_fit, tmp_path / "run"))
 
 
-def test_fit_resume_deletes_what_a_killed_write_left_and_predict_ignores_it(fit_run, tiny_data,
-                                                                            tmp_path):
+def test_fit_resume_deletes_what_a_killed_write_left_and_predict_ignores_it(fit_run, tiny_data, tmp_path):
     run = fit_run
-    left = [_killed_mid_write(run / "state" / "epoch-00002.npz"),  # .npz: refused if not a temp file
-            _killed_mid_write(run / "model.keras"), _killed_mid_write(run / "history.csv")]
+    left = [
+        _killed_mid_write(run / "state" / "epoch-00002.npz"),  # .npz: refused if not a temp file
+        _killed_mid_write(run / "model.keras"),
+        _killed_mid_write(run / "history.csv"),
+    ]
     r = run_cli("fit", "--resume", run, "-q")
     assert r.exit_code == 0, r.output
     assert _status(run)["status"] == "finished"
@@ -293,16 +311,19 @@ def test_fit_resume_deletes_what_a_killed_write_left_and_predict_ignores_it(fit_
 def test_fit_resume_accepts_more_epochs_and_patience_and_refuses_other_changes(fit_run):
     run = fit_run
     saved = (run / "config.yaml").read_text()
-    line = error_line(run_cli("fit", "--resume", run, "--set", "train.epochs=4",
-                              "--set", "model.layers[0].Dense.units=8"))
+    line = error_line(
+        run_cli("fit", "--resume", run, "--set", "train.epochs=4", "--set", "model.layers[0].Dense.units=8")
+    )
     assert "the config changed since the run started, refusing to resume" in line
-    assert "model.layers[0].Dense.units: 16 -> 8" in line and "train.epochs" not in line.split(
-        "; only")[0]  # the refused change is listed, the allowed one is not
+    assert (
+        "model.layers[0].Dense.units: 16 -> 8" in line and "train.epochs" not in line.split("; only")[0]
+    )  # the refused change is listed, the allowed one is not
     assert "only train.epochs and train.early_stopping.patience may change on resume" in line
     assert (run / "config.yaml").read_text() == saved and _status(run)["status"] == "interrupted"
 
-    r = run_cli("fit", "--resume", run, "--set", "train.epochs=4",
-                "--set", "train.early_stopping.patience=50")
+    r = run_cli(
+        "fit", "--resume", run, "--set", "train.epochs=4", "--set", "train.early_stopping.patience=50"
+    )
     assert r.exit_code == 0, r.output
     assert f"Resuming {run} after epoch 1" in r.stderr
     hist = pd.read_csv(run / "history.csv")

@@ -22,11 +22,17 @@ def png_size(path):
 def write_history(path, epochs=5, lr=None):
     rng = np.random.default_rng(0)
     lr = lr if lr is not None else [0.01] * epochs
-    pd.DataFrame({"epoch": range(1, epochs + 1), "loss": np.linspace(2, 1, epochs),
-                  "accuracy": np.linspace(0.3, 0.7, epochs),
-                  "val_loss": np.linspace(2.1, 1.2, epochs) + rng.normal(0, 0.01, epochs),
-                  "val_accuracy": np.linspace(0.3, 0.65, epochs), "lr": lr,
-                  "seconds": 0.5}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "loss": np.linspace(2, 1, epochs),
+            "accuracy": np.linspace(0.3, 0.7, epochs),
+            "val_loss": np.linspace(2.1, 1.2, epochs) + rng.normal(0, 0.01, epochs),
+            "val_accuracy": np.linspace(0.3, 0.65, epochs),
+            "lr": lr,
+            "seconds": 0.5,
+        }
+    ).to_csv(path, index=False)
 
 
 def write_predictions(path, n=200, classes=9, fold=False):
@@ -90,8 +96,10 @@ def test_plots_do_not_touch_pyplot_or_the_backend(tmp_path):
 
     write_history(tmp_path / "history.csv")
     # No pyplot means no backend chosen or switched (we never call matplotlib.use either).
-    code = (f"import sys; from ottotrain.workflows.plots import plot_run; plot_run({str(tmp_path)!r}); "
-            f"print('matplotlib.pyplot' in sys.modules)")
+    code = (
+        f"import sys; from ottotrain.workflows.plots import plot_run; plot_run({str(tmp_path)!r}); "
+        f"print('matplotlib.pyplot' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False"], out.stdout

@@ -29,9 +29,7 @@ def _readme():
 
 
 def _config_reference_tool():
-    spec = importlib.util.spec_from_file_location(
-        "config_reference", ROOT / "tools" / "config_reference.py"
-    )
+    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "tools" / "config_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,11 +40,7 @@ def test_every_config_key_is_in_the_reference():
 
     readme = _readme()
     ref = readme[readme.index("### Reference") :]
-    missing = [
-        k
-        for k in _keys(Config)
-        if f"`{k}`" not in ref and k not in ("data", "model", "train")
-    ]
+    missing = [k for k in _keys(Config) if f"`{k}`" not in ref and k not in ("data", "model", "train")]
     assert not missing, f"README config reference lacks: {missing}"
 
 
@@ -57,8 +51,7 @@ def test_config_reference_is_generated_from_the_schema():
         "the generated block belongs under '### Reference'"
     )
     assert tool.readme_block(readme) == tool.render(), (
-        "README.md's config reference differs from the schema: "
-        "run `python tools/config_reference.py --write`"
+        "README.md's config reference differs from the schema: run `python tools/config_reference.py --write`"
     )
 
 
@@ -67,9 +60,7 @@ def test_config_reference_is_deterministic(tmp_path):
     assert tool.render() == tool.render()
     # --write on an up-to-date file changes nothing; on a stale block it restores the output.
     stale = tmp_path / "README.md"
-    stale.write_text(
-        f"# x\n\n{tool.START}\nold text\n{tool.END}\n\nafter\n", encoding="utf-8"
-    )
+    stale.write_text(f"# x\n\n{tool.START}\nold text\n{tool.END}\n\nafter\n", encoding="utf-8")
     assert tool.write(stale) is True
     text = stale.read_text(encoding="utf-8")
     assert tool.readme_block(text) == tool.render()
@@ -82,9 +73,7 @@ def test_every_command_is_documented():
 
     readme = _readme()
     for name in main.commands:
-        assert re.search(rf"ottotrain {name}\b", readme), (
-            f"README has no example of '{name}'"
-        )
+        assert re.search(rf"ottotrain {name}\b", readme), f"README has no example of '{name}'"
 
 
 def _python_api_example(readme: str) -> str:

@@ -19,14 +19,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import error_line as _error_line, ROOT, python_cmd, tiny_config
-
-
+from tests.conftest import ROOT, python_cmd, tiny_config
+from tests.conftest import error_line as _error_line
 
 
 def _env(tmp):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               OTTOTRAIN_CACHE=str(tmp / "cache"), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+        OTTOTRAIN_CACHE=str(tmp / "cache"),
+        PYTHONPATH=str(ROOT),
+    )
     env.pop("OTTOTRAIN_DEBUG", None)
     return env
 
@@ -36,9 +40,14 @@ def _start(args, tmp, name):
     # Default Ctrl-C handling in the child even when this process was started with SIGINT
     # ignored (a background job of a non-interactive shell, as CI scripts often are): Python
     # then keeps SIGINT ignored and the Ctrl-C tests would test nothing.
-    proc = subprocess.Popen([*python_cmd(), *map(str, args)], cwd=ROOT, env=_env(tmp),
-                            stdout=out, stderr=err,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [*python_cmd(), *map(str, args)],
+        cwd=ROOT,
+        env=_env(tmp),
+        stdout=out,
+        stderr=err,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     proc.out_path, proc.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
     return proc
 
@@ -60,7 +69,7 @@ def _wait_for_epoch(proc, run_dir, epoch, timeout=180):
     deadline = time.monotonic() + timeout
     while _trainer_epoch(run_dir) < epoch:
         assert proc.poll() is None, f"the run ended early:\n{proc.err_path.read_text()}"
-        assert time.monotonic() < deadline, "the run did not reach epoch %d in time" % epoch
+        assert time.monotonic() < deadline, f"the run did not reach epoch {epoch} in time"
         time.sleep(0.02)
 
 
@@ -74,9 +83,14 @@ def _history(run_dir):
 
 def resume_config(data):
     """Dropout (seed generators), LR schedule and early stopping: all the state there is."""
-    cfg = tiny_config(data, epochs=20, batch_size=32, early_stopping={"patience": 3},
-                      optimizer={"name": "adam", "learning_rate": 0.005},
-                      lr_schedule={"name": "reduce_on_plateau", "patience": 1, "factor": 0.5})
+    cfg = tiny_config(
+        data,
+        epochs=20,
+        batch_size=32,
+        early_stopping={"patience": 3},
+        optimizer={"name": "adam", "learning_rate": 0.005},
+        lr_schedule={"name": "reduce_on_plateau", "patience": 1, "factor": 0.5},
+    )
     cfg["model"]["layers"].insert(1, {"Dropout": {"rate": 0.3}})
     return cfg
 
@@ -130,12 +144,15 @@ def crash_story(tiny_data, tmp_path_factory):
     rec["status_after_sigint"] = _status(run)
     rec["history_after_sigint"] = _history(run)
     rec["model_after_sigint"] = (run / "model.keras").is_file()
-    rec["changed_config"] = run_cli("fit", "--resume", run, "--set", "train.batch_size=64",
-                                    "--set", "train.optimizer.learning_rate=0.1")
+    rec["changed_config"] = run_cli(
+        "fit", "--resume", run, "--set", "train.batch_size=64", "--set", "train.optimizer.learning_rate=0.1"
+    )
     rec["predict_interrupted"] = run_cli("predict", run, tiny_data["test"], "-o", tmp / "sub.csv")
     rec["final"] = run_cli("fit", "--resume", run)
-    rec["refs"] = [Path(fit(load_config(cfg), runs_root=tmp / "runs", log=Log(0),
-                            config_name="resume")["run_dir"]) for _ in range(2)]
+    rec["refs"] = [
+        Path(fit(load_config(cfg), runs_root=tmp / "runs", log=Log(0), config_name="resume")["run_dir"])
+        for _ in range(2)
+    ]
     return rec
 
 
@@ -144,8 +161,9 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(crash_story):
     k = crash_story
     ref, run = k["refs"][0], k["run"]
     ref_metrics = json.loads((ref / "metrics.json").read_text())
-    assert 2 <= k["killed_at"] < k["interrupted_at"] < ref_metrics["epochs_run"], \
+    assert 2 <= k["killed_at"] < k["interrupted_at"] < ref_metrics["epochs_run"], (
         "the kill or the interrupt did not land mid-run"
+    )
     assert k["status_after_kill"] == "running"  # SIGKILL leaves no chance to say anything
     assert f"Resuming {run} after epoch {k['killed_at']}" in k["sigint"][2]
     final = k["final"]
@@ -207,8 +225,11 @@ def test_same_config_same_seed_same_result_in_separate_dirs(crash_story):
 def nan_config(data):
     """Plain SGD at learning rate 10 without activations: the loss overflows by epoch 3."""
     cfg = tiny_config(data, epochs=6, optimizer={"name": "sgd", "learning_rate": 10})
-    cfg["model"]["layers"] = [{"Dense": {"units": 16}}, {"Dense": {"units": "n_classes"}},
-                              {"Activation": "softmax"}]
+    cfg["model"]["layers"] = [
+        {"Dense": {"units": 16}},
+        {"Dense": {"units": "n_classes"}},
+        {"Activation": "softmax"},
+    ]
     return cfg
 
 
@@ -236,13 +257,15 @@ def _copy_tiny(tiny_data, tmp_path):
     return {"train": d / "train.csv", "test": d / "test.csv"}
 
 
-def test_crash_after_early_stopping_resumes_without_training_on(tiny_data, write_config, cli,
-                                                               tmp_path, monkeypatch):
+def test_crash_after_early_stopping_resumes_without_training_on(
+    tiny_data, write_config, cli, tmp_path, monkeypatch
+):
     import ottotrain.workflows.fit as T
 
     data = _copy_tiny(tiny_data, tmp_path)
-    cfg = tiny_config(data, epochs=40, optimizer={"name": "adam", "learning_rate": 0.05},
-                      early_stopping={"patience": 0})
+    cfg = tiny_config(
+        data, epochs=40, optimizer={"name": "adam", "learning_rate": 0.05}, early_stopping={"patience": 0}
+    )
     path, run = write_config(cfg), tmp_path / "run"
 
     def crash(*args, **kwargs):
@@ -273,8 +296,7 @@ def test_crash_after_early_stopping_resumes_without_training_on(tiny_data, write
     assert _status(run)["status"] == "finished"
 
 
-def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config, cli, tmp_path,
-                                                        monkeypatch):
+def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config, cli, tmp_path, monkeypatch):
     import ottotrain.workflows.fit as T
 
     monkeypatch.setattr(T, "_finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -286,7 +308,8 @@ def test_resume_state_that_was_tampered_with_is_refused(tiny_data, write_config,
     state = json.loads(p.read_text())
     # The resume point is plain arrays (no pickles, no .keras): weights+optimizer, best weights.
     assert sorted(f.name for f in p.parent.iterdir()) == sorted(
-        {"trainer.json", state["checkpoint"], state["best_file"]})
+        {"trainer.json", state["checkpoint"], state["best_file"]}
+    )
     ckpt = p.parent / state["checkpoint"]
     good = ckpt.read_bytes()
     ckpt.write_bytes(good[:100])
@@ -309,8 +332,15 @@ def test_seed_generator_states_round_trip():
     keras.utils.set_random_seed(3)
 
     def model():
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.Dropout(0.5),
-                                 keras.layers.GaussianNoise(0.1), keras.layers.Dense(2)])
+        return keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(4),
+                keras.layers.Dropout(0.5),
+                keras.layers.GaussianNoise(0.1),
+                keras.layers.Dense(2),
+            ]
+        )
 
     a = model()
     a.layers[1].seed_generator.next()  # advance one generator

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import error_line as _error_line, tiny_config
-
-
+from tests.conftest import error_line as _error_line
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +66,16 @@ def test_predict_refuses_a_run_with_missing_files(cli, run_copy, tiny_data):
     assert "incomplete run directory, missing preprocess.json" in line
 
 
-@pytest.mark.parametrize("changes,fragments", [
-    ({"format": 99, "ottotrain": "9.0.0"}, ["made by ottotrain 9.0.0 with run format 99", "reads format 1",
-                                            "retrain it"]),
-    ({"format": None}, ["run format None"]),
-])
+@pytest.mark.parametrize(
+    "changes,fragments",
+    [
+        (
+            {"format": 99, "ottotrain": "9.0.0"},
+            ["made by ottotrain 9.0.0 with run format 99", "reads format 1", "retrain it"],
+        ),
+        ({"format": None}, ["run format None"]),
+    ],
+)
 def test_predict_refuses_an_incompatible_version(changes, fragments, cli, run_copy, tiny_data):
     _edit_status(run_copy, **changes)
     line = _error_line(cli("predict", run_copy, tiny_data["test"]))
@@ -118,32 +122,67 @@ def _lambda_layer(marker):
         return x
 
     code = base64.b64encode(marshal.dumps(evil.__code__)).decode()
-    return {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
-            "config": {"name": "evil", "trainable": True, "dtype": "float32", "arguments": {},
-                       "function": {"class_name": "__lambda__",
-                                    "config": {"code": code, "defaults": None, "closure": None}},
-                       "output_shape": None}}
+    return {
+        "module": "keras.layers",
+        "class_name": "Lambda",
+        "registered_name": None,
+        "config": {
+            "name": "evil",
+            "trainable": True,
+            "dtype": "float32",
+            "arguments": {},
+            "function": {
+                "class_name": "__lambda__",
+                "config": {"code": code, "defaults": None, "closure": None},
+            },
+            "output_shape": None,
+        },
+    }
 
 
 def _os_system(marker):
-    return {"module": "os", "class_name": "system", "registered_name": None,
-            "config": {"command": f"touch {marker}"}}
+    return {
+        "module": "os",
+        "class_name": "system",
+        "registered_name": None,
+        "config": {"command": f"touch {marker}"},
+    }
 
 
 TAMPERINGS = {
-    "lambda-layer": (lambda c, i, m: c["config"]["layers"].insert(2, _lambda_layer(m)),
-                     ["holds a Lambda (Python code)"]),
-    "os-system-layer": (lambda c, i, m: c["config"]["layers"].insert(2, _os_system(m)),
-                        ["refers to Python module 'os'", "class 'system'"]),
-    "os-system-activation": (lambda c, i, m: c["config"]["layers"][1]["config"].update(
-        activation=_os_system(m)), ["layers[1].config.activation", "module 'os'"]),
-    "builtins-eval": (lambda c, i, m: c["config"]["layers"][1]["config"].update(activation={
-        "module": "builtins", "class_name": "function", "config": "eval", "registered_name": "function"}),
-        ["module 'builtins'"]),
-    "custom-registered-class": (lambda c, i, m: c["config"]["layers"][1].update(
-        module="keras.layers", registered_name="evilpkg>Backdoor"), ["custom class 'evilpkg>Backdoor'"]),
-    "extra-archive-member": (lambda c, i, m: i.update({"payload.pkl": b"\x80\x04."}),
-                             ["unexpected member(s) payload.pkl"]),
+    "lambda-layer": (
+        lambda c, i, m: c["config"]["layers"].insert(2, _lambda_layer(m)),
+        ["holds a Lambda (Python code)"],
+    ),
+    "os-system-layer": (
+        lambda c, i, m: c["config"]["layers"].insert(2, _os_system(m)),
+        ["refers to Python module 'os'", "class 'system'"],
+    ),
+    "os-system-activation": (
+        lambda c, i, m: c["config"]["layers"][1]["config"].update(activation=_os_system(m)),
+        ["layers[1].config.activation", "module 'os'"],
+    ),
+    "builtins-eval": (
+        lambda c, i, m: c["config"]["layers"][1]["config"].update(
+            activation={
+                "module": "builtins",
+                "class_name": "function",
+                "config": "eval",
+                "registered_name": "function",
+            }
+        ),
+        ["module 'builtins'"],
+    ),
+    "custom-registered-class": (
+        lambda c, i, m: c["config"]["layers"][1].update(
+            module="keras.layers", registered_name="evilpkg>Backdoor"
+        ),
+        ["custom class 'evilpkg>Backdoor'"],
+    ),
+    "extra-archive-member": (
+        lambda c, i, m: i.update({"payload.pkl": b"\x80\x04."}),
+        ["unexpected member(s) payload.pkl"],
+    ),
 }
 
 
@@ -152,8 +191,7 @@ def test_tampered_model_is_refused_and_nothing_runs(name, cli, run_copy, tiny_da
     edit, fragments = TAMPERINGS[name]
     marker = tmp_path / "pwned"
     _tamper(run_copy / "model.keras", lambda c, i: edit(c, i, marker))
-    for args in (("predict", run_copy, tiny_data["test"], "-o", tmp_path / "sub.csv"),
-                 ("summary", run_copy)):
+    for args in (("predict", run_copy, tiny_data["test"], "-o", tmp_path / "sub.csv"), ("summary", run_copy)):
         line = _error_line(cli(*args))
         assert "model.keras" in line and "refusing" in line, line
         for frag in fragments:
@@ -178,7 +216,9 @@ def test_damaged_model_file_is_refused(cli, run_copy, tiny_data):
     assert "not a readable Keras model archive" in _error_line(cli("predict", run_copy, tiny_data["test"]))
 
 
-@pytest.mark.parametrize("name", ["weights.pkl", "state/extra.pickle", "model.joblib", "x.npy", "extra.npz", "state/other.npz"])
+@pytest.mark.parametrize(
+    "name", ["weights.pkl", "state/extra.pickle", "model.joblib", "x.npy", "extra.npz", "state/other.npz"]
+)
 def test_run_dir_with_a_pickle_is_refused(name, cli, run_copy, tiny_data):
     p = run_copy / name
     p.parent.mkdir(exist_ok=True)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 
-
 def test_dataset_batches_are_the_rows_in_perm_order():
     import tensorflow as tf
 
@@ -22,7 +21,7 @@ def test_dataset_batches_are_the_rows_in_perm_order():
     for p, bs in ((perm, 10), (None, 10), (perm, 103), (perm, 200), (None, 1)):
         got = list(EpochBatches(x, y, bs).epoch(p).as_numpy_iterator())
         xs, ys = (x[p], y[p]) if p is not None else (x, y)
-        want = [(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)]
+        want = [(xs[i : i + bs], ys[i : i + bs]) for i in range(0, len(xs), bs)]
         assert len(got) == len(want)
         for (gx, gy), (wx, wy) in zip(got, want):
             np.testing.assert_array_equal(gx, wx)
@@ -51,22 +50,21 @@ def test_batches_hold_one_copy_and_run_without_the_autotuner():
 
 
 def _weights_after_one_epoch(cfg, x, y, perm):
-    from ottotrain.engine.build import build_model, compile_model
-    from ottotrain.engine.build import setup
+    from ottotrain.engine.build import build_model, compile_model, setup
     from ottotrain.engine.loop import EpochBatches
 
     setup(cfg.seed, cfg.train.deterministic)
 
     model = compile_model(build_model(cfg, x.shape[1], y.shape[1], compile=False), cfg, len(x))
-    model.fit(EpochBatches(x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0,
-              shuffle=False)
+    model.fit(EpochBatches(x, y, cfg.train.batch_size).epoch(perm), epochs=1, verbose=0, shuffle=False)
     return model.steps_per_execution, [np.asarray(w) for w in model.get_weights()]
 
 
 # Each setting against the default: more batches per compiled call (default 'auto' runs
 # all 16 of this epoch's batches in one call), and the training batches' accuracy metric.
-@pytest.mark.parametrize("setting, spe", [({"steps_per_execution": 1}, (16, 1)),
-                                          ({"train_accuracy": True}, (16, 16))])
+@pytest.mark.parametrize(
+    "setting, spe", [({"steps_per_execution": 1}, (16, 1)), ({"train_accuracy": True}, (16, 16))]
+)
 def test_speed_settings_do_not_change_weights(tiny_data, write_config, setting, spe):
     from conftest import tiny_config
 
@@ -77,8 +75,7 @@ def test_speed_settings_do_not_change_weights(tiny_data, write_config, setting, 
     y = np.eye(9, dtype=np.float32)[rng.integers(0, 9, 500)]
     perm = rng.permutation(500)
     default = load_config(write_config(tiny_config(tiny_data, batch_size=32)), [])
-    other = load_config(write_config(tiny_config(tiny_data, batch_size=32, **setting),
-                                     "other.yaml"), [])
+    other = load_config(write_config(tiny_config(tiny_data, batch_size=32, **setting), "other.yaml"), [])
     spe_a, w_a = _weights_after_one_epoch(default, x, y, perm)
     spe_b, w_b = _weights_after_one_epoch(other, x, y, perm)
     assert (spe_a, spe_b) == spe
@@ -91,8 +88,7 @@ def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
 
     from ottotrain.data.csv import _read_csv_arrow, read_table
 
-    text = ("id,feat_1,feat_2,target\n1,0,3,Class_1\n2,,4,Class_2\n3,NA,5,NA\n"
-            "4,7,nan,Class_1\n5,1e3,-2,null\n")
+    text = "id,feat_1,feat_2,target\n1,0,3,Class_1\n2,,4,Class_2\n3,NA,5,NA\n4,7,nan,Class_1\n5,1e3,-2,null\n"
     for name, opener in (("t.csv", open), ("t.csv.gz", gzip.open)):
         p = tmp_path / name
         with opener(p, "wt") as f:
@@ -102,17 +98,17 @@ def test_fast_csv_reader_reads_what_pandas_reads(tmp_path):
         assert list(got.columns) == list(want.columns)
         for c in want.columns:
             np.testing.assert_array_equal(got[c].isna().to_numpy(), want[c].isna().to_numpy())
-            assert got[c].dropna().astype(str).tolist() == want[c].dropna().astype(str).tolist() or \
-                np.allclose(got[c].dropna().astype(float), want[c].dropna().astype(float))
+            assert got[c].dropna().astype(str).tolist() == want[c].dropna().astype(
+                str
+            ).tolist() or np.allclose(got[c].dropna().astype(float), want[c].dropna().astype(float))
         pd.testing.assert_frame_equal(read_table(p).astype(str), want.astype(str), check_dtype=False)
 
 
 def test_explicit_jit_compile_is_honoured_under_determinism(tiny_data, write_config, tmp_path):
     from conftest import tiny_config
 
-    from ottotrain.engine.build import build_model, compile_model
     from ottotrain.config import load_config
-    from ottotrain.engine.build import setup
+    from ottotrain.engine.build import build_model, compile_model, setup
 
     cfg = load_config(write_config(tiny_config(tiny_data, jit_compile=True)), [])
     setup(cfg.seed, cfg.train.deterministic)

@@ -9,15 +9,36 @@ from ottotrain.runs.state import EpochRow, LrPlateau, MemberRecord, Plateau, Tra
 
 # trainer.json as ottotrain 1.0 wrote it (a dict of dicts; sched {} before any reduction).
 V1_TRAINER = {
-    "epoch": 2, "base_lr": 0.01, "best": 0.91, "best_epoch": 2, "stop": None,
+    "epoch": 2,
+    "base_lr": 0.01,
+    "best": 0.91,
+    "best_epoch": 2,
+    "stop": None,
     "history": [
-        {"epoch": 1, "loss": 1.2, "accuracy": None, "val_loss": 1.0, "val_accuracy": 0.6,
-         "lr": 0.01, "seconds": 0.5},
-        {"epoch": 2, "loss": 0.9, "accuracy": None, "val_loss": 0.91, "val_accuracy": 0.7,
-         "lr": 0.01, "seconds": 0.4},
+        {
+            "epoch": 1,
+            "loss": 1.2,
+            "accuracy": None,
+            "val_loss": 1.0,
+            "val_accuracy": 0.6,
+            "lr": 0.01,
+            "seconds": 0.5,
+        },
+        {
+            "epoch": 2,
+            "loss": 0.9,
+            "accuracy": None,
+            "val_loss": 0.91,
+            "val_accuracy": 0.7,
+            "lr": 0.01,
+            "seconds": 0.4,
+        },
     ],
-    "es": {"best": 0.91, "wait": 0}, "sched": {}, "checkpoint": "epoch-00002.npz",
-    "best_file": "best-00002.npz", "seed_state": {"dropout": [[1, 2]]},
+    "es": {"best": 0.91, "wait": 0},
+    "sched": {},
+    "checkpoint": "epoch-00002.npz",
+    "best_file": "best-00002.npz",
+    "seed_state": {"dropout": [[1, 2]]},
 }
 
 
@@ -31,15 +52,19 @@ def test_a_1_0_resume_state_reads_back_typed(tmp_path):
     s.save(p)  # and writes the same keys back, the resume point of the next epoch
     again = json.loads(p.read_text())
     assert {k: again[k] for k in V1_TRAINER if k != "sched"} == {
-        k: v for k, v in V1_TRAINER.items() if k != "sched"}
+        k: v for k, v in V1_TRAINER.items() if k != "sched"
+    }
     assert TrainState.load(p) == s
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"checkpoint": "../../etc/passwd"}, "damaged or foreign resume state"),
-    ({"history": [{"epoch": 1}]}, "damaged resume state"),
-    ({"es": {"best": 1, "wait": 0, "other": 2}}, "damaged resume state"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"checkpoint": "../../etc/passwd"}, "damaged or foreign resume state"),
+        ({"history": [{"epoch": 1}]}, "damaged resume state"),
+        ({"es": {"best": 1, "wait": 0, "other": 2}}, "damaged resume state"),
+    ],
+)
 def test_damaged_resume_state_is_one_clear_error(tmp_path, change, message):
     p = tmp_path / "trainer.json"
     p.write_text(json.dumps({**V1_TRAINER, **change}))
@@ -72,8 +97,20 @@ def test_preprocessing_state_is_typed_and_written_as_before():
     pre = Preprocessor.fit(x, DataConfig(train="t.csv", tfidf=True), ["a", "b"], ["c0", "c1"], "id", "target")
     d = json.loads(pre.to_json())
     # 1.0's layout: no key for what does not apply (no knn, no quantiles), same key order.
-    assert list(d) == ["format", "features", "classes", "id_column", "target_column", "transform",
-                       "power", "tfidf", "scaling", "idf", "center", "scale"]
+    assert list(d) == [
+        "format",
+        "features",
+        "classes",
+        "id_column",
+        "target_column",
+        "transform",
+        "power",
+        "tfidf",
+        "scaling",
+        "idf",
+        "center",
+        "scale",
+    ]
     again = Preprocessor.from_json(pre.to_json())
     assert again.state == pre.state and again.state.features == ["a", "b"]
     with pytest.raises(RunError, match="damaged preprocessing state"):

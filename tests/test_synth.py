@@ -44,8 +44,9 @@ def test_mlp_beats_logistic_regression():
     xs = StandardScaler().fit_transform(x.astype(float))
     tr, va = slice(0, 10000), slice(10000, None)
     lr = LogisticRegression(max_iter=300).fit(xs[tr], y[tr])
-    mlp = MLPClassifier((64,), alpha=1e-3, max_iter=60, early_stopping=True,
-                        random_state=0).fit(xs[tr], y[tr])
+    mlp = MLPClassifier((64,), alpha=1e-3, max_iter=60, early_stopping=True, random_state=0).fit(
+        xs[tr], y[tr]
+    )
     l_lr = log_loss(y[va], lr.predict_proba(xs[va]))
     l_mlp = log_loss(y[va], mlp.predict_proba(xs[va]))
     assert l_mlp < 0.8 * l_lr, (l_mlp, l_lr)

@@ -102,11 +102,7 @@ def _type_name(tp) -> str:
         return " or ".join(names)
     if origin in (list, tuple, set, frozenset):
         inner = [a for a in args if a is not Ellipsis]
-        return "list" + (
-            f" of {_type_name(inner[0])}"
-            if inner and inner[0] is not typing.Any
-            else ""
-        )
+        return "list" + (f" of {_type_name(inner[0])}" if inner and inner[0] is not typing.Any else "")
     if origin is dict:
         if len(args) == 2 and args[1] is not typing.Any:
             return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
@@ -145,9 +141,7 @@ def _bounds(field) -> str:
             max_len = m.max_length
     parts = []
     if lo is not None and hi is not None:
-        parts.append(
-            f"{_number(lo)} {'≤' if lo_op == '≥' else '<'} x {hi_op} {_number(hi)}"
-        )
+        parts.append(f"{_number(lo)} {'≤' if lo_op == '≥' else '<'} x {hi_op} {_number(hi)}")
     elif lo is not None:
         parts.append(f"{lo_op} {_number(lo)}")
     elif hi is not None:
@@ -170,9 +164,7 @@ def _yaml_value(value) -> str:
 
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
-    text = yaml.safe_dump(
-        value, default_flow_style=True, sort_keys=False, width=10**6
-    ).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
     return text.removesuffix("\n...").strip()  # a scalar document ends with '...'
 
 
@@ -231,9 +223,7 @@ def _child_prefix(key: str, tp) -> str:
     return key
 
 
-def sections(
-    model, prefix: str = "", title: str | None = None, _seen: tuple = ()
-) -> list:
+def sections(model, prefix: str = "", title: str | None = None, _seen: tuple = ()) -> list:
     """Pre-order list of (title, introduction, rows); rows are (key, type, default, description)."""
     rows, children = [], []
     for name, field in model.model_fields.items():
@@ -268,13 +258,19 @@ def _compact_union(key: str, members: list):
     """One table for a union of many sections (optimizers, losses): a line per member with
     its settings and defaults; the settings every member shares with the same default are
     listed once, in the introduction."""
+
     def settings(m):
         return {n: _default(f) for n, f in m.model_fields.items() if n != "name"}
 
     every = [settings(m) for m in members]
     shared = {n: d for n, d in every[0].items() if all(e.get(n) == d for e in every[1:])}
-    intro = (f"Give `{key}` as a name, or as `{{name: ..., setting: value}}`; every one also takes "
-             + ", ".join(f"`{n}` ({d})" for n, d in shared.items()) + "." if shared else "")
+    intro = (
+        f"Give `{key}` as a name, or as `{{name: ..., setting: value}}`; every one also takes "
+        + ", ".join(f"`{n}` ({d})" for n, d in shared.items())
+        + "."
+        if shared
+        else ""
+    )
     rows = []
     for m, own in zip(members, every):
         rest = ", ".join(f"`{n}` ({d})" for n, d in own.items() if n not in shared)
@@ -318,12 +314,8 @@ def write(path: Path = README) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--write", action="store_true", help="replace the reference in README.md"
-    )
-    ap.add_argument(
-        "--check", action="store_true", help="exit 1 when README.md is out of date"
-    )
+    ap.add_argument("--write", action="store_true", help="replace the reference in README.md")
+    ap.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
     args = ap.parse_args(argv)
     if args.write:
         changed = write()

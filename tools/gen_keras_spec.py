@@ -36,14 +36,30 @@ LAYERS = (
     # weights
     "Dense",
     # regularisation
-    "Dropout", "AlphaDropout", "GaussianDropout", "GaussianNoise", "ActivityRegularization",
+    "Dropout",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "ActivityRegularization",
     # normalisation
-    "BatchNormalization", "LayerNormalization", "UnitNormalization", "GroupNormalization",
+    "BatchNormalization",
+    "LayerNormalization",
+    "UnitNormalization",
+    "GroupNormalization",
     "RMSNormalization",
     # activations
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
     # plumbing
-    "Identity", "Rescaling", "Reshape", "Flatten", "Permute",
+    "Identity",
+    "Rescaling",
+    "Reshape",
+    "Flatten",
+    "Permute",
 )
 BASE_LAYER_KWARGS = ["name", "dtype", "trainable"]
 
@@ -83,11 +99,19 @@ def main():
     from ottotrain.engine.env import keras  # Keras on TensorFlow, its start-up chatter filtered
 
     spec = {"keras_version": installed_version(keras), "layers": {}}
-    missing = [n for n in LAYERS if not (inspect.isclass(getattr(keras.layers, n, None))
-                                         and issubclass(getattr(keras.layers, n), keras.layers.Layer))]
+    missing = [
+        n
+        for n in LAYERS
+        if not (
+            inspect.isclass(getattr(keras.layers, n, None))
+            and issubclass(getattr(keras.layers, n), keras.layers.Layer)
+        )
+    ]
     if missing:
-        raise SystemExit(f"Keras {spec['keras_version']} has no layer {', '.join(missing)}: "
-                         "edit LAYERS in tools/gen_keras_spec.py")
+        raise SystemExit(
+            f"Keras {spec['keras_version']} has no layer {', '.join(missing)}: "
+            "edit LAYERS in tools/gen_keras_spec.py"
+        )
     for name in sorted(LAYERS):
         params, varkw = _param_table(getattr(keras.layers, name))
         if varkw:
@@ -112,34 +136,45 @@ def main():
     spec["regularizers"] = _named(keras.regularizers, keras.regularizers.Regularizer)
     spec["constraints"] = _named(keras.constraints, keras.constraints.Constraint)
     spec["activations"] = sorted(
-        n for n in dir(keras.activations)
-        if not n.startswith("_") and callable(getattr(keras.activations, n))
+        n
+        for n in dir(keras.activations)
+        if not n.startswith("_")
+        and callable(getattr(keras.activations, n))
         and n not in {"get", "serialize", "deserialize"}
     )
     # Lower-case aliases Keras accepts by name (e.g. "sgd", "l2", "glorot_uniform").
     spec["aliases"] = {
         "optimizers": {n.lower(): n for n in spec["optimizers"]},
         "losses": sorted(
-            n for n in dir(keras.losses)
-            if not n.startswith("_") and n[0].islower() and callable(getattr(keras.losses, n))
+            n
+            for n in dir(keras.losses)
+            if not n.startswith("_")
+            and n[0].islower()
+            and callable(getattr(keras.losses, n))
             and n not in {"get", "serialize", "deserialize"}
         ),
         "initializers": {
             n: type(keras.initializers.get(n)).__name__
             for n in dir(keras.initializers)
-            if n[0].islower() and not n.startswith("_") and n not in {"get", "serialize", "deserialize"}
+            if n[0].islower()
+            and not n.startswith("_")
+            and n not in {"get", "serialize", "deserialize"}
             and _gets(keras.initializers, n)
         },
         "regularizers": {
             n: type(keras.regularizers.get(n)).__name__
             for n in dir(keras.regularizers)
-            if n[0].islower() and not n.startswith("_") and n not in {"get", "serialize", "deserialize"}
+            if n[0].islower()
+            and not n.startswith("_")
+            and n not in {"get", "serialize", "deserialize"}
             and _gets(keras.regularizers, n)
         },
         "constraints": {
             n: type(keras.constraints.get(n)).__name__
             for n in dir(keras.constraints)
-            if n[0].islower() and not n.startswith("_") and n not in {"get", "serialize", "deserialize"}
+            if n[0].islower()
+            and not n.startswith("_")
+            and n not in {"get", "serialize", "deserialize"}
             and _gets(keras.constraints, n)
         },
     }
@@ -191,9 +226,13 @@ if __name__ == "__main__":
         if old == text:
             sys.exit(0)
         diff = differences(json.loads(old), spec) or ["formatting"]
-        print(f"{OUT} is out of date with the installed Keras {spec['keras_version']}: "
-              + "; ".join(diff[:20]) + ("; ..." if len(diff) > 20 else "")
-              + "; run: python tools/gen_keras_spec.py", file=sys.stderr)
+        print(
+            f"{OUT} is out of date with the installed Keras {spec['keras_version']}: "
+            + "; ".join(diff[:20])
+            + ("; ..." if len(diff) > 20 else "")
+            + "; run: python tools/gen_keras_spec.py",
+            file=sys.stderr,
+        )
         sys.exit(1)
     OUT.write_text(text)
     print(f"wrote {OUT} ({len(spec['layers'])} layers, Keras {spec['keras_version']})")

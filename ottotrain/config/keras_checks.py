@@ -86,8 +86,9 @@ def _type_ok(value, default) -> bool:
 
 
 def _type_name(default) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            list: "a list"}.get(type(default), "a value")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(
+        type(default), "a value"
+    )
 
 
 def _check_named(path, value, family, what):
@@ -98,17 +99,22 @@ def _check_named(path, value, family, what):
     names = sorted(set(aliases) | {n for n in table if n[0].isupper()})
     if isinstance(value, str):
         if value not in table and value not in aliases:
-            raise PathError(path, f"unknown {what} '{value}'{did_you_mean(value, names)}; "
-                             f"known: {', '.join(sorted(aliases))}")
+            raise PathError(
+                path,
+                f"unknown {what} '{value}'{did_you_mean(value, names)}; known: {', '.join(sorted(aliases))}",
+            )
         return
     if isinstance(value, dict):
         if "name" not in value:
             raise PathError(path, f"a {what} mapping needs a 'name', e.g. {{name: l2, l2: 0.0001}}")
         name = value["name"]
         if not isinstance(name, str) or (name not in table and name not in aliases):
-            raise PathError(f"{path}.name", f"unknown {what} {fmt(name)}"
-                             f"{did_you_mean(name, names) if isinstance(name, str) else ''}; "
-                             f"known: {', '.join(sorted(aliases))}")
+            raise PathError(
+                f"{path}.name",
+                f"unknown {what} {fmt(name)}"
+                f"{did_you_mean(name, names) if isinstance(name, str) else ''}; "
+                f"known: {', '.join(sorted(aliases))}",
+            )
         params = table.get(name) or table[aliases[name]]
         _check_args(path, {k: v for k, v in value.items() if k != "name"}, params, f"{what} '{name}'")
         return
@@ -117,9 +123,11 @@ def _check_named(path, value, family, what):
     raise PathError(path, f"must be a {what} name or {{name: ..., ...}}, got {fmt(value)}")
 
 
-_NAMED_FAMILIES = (("_initializer", "initializers", "initializer"),
-                   ("_regularizer", "regularizers", "regularizer"),
-                   ("_constraint", "constraints", "constraint"))
+_NAMED_FAMILIES = (
+    ("_initializer", "initializers", "initializer"),
+    ("_regularizer", "regularizers", "regularizer"),
+    ("_constraint", "constraints", "constraint"),
+)
 
 
 # Arguments whose Keras default is an integer but that take any number.
@@ -131,8 +139,11 @@ def _check_args(path, args, params, owner):
         raise PathError(path, f"arguments of {owner} must be a mapping, got {fmt(args)}")
     for key, value in args.items():
         if key not in params:
-            raise PathError(f"{path}.{key}", f"{owner} has no argument '{key}'"
-                             f"{did_you_mean(key, params)}; its arguments: {', '.join(params)}")
+            raise PathError(
+                f"{path}.{key}",
+                f"{owner} has no argument '{key}'"
+                f"{did_you_mean(key, params)}; its arguments: {', '.join(params)}",
+            )
         p = params[key]
         if any(key.endswith(suf) or key == suf[1:] for suf, _, _ in _NAMED_FAMILIES):
             continue  # a name or {name: ..., args}: checked by _check_names
@@ -142,8 +153,7 @@ def _check_args(path, args, params, owner):
         if key in _NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
             default = float(default)  # Keras declares e.g. MaxNorm(max_value=2): any number works
         if not p.get("object") and not _type_ok(value, default) and value not in SYMBOLS:
-            raise PathError(f"{path}.{key}",
-                             f"must be {_type_name(default)}, got {fmt(value)}")
+            raise PathError(f"{path}.{key}", f"must be {_type_name(default)}, got {fmt(value)}")
 
 
 def _check_ranges(path, key, value):
@@ -151,7 +161,8 @@ def _check_ranges(path, key, value):
     if value is None:
         return
     if key in ("units", "filters", "output_dim") and not (
-            value in SYMBOLS or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)):
+        value in SYMBOLS or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    ):
         raise PathError(path, f"must be an integer >= 1 or one of {', '.join(SYMBOLS)}, got {fmt(value)}")
     if key == "rate" and not (isinstance(value, (int, float)) and 0 <= value < 1):
         raise PathError(path, f"must be a number in [0, 1), got {fmt(value)}")
@@ -164,9 +175,12 @@ def _check_names(path, key, value):
     if key in ("activation", "recurrent_activation"):
         acts = keras_spec()["activations"]
         if not isinstance(value, str) or value not in acts:
-            raise PathError(path, f"unknown activation {fmt(value)}"
-                             f"{did_you_mean(value, acts) if isinstance(value, str) else ''}; "
-                             f"known: {', '.join(acts)}")
+            raise PathError(
+                path,
+                f"unknown activation {fmt(value)}"
+                f"{did_you_mean(value, acts) if isinstance(value, str) else ''}; "
+                f"known: {', '.join(acts)}",
+            )
     for suffix, family, what in _NAMED_FAMILIES:
         if key.endswith(suffix) or key == suffix[1:]:
             _check_named(path, value, family, what)
@@ -185,15 +199,23 @@ def check_layer(i: int, item) -> tuple[str, dict]:
     elif isinstance(item, dict) and len(item) == 1:
         name, args = next(iter(item.items()))
     else:
-        raise PathError(path, "each layer is one mapping {LayerName: {argument: value}} "
-                         f"or a bare name, got {fmt(item)}")
+        raise PathError(
+            path,
+            f"each layer is one mapping {{LayerName: {{argument: value}}}} or a bare name, got {fmt(item)}",
+        )
     if name == "Lambda":
-        raise PathError(path, "Lambda layers run arbitrary code and are not allowed in configs; "
-                         "use Activation, Rescaling or another built-in layer")
+        raise PathError(
+            path,
+            "Lambda layers run arbitrary code and are not allowed in configs; "
+            "use Activation, Rescaling or another built-in layer",
+        )
     if not isinstance(name, str) or name not in layers:
-        raise PathError(path, f"unknown layer {fmt(name)}"
-                         f"{did_you_mean(name, layers) if isinstance(name, str) else ''}; "
-                         f"the layers that fit a row of features: {', '.join(sorted(layers))}")
+        raise PathError(
+            path,
+            f"unknown layer {fmt(name)}"
+            f"{did_you_mean(name, layers) if isinstance(name, str) else ''}; "
+            f"the layers that fit a row of features: {', '.join(sorted(layers))}",
+        )
     params = layers[name]
     required = [k for k, v in params.items() if v.get("required")]
     if args is None:
@@ -230,8 +252,10 @@ def normalize_named(value, default_key="name") -> tuple[str, dict]:
 def check_keras_parts(cfg) -> None:
     """Check the layers of a validated ``Config`` (the optimizer and loss are typed sections)."""
     if not cfg.model.layers:
-        raise PathError("model.layers", "needs at least one layer, e.g. [{Dense: {units: n_classes}}, "
-                         "{Activation: softmax}]")
+        raise PathError(
+            "model.layers",
+            "needs at least one layer, e.g. [{Dense: {units: n_classes}}, {Activation: softmax}]",
+        )
     for i, item in enumerate(cfg.model.layers):
         check_layer(i, item)
 

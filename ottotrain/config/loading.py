@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Optional, get_args, get_origin
+from typing import Annotated, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -35,14 +35,12 @@ def _construct_mapping(loader, node, deep=False):
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
 
 
 def parse_yaml_text(text: str, source: str):
@@ -54,8 +52,10 @@ def parse_yaml_text(text: str, source: str):
         where = f"{source}:{mark.line + 1}" if mark else source
         what = e.problem or str(e)
         if "could not determine a constructor" in str(e) or "python/" in str(e):
-            what = (f"YAML tag not allowed ({what.strip()}); configs are plain data, "
-                    "tags such as !!python/object are refused and never executed")
+            what = (
+                f"YAML tag not allowed ({what.strip()}); configs are plain data, "
+                "tags such as !!python/object are refused and never executed"
+            )
         raise ConfigError(f"{where}: invalid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: invalid YAML: {e}") from None
@@ -91,8 +91,9 @@ def _key_parts(key: str, where: str) -> list:
     for piece in key.split("."):
         m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)", piece)
         if not m:
-            raise ConfigError(f"{where}: '{key}' is not a key path like train.epochs "
-                              "or model.layers[0].Dense.units")
+            raise ConfigError(
+                f"{where}: '{key}' is not a key path like train.epochs or model.layers[0].Dense.units"
+            )
         parts.append(m.group(1))
         parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
     return parts
@@ -118,9 +119,11 @@ def apply_override(tree: dict, item: str) -> dict:
 def _not_a_mapping(where, parts, i, node):
     """The error for a key path that runs into a scalar (e.g. data.knn.k over data.knn: true)."""
     parent = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts[:i]).lstrip(".")
-    return ConfigError(f"{where}: {parent} is {yaml.safe_dump(node).splitlines()[0]!s}, not a mapping, "
-                       f"so it has no key '{parts[i]}'; set {parent} as a whole instead, e.g. "
-                       f"--set '{parent}={{{parts[i]}: ...}}'")
+    return ConfigError(
+        f"{where}: {parent} is {yaml.safe_dump(node).splitlines()[0]!s}, not a mapping, "
+        f"so it has no key '{parts[i]}'; set {parent} as a whole instead, e.g. "
+        f"--set '{parent}={{{parts[i]}: ...}}'"
+    )
 
 
 def set_path(tree: dict, parts: list, value, where: str) -> dict:
@@ -155,17 +158,20 @@ def apply_variant(tree: dict, variant: dict, where: str) -> dict:
     """Return ``tree`` (without its ``cv`` section) with one cv variant's overrides applied."""
     tree = {k: v for k, v in tree.items() if k != "cv"}
     for key, value in variant.items():
-        fixed = next((f for f in VARIANT_FIXED if key == f or key.startswith(f + ".")
-                      or key.startswith(f + "[")), None)
+        fixed = next(
+            (f for f in VARIANT_FIXED if key == f or key.startswith(f + ".") or key.startswith(f + "[")), None
+        )
         if fixed:
-            raise ConfigError(f"{where}.{key}: a variant cannot change '{fixed}' (all members share "
-                              "the rows, folds and run name; seeds are set per member); vary "
-                              "data.transform, data.tfidf, model.* or train.* instead")
+            raise ConfigError(
+                f"{where}.{key}: a variant cannot change '{fixed}' (all members share "
+                "the rows, folds and run name; seeds are set per member); vary "
+                "data.transform, data.tfidf, model.* or train.* instead"
+            )
         tree = set_path(tree, _key_parts(key, f"{where}.{key}"), value, f"{where}.{key}")
     return tree
 
 
-def variant_index(cfg: "Config", k: int) -> Optional[int]:
+def variant_index(cfg: "Config", k: int) -> int | None:
     """Which ``cv.variants`` entry model ``k`` of each cv fold trains (None without variants)."""
     return k % len(cfg.cv.variants) if cfg.cv.variants else None
 
@@ -178,7 +184,6 @@ def member_config(cfg: "Config", k: int) -> "Config":
     tree = apply_variant(config_to_dict(cfg), cfg.cv.variants[i], f"cv.variants[{i}]")
     # validated at load already; paths are absolute
     return Config.model_validate(tree).with_source(f"{cfg.source} (cv.variants[{i}])")
-
 
 
 def _models_in(annotation) -> list:
@@ -209,8 +214,14 @@ def _walk(loc):
             out.append(part)
             continue
         if model is None:
-            if part not in ("str", "dict[str,any]", "dict[str,float]", "literal['balanced']",
-                            "int", "bool"):  # pydantic's union-branch markers
+            if part not in (
+                "str",
+                "dict[str,any]",
+                "dict[str,float]",
+                "literal['balanced']",
+                "int",
+                "bool",
+            ):  # pydantic's union-branch markers
                 out.append(part)
             continue
         if isinstance(model, list):  # a discriminated union: this part is the member's tag
@@ -244,14 +255,15 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
         where = f" in {parent}" if parent else ""
         return path, (f"unknown key '{loc[-1]}'{where}{hint}; allowed keys: {', '.join(allowed)}")
     if typ == "missing":
-        example = {"data": "data: {train: data/otto/train.csv.gz}",
-                   "model": "model: {layers: [{Dense: {units: n_classes}}, {Activation: softmax}]}",
-                   "model.layers": "layers: [{Dense: {units: n_classes}}, {Activation: softmax}]"}
+        example = {
+            "data": "data: {train: data/otto/train.csv.gz}",
+            "model": "model: {layers: [{Dense: {units: n_classes}}, {Activation: softmax}]}",
+            "model.layers": "layers: [{Dense: {units: n_classes}}, {Activation: softmax}]",
+        }
         hint = f"; add it, e.g. {example[path]}" if path in example else ""
         return path, f"is required but missing{hint}"
     if typ in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
-              "less_than_equal": "<="}[typ]
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<", "less_than_equal": "<="}[typ]
         bound = next(iter(ctx.values()))
         kind = "an integer" if isinstance(bound, int) and not isinstance(got, float) else "a number"
         return path, f"must be {kind} {op} {bound}, got {fmt(got)}"
@@ -287,8 +299,9 @@ def _fields_at(loc) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) else []
 
 
-def validate_tree(tree, source: str = "<config>", text: str | None = None,
-                  overridden: tuple[str, ...] = ()) -> Config:
+def validate_tree(
+    tree, source: str = "<config>", text: str | None = None, overridden: tuple[str, ...] = ()
+) -> Config:
     """Validate a parsed config tree completely; raise ConfigError on the first problem."""
     lines = _line_index(text) if text else {}
 
@@ -307,11 +320,17 @@ def validate_tree(tree, source: str = "<config>", text: str | None = None,
         raise ConfigError(f"{where}: {message}")
 
     if tree is None:
-        fail("", "the config is empty; it needs at least data.train and model.layers "
-             "(run 'ottotrain init' for a starter config)")
+        fail(
+            "",
+            "the config is empty; it needs at least data.train and model.layers "
+            "(run 'ottotrain init' for a starter config)",
+        )
     if not isinstance(tree, dict):
-        fail("", f"the top level must be a mapping of keys (name, seed, data, model, train), "
-             f"got {type(tree).__name__}")
+        fail(
+            "",
+            f"the top level must be a mapping of keys (name, seed, data, model, train), "
+            f"got {type(tree).__name__}",
+        )
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as e:
@@ -351,8 +370,9 @@ def load_config(path, overrides=()) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; check the path "
-                          "(or create one with 'ottotrain init')") from None
+        raise ConfigError(
+            f"{path}: config file not found; check the path (or create one with 'ottotrain init')"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a YAML config file") from None
     except UnicodeDecodeError:
@@ -371,7 +391,7 @@ def load_config(path, overrides=()) -> Config:
     return cfg.with_source(str(path))
 
 
-def synthetic_paths(syn: SyntheticConfig) -> tuple[Path, Optional[Path]]:
+def synthetic_paths(syn: SyntheticConfig) -> tuple[Path, Path | None]:
     """Where built-in synthetic data with these settings lives (generated on first use)."""
     d = cache_dir(f"synthetic-r{syn.rows}-t{syn.test_rows}-s{syn.seed}")
     return d / "train.csv", (d / "test.csv" if syn.test_rows else None)
@@ -406,10 +426,12 @@ def json_schema() -> dict:
     schema["$defs"]["ModelConfig"]["properties"]["layers"]["items"] = {
         "anyOf": [
             {"type": "string", "enum": layer_names},
-            {"type": "object", "minProperties": 1, "maxProperties": 1,
-             "propertyNames": {"enum": layer_names}},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "propertyNames": {"enum": layer_names},
+            },
         ]
     }
     return schema
-
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import typing
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -46,9 +46,15 @@ class SyntheticConfig(_Strict):
 class KnnConfig(_Strict):
     """Nearest-neighbour features (ottotrain/knn.py)."""
 
-    k: list[int] = Field([1, 2, 4, 8, 16], min_length=1, max_length=16, description=(
-        "Neighbour counts: for each class and each k, the log mean distance to the row's k "
-        "nearest training rows of that class (distances between signed-log1p rows)."))
+    k: list[int] = Field(
+        [1, 2, 4, 8, 16],
+        min_length=1,
+        max_length=16,
+        description=(
+            "Neighbour counts: for each class and each k, the log mean distance to the row's k "
+            "nearest training rows of that class (distances between signed-log1p rows)."
+        ),
+    )
 
     @field_validator("k")
     @classmethod
@@ -61,25 +67,35 @@ class KnnConfig(_Strict):
 class DataConfig(_Strict):
     """Where the CSVs are and how features are preprocessed."""
 
-    train: Optional[str] = Field(None, description="Training CSV (.csv or .csv.gz); relative to "
-                                 "the config file. Required unless data.synthetic is set.")
-    synthetic: Optional[SyntheticConfig] = Field(
-        None, description="Use built-in synthetic Otto-shaped data instead of CSV files "
-        "(generated once into the cache folder).")
-    test: Optional[str] = Field(None, description="Test CSV; with it, fit also writes submission.csv.")
+    train: str | None = Field(
+        None,
+        description="Training CSV (.csv or .csv.gz); relative to "
+        "the config file. Required unless data.synthetic is set.",
+    )
+    synthetic: SyntheticConfig | None = Field(
+        None,
+        description="Use built-in synthetic Otto-shaped data instead of CSV files "
+        "(generated once into the cache folder).",
+    )
+    test: str | None = Field(None, description="Test CSV; with it, fit also writes submission.csv.")
     id_column: str = Field("id", description="Column holding the row id (copied to the submission).")
     target_column: str = Field("target", description="Column holding the class label.")
-    feature_columns: Optional[list[str]] = Field(
-        None, description="Columns used as features; default: every column but id and target.")
+    feature_columns: list[str] | None = Field(
+        None, description="Columns used as features; default: every column but id and target."
+    )
     transform: Literal[TRANSFORMS] = Field(
-        "none", description="Elementwise transform before scaling: none, log1p, sqrt, "
-        "anscombe (sqrt(x+3/8)), power (|x|^power), quantile (rank-gauss).")
+        "none",
+        description="Elementwise transform before scaling: none, log1p, sqrt, "
+        "anscombe (sqrt(x+3/8)), power (|x|^power), quantile (rank-gauss).",
+    )
     power: float = Field(0.5, gt=0, description="Exponent for transform: power.")
     tfidf: bool = Field(False, description="Append TF-IDF features computed from the counts.")
-    knn: Optional[KnnConfig] = Field(
-        None, description="Append nearest-neighbour distances to each class (true or {} for the "
+    knn: KnnConfig | None = Field(
+        None,
+        description="Append nearest-neighbour distances to each class (true or {} for the "
         "default k); a training row's leave itself out. Costs a brute-force pass over the "
-        "training rows.")
+        "training rows.",
+    )
     scaling: Literal[SCALINGS] = Field("standard", description="Scaling fitted on training rows.")
     validation_split: float = Field(0.15, gt=0, lt=1, description="Fraction held out for validation.")
     stratify: bool = Field(True, description="Stratify the validation split by class.")
@@ -132,25 +148,32 @@ class LinearWarmup(_Strict):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final learning rate / initial.")
 
 
-LrSchedule = Annotated[Union[ReduceOnPlateau, Cosine, Exponential, LinearWarmup],
-                       Field(discriminator="name")]
+LrSchedule = Annotated[ReduceOnPlateau | Cosine | Exponential | LinearWarmup, Field(discriminator="name")]
 
 
 class EarlyStoppingConfig(_Strict):
-    monitor: Literal[METRICS] = Field("val_loss", description="Metric watched: val_loss, val_accuracy, loss or accuracy.")
+    monitor: Literal[METRICS] = Field(
+        "val_loss", description="Metric watched: val_loss, val_accuracy, loss or accuracy."
+    )
     patience: int = Field(4, ge=0, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as improvement.")
     mode: Literal["auto", "min", "max"] = Field(
-        "auto", description="min or max is better; auto: max for accuracy, else min.")
+        "auto", description="min or max is better; auto: max for accuracy, else min."
+    )
     restore_best_weights: bool = Field(
-        True, description="Keep the best epoch's model (by train.checkpoint.monitor) in model.keras "
-        "and score it; false keeps the last trained epoch's weights instead.")
+        True,
+        description="Keep the best epoch's model (by train.checkpoint.monitor) in model.keras "
+        "and score it; false keeps the last trained epoch's weights instead.",
+    )
 
 
 class CheckpointConfig(_Strict):
-    monitor: Literal[METRICS] = Field("val_loss", description="Metric that picks the best model kept in model.keras.")
+    monitor: Literal[METRICS] = Field(
+        "val_loss", description="Metric that picks the best model kept in model.keras."
+    )
     mode: Literal["auto", "min", "max"] = Field(
-        "auto", description="min or max is better; auto: max for accuracy, else min.")
+        "auto", description="min or max is better; auto: max for accuracy, else min."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -170,8 +193,9 @@ def _name_error(where: tuple, message: str, name):
     """A validation error at ``where`` below the field (``()``: the field itself)."""
     if not where:
         return ValueError(message)
-    return ValidationError.from_exception_data("name", [{
-        "type": PydanticCustomError("unknown_name", message), "loc": where, "input": name}])
+    return ValidationError.from_exception_data(
+        "name", [{"type": PydanticCustomError("unknown_name", message), "loc": where, "input": name}]
+    )
 
 
 class _KerasPart(_Strict):
@@ -182,8 +206,9 @@ class _KerasPart(_Strict):
 
     def given(self) -> dict:
         """``name`` and the arguments the config sets (the ones passed to Keras)."""
-        return {k: getattr(self, k) for k in type(self).model_fields
-                if k == "name" or k in self.model_fields_set}
+        return {
+            k: getattr(self, k) for k in type(self).model_fields if k == "name" or k in self.model_fields_set
+        }
 
     def arguments(self) -> dict:
         """The Keras constructor's keyword arguments: those the config sets, nothing more."""
@@ -211,18 +236,23 @@ class _Optimizer(_KerasPart):
     learning_rate: float = Field(0.001, description="Step size, in (0, 10].")
     weight_decay: float | None = Field(None, description="Decoupled weight decay; null: none.")
     clipnorm: float | None = Field(
-        None, description="Clip each gradient to this norm (train.gradient_clip_norm sets it too).")
+        None, description="Clip each gradient to this norm (train.gradient_clip_norm sets it too)."
+    )
     clipvalue: float | None = Field(None, description="Clip each gradient's values to ± this.")
     global_clipnorm: float | None = Field(
-        None, description="Clip all gradients together to this global norm.")
+        None, description="Clip all gradients together to this global norm."
+    )
     use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")
     ema_momentum: float = Field(0.99, description="Momentum of that average (use_ema).")
     ema_overwrite_frequency: int | None = Field(
-        None, description="Every this many steps, replace the weights by their average (use_ema).")
+        None, description="Every this many steps, replace the weights by their average (use_ema)."
+    )
     loss_scale_factor: float | None = Field(
-        None, description="Scale the loss by this before the gradients (and back after).")
+        None, description="Scale the loss by this before the gradients (and back after)."
+    )
     gradient_accumulation_steps: int | None = Field(
-        None, description="Update the weights every this many batches, with their gradients' mean.")
+        None, description="Update the weights every this many batches, with their gradients' mean."
+    )
 
     @field_validator("learning_rate")
     @classmethod
@@ -317,8 +347,7 @@ class RMSprop(_Optimizer):
     rho: float = Field(0.9, description="Decay of the mean squared gradient.")
     momentum: float = Field(0.0, description="Momentum.")
     epsilon: float = _EPSILON
-    centered: bool = Field(False, description="Normalise by the gradient's variance, not its "
-                           "second moment.")
+    centered: bool = Field(False, description="Normalise by the gradient's variance, not its second moment.")
 
 
 class Adagrad(_Optimizer):
@@ -349,7 +378,8 @@ class Ftrl(_Optimizer):
     l1_regularization_strength: float = Field(0.0, description="L1 strength, ≥ 0.")
     l2_regularization_strength: float = Field(0.0, description="L2 strength, ≥ 0.")
     l2_shrinkage_regularization_strength: float = Field(
-        0.0, description="L2 shrinkage strength (on the weights, not the gradient), ≥ 0.")
+        0.0, description="L2 shrinkage strength (on the weights, not the gradient), ≥ 0."
+    )
     beta: float = Field(0.0, description="The beta of FTRL-proximal.")
 
 
@@ -383,8 +413,7 @@ class Muon(_Optimizer):
     adam_lr_ratio: float = Field(1, description="AdamW's learning rate / Muon's.")
     adam_weight_decay: float = Field(0.004, description="AdamW's weight decay.")
     epsilon: float = _EPSILON
-    exclude_layers: list[str] | None = Field(
-        None, description="Layer names whose weights use AdamW.")
+    exclude_layers: list[str] | None = Field(None, description="Layer names whose weights use AdamW.")
     exclude_embeddings: bool = Field(True, description="Embeddings use AdamW.")
 
 
@@ -400,8 +429,22 @@ class ScheduleFreeAdamW(_Optimizer):
     warmup_steps: int = Field(0, description="Steps of learning-rate warm-up.")
 
 
-OPTIMIZERS = (SGD, Adam, AdamW, Adamax, Nadam, Lamb, Lion, RMSprop, Adagrad, Adadelta, Ftrl,
-              Adafactor, Muon, ScheduleFreeAdamW)
+OPTIMIZERS = (
+    SGD,
+    Adam,
+    AdamW,
+    Adamax,
+    Nadam,
+    Lamb,
+    Lion,
+    RMSprop,
+    Adagrad,
+    Adadelta,
+    Ftrl,
+    Adafactor,
+    Muon,
+    ScheduleFreeAdamW,
+)
 Optimizer = Annotated[Union[OPTIMIZERS], Field(discriminator="name")]  # noqa: UP007 (of a tuple)
 
 
@@ -411,7 +454,8 @@ REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "
 class _Loss(_KerasPart):
     # Arguments every Keras loss takes (keras.losses.Loss).
     reduction: Literal[REDUCTIONS] | None = Field(
-        "sum_over_batch_size", description="How the rows' losses are combined.")
+        "sum_over_batch_size", description="How the rows' losses are combined."
+    )
     dtype: str | None = Field(None, description="Dtype of the loss computation; null: Keras'.")
 
 
@@ -501,9 +545,13 @@ class Tversky(_Loss):
 
 def _plain_loss(cls_name: str, name: str, doc: str):
     """A loss with no arguments of its own."""
-    ns = {"__doc__": doc, "__module__": __name__, "__qualname__": cls_name,
-          "__annotations__": {"name": Literal[name], "keras_class": ClassVar[str]},
-          "keras_class": cls_name}
+    ns = {
+        "__doc__": doc,
+        "__module__": __name__,
+        "__qualname__": cls_name,
+        "__annotations__": {"name": Literal[name], "keras_class": ClassVar[str]},
+        "keras_class": cls_name,
+    }
     return type(cls_name, (_Loss,), ns)
 
 
@@ -516,14 +564,32 @@ LogCosh = _plain_loss("LogCosh", "log_cosh", "Logarithm of the hyperbolic cosine
 MeanSquaredError = _plain_loss("MeanSquaredError", "mean_squared_error", "Mean squared error.")
 MeanAbsoluteError = _plain_loss("MeanAbsoluteError", "mean_absolute_error", "Mean absolute error.")
 MeanAbsolutePercentageError = _plain_loss(
-    "MeanAbsolutePercentageError", "mean_absolute_percentage_error", "Mean absolute percentage error.")
+    "MeanAbsolutePercentageError", "mean_absolute_percentage_error", "Mean absolute percentage error."
+)
 MeanSquaredLogarithmicError = _plain_loss(
-    "MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "Mean squared logarithmic error.")
+    "MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "Mean squared logarithmic error."
+)
 
-LOSSES = (CategoricalCrossentropy, CategoricalFocalCrossentropy, BinaryCrossentropy,
-          BinaryFocalCrossentropy, KLDivergence, CategoricalHinge, Hinge, SquaredHinge, Poisson,
-          Huber, LogCosh, CosineSimilarity, MeanSquaredError, MeanAbsoluteError,
-          MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Dice, Tversky)
+LOSSES = (
+    CategoricalCrossentropy,
+    CategoricalFocalCrossentropy,
+    BinaryCrossentropy,
+    BinaryFocalCrossentropy,
+    KLDivergence,
+    CategoricalHinge,
+    Hinge,
+    SquaredHinge,
+    Poisson,
+    Huber,
+    LogCosh,
+    CosineSimilarity,
+    MeanSquaredError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredLogarithmicError,
+    Dice,
+    Tversky,
+)
 Loss = Annotated[Union[LOSSES], Field(discriminator="name")]  # noqa: UP007 (of a tuple)
 
 # Keras classes a config cannot use, and why (keras_spec.json lists them; the schema does not).
@@ -531,8 +597,7 @@ UNFIT = {
     "optimizers": {"MultiOptimizer": "it takes other optimizer objects, which a config cannot write"},
     "losses": {
         "SparseCategoricalCrossentropy": "it wants integer labels; ottotrain trains on one-hot labels",
-        "CategoricalGeneralizedCrossEntropy": "it wants integer labels; ottotrain trains on one-hot "
-                                              "labels",
+        "CategoricalGeneralizedCrossEntropy": "it wants integer labels; ottotrain trains on one-hot labels",
         "Circle": "it wants integer labels and embeddings, not class probabilities",
         "CTC": "it wants sequences, not one row of class probabilities",
     },
@@ -575,24 +640,29 @@ def _named_tree(v, names: dict, key, family: str, what: str, hint: str):
     name = tree["name"]
     tag = names.get(key(name))
     if tag is None:
-        unfit = next((why for cls, why in UNFIT[family].items() if _loss_key(cls) == _loss_key(name)),
-                     None)
+        unfit = next((why for cls, why in UNFIT[family].items() if _loss_key(cls) == _loss_key(name)), None)
         known = sorted(set(names.values()))
         if unfit:
-            raise _name_error(where, f"{what} {_fmt(name)} cannot be used: {unfit}; {hint}"
-                              f"known: {', '.join(known)}", name)
-        raise _name_error(where, f"unknown {what} {_fmt(name)}{did_you_mean(name, known)}; "
-                          f"{hint}known: {', '.join(known)}", name)
+            raise _name_error(
+                where, f"{what} {_fmt(name)} cannot be used: {unfit}; {hint}known: {', '.join(known)}", name
+            )
+        raise _name_error(
+            where,
+            f"unknown {what} {_fmt(name)}{did_you_mean(name, known)}; {hint}known: {', '.join(known)}",
+            name,
+        )
     tree["name"] = tag
     return tree
 
 
 def _name_or_mapping(models):
     """JSON Schema of such a field: a section, or just a name (``optimizer: adam``)."""
+
     def extra(schema):
         names = [_tag_of(m) for m in models]
         union = {k: schema.pop(k) for k in ("oneOf", "anyOf", "discriminator", "$ref") if k in schema}
         schema["anyOf"] = [{"type": "string", "enum": names}, union]
+
     return extra
 
 
@@ -600,36 +670,51 @@ class TrainConfig(_Strict):
     """How the model is compiled and fitted."""
 
     optimizer: Optimizer = Field(
-        "sgd", json_schema_extra=_name_or_mapping(OPTIMIZERS), description=(
+        "sgd",
+        json_schema_extra=_name_or_mapping(OPTIMIZERS),
+        description=(
             "The optimizer: its name (case-insensitive), e.g. `adam`, or {name: ..., its "
             "arguments}, e.g. {name: sgd, learning_rate: 0.01, momentum: 0.9}. Only the arguments "
-            "given are passed to Keras; the others keep Keras' defaults (listed below)."))
+            "given are passed to Keras; the others keep Keras' defaults (listed below)."
+        ),
+    )
     loss: Loss = Field(
-        "categorical_crossentropy", json_schema_extra=_name_or_mapping(LOSSES), description=(
+        "categorical_crossentropy",
+        json_schema_extra=_name_or_mapping(LOSSES),
+        description=(
             "The loss: its Keras name, e.g. `categorical_crossentropy` (the class name works too), "
             "or {name: ..., its arguments}, e.g. {name: categorical_crossentropy, label_smoothing: "
-            "0.05}. Only the arguments given are passed to Keras."))
+            "0.05}. Only the arguments given are passed to Keras."
+        ),
+    )
     epochs: int = Field(20, ge=1, le=100000, description="Most epochs to train.")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Rows per gradient step.")
-    early_stopping: Optional[EarlyStoppingConfig] = Field(None, description="Stop when monitor stalls.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig,
-                                         description="Which epoch's model is kept.")
-    lr_schedule: Optional[LrSchedule] = Field(
-        None, description="Learning rate per epoch: {name: reduce_on_plateau | cosine | exponential | "
-        "linear_warmup, ...its settings}.")
-    class_weight: Union[Literal["balanced"], dict[str, float], None] = Field(
-        None, description="'balanced' or {class name: weight}.")
-    gradient_clip_norm: Optional[float] = Field(None, gt=0, description="Clip each gradient's norm.")
-    steps_per_execution: Union[int, Literal["auto"]] = Field(
-        "auto", description="Batches per compiled call; 'auto' picks for speed (same results).")
-    jit_compile: Union[bool, Literal["auto"]] = Field("auto", description="XLA-compile the train step.")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="Stop when monitor stalls.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Which epoch's model is kept."
+    )
+    lr_schedule: LrSchedule | None = Field(
+        None,
+        description="Learning rate per epoch: {name: reduce_on_plateau | cosine | exponential | "
+        "linear_warmup, ...its settings}.",
+    )
+    class_weight: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="'balanced' or {class name: weight}."
+    )
+    gradient_clip_norm: float | None = Field(None, gt=0, description="Clip each gradient's norm.")
+    steps_per_execution: int | Literal["auto"] = Field(
+        "auto", description="Batches per compiled call; 'auto' picks for speed (same results)."
+    )
+    jit_compile: bool | Literal["auto"] = Field("auto", description="XLA-compile the train step.")
     deterministic: bool = Field(True, description="Same seed, same result (TF deterministic ops).")
     shuffle: bool = Field(True, description="Shuffle the training rows every epoch (seeded).")
     tensorboard: bool = Field(False, description="Write a TensorBoard log to <run>/tensorboard.")
     train_accuracy: bool = Field(
-        False, description="Also log the training batches' running accuracy per epoch (history "
+        False,
+        description="Also log the training batches' running accuracy per epoch (history "
         "column 'accuracy'); on automatically when a monitor is 'accuracy'. Off by default: on "
-        "small models it costs about a quarter of each epoch. val_accuracy is always logged.")
+        "small models it costs about a quarter of each epoch. val_accuracy is always logged.",
+    )
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -639,8 +724,9 @@ class TrainConfig(_Strict):
     @field_validator("loss", mode="before")
     @classmethod
     def _loss_name(cls, v):
-        return _named_tree(v, _LOSS_NAMES, _loss_key, "losses", "loss",
-                           "for classification use categorical_crossentropy; ")
+        return _named_tree(
+            v, _LOSS_NAMES, _loss_key, "losses", "loss", "for classification use categorical_crossentropy; "
+        )
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -658,18 +744,31 @@ class CvConfig(_Strict):
     """Settings of 'ottotrain cv' (its --folds and --seeds options win over them)."""
 
     folds: int = Field(5, ge=2, le=1000, description="Stratified folds K.")
-    seeds: Optional[int] = Field(
-        None, ge=1, le=1000, description="Models per fold, each with its own seed (bagging); "
-        "default: one per variant, else 1.")
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Models per fold, each with its own seed (bagging); default: one per variant, else 1.",
+    )
     variants: list[dict[str, Any]] = Field(
-        default_factory=list, description="A varied bag: model k of every fold (k = 0, 1, ...) "
+        default_factory=list,
+        description="A varied bag: model k of every fold (k = 0, 1, ...) "
         "trains with variants[k mod len] applied, each a mapping of overrides like --set, "
-        "e.g. {data.tfidf: true, train.batch_size: 512}.")
+        "e.g. {data.tfidf: true, train.batch_size: 512}.",
+    )
 
 
 # What a cv variant may not change: the rows and folds every member shares, its own seed.
-VARIANT_FIXED = ("name", "seed", "cv", "data.train", "data.test", "data.synthetic",
-                  "data.id_column", "data.target_column")
+VARIANT_FIXED = (
+    "name",
+    "seed",
+    "cv",
+    "data.train",
+    "data.test",
+    "data.synthetic",
+    "data.id_column",
+    "data.target_column",
+)
 
 
 class Config(_Strict):
@@ -677,9 +776,13 @@ class Config(_Strict):
 
     _source: str = PrivateAttr("<config>")
 
-    name: Optional[str] = Field(None, description="Names the run directory (default: the file name).")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seeds the split, the folds, the "
-                      "weights' initialisation, dropout and the shuffling.")
+    name: str | None = Field(None, description="Names the run directory (default: the file name).")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**31 - 1,
+        description="Seeds the split, the folds, the weights' initialisation, dropout and the shuffling.",
+    )
     data: DataConfig = Field(description="The data and its preprocessing.")
     model: ModelConfig = Field(description="The Keras model.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Compiling and fitting.")

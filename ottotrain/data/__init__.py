@@ -15,7 +15,19 @@ from ottotrain.data.tables import (
 )
 
 __all__ = [
-    "TrainData", "check_features", "column_mismatch", "data_paths", "feature_columns",
-    "fold_assignment", "load_labelled", "load_test", "load_train", "make_data", "natural_key",
-    "read_columns", "read_header", "read_table", "train_val_split",
+    "TrainData",
+    "check_features",
+    "column_mismatch",
+    "data_paths",
+    "feature_columns",
+    "fold_assignment",
+    "load_labelled",
+    "load_test",
+    "load_train",
+    "make_data",
+    "natural_key",
+    "read_columns",
+    "read_header",
+    "read_table",
+    "train_val_split",
 ]

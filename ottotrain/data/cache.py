@@ -85,5 +85,3 @@ def _prune_cache(folder, budget: int, keep):
             with contextlib.suppress(OSError):
                 f.unlink()
                 total -= size
-
-

@@ -36,21 +36,29 @@ def read_header(path, role="data") -> list[str]:
     """Return the column names of a CSV, checking that it looks like one."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: {role} file not found; check data.{role} in the config "
-                        "(relative paths are relative to the config file)")
+        raise DataError(
+            f"{path}: {role} file not found; check data.{role} in the config "
+            "(relative paths are relative to the config file)"
+        )
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a CSV file")
     try:
         head = _open_text_head(path)
     except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read the file ({e}); is it a valid "
-                        f"{'gzip' if path.suffix == '.gz' else 'CSV'} file?") from None
+        raise DataError(
+            f"{path}: cannot read the file ({e}); is it a valid "
+            f"{'gzip' if path.suffix == '.gz' else 'CSV'} file?"
+        ) from None
     if not head.strip():
         raise DataError(f"{path}: the file is empty; expected a CSV with a header row")
     if b"\x00" in head or head[:2] == b"\x1f\x8b" or head[:4] == b"PK\x03\x04":
-        hint = ("it is gzip-compressed: name it .csv.gz" if head[:2] == b"\x1f\x8b" else
-                "a zip or Excel file? export it as CSV" if head[:4] == b"PK\x03\x04" else
-                "save it as comma-separated text")
+        hint = (
+            "it is gzip-compressed: name it .csv.gz"
+            if head[:2] == b"\x1f\x8b"
+            else "a zip or Excel file? export it as CSV"
+            if head[:4] == b"PK\x03\x04"
+            else "save it as comma-separated text"
+        )
         raise DataError(f"{path}: looks like a binary file, not a CSV ({hint})")
     try:
         text = head.decode("utf-8")
@@ -63,14 +71,19 @@ def read_header(path, role="data") -> list[str]:
     if len(cols) < 2:
         for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if sep in first:
-                raise DataError(f"{path}: line 1 is separated by {label}, not commas; "
-                                "save the file as comma-separated CSV")
-        raise DataError(f"{path}: line 1 has a single column {cols[0][:40]!r}; expected a "
-                        "comma-separated header such as id,feat_1,...,target")
+                raise DataError(
+                    f"{path}: line 1 is separated by {label}, not commas; "
+                    "save the file as comma-separated CSV"
+                )
+        raise DataError(
+            f"{path}: line 1 has a single column {cols[0][:40]!r}; expected a "
+            "comma-separated header such as id,feat_1,...,target"
+        )
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
-        raise DataError(f"{path}: duplicated column name(s) {', '.join(dup)} in the header; "
-                        "column names must be unique")
+        raise DataError(
+            f"{path}: duplicated column name(s) {', '.join(dup)} in the header; column names must be unique"
+        )
     empty = [i + 1 for i, c in enumerate(cols) if not c]
     if empty:
         raise DataError(f"{path}: header column {empty[0]} has no name; every column needs one")
@@ -83,8 +96,9 @@ def utf8_errors(path):
     try:
         yield
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a value); "
-                        "save the CSV as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a value); save the CSV as UTF-8"
+        ) from None
 
 
 def first_bad_row(mask: np.ndarray) -> int:
@@ -92,8 +106,27 @@ def first_bad_row(mask: np.ndarray) -> int:
 
 
 # pandas' default missing-value markers, so that the fast path reads what pd.read_csv reads.
-_NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+_NA_VALUES = [
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+]
 
 
 def _read_csv_arrow(path: Path, usecols=None):
@@ -106,8 +139,11 @@ def _read_csv_arrow(path: Path, usecols=None):
     column names and missing-value markers as pandas; any error goes to the caller,
     which retries with pandas for a message with a line number.
     """
-    convert = pacsv.ConvertOptions(null_values=_NA_VALUES, strings_can_be_null=True,
-                                   include_columns=list(usecols) if usecols is not None else None)
+    convert = pacsv.ConvertOptions(
+        null_values=_NA_VALUES,
+        strings_can_be_null=True,
+        include_columns=list(usecols) if usecols is not None else None,
+    )
     table = pacsv.read_csv(str(path), convert_options=convert)
     # Free Arrow's buffers column by column as they convert, and skip pandas' block
     # consolidation (a second full copy): peak memory ~1x the table instead of ~3x.
@@ -140,7 +176,7 @@ def _to_matrix(table, features) -> np.ndarray:
     row = 0
     for batch in table.select(features).to_batches():
         n = batch.num_rows
-        x[row:row + n] = np.asarray(batch.to_tensor(row_major=True))
+        x[row : row + n] = np.asarray(batch.to_tensor(row_major=True))
         row += n
     return x
 
@@ -159,8 +195,11 @@ def _read_fast(path: Path, features, others):
         x = flat.flatten().to_numpy().reshape(len(flat), len(features)).copy()  # off the mmap
         return x, hit.select(list(others)).to_pandas()
     convert = pacsv.ConvertOptions(
-        column_types={f: pa.float32() for f in features}, include_columns=columns,
-        null_values=_NA_VALUES, strings_can_be_null=True)
+        column_types={f: pa.float32() for f in features},
+        include_columns=columns,
+        null_values=_NA_VALUES,
+        strings_can_be_null=True,
+    )
     try:
         table = pacsv.read_csv(str(path), convert_options=convert)
     except Exception:  # malformed, non-numeric, a header Arrow reads otherwise, ...
@@ -173,8 +212,12 @@ def _read_fast(path: Path, features, others):
     rest = table.select(list(others))
     del table
     if cache is not None:
-        cache_store(cache, rest.append_column(
-            _CACHED_X, pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), len(features))))
+        cache_store(
+            cache,
+            rest.append_column(
+                _CACHED_X, pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), len(features))
+            ),
+        )
     return x, rest.to_pandas()
 
 
@@ -227,11 +270,16 @@ def read_table(path, role="train", usecols=None):
         ragged = ragged_row(path)
         if ragged is not None:
             line, got, want = ragged
-            raise DataError(f"{path}: line {line} has {got} field{'s' * (got != 1)}, the header has "
-                            f"{want}; every row needs one value per column ("
-                            + ("fields are missing: an empty value still needs its comma, as in 1,,3"
-                               if got < want else "an extra comma? quote a value that holds one")
-                            + ")") from None
+            raise DataError(
+                f"{path}: line {line} has {got} field{'s' * (got != 1)}, the header has "
+                f"{want}; every row needs one value per column ("
+                + (
+                    "fields are missing: an empty value still needs its comma, as in 1,,3"
+                    if got < want
+                    else "an extra comma? quote a value that holds one"
+                )
+                + ")"
+            ) from None
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not re.search(r"[Rr]ow #?(\d+)|line (\d+)", msg):
             # pandas' C parser says which line it stopped at; retry for a better message.
@@ -241,8 +289,9 @@ def read_table(path, role="train", usecols=None):
                 msg = str(e2).strip().splitlines()[0]
             else:
                 return df
-        raise DataError(f"{path}: cannot parse as CSV: {msg}; check that every row has "
-                        f"{len(cols)} comma-separated values") from None
+        raise DataError(
+            f"{path}: cannot parse as CSV: {msg}; check that every row has {len(cols)} comma-separated values"
+        ) from None
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no data rows")
     return df
@@ -282,8 +331,10 @@ def check_features(df, path, features: list[str]):
             bad = num.isna() & s.notna()
             if bad.any():
                 i = first_bad_row(bad.to_numpy())
-                raise DataError(f"{path}: column '{col}', line {i + 2}: non-numeric value "
-                                f"{str(s.iloc[i])[:30]!r}; feature columns must be numbers")
+                raise DataError(
+                    f"{path}: column '{col}', line {i + 2}: non-numeric value "
+                    f"{str(s.iloc[i])[:30]!r}; feature columns must be numbers"
+                )
     with np.errstate(over="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 1e39 -> inf in float32: reported below
         x = df[features].to_numpy(dtype=np.float32, na_value=np.nan)
@@ -291,11 +342,16 @@ def check_features(df, path, features: list[str]):
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
         raw = df[features[c]].iloc[r]
-        kind = ("missing value" if np.isnan(x[r, c]) else
-                "infinite value" if not np.isfinite(float(raw)) else
-                f"value {raw!r} too large for float32 (|x| > 3.4e38)")
-        raise DataError(f"{path}: column '{features[c]}', line {r + 2}: {kind}; fill or drop "
-                        "such rows before training")
+        kind = (
+            "missing value"
+            if np.isnan(x[r, c])
+            else "infinite value"
+            if not np.isfinite(float(raw))
+            else f"value {raw!r} too large for float32 (|x| > 3.4e38)"
+        )
+        raise DataError(
+            f"{path}: column '{features[c]}', line {r + 2}: {kind}; fill or drop such rows before training"
+        )
     return x
 
 
@@ -306,5 +362,3 @@ def release_arrow_memory():
     float32 features (3.8 GiB for 5M Otto-shaped rows) that training never reuses.
     """
     pa.default_memory_pool().release_unused()
-
-

@@ -19,8 +19,10 @@ def train_val_split(y, fraction, seed, stratify=True):
     n = len(y)
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:
-        raise DataError(f"data.validation_split={fraction} leaves {n_val} validation rows out of "
-                        f"{n}; use more rows or another split")
+        raise DataError(
+            f"data.validation_split={fraction} leaves {n_val} validation rows out of "
+            f"{n}; use more rows or another split"
+        )
     rng = np.random.RandomState(seed)
     counts = np.bincount(y)
     present = counts[counts > 0]
@@ -34,7 +36,7 @@ def train_val_split(y, fraction, seed, stratify=True):
     order = np.argsort(-(quota - take), kind="stable")
     take[order[:extra]] += 1
     take = np.minimum(take, np.maximum(counts - 1, 0))  # keep every class in training
-    val = [rng.permutation(np.flatnonzero(y == k))[:take[k]] for k in range(len(counts))]
+    val = [rng.permutation(np.flatnonzero(y == k))[: take[k]] for k in range(len(counts))]
     va = np.sort(np.concatenate(val))
     mask = np.ones(n, dtype=bool)
     mask[va] = False
@@ -50,9 +52,11 @@ def fold_assignment(y, k: int, seed: int) -> np.ndarray:
         raise DataError(f"--folds {k}: more folds than training rows ({len(y)})")
     counts = np.bincount(y)
     if counts[counts > 0].min() < k:
-        raise DataError(f"--folds {k}: the smallest class has only {counts[counts > 0].min()} rows; "
-                        f"stratified {k}-fold cross-validation needs at least {k} rows per class "
-                        "(use fewer folds)")
+        raise DataError(
+            f"--folds {k}: the smallest class has only {counts[counts > 0].min()} rows; "
+            f"stratified {k}-fold cross-validation needs at least {k} rows per class "
+            "(use fewer folds)"
+        )
     folds = np.empty(len(y), dtype=np.int64)
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for i, (_, va) in enumerate(skf.split(np.zeros(len(y)), y)):

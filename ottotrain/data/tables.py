@@ -32,8 +32,10 @@ def encode_target(df, path, target: str):
     s = s.astype(str)
     classes = sorted(s.unique().tolist(), key=natural_key)
     if len(classes) < 2:
-        raise DataError(f"{path}: column '{target}' has only one class ({classes[0]!r}); "
-                        "classification needs at least two")
+        raise DataError(
+            f"{path}: column '{target}' has only one class ({classes[0]!r}); "
+            "classification needs at least two"
+        )
     y = pd.Categorical(s, categories=classes).codes.astype(np.int32)  # hashed, not a Python map
     return classes, y
 
@@ -44,8 +46,9 @@ def feature_columns(columns, data_cfg, path):
     if data_cfg.feature_columns is not None:
         missing = [c for c in data_cfg.feature_columns if c not in columns]
         if missing:
-            raise DataError(f"{path}: data.feature_columns names column(s) not in the file: "
-                            f"{', '.join(missing[:10])}")
+            raise DataError(
+                f"{path}: data.feature_columns names column(s) not in the file: {', '.join(missing[:10])}"
+            )
         return list(data_cfg.feature_columns)
     feats = [c for c in columns if c not in (idc, tgt)]
     if not feats:
@@ -81,8 +84,11 @@ def _names(cols, limit=8) -> str:
 
 def _looks_unique(s: pd.Series) -> bool:
     """Every row its own value, and whole numbers or text: what an id column holds."""
-    kind = "text" if not pd.api.types.is_numeric_dtype(s) else (
-        "int" if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s) else "other")
+    kind = (
+        "text"
+        if not pd.api.types.is_numeric_dtype(s)
+        else ("int" if pd.api.types.is_integer_dtype(s) and not pd.api.types.is_bool_dtype(s) else "other")
+    )
     return kind != "other" and len(s) > 1 and s.notna().all() and s.is_unique
 
 
@@ -99,12 +105,16 @@ def column_candidates(sample: pd.DataFrame, key: str, other: str) -> list[str]:
     if key == "id_column":
         return [c for c in cols if _looks_unique(sample[c])]
     not_ids = [c for c in cols if not _looks_unique(sample[c])]
-    text = [c for c in not_ids if not pd.api.types.is_numeric_dtype(sample[c])
-            or pd.api.types.is_bool_dtype(sample[c])]
+    text = [
+        c
+        for c in not_ids
+        if not pd.api.types.is_numeric_dtype(sample[c]) or pd.api.types.is_bool_dtype(sample[c])
+    ]
     if text:
         return text
-    whole = [c for c in not_ids if pd.api.types.is_integer_dtype(sample[c])
-             and 2 <= sample[c].nunique() <= 100]
+    whole = [
+        c for c in not_ids if pd.api.types.is_integer_dtype(sample[c]) and 2 <= sample[c].nunique() <= 100
+    ]
     return sorted(whole, key=lambda c: sample[c].value_counts(normalize=True).iloc[0])
 
 
@@ -128,8 +138,10 @@ def missing_column_error(path, cols, data_cfg, key: str) -> DataError:
     if found:
         return DataError(f"{head}; columns that {what}: {_names(found, 5)}; set data.{key} to one of them")
     kind = "a different value on every row" if is_id else "text or whole numbers with 2 to 100 values"
-    return DataError(f"{head}; no column has {kind} in the first {len(sample):,} rows (the header has: "
-                     f"{_names(cols)}); set data.{key} to the right column")
+    return DataError(
+        f"{head}; no column has {kind} in the first {len(sample):,} rows (the header has: "
+        f"{_names(cols)}); set data.{key} to the right column"
+    )
 
 
 def load_train(data_cfg, path=None, nrows=None) -> TrainData:
@@ -162,11 +174,14 @@ def column_mismatch(path, cols, features, other=()) -> str | None:
     unexpected = [c for c in cols if c not in features and c not in other]
     parts = []
     if missing:
-        parts.append(f"missing {len(missing)} feature column(s) seen at fit: {', '.join(missing[:10])}"
-                     + (", ..." if len(missing) > 10 else ""))
+        parts.append(
+            f"missing {len(missing)} feature column(s) seen at fit: {', '.join(missing[:10])}"
+            + (", ..." if len(missing) > 10 else "")
+        )
     if unexpected:
-        parts.append(f"unexpected column(s): {', '.join(unexpected[:10])}"
-                     + (", ..." if len(unexpected) > 10 else ""))
+        parts.append(
+            f"unexpected column(s): {', '.join(unexpected[:10])}" + (", ..." if len(unexpected) > 10 else "")
+        )
     return f"{path}: columns differ from the training data: {'; '.join(parts)}" if parts else None
 
 
@@ -179,8 +194,10 @@ def load_test(path, id_column, target_column, features, nrows=None):
     path = Path(path)
     cols = read_header(path, "test")
     if target_column in cols:
-        raise DataError(f"{path}: has a target column '{target_column}'; a test file holds "
-                        "only the id and the features (is this the training file?)")
+        raise DataError(
+            f"{path}: has a target column '{target_column}'; a test file holds "
+            "only the id and the features (is this the training file?)"
+        )
     if id_column not in cols:
         raise DataError(f"{path}: no id column '{id_column}'; the submission needs it")
     problem = column_mismatch(path, cols, features, (id_column,))
@@ -194,8 +211,10 @@ def load_test(path, id_column, target_column, features, nrows=None):
         dup = ids.duplicated()
     if dup.any():
         i = first_bad_row(dup.to_numpy())
-        raise DataError(f"{path}: column '{id_column}', line {i + 2}: duplicated id "
-                        f"{ids.iloc[i]}; each test row needs a unique id")
+        raise DataError(
+            f"{path}: column '{id_column}', line {i + 2}: duplicated id "
+            f"{ids.iloc[i]}; each test row needs a unique id"
+        )
     ids = ids.to_numpy()
     del rest
     release_arrow_memory()
@@ -219,8 +238,10 @@ def load_labelled(path, state: dict):
     idc, tgt = state.id_column, state.target_column
     cols = read_header(path, "labelled")
     if tgt not in cols:
-        raise DataError(f"{path}: no target column '{tgt}'; evaluate needs labelled rows "
-                        "(for an unlabelled file use 'ottotrain predict')")
+        raise DataError(
+            f"{path}: no target column '{tgt}'; evaluate needs labelled rows "
+            "(for an unlabelled file use 'ottotrain predict')"
+        )
     problem = column_mismatch(path, cols, features, (idc, tgt))
     if problem:
         raise DataError(problem)
@@ -232,9 +253,11 @@ def load_labelled(path, state: dict):
     labels = labels.astype(str)
     unseen = sorted(set(labels.unique()) - set(classes))
     if unseen:
-        raise DataError(f"{path}: column '{tgt}' has class(es) the run never saw at fit: "
-                        f"{', '.join(unseen[:10])}{', ...' if len(unseen) > 10 else ''}; "
-                        f"the model knows {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}")
+        raise DataError(
+            f"{path}: column '{tgt}' has class(es) the run never saw at fit: "
+            f"{', '.join(unseen[:10])}{', ...' if len(unseen) > 10 else ''}; "
+            f"the model knows {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''}"
+        )
     lookup = {c: i for i, c in enumerate(classes)}
     y = labels.map(lookup).to_numpy(dtype=np.int64)
     return x, y

@@ -48,8 +48,9 @@ def _lacks(where: str, what: str, name: str, known=()) -> ConfigError:
     else:
         fix = f"use another {what}, or install Keras {keras_spec()['keras_version']}"
     hint = "" if name in known else did_you_mean(name, known)
-    return ConfigError(f"{where}: this Keras ({keras.__version__}) has no {what} '{name}'{hint}; "
-                       f"{spec_note()}: {fix}")
+    return ConfigError(
+        f"{where}: this Keras ({keras.__version__}) has no {what} '{name}'{hint}; {spec_note()}: {fix}"
+    )
 
 
 def _keras_class(module, name: str):
@@ -71,8 +72,7 @@ def _named_object(family, value, where: str = "<config>"):
             raise _lacks(where, what, value, known) from None
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         # Only possible when the table is not this Keras' (then arguments go unchecked).
-        raise ConfigError(f"{where}: must be a {what} name or {{name: ..., its arguments}}, "
-                          f"got {value!r}")
+        raise ConfigError(f"{where}: must be a {what} name or {{name: ..., its arguments}}, got {value!r}")
     name, kwargs = normalize_named(value)
     cls_name = name if name in spec[family] and name[0].isupper() else spec["aliases"][family].get(name, name)
     cls = _keras_class(module, cls_name)
@@ -89,8 +89,11 @@ def layer_kwargs(args: dict, sizes: dict, where: str = "<config>") -> dict:
     out = {}
     for key, value in args.items():
         value = _resolve_symbols(value, sizes)
-        for suffix, family in (("_initializer", "initializers"), ("_regularizer", "regularizers"),
-                               ("_constraint", "constraints")):
+        for suffix, family in (
+            ("_initializer", "initializers"),
+            ("_regularizer", "regularizers"),
+            ("_constraint", "constraints"),
+        ):
             if (key.endswith(suffix) or key == suffix[1:]) and value is not None:
                 value = _named_object(family, value, f"{where}.{key}")
         if isinstance(value, list) and key in ("target_shape", "dims", "shared_axes", "noise_shape"):
@@ -132,7 +135,8 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
     if tuple(out) != (None, n_classes):
         raise ConfigError(
             f"{cfg.source}: model.layers: the model's output shape is {tuple(out)}, but the data has "
-            f"{n_classes} classes; end with {{Dense: {{units: n_classes}}}} and {{Activation: softmax}}")
+            f"{n_classes} classes; end with {{Dense: {{units: n_classes}}}} and {{Activation: softmax}}"
+        )
     if compile:
         compile_model(model, cfg)
     return model
@@ -151,8 +155,9 @@ def make_optimizer(cfg):
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: train.optimizer: Keras rejected the optimizer: "
-                          f"{_first_line(e)}") from None
+        raise ConfigError(
+            f"{cfg.source}: train.optimizer: Keras rejected the optimizer: {_first_line(e)}"
+        ) from None
 
 
 def make_loss(cfg):

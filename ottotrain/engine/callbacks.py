@@ -64,8 +64,7 @@ class Validation(keras.callbacks.Callback):
             model = self.model
             self.forward = tf.function(lambda b: model(b, training=False), input_signature=self.spec)
         x, chunk = self.x, self.chunk
-        p = np.concatenate([self.forward(x[i:i + chunk]).numpy()
-                            for i in range(0, int(x.shape[0]), chunk)])
+        p = np.concatenate([self.forward(x[i : i + chunk]).numpy() for i in range(0, int(x.shape[0]), chunk)])
         if logs is not None:
             logs["val_loss"] = log_loss(self.y, p) if np.isfinite(p).all() else math.nan
             logs["val_accuracy"] = float((p.argmax(axis=1) == self.y).mean())
@@ -86,8 +85,10 @@ class EpochTensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir, first_epoch: int = 0):
         super().__init__()
-        self.writers = {"train": tf.summary.create_file_writer(str(Path(log_dir) / "train")),
-                        "validation": tf.summary.create_file_writer(str(Path(log_dir) / "validation"))}
+        self.writers = {
+            "train": tf.summary.create_file_writer(str(Path(log_dir) / "train")),
+            "validation": tf.summary.create_file_writer(str(Path(log_dir) / "validation")),
+        }
         self.step = first_epoch
 
     def on_epoch_end(self, epoch, logs=None):

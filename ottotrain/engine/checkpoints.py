@@ -34,17 +34,19 @@ def read_checkpoint(path) -> list:
     try:
         return read_arrays(path)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise RunError(f"{path}: damaged resume checkpoint ({type(e).__name__}: {e}); "
-                       "start a new run") from None
+        raise RunError(
+            f"{path}: damaged resume checkpoint ({type(e).__name__}: {e}); start a new run"
+        ) from None
 
 
 def assign(variables, values, path):
     """Set ``variables`` to ``values``, checking that they are the same count and shapes."""
     variables = list(variables)
-    if len(values) != len(variables) or any(tuple(v.shape) != a.shape
-                                            for v, a in zip(variables, values)):
-        raise RunError(f"{path}: the saved weights do not fit the model built from the run's "
-                       "config (other layers or shapes); the run cannot be resumed, start a new one")
+    if len(values) != len(variables) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise RunError(
+            f"{path}: the saved weights do not fit the model built from the run's "
+            "config (other layers or shapes); the run cannot be resumed, start a new one"
+        )
     for v, a in zip(variables, values):
         v.assign(a)
 
@@ -93,13 +95,17 @@ def load_resume_state(work_dir: Path, model) -> TrainState | None:
     ckpt = work_dir / STATE_DIR / state.checkpoint
     best = state.best_file
     if not ckpt.is_file() or (best is not None and not (work_dir / STATE_DIR / best).is_file()):
-        raise RunError(f"{ckpt.parent}: a file named in {path.name} is missing "
-                       f"({state.checkpoint if not ckpt.is_file() else best}); start a new run")
+        raise RunError(
+            f"{ckpt.parent}: a file named in {path.name} is missing "
+            f"({state.checkpoint if not ckpt.is_file() else best}); start a new run"
+        )
     values = read_checkpoint(ckpt)
     n = len(model.variables)
     if best is not None and len(read_checkpoint(work_dir / STATE_DIR / best)) != n:
-        raise RunError(f"{work_dir / STATE_DIR / best}: the saved weights do not fit the model "
-                       "built from the run's config; start a new run")
+        raise RunError(
+            f"{work_dir / STATE_DIR / best}: the saved weights do not fit the model "
+            "built from the run's config; start a new run"
+        )
     model.optimizer.build(model.trainable_variables)  # create its slots, then fill them
     assign(model.variables, values[:n], ckpt)
     assign(model.optimizer.variables, values[n:], ckpt)

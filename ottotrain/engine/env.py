@@ -22,8 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up
 # TensorFlow's C++ start-up chatter ("oneDNN custom operations are on", "Could not find
 # cuda drivers", "failed call to cuInit") ignores TF_CPP_MIN_LOG_LEVEL in recent releases
 # and goes straight to file descriptor 2. We filter those lines out of fd 2.
-_NATIVE_LOG = re.compile(rb"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]"
-                         rb"|WARNING: All log messages before absl)")
+_NATIVE_LOG = re.compile(
+    rb"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]"
+    rb"|WARNING: All log messages before absl)"
+)
 
 
 def _filter_native_stderr():
@@ -109,4 +111,3 @@ import tensorflow as tf  # noqa: E402
 __all__ = ["keras", "tf"]
 
 absl.logging.set_verbosity(absl.logging.ERROR)
-

@@ -23,8 +23,10 @@ def load_model(path):
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"{path}: cannot be loaded safely ({msg[:300]}); the file is damaged "
-                       "or was not written by ottotrain") from None
+        raise RunError(
+            f"{path}: cannot be loaded safely ({msg[:300]}); the file is damaged "
+            "or was not written by ottotrain"
+        ) from None
 
 
 def predict_proba(model, x, batch_size=8192) -> np.ndarray:

@@ -48,7 +48,7 @@ class EpochBatches:
         n = int(self.x.shape[0])
         self.order = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False)
         ds = tf.data.Dataset.range(0, n, batch_size)
-        ds = ds.map(lambda s: self._batch(self.order[s:s + batch_size]))
+        ds = ds.map(lambda s: self._batch(self.order[s : s + batch_size]))
         # No prefetch thread and no tf.data autotuning. A gather of one batch takes
         # microseconds, so there is nothing to overlap; and the autotuner's background
         # thread made each epoch's model.fit wait for its timer when the iterator closed:
@@ -133,24 +133,44 @@ def _train_epochs(model, job, log, state, callbacks):
             train_ds = batches.epoch(perm)
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(log.stream):
-                h = model.fit(train_ds, epochs=1, verbose=0, shuffle=False, class_weight=class_weight,
-                              callbacks=[validation, Progress(log, epoch, t.epochs, steps), *callbacks])
+                h = model.fit(
+                    train_ds,
+                    epochs=1,
+                    verbose=0,
+                    shuffle=False,
+                    class_weight=class_weight,
+                    callbacks=[validation, Progress(log, epoch, t.epochs, steps), *callbacks],
+                )
             logs = {k: float(v[-1]) for k, v in h.history.items()}
-            row = EpochRow(epoch + 1, logs.get("loss"), logs.get("accuracy"), logs.get("val_loss"),
-                           logs.get("val_accuracy"), lr, round(time.perf_counter() - t0, 4))
+            row = EpochRow(
+                epoch + 1,
+                logs.get("loss"),
+                logs.get("accuracy"),
+                logs.get("val_loss"),
+                logs.get("val_accuracy"),
+                lr,
+                round(time.perf_counter() - t0, 4),
+            )
             if not all(math.isfinite(v) for v in (row.loss, row.val_loss) if v is not None):
                 state.stop = "nan"
-                kept = (f"the best model so far (epoch {state.best_epoch}) is kept in "
-                        f"{work_dir / 'model.keras'}" if state.best_epoch else
-                        "no epoch ended with a finite loss, so there is no model to keep")
+                kept = (
+                    f"the best model so far (epoch {state.best_epoch}) is kept in {work_dir / 'model.keras'}"
+                    if state.best_epoch
+                    else "no epoch ended with a finite loss, so there is no model to keep"
+                )
                 raise TrainingError(
                     f"{cfg.source}: epoch {epoch + 1}: the loss became {row.loss} "
                     f"(val_loss {row.val_loss}); training stopped, {kept}. Lower the learning rate "
                     f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
-                    "check the feature scaling (data.scaling: standard)")
+                    "check the feature scaling (data.scaling: standard)"
+                )
             state.history.append(row)
-            log(_epoch_line(row, t.epochs) if not (log.tty and log.verbosity >= 1) else
-                "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1], 1)
+            log(
+                _epoch_line(row, t.epochs)
+                if not (log.tty and log.verbosity >= 1)
+                else "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1],
+                1,
+            )
 
             value = logs.get(t.checkpoint.monitor)
             improved = better(value, state.best, ck_mode)
@@ -183,8 +203,11 @@ def _train_epochs(model, job, log, state, callbacks):
                 if old.name not in (ckpt.name, state.best_file):
                     old.unlink(missing_ok=True)
             if state.stop == "early_stopping":
-                log(f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "
-                    f"after epoch {state.best_epoch}", 1)
+                log(
+                    f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "
+                    f"after epoch {state.best_epoch}",
+                    1,
+                )
                 break
     except BaseException:
         # Ctrl-C, SIGTERM, NaN or a crash: the best model so far is kept in model.keras.

@@ -84,5 +84,11 @@ def train_member(job: MemberJob, log: Log) -> MemberResult:
     wall = time.perf_counter() - t0
     best = inference.load_model(job.work_dir / "model.keras")
     p = inference.predict_proba(best, arrays.x_val)
-    return MemberResult(state, job.work_dir / "model.keras", p, log_loss(arrays.y_val, p),
-                        float((p.argmax(1) == arrays.y_val).mean()), wall)
+    return MemberResult(
+        state,
+        job.work_dir / "model.keras",
+        p,
+        log_loss(arrays.y_val, p),
+        float((p.argmax(1) == arrays.y_val).mean()),
+        wall,
+    )

@@ -30,7 +30,7 @@ def schedule_lr(sched, base_lr: float, epoch: int, epochs: int, state: LrPlateau
     if warm and epoch < warm:
         return base_lr * (epoch + 1) / warm
     if isinstance(sched, Exponential):
-        return base_lr * sched.decay_rate ** epoch
+        return base_lr * sched.decay_rate**epoch
     lo = sched.min_lr_ratio
     t = (epoch - warm) / max(1, epochs - warm)
     if isinstance(sched, Cosine):

@@ -23,8 +23,8 @@ import numpy as np
 
 from ottotrain.features.transforms import signed_log1p
 
-EPS = 1e-3     # log(distance + EPS): exact duplicates (distance 0) stay finite
-CHUNK = 512    # query rows per matrix product: 512 x 50k float32 is 100 MB per thread
+EPS = 1e-3  # log(distance + EPS): exact duplicates (distance 0) stay finite
+CHUNK = 512  # query rows per matrix product: 512 x 50k float32 is 100 MB per thread
 _MEMO: dict = {}  # (reference digest, query digest, k, leave-one-out) -> features
 # A cv run asks for every fold's features once per member, folds interleaved: keep them all
 # (Otto, 5 folds: training, held-out and test rows' features are about 190 MB).
@@ -91,14 +91,14 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
     kidx = np.asarray(ks) - 1
 
     def chunk(s):
-        qc = q[s:s + CHUNK]
+        qc = q[s : s + CHUNK]
         # Ranking by |r|^2 - 2 q.r (|q - r|^2 less the row's constant |q|^2): one matrix product.
         g = qc @ minus2ref.T
         g += rn
         if self_rows is not None:
-            g[np.arange(len(qc)), self_rows[s:s + CHUNK]] = np.inf
+            g[np.arange(len(qc)), self_rows[s : s + CHUNK]] = np.inf
         for c in range(n_cls):
-            block = g[:, starts[c]:starts[c + 1]]
+            block = g[:, starts[c] : starts[c + 1]]
             kk = min(kmax, block.shape[1])
             idx = np.argpartition(block, kk - 1, axis=1)[:, :kk]
             # The chosen neighbours' distances again, directly: the expansion above loses
@@ -112,7 +112,7 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
             # a class with fewer than k usable rows: the mean over all it has
             have = finite.sum(axis=1, keepdims=True)
             idx = np.minimum(kidx[None, :], have - 1)
-            out[s:s + CHUNK, c] = np.log(np.take_along_axis(mean, idx, axis=1) + EPS)
+            out[s : s + CHUNK, c] = np.log(np.take_along_axis(mean, idx, axis=1) + EPS)
 
     # numpy's matrix product, sort and partition release the GIL: two chunks at a time.
     with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:

@@ -65,8 +65,9 @@ class PreprocessState:
                 d["knn"] = KnnState(**d["knn"])
             return cls(**d)
         except TypeError as e:
-            raise RunError(f"{source}: damaged preprocessing state ({e}); the run directory is "
-                           "damaged") from None
+            raise RunError(
+                f"{source}: damaged preprocessing state ({e}); the run directory is damaged"
+            ) from None
 
 
 class Preprocessor:
@@ -94,18 +95,28 @@ class Preprocessor:
 
         ``y`` (integer labels of those rows) is needed only for ``data.knn``.
         """
-        state = PreprocessState(PREPROCESS_FORMAT, list(features), list(classes), id_column,
-                                target_column, data_cfg.transform, data_cfg.power, data_cfg.tfidf,
-                                data_cfg.scaling)
+        state = PreprocessState(
+            PREPROCESS_FORMAT,
+            list(features),
+            list(classes),
+            id_column,
+            target_column,
+            data_cfg.transform,
+            data_cfg.power,
+            data_cfg.tfidf,
+            data_cfg.scaling,
+        )
         pre = cls(state)
         knn_tr = None
         if data_cfg.knn is not None:
             counts = np.bincount(y, minlength=len(classes))
             if counts.min() < 2:
                 c = int(counts.argmin())
-                raise DataError(f"data.knn: class {classes[c]!r} has {counts[c]} training row(s); "
-                                "nearest-neighbour features need at least 2 of every class "
-                                "(remove data.knn or add rows)")
+                raise DataError(
+                    f"data.knn: class {classes[c]!r} has {counts[c]} training row(s); "
+                    "nearest-neighbour features need at least 2 of every class "
+                    "(remove data.knn or add rows)"
+                )
             pre._ref, order = knn.Reference.fit(x, y, len(classes))
             pre._ref_order = np.empty_like(order)
             pre._ref_order[order] = np.arange(len(order))
@@ -118,10 +129,11 @@ class Preprocessor:
         if data_cfg.tfidf:
             df_count = (x > 0).sum(axis=0)
             state.idf = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
+
         # Statistics of the transformed rows, a block of rows at a time: the whole transformed
         # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
         def part(i, n):  # rows i..i+n, transformed; training rows' KNN features leave themselves out
-            return pre._transform(x[i:i + n], None if knn_tr is None else knn_tr[i:i + n])
+            return pre._transform(x[i : i + n], None if knn_tr is None else knn_tr[i : i + n])
 
         blocks = lambda: (part(i, cls.BLOCK) for i in range(0, len(x), cls.BLOCK))
         if data_cfg.scaling == "standard":
@@ -162,14 +174,14 @@ class Preprocessor:
             try:
                 self._ref = knn.Reference.load(path)
             except (OSError, ValueError, KeyError) as e:
-                raise RunError(f"{path}: cannot read the KNN reference rows ({e}); the run "
-                               "directory is damaged") from None
+                raise RunError(
+                    f"{path}: cannot read the KNN reference rows ({e}); the run directory is damaged"
+                ) from None
             if f"knn-{self._ref.digest}.npz" != path.name:
                 raise RunError(f"{path}: contents do not match its name; the run directory is damaged")
         if fitted_rows and (self._ref_order is None or len(x) != len(self._ref_order)):
             raise ValueError("fitted_rows=True needs the very rows given to Preprocessor.fit")
-        return knn.features(self._ref, x, self.state.knn.k,
-                            self._ref_order if fitted_rows else None)
+        return knn.features(self._ref, x, self.state.knn.k, self._ref_order if fitted_rows else None)
 
     def save(self, path):
         """Write the JSON to ``path`` (atomically), the KNN reference rows beside it first."""
@@ -230,8 +242,7 @@ class Preprocessor:
         owned = overwrite or not np.shares_memory(z, x)
         if self.state.scaling != "none":
             # Subtracting into a new array when z is x: never modify x, and no extra copy pass.
-            z = np.subtract(z, np.asarray(self.state.center, dtype=np.float32),
-                            out=z if owned else None)
+            z = np.subtract(z, np.asarray(self.state.center, dtype=np.float32), out=z if owned else None)
             z /= np.asarray(self.state.scale, dtype=np.float32)
         elif not owned:
             z = z.copy()
@@ -248,8 +259,8 @@ class Preprocessor:
         except json.JSONDecodeError as e:
             raise RunError(f"{source}: not valid JSON ({e}); the run directory is damaged") from None
         if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
-            raise RunError(f"{source}: unknown preprocessing format; the run was made by an "
-                           "incompatible ottotrain version")
+            raise RunError(
+                f"{source}: unknown preprocessing format; the run was made by an "
+                "incompatible ottotrain version"
+            )
         return cls(PreprocessState.from_dict(state, source), Path(source).parent)
-
-

@@ -10,5 +10,3 @@ def signed_log1p(x):
     if x.min(initial=0) >= 0:
         return np.log1p(x)
     return np.log1p(np.maximum(x, 0)) - np.log1p(np.maximum(-x, 0))
-
-

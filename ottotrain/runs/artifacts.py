@@ -17,8 +17,7 @@ from ottotrain.runs.state import HISTORY_COLUMNS, EpochRow
 def write_history(path, history: list[EpochRow]):
     """history.csv: one row per completed epoch."""
     with atomic_path(path) as tmp:
-        pd.DataFrame([asdict(r) for r in history], columns=list(HISTORY_COLUMNS)).to_csv(
-            tmp, index=False)
+        pd.DataFrame([asdict(r) for r in history], columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
 def write_predictions(path, proba, columns, leading: dict):

@@ -52,8 +52,13 @@ def mark_stopped(run_dir, status: str, record: Callable[[], None] | None = None,
 
 
 @contextlib.contextmanager
-def running(run_dir: Path, log: Log, status: dict, interrupted: Callable[[], str],
-            record: Callable[[], None] | None = None):
+def running(
+    run_dir: Path,
+    log: Log,
+    status: dict,
+    interrupted: Callable[[], str],
+    record: Callable[[], None] | None = None,
+):
     """Mark ``run_dir`` running for the block; record how it stopped if it raises.
 
     Args:
@@ -73,8 +78,9 @@ def running(run_dir: Path, log: Log, status: dict, interrupted: Callable[[], str
         mark_stopped(run_dir, FAILED, record, **status, reason="nan", message=str(e)[:500])
         raise
     except Exception as e:
-        mark_stopped(run_dir, FAILED, record, **status, reason="error",
-                     message=f"{type(e).__name__}: {e}"[:500])
+        mark_stopped(
+            run_dir, FAILED, record, **status, reason="error", message=f"{type(e).__name__}: {e}"[:500]
+        )
         raise
     finally:
         restore_term()

@@ -33,8 +33,9 @@ def _saved_config(run_dir: Path) -> dict:
         return config_to_dict(Config.model_validate(tree))
     except (OSError, ValueError, yaml.YAMLError, ValidationError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RunError(f"{path}: cannot be read ({first}); the run cannot be resumed, "
-                       "start a new one") from None
+        raise RunError(
+            f"{path}: cannot be read ({first}); the run cannot be resumed, start a new one"
+        ) from None
 
 
 def check_resumable(run_dir, cfg: Config, kind: str) -> dict:
@@ -52,11 +53,12 @@ def check_resumable(run_dir, cfg: Config, kind: str) -> dict:
     check_format(run_dir, info)
     other = {"cv": "fit", "fit": "cv"}[kind]
     if info.get("kind", "fit") != kind:
-        raise RunError(f"{run_dir}: not a {kind} run (made by 'ottotrain {other}'); "
-                       f"resume it with 'ottotrain {other} --resume'")
+        raise RunError(
+            f"{run_dir}: not a {kind} run (made by 'ottotrain {other}'); "
+            f"resume it with 'ottotrain {other} --resume'"
+        )
     if info["status"] == FINISHED:
-        raise RunError(f"{run_dir}: the run already finished; start a new one with "
-                       f"'ottotrain {kind}'")
+        raise RunError(f"{run_dir}: the run already finished; start a new one with 'ottotrain {kind}'")
     check_not_running(run_dir, info)
     remove_temp_files(run_dir)
     check_safe(run_dir)
@@ -64,10 +66,13 @@ def check_resumable(run_dir, cfg: Config, kind: str) -> dict:
     changes = config_changes(saved, now)
     refused = [format_change(*c) for c in changes if c[0] not in RESUMABLE_CHANGES]
     if refused:
-        raise RunError(f"{run_dir}: the config changed since the run started, refusing to resume: "
-                       + "; ".join(refused[:10]) + ("; ..." if len(refused) > 10 else "")
-                       + f"; only {' and '.join(RESUMABLE_CHANGES)} may change on resume "
-                       f"(--set); otherwise resume without CONFIG or --set, or start a new run")
+        raise RunError(
+            f"{run_dir}: the config changed since the run started, refusing to resume: "
+            + "; ".join(refused[:10])
+            + ("; ..." if len(refused) > 10 else "")
+            + f"; only {' and '.join(RESUMABLE_CHANGES)} may change on resume "
+            f"(--set); otherwise resume without CONFIG or --set, or start a new run"
+        )
     if changes:
         write_text(run_dir / "config.yaml", dump_yaml(now))
     return info

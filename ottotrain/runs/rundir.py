@@ -40,8 +40,9 @@ def new_run_dir(base, name: str) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise RunError(f"{base}: exists and is not a directory; choose another --runs-root") from None
     except OSError as e:
-        raise RunError(f"{base}: cannot create the runs folder ({e.strerror}); "
-                       "choose another --runs-root") from None
+        raise RunError(
+            f"{base}: cannot create the runs folder ({e.strerror}); choose another --runs-root"
+        ) from None
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for i in range(1, 10000):
         path = base / (f"{name}-{stamp}" + (f"-{i}" if i > 1 else ""))
@@ -51,8 +52,9 @@ def new_run_dir(base, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise RunError(f"{path}: cannot create the run directory ({e.strerror}); "
-                           "choose another --runs-root") from None
+            raise RunError(
+                f"{path}: cannot create the run directory ({e.strerror}); choose another --runs-root"
+            ) from None
     raise RunError(f"{base}: could not create a new run directory")
 
 
@@ -60,8 +62,10 @@ def check_run_dir_free(path):
     """Refuse an exact --run-dir that already holds something, before any slow work starts."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise RunError(f"{path}: already exists and is not empty; runs are never overwritten "
-                       "(choose another --run-dir, or resume it with --resume)")
+        raise RunError(
+            f"{path}: already exists and is not empty; runs are never overwritten "
+            "(choose another --run-dir, or resume it with --resume)"
+        )
 
 
 def claim_run_dir(path) -> Path:
@@ -71,20 +75,28 @@ def claim_run_dir(path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir()
     except (NotADirectoryError, PermissionError) as e:
-        raise RunError(f"{path}: cannot create the run directory ({e.strerror}); "
-                       "choose another --run-dir") from None
+        raise RunError(
+            f"{path}: cannot create the run directory ({e.strerror}); choose another --run-dir"
+        ) from None
     except FileExistsError:
         if path.is_dir() and not any(path.iterdir()):
             return path
-        raise RunError(f"{path}: already exists and is not empty; runs are never overwritten "
-                       "(choose another --run-dir, or resume it with --resume)") from None
+        raise RunError(
+            f"{path}: already exists and is not empty; runs are never overwritten "
+            "(choose another --run-dir, or resume it with --resume)"
+        ) from None
     return path
 
 
 def write_status(run_dir, status: str, **extra):
-    info = {"status": status, "format": RUN_FORMAT, "ottotrain": __version__,
-            "updated": _dt.datetime.now().isoformat(timespec="seconds"),
-            "host": platform.node(), "pid": os.getpid()}
+    info = {
+        "status": status,
+        "format": RUN_FORMAT,
+        "ottotrain": __version__,
+        "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
     info.update(extra)
     write_json(Path(run_dir) / STATUS, info)
 
@@ -96,8 +108,10 @@ def read_status(run_dir) -> dict:
     try:
         info = read_json(path)
     except FileNotFoundError:
-        raise RunError(f"{run_dir}: not an ottotrain run directory (no {STATUS}); "
-                       "pass a directory made by 'ottotrain fit'") from None
+        raise RunError(
+            f"{run_dir}: not an ottotrain run directory (no {STATUS}); "
+            "pass a directory made by 'ottotrain fit'"
+        ) from None
     except ValueError as e:
         raise RunError(f"{path}: damaged ({e})") from None
     if not isinstance(info, dict) or "status" not in info:
@@ -108,9 +122,11 @@ def read_status(run_dir) -> dict:
 def check_format(run_dir, info: dict):
     fmt = info.get("format")
     if fmt != RUN_FORMAT:
-        raise RunError(f"{run_dir}: made by ottotrain {info.get('ottotrain', '?')} with run format "
-                       f"{fmt}; this ottotrain ({__version__}) reads format {RUN_FORMAT}; "
-                       "retrain it, or use that version")
+        raise RunError(
+            f"{run_dir}: made by ottotrain {info.get('ottotrain', '?')} with run format "
+            f"{fmt}; this ottotrain ({__version__}) reads format {RUN_FORMAT}; "
+            "retrain it, or use that version"
+        )
 
 
 def _process_alive(pid) -> bool:
@@ -134,16 +150,25 @@ def _process_alive(pid) -> bool:
 
 def died_while_running(info: dict) -> bool:
     """Whether a run says 'running' on this host but its process is gone (kill -9, power cut)."""
-    return (info.get("status") == RUNNING and info.get("host") == platform.node()
-            and info.get("pid") is not None and not _process_alive(info["pid"]))
+    return (
+        info.get("status") == RUNNING
+        and info.get("host") == platform.node()
+        and info.get("pid") is not None
+        and not _process_alive(info["pid"])
+    )
 
 
 def check_not_running(run_dir, info: dict):
     """Refuse a run that another live process is still training (status 'running')."""
-    if (info.get("status") == RUNNING and info.get("host") == platform.node()
-            and _process_alive(info.get("pid"))):
-        raise RunError(f"{run_dir}: is still being trained by process {info['pid']}; stop it first "
-                       f"(Ctrl-C, or kill {info['pid']}), then resume")
+    if (
+        info.get("status") == RUNNING
+        and info.get("host") == platform.node()
+        and _process_alive(info.get("pid"))
+    ):
+        raise RunError(
+            f"{run_dir}: is still being trained by process {info['pid']}; stop it first "
+            f"(Ctrl-C, or kill {info['pid']}), then resume"
+        )
 
 
 def remove_temp_files(run_dir):
@@ -168,10 +193,14 @@ def check_safe(run_dir):
             # The resume checkpoints and the KNN reference rows are .npz files that np.load
             # reads with pickles refused.
             if p.suffix.lower() in UNSAFE_SUFFIXES and not (
-                    p.parent.name == "state" and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)
-                    or re.fullmatch(r"knn-[0-9a-f]{16}\.npz", p.name)):
-                raise RunError(f"{p}: unexpected file type '{p.suffix}' in a run directory; "
-                               "ottotrain never writes pickles, refusing to load it")
+                p.parent.name == "state"
+                and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)
+                or re.fullmatch(r"knn-[0-9a-f]{16}\.npz", p.name)
+            ):
+                raise RunError(
+                    f"{p}: unexpected file type '{p.suffix}' in a run directory; "
+                    "ottotrain never writes pickles, refusing to load it"
+                )
             if p.suffix == ".json" or p.name in ("config.yaml", "history.csv"):
                 with open(p, "rb") as f:
                     if f.read(1) == b"\x80":  # pickle protocol 2+ magic byte

@@ -34,8 +34,10 @@ def check_model_file(path):
             names = z.namelist()
             odd = [n for n in names if n not in MODEL_MEMBERS and not n.startswith("assets/")]
             if odd:
-                raise RunError(f"{path}: unexpected member(s) {', '.join(odd[:5])} in the model "
-                               f"archive, refusing it; {hint}")
+                raise RunError(
+                    f"{path}: unexpected member(s) {', '.join(odd[:5])} in the model "
+                    f"archive, refusing it; {hint}"
+                )
             if "config.json" not in names:
                 raise RunError(f"{path}: no config.json in the model archive; {hint}")
             if z.getinfo("config.json").file_size > 50_000_000:
@@ -49,14 +51,17 @@ def check_model_file(path):
             module, cls = node.get("module"), node.get("class_name")
             at = f"{path}: config.json at {where[1:] or 'top level'}"
             if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
-                raise RunError(f"{at} refers to Python module {module!r} (class {cls!r}); "
-                               "only Keras' own classes are loaded, refusing it")
+                raise RunError(
+                    f"{at} refers to Python module {module!r} (class {cls!r}); "
+                    "only Keras' own classes are loaded, refusing it"
+                )
             if cls in _CODE_CLASSES:
                 raise RunError(f"{at} holds a {cls} (Python code); refusing to load it")
             reg = node.get("registered_name")
             if isinstance(reg, str) and ">" in reg:  # 'package>Name': a custom registered class
-                raise RunError(f"{at} needs the custom class {reg!r}; "
-                               "only Keras' own classes are loaded, refusing it")
+                raise RunError(
+                    f"{at} needs the custom class {reg!r}; only Keras' own classes are loaded, refusing it"
+                )
             for k, v in node.items():
                 walk(v, f"{where}.{k}")
         elif isinstance(node, list):
@@ -67,5 +72,3 @@ def check_model_file(path):
         walk(config, "")
     except RecursionError:
         raise RunError(f"{path}: config.json is nested implausibly deep; {hint}") from None
-
-

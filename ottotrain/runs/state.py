@@ -76,15 +76,22 @@ class TrainState:
         try:
             d = read_json(path)
         except (OSError, ValueError) as e:
-            raise RunError(f"{path}: damaged resume state ({e}); the run cannot be resumed, "
-                           "start a new one") from None
+            raise RunError(
+                f"{path}: damaged resume state ({e}); the run cannot be resumed, start a new one"
+            ) from None
         keys = ("epoch", "history", "best", "best_epoch", "es", "sched", "base_lr", "checkpoint")
         name = d.get("checkpoint") if isinstance(d, dict) else None
-        if (not isinstance(d, dict) or any(k not in d for k in keys)
-                or not isinstance(name, str) or not re.fullmatch(r"epoch-\d{5,}\.npz", name)):
-            raise RunError(f"{path}: damaged or foreign resume state (expected the keys "
-                           f"{', '.join(keys)} and a checkpoint named epoch-NNNNN.npz); "
-                           "start a new run")
+        if (
+            not isinstance(d, dict)
+            or any(k not in d for k in keys)
+            or not isinstance(name, str)
+            or not re.fullmatch(r"epoch-\d{5,}\.npz", name)
+        ):
+            raise RunError(
+                f"{path}: damaged or foreign resume state (expected the keys "
+                f"{', '.join(keys)} and a checkpoint named epoch-NNNNN.npz); "
+                "start a new run"
+            )
         try:
             known = {f.name for f in dataclasses.fields(cls)}
             d = {k: v for k, v in d.items() if k in known}
@@ -129,5 +136,6 @@ class MemberRecord:
         try:
             return cls(**read_json(path))
         except (OSError, ValueError, TypeError) as e:
-            raise RunError(f"{path}: damaged member record ({e}); delete it and resume the run "
-                           "to retrain that member") from None
+            raise RunError(
+                f"{path}: damaged member record ({e}); delete it and resume the run to retrain that member"
+            ) from None

@@ -50,11 +50,14 @@ def load_cv_run(run_dir):
         raise RunError(f"{run_dir}: no such run directory")
     info = runs.read_status(run_dir)
     if info.get("kind") != CV_KIND:
-        raise RunError(f"{run_dir}: not a cv run; blend needs out-of-fold predictions, made by "
-                       "'ottotrain cv'")
+        raise RunError(
+            f"{run_dir}: not a cv run; blend needs out-of-fold predictions, made by 'ottotrain cv'"
+        )
     if info["status"] != runs.FINISHED:
-        raise RunError(f"{run_dir}: the cv run is {info['status']}; finish it first with "
-                       f"'ottotrain cv --resume {run_dir}'")
+        raise RunError(
+            f"{run_dir}: the cv run is {info['status']}; finish it first with "
+            f"'ottotrain cv --resume {run_dir}'"
+        )
     oof = _read_csv(run_dir / OOF_FILE)
     id_col, fold_col, target_col = oof.columns[:3]
     classes = list(oof.columns[3:])
@@ -62,9 +65,15 @@ def load_cv_run(run_dir):
     y = oof[target_col].astype(str).map(lookup)
     if y.isna().any():
         raise RunError(f"{run_dir / OOF_FILE}: a target is not one of the class columns")
-    return {"dir": run_dir, "ids": oof[id_col].to_numpy(), "folds": oof[fold_col].to_numpy(),
-            "y": y.to_numpy(dtype=np.int64), "classes": classes, "id_column": id_col,
-            "proba": oof[classes].to_numpy(dtype=np.float64)}
+    return {
+        "dir": run_dir,
+        "ids": oof[id_col].to_numpy(),
+        "folds": oof[fold_col].to_numpy(),
+        "y": y.to_numpy(dtype=np.int64),
+        "classes": classes,
+        "id_column": id_col,
+        "proba": oof[classes].to_numpy(dtype=np.float64),
+    }
 
 
 def check_compatible(items):
@@ -73,15 +82,21 @@ def check_compatible(items):
     for it in items[1:]:
         a, b = ref["dir"], it["dir"]
         if it["classes"] != ref["classes"]:
-            raise DataError(f"{b}: its classes ({', '.join(it['classes'][:5])}...) differ from "
-                            f"{a}'s; blend runs trained on the same data")
+            raise DataError(
+                f"{b}: its classes ({', '.join(it['classes'][:5])}...) differ from "
+                f"{a}'s; blend runs trained on the same data"
+            )
         if len(it["ids"]) != len(ref["ids"]) or not np.array_equal(it["ids"], ref["ids"]):
-            raise DataError(f"{b}: its OOF rows (ids) differ from {a}'s ({len(it['ids'])} vs "
-                            f"{len(ref['ids'])} rows); blend runs on the same training file")
+            raise DataError(
+                f"{b}: its OOF rows (ids) differ from {a}'s ({len(it['ids'])} vs "
+                f"{len(ref['ids'])} rows); blend runs on the same training file"
+            )
         if not np.array_equal(it["folds"], ref["folds"]):
             n = int((it["folds"] != ref["folds"]).sum())
-            raise DataError(f"{b}: its folds differ from {a}'s on {n} rows; runs to blend need "
-                            "the same fold assignment: the same config 'seed' and --folds")
+            raise DataError(
+                f"{b}: its folds differ from {a}'s on {n} rows; runs to blend need "
+                "the same fold assignment: the same config 'seed' and --folds"
+            )
         if not np.array_equal(it["y"], ref["y"]):
             raise DataError(f"{b}: its targets differ from {a}'s; blend runs on the same data")
 
@@ -93,6 +108,7 @@ def fit_weights(probas, y) -> np.ndarray:
         return np.ones(1)
     P = np.stack([np.clip(p, 1e-15, 1) for p in probas])  # (k, n, c)
     Py = P[:, np.arange(len(y)), y].T  # (n, k): each run's probability of the true class
+
     def f(w):
         q = np.maximum(Py @ w, 1e-15)
         return -np.mean(np.log(q)), -(Py / q[:, None]).mean(axis=0)
@@ -100,10 +116,15 @@ def fit_weights(probas, y) -> np.ndarray:
     best_w, best_v = None, np.inf
     starts = [np.full(k, 1 / k)] + [np.eye(k)[i] for i in range(k)]
     for w0 in starts:
-        r = minimize(f, w0, jac=True, method="SLSQP", bounds=[(0, 1)] * k,
-                     constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1,
-                                   "jac": lambda w: np.ones(k)}],
-                     options={"ftol": 1e-12, "maxiter": 500})
+        r = minimize(
+            f,
+            w0,
+            jac=True,
+            method="SLSQP",
+            bounds=[(0, 1)] * k,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(k)}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
         w = np.clip(r.x, 0, None)
         w = w / w.sum() if w.sum() > 0 else np.full(k, 1 / k)
         v = f(w)[0]
@@ -124,8 +145,12 @@ def apply_temperature(p, t: float) -> np.ndarray:
 
 
 def fit_temperature(p, y) -> float:
-    r = minimize_scalar(lambda t: log_loss(y, apply_temperature(p, t)), bounds=(0.25, 4.0),
-                        method="bounded", options={"xatol": 1e-4})
+    r = minimize_scalar(
+        lambda t: log_loss(y, apply_temperature(p, t)),
+        bounds=(0.25, 4.0),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(r.x)
 
 
@@ -155,8 +180,13 @@ def blend(run_dirs, output=None, temperature=False):
     per_run = []
     for it in items:
         p = it["proba"]
-        per_run.append({"run": str(it["dir"]), "oof_log_loss": round(log_loss(y, p), 6),
-                        "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6)})
+        per_run.append(
+            {
+                "run": str(it["dir"]),
+                "oof_log_loss": round(log_loss(y, p), 6),
+                "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
+            }
+        )
     w = fit_weights([it["proba"] for it in items], y)
     p = sum(wi * it["proba"] for wi, it in zip(w, items))
     t = fit_temperature(p, y)
@@ -176,17 +206,22 @@ def blend(run_dirs, output=None, temperature=False):
         for it in items:
             path = it["dir"] / "submission.csv"
             if not path.exists():
-                raise RunError(f"{path}: missing; the run's config had no data.test, so there is "
-                               "nothing to blend for the submission")
+                raise RunError(
+                    f"{path}: missing; the run's config had no data.test, so there is "
+                    "nothing to blend for the submission"
+                )
             subs.append(_read_csv(path))
         ref = subs[0]
         cols = [ref.columns[0], *items[0]["classes"]]
         for it, s in zip(items[1:], subs[1:]):
             if list(s.columns) != list(ref.columns) or not np.array_equal(
-                    s[cols[0]].to_numpy(), ref[cols[0]].to_numpy()):
-                raise DataError(f"{it['dir'] / 'submission.csv'}: its ids or columns differ from "
-                                f"{items[0]['dir'] / 'submission.csv'}; the runs predicted "
-                                "different test files")
+                s[cols[0]].to_numpy(), ref[cols[0]].to_numpy()
+            ):
+                raise DataError(
+                    f"{it['dir'] / 'submission.csv'}: its ids or columns differ from "
+                    f"{items[0]['dir'] / 'submission.csv'}; the runs predicted "
+                    "different test files"
+                )
         q = sum(wi * s[cols[1:]].to_numpy(dtype=np.float64) for wi, s in zip(w, subs))
         q = q / q.sum(axis=1, keepdims=True)
         if temperature:

@@ -56,28 +56,47 @@ def check(cfg: Config, log=None) -> dict:
     opt_name, opt_args = normalize_named(t.optimizer)
     return {
         "config": cfg.source,
-        "train": {"path": str(train_path), "rows": int(n), "features": len(train.features),
-                  "model_inputs": int(pre.n_outputs)},
-        "classes": [{"name": c, "rows": int(k), "share": round(float(k) / n, 6), "validation_rows": int(v)}
-                    for c, k, v in zip(classes, counts, val_counts)],
+        "train": {
+            "path": str(train_path),
+            "rows": int(n),
+            "features": len(train.features),
+            "model_inputs": int(pre.n_outputs),
+        },
+        "classes": [
+            {"name": c, "rows": int(k), "share": round(float(k) / n, 6), "validation_rows": int(v)}
+            for c, k, v in zip(classes, counts, val_counts)
+        ],
         "imbalance": round(float(counts.max()) / max(1, int(counts.min())), 3),
-        "split": {"train_rows": int(len(arrays.y_train)), "validation_rows": int(len(arrays.y_val)),
-                  "validation_split": cfg.data.validation_split, "stratify": cfg.data.stratify,
-                  "seed": cfg.seed},
+        "split": {
+            "train_rows": int(len(arrays.y_train)),
+            "validation_rows": int(len(arrays.y_val)),
+            "validation_split": cfg.data.validation_split,
+            "stratify": cfg.data.stratify,
+            "seed": cfg.seed,
+        },
         "test": ({"path": str(test_path), "rows": int(len(x_test[0]))} if x_test is not None else None),
-        "model": {"parameters": int(model.count_params()), "trainable_parameters": trainable,
-                  "summary": engine.build.summary_text(model)},
-        "fit": {"epochs": t.epochs, "batch_size": t.batch_size,
-                "steps_per_epoch": -(-len(arrays.y_train) // t.batch_size),
-                "optimizer": {"name": opt_name, **opt_args},
-                "loss": normalize_named(t.loss)[0],
-                "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
-                "checkpoint_monitor": t.checkpoint.monitor,
-                "lr_schedule": t.lr_schedule.model_dump() if t.lr_schedule else None,
-                "class_weight": t.class_weight,
-                "preprocessing": {"transform": cfg.data.transform, "tfidf": cfg.data.tfidf,
-                                  "knn": cfg.data.knn.k if cfg.data.knn else None,
-                                  "scaling": cfg.data.scaling}},
+        "model": {
+            "parameters": int(model.count_params()),
+            "trainable_parameters": trainable,
+            "summary": engine.build.summary_text(model),
+        },
+        "fit": {
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "steps_per_epoch": -(-len(arrays.y_train) // t.batch_size),
+            "optimizer": {"name": opt_name, **opt_args},
+            "loss": normalize_named(t.loss)[0],
+            "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
+            "checkpoint_monitor": t.checkpoint.monitor,
+            "lr_schedule": t.lr_schedule.model_dump() if t.lr_schedule else None,
+            "class_weight": t.class_weight,
+            "preprocessing": {
+                "transform": cfg.data.transform,
+                "tfidf": cfg.data.tfidf,
+                "knn": cfg.data.knn.k if cfg.data.knn else None,
+                "scaling": cfg.data.scaling,
+            },
+        },
         "warnings": warnings,
     }
 
@@ -87,15 +106,21 @@ def _warnings(cfg, model, arrays, classes, counts, val_counts, test_path) -> lis
     # The loss expects probabilities; a model without a final softmax trains on nonsense.
     p = np.asarray(model(arrays.x_val[:8], training=False), dtype=np.float64)
     if (p < -1e-6).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
-        out.append(f"{cfg.source}: model.layers: the model's outputs are not probabilities "
-                   f"(a row sums to {p.sum(axis=1)[0]:.3g}); end the layers with {{Activation: softmax}}")
+        out.append(
+            f"{cfg.source}: model.layers: the model's outputs are not probabilities "
+            f"(a row sums to {p.sum(axis=1)[0]:.3g}); end the layers with {{Activation: softmax}}"
+        )
     missing = [c for c, v in zip(classes, val_counts) if v == 0]
     if missing:
-        out.append(f"class(es) {', '.join(missing[:10])} have no validation rows; raise "
-                   "data.validation_split or use more data")
+        out.append(
+            f"class(es) {', '.join(missing[:10])} have no validation rows; raise "
+            "data.validation_split or use more data"
+        )
     if cfg.data.stratify and counts.min() < 2:
-        out.append("a class has a single row, so the validation split cannot be stratified "
-                   "and falls back to a random split")
+        out.append(
+            "a class has a single row, so the validation split cannot be stratified "
+            "and falls back to a random split"
+        )
     if test_path is None:
         out.append("no data.test: fit will train and score but write no submission.csv")
     return out
@@ -127,39 +152,49 @@ def format_check(result: dict, overrides=()) -> str:
     """
     r = result
     tr, sp, fit = r["train"], r["split"], r["fit"]
-    lines = [f"Config      {r['config']}: valid",
-             f"Train data  {tr['path']}: {tr['rows']:,} rows, {tr['features']} features, "
-             f"{len(r['classes'])} classes" + _model_inputs(tr, fit["preprocessing"]),
-             f"Split       {sp['train_rows']:,} train / {sp['validation_rows']:,} validation rows "
-             f"({sp['validation_split']:.0%}{', stratified' if sp['stratify'] else ''}, seed {sp['seed']})"]
+    lines = [
+        f"Config      {r['config']}: valid",
+        f"Train data  {tr['path']}: {tr['rows']:,} rows, {tr['features']} features, "
+        f"{len(r['classes'])} classes" + _model_inputs(tr, fit["preprocessing"]),
+        f"Split       {sp['train_rows']:,} train / {sp['validation_rows']:,} validation rows "
+        f"({sp['validation_split']:.0%}{', stratified' if sp['stratify'] else ''}, seed {sp['seed']})",
+    ]
     if r["test"]:
         lines.append(f"Test data   {r['test']['path']}: {r['test']['rows']:,} rows, same feature columns")
     else:
         lines.append("Test data   none (no submission)")
     width = max(len("class"), *(len(c["name"]) for c in r["classes"]))
-    lines += ["", f"Class balance (largest / smallest = {r['imbalance']:.1f}):",
-              f"  {'class':<{width}}  {'rows':>9}  {'share':>6}  {'validation':>10}"]
+    lines += [
+        "",
+        f"Class balance (largest / smallest = {r['imbalance']:.1f}):",
+        f"  {'class':<{width}}  {'rows':>9}  {'share':>6}  {'validation':>10}",
+    ]
     for c in r["classes"]:
         bar = "#" * max(1, round(c["share"] * 40)) if c["rows"] else ""
-        lines.append(f"  {c['name']:<{width}}  {c['rows']:>9,}  {c['share']:>6.1%}  "
-                     f"{c['validation_rows']:>10,}  {bar}")
+        lines.append(
+            f"  {c['name']:<{width}}  {c['rows']:>9,}  {c['share']:>6.1%}  {c['validation_rows']:>10,}  {bar}"
+        )
     opt = dict(fit["optimizer"])
     opt_text = opt.pop("name") + (f" ({', '.join(f'{k}={v}' for k, v in opt.items())})" if opt else "")
     es = fit["early_stopping"]
     pre = fit["preprocessing"]
-    lines += ["", f"Model       {r['model']['parameters']:,} parameters "
-                  f"({r['model']['trainable_parameters']:,} trainable)",
-              r["model"]["summary"].rstrip(), "",
-              f"Fit         up to {fit['epochs']} epochs x {fit['steps_per_epoch']:,} steps of "
-              f"{fit['batch_size']} rows; optimizer {opt_text}; loss {fit['loss']}",
-              f"            preprocessing: transform {pre['transform']}, scaling {pre['scaling']}"
-              + (", TF-IDF" if pre["tfidf"] else "")
-              + (f", KNN features (k = {pre['knn']})" if pre.get("knn") else ""),
-              "            " + (f"early stopping on {es['monitor']} (patience {es['patience']})"
-                               if es else "no early stopping")
-              + f"; best model by {fit['checkpoint_monitor']}"
-              + (f"; lr schedule {fit['lr_schedule'].get('name')}" if fit["lr_schedule"] else "")
-              + (f"; class weights {fit['class_weight']}" if fit["class_weight"] else "")]
+    lines += [
+        "",
+        f"Model       {r['model']['parameters']:,} parameters "
+        f"({r['model']['trainable_parameters']:,} trainable)",
+        r["model"]["summary"].rstrip(),
+        "",
+        f"Fit         up to {fit['epochs']} epochs x {fit['steps_per_epoch']:,} steps of "
+        f"{fit['batch_size']} rows; optimizer {opt_text}; loss {fit['loss']}",
+        f"            preprocessing: transform {pre['transform']}, scaling {pre['scaling']}"
+        + (", TF-IDF" if pre["tfidf"] else "")
+        + (f", KNN features (k = {pre['knn']})" if pre.get("knn") else ""),
+        "            "
+        + (f"early stopping on {es['monitor']} (patience {es['patience']})" if es else "no early stopping")
+        + f"; best model by {fit['checkpoint_monitor']}"
+        + (f"; lr schedule {fit['lr_schedule'].get('name')}" if fit["lr_schedule"] else "")
+        + (f"; class weights {fit['class_weight']}" if fit["class_weight"] else ""),
+    ]
     if r["warnings"]:
         lines += [""] + [f"Warning: {w}" for w in r["warnings"]]
     lines += ["", f"OK: ready for: {fit_command(r['config'], overrides)}"]
@@ -168,7 +203,12 @@ def format_check(result: dict, overrides=()) -> str:
 
 def one_line(result: dict) -> str:
     """The ``check -q`` verdict."""
-    return (f"OK: {result['config']}: {result['train']['rows']:,} rows, {result['train']['features']} "
-            f"features, {len(result['classes'])} classes, {result['model']['parameters']:,} parameters"
-            + (f"; {len(result['warnings'])} warning(s), run without -q to see them"
-               if result["warnings"] else ""))
+    return (
+        f"OK: {result['config']}: {result['train']['rows']:,} rows, {result['train']['features']} "
+        f"features, {len(result['classes'])} classes, {result['model']['parameters']:,} parameters"
+        + (
+            f"; {len(result['warnings'])} warning(s), run without -q to see them"
+            if result["warnings"]
+            else ""
+        )
+    )

@@ -44,8 +44,9 @@ def begin(cfg: Config, kind: str, run_dir, resume, smoke: bool) -> tuple[Config,
     return cfg, resume_dir, smoke
 
 
-def create_run_dir(cfg: Config, run_dir, runs_root, name: str, status: dict,
-                   write: Callable[[Path], None]) -> Path:
+def create_run_dir(
+    cfg: Config, run_dir, runs_root, name: str, status: dict, write: Callable[[Path], None]
+) -> Path:
     """Create the run directory with config.yaml, ``write(run_dir)``'s files and its status.
 
     The directory is created only now, when everything the run needs has been checked,
@@ -70,8 +71,7 @@ def load_data(cfg: Config, smoke=False) -> tuple[TrainData, tuple | None]:
     test_path = data_paths(cfg.data)[1]
     test = None
     if test_path is not None:
-        test = load_test(test_path, cfg.data.id_column, cfg.data.target_column, train.features,
-                         nrows=nrows)
+        test = load_test(test_path, cfg.data.id_column, cfg.data.target_column, train.features, nrows=nrows)
     return train, test
 
 
@@ -84,12 +84,24 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
 
     x_tr = rows(tr)
     try:
-        pre = Preprocessor.fit(x_tr, cfg.data, train.features, train.classes,
-                               cfg.data.id_column, cfg.data.target_column, train.y[tr])
+        pre = Preprocessor.fit(
+            x_tr,
+            cfg.data,
+            train.features,
+            train.classes,
+            cfg.data.id_column,
+            cfg.data.target_column,
+            train.y[tr],
+        )
     except DataError as e:  # e.g. data.knn and a class too small: say which file
         raise DataError(f"{train.path}: {e}") from None
-    arrays = Arrays(pre.transform(x_tr, overwrite=True, fitted_rows=True), train.y[tr],
-                    pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes))
+    arrays = Arrays(
+        pre.transform(x_tr, overwrite=True, fitted_rows=True),
+        train.y[tr],
+        pre.transform(rows(va), overwrite=True),
+        train.y[va],
+        len(train.classes),
+    )
     return pre, arrays
 
 
@@ -102,8 +114,10 @@ def class_weights(cfg: Config, y, classes) -> dict | None:
         return {i: float(len(y) / (len(classes) * max(c, 1))) for i, c in enumerate(counts)}
     unknown = [k for k in cw if k not in classes]
     if unknown:
-        raise ConfigError(f"{cfg.source}: train.class_weight: unknown class(es) {', '.join(unknown)}; "
-                          f"the classes are {', '.join(classes)}")
+        raise ConfigError(
+            f"{cfg.source}: train.class_weight: unknown class(es) {', '.join(unknown)}; "
+            f"the classes are {', '.join(classes)}"
+        )
     return {i: float(cw.get(c, 1.0)) for i, c in enumerate(classes)}
 
 
@@ -114,5 +128,7 @@ def require_tensorboard(cfg: Config) -> None:
     epoch would crash, after the run directory was created.
     """
     if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(f"{cfg.source}: train.tensorboard: true needs the tensorboard package; "
-                          "install it (pip install tensorboard) or set train.tensorboard: false")
+        raise ConfigError(
+            f"{cfg.source}: train.tensorboard: true needs the tensorboard package; "
+            "install it (pip install tensorboard) or set train.tensorboard: false"
+        )

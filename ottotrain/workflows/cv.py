@@ -100,7 +100,8 @@ def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
     """Train (or resume) one member in ``work/<name>``; move it into ``models/``; return its record."""
     name, train, run_dir = member_name(fold, seed_index), run.train, run.run_dir
     cfg = member_config(run.cfg, seed_index).model_copy(
-        update={"seed": member_seed(run.cfg.seed, fold, seed_index)})
+        update={"seed": member_seed(run.cfg.seed, fold, seed_index)}
+    )
     tr, va = np.flatnonzero(run.fold_of != fold), np.flatnonzero(run.fold_of == fold)
     work = run_dir / WORK / name
     work.mkdir(parents=True, exist_ok=True)
@@ -116,17 +117,29 @@ def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
     # A member killed after its last epoch has nothing left to train: train_loop returns
     # at once (and still applies early_stopping.restore_best_weights).
     job = engine.member.MemberJob(
-        cfg, arrays, work, class_weights(cfg, arrays.y_train, train.classes),
-        tensorboard_dir=run_dir / "tensorboard" / name if cfg.train.tensorboard else None, name=name)
+        cfg,
+        arrays,
+        work,
+        class_weights(cfg, arrays.y_train, train.classes),
+        tensorboard_dir=run_dir / "tensorboard" / name if cfg.train.tensorboard else None,
+        name=name,
+    )
     result = engine.member.train_member(job, run.log)
     state = result.state
     record = MemberRecord(
-        name=name, seed=cfg.seed, val_log_loss=round(result.val_log_loss, 6),
-        val_accuracy=round(result.val_accuracy, 6), best_epoch=state.best_epoch,
-        kept_epoch=state.kept_epoch, epochs_run=len(state.history), stopped_by=state.stop,
-        n_train=int(len(tr)), n_val=int(len(va)),
+        name=name,
+        seed=cfg.seed,
+        val_log_loss=round(result.val_log_loss, 6),
+        val_accuracy=round(result.val_accuracy, 6),
+        best_epoch=state.best_epoch,
+        kept_epoch=state.kept_epoch,
+        epochs_run=len(state.history),
+        stopped_by=state.stop,
+        n_train=int(len(tr)),
+        n_val=int(len(va)),
         train_seconds=round(sum(r.seconds for r in state.history), 3),
-        wall_seconds_this_session=round(result.wall_seconds, 3))
+        wall_seconds_this_session=round(result.wall_seconds, 3),
+    )
     # Order matters for resuming: model and preprocessing first, the record (the
     # "finished" marker) last, then the work folder goes.
     pre.save(models / f"{name}.preprocess.json")
@@ -148,15 +161,28 @@ def _write_folds(path, ids, folds, id_column):
 
 def _check_saved_folds(run_dir, ids, folds, id_column):
     saved = pd.read_csv(run_dir / FOLDS_FILE)
-    if (len(saved) != len(ids) or not np.array_equal(saved[id_column].to_numpy(), ids)
-            or not np.array_equal(saved["fold"].to_numpy() - 1, folds)):
-        raise RunError(f"{run_dir}: the training data or its fold assignment changed since the "
-                       "cv run started (folds.csv differs); start a new run")
+    if (
+        len(saved) != len(ids)
+        or not np.array_equal(saved[id_column].to_numpy(), ids)
+        or not np.array_equal(saved["fold"].to_numpy() - 1, folds)
+    ):
+        raise RunError(
+            f"{run_dir}: the training data or its fold assignment changed since the "
+            "cv run started (folds.csv differs); start a new run"
+        )
 
 
-def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_dir=None,
-           runs_root="runs", resume=None, smoke=False, log: Log | None = None,
-           config_name="run") -> dict:
+def run_cv(
+    cfg: Config,
+    folds: int | None = None,
+    seeds: int | None = None,
+    run_dir=None,
+    runs_root="runs",
+    resume=None,
+    smoke=False,
+    log: Log | None = None,
+    config_name="run",
+) -> dict:
     """Cross-validate (and bag) a config into a run directory; return the metrics dict.
 
     Args:
@@ -180,8 +206,10 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         saved = read_json(resume_dir / CV_FILE)
         for key, value in (("folds", folds), ("seeds", seeds)):
             if value is not None and value != saved[key]:
-                raise RunError(f"{resume_dir}: the run was started with --{key} {saved[key]}, "
-                               f"not {value}; resume without --{key}")
+                raise RunError(
+                    f"{resume_dir}: the run was started with --{key} {saved[key]}, "
+                    f"not {value}; resume without --{key}"
+                )
         folds, seeds = saved["folds"], saved["seeds"]
     variants = cfg.cv.variants
     folds = cfg.cv.folds if folds is None else int(folds)
@@ -199,35 +227,58 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
         raise DataError(f"{train.path}: {e}") from None
     t_data = time.perf_counter() - t0
     plan = members(folds, seeds)
-    log(f"Data: {len(train.y)} rows, {len(train.features)} features, {len(train.classes)} classes"
-        + (f", {len(test[0])} test rows" if test else "") + (" [smoke]" if smoke else ""), 1)
-    log(f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {len(plan)} models"
-        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""), 1)
+    log(
+        f"Data: {len(train.y)} rows, {len(train.features)} features, {len(train.classes)} classes"
+        + (f", {len(test[0])} test rows" if test else "")
+        + (" [smoke]" if smoke else ""),
+        1,
+    )
+    log(
+        f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {len(plan)} models"
+        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""),
+        1,
+    )
 
     status = {"kind": CV_KIND, "folds": folds, "seeds": seeds, "smoke": smoke}
     if resume_dir is not None:
         run_dir = resume_dir
         _check_saved_folds(run_dir, train.ids, fold_of, cfg.data.id_column)
     else:
+
         def write(d):
             _write_folds(d / FOLDS_FILE, train.ids, fold_of, cfg.data.id_column)
-            write_json(d / CV_FILE, {
-                "folds": folds, "seeds": seeds, "fold_seed": cfg.seed, "smoke": smoke,
-                "members": [{"name": member_name(f, s), "fold": f + 1, "seed_index": s + 1,
-                             "seed": member_seed(cfg.seed, f, s),
-                             "variant": variant_index(cfg, s)} for f, s in plan]})
+            write_json(
+                d / CV_FILE,
+                {
+                    "folds": folds,
+                    "seeds": seeds,
+                    "fold_seed": cfg.seed,
+                    "smoke": smoke,
+                    "members": [
+                        {
+                            "name": member_name(f, s),
+                            "fold": f + 1,
+                            "seed_index": s + 1,
+                            "seed": member_seed(cfg.seed, f, s),
+                            "variant": variant_index(cfg, s),
+                        }
+                        for f, s in plan
+                    ],
+                },
+            )
 
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cv_run_name(cfg.name or config_name),
-                                 status, write)
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cv_run_name(cfg.name or config_name), status, write)
     (run_dir / MODELS).mkdir(exist_ok=True)
     log(f"Run directory: {run_dir}", 1)
 
     def interrupted():
-        return (f"finished models are kept in {run_dir / MODELS}; "
-                f"continue with: ottotrain cv --resume {run_dir}")
+        return (
+            f"finished models are kept in {run_dir / MODELS}; continue with: ottotrain cv --resume {run_dir}"
+        )
 
-    run = _Run(cfg, run_dir, train, fold_of, folds, seeds, status, log, t_start,
-               {"data_seconds": round(t_data, 3)})
+    run = _Run(
+        cfg, run_dir, train, fold_of, folds, seeds, status, log, t_start, {"data_seconds": round(t_data, 3)}
+    )
     with running(run_dir, log, status, interrupted):
         t1 = time.perf_counter()
         for i, (f, s) in enumerate(plan):
@@ -236,11 +287,17 @@ def run_cv(cfg: Config, folds: int | None = None, seeds: int | None = None, run_
                 log(f"[{i + 1}/{len(plan)}] {name}: finished earlier, reused", 1)
                 continue
             n_val = int((fold_of == f).sum())
-            log(f"[{i + 1}/{len(plan)}] {name}: training on {len(fold_of) - n_val} rows, "
-                f"validating on fold {f + 1} ({n_val} rows)", 1)
+            log(
+                f"[{i + 1}/{len(plan)}] {name}: training on {len(fold_of) - n_val} rows, "
+                f"validating on fold {f + 1} ({n_val} rows)",
+                1,
+            )
             rec = _train_member(run, f, s)
-            log(f"[{i + 1}/{len(plan)}] {name}: best epoch {rec.best_epoch}/{rec.epochs_run}, "
-                f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}", 1)
+            log(
+                f"[{i + 1}/{len(plan)}] {name}: best epoch {rec.best_epoch}/{rec.epochs_run}, "
+                f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}",
+                1,
+            )
         run.timings["train_seconds_this_session"] = round(time.perf_counter() - t1, 3)
         return _finish(run, test)
 
@@ -274,29 +331,47 @@ def _finish(run: _Run, test) -> dict:
                     x_test[key] = pre.transform(test[1])
                 p_test += engine.inference.predict_proba(model, x_test[key])
             rec = MemberRecord.load(run_dir / MODELS / f"{name}.json")
-            records.append({"fold": f + 1, "seed_index": s + 1, "variant": variant_index(cfg, s),
-                            **asdict(rec)})
-            manifest.append({"name": name, "model": f"{MODELS}/{name}.keras",
-                             "preprocess": f"{MODELS}/{name}.preprocess.json", "weight": 1.0})
+            records.append(
+                {"fold": f + 1, "seed_index": s + 1, "variant": variant_index(cfg, s), **asdict(rec)}
+            )
+            manifest.append(
+                {
+                    "name": name,
+                    "model": f"{MODELS}/{name}.keras",
+                    "preprocess": f"{MODELS}/{name}.preprocess.json",
+                    "weight": 1.0,
+                }
+            )
             engine.env.keras.backend.clear_session()  # free the member's graph
     if not (count == seeds).all():
-        raise RunError(f"{run_dir}: a training row has {count.min()} out-of-fold predictions, "
-                       f"expected {seeds}; folds.csv or models/ are damaged")
+        raise RunError(
+            f"{run_dir}: a training row has {count.min()} out-of-fold predictions, "
+            f"expected {seeds}; folds.csv or models/ are damaged"
+        )
     oof /= count[:, None]
     loss = log_loss(train.y, oof)
     acc = float((oof.argmax(1) == train.y).mean())
     fold_loss = [log_loss(train.y[fold_of == f], oof[fold_of == f]) for f in range(folds)]
-    fold_acc = [float((oof[fold_of == f].argmax(1) == train.y[fold_of == f]).mean())
-                for f in range(folds)]
+    fold_acc = [float((oof[fold_of == f].argmax(1) == train.y[fold_of == f]).mean()) for f in range(folds)]
 
-    write_predictions(run_dir / OOF_FILE, oof, train.classes,
-                      {cfg.data.id_column: train.ids, "fold": fold_of + 1,
-                       cfg.data.target_column: [train.classes[i] for i in train.y]})
+    write_predictions(
+        run_dir / OOF_FILE,
+        oof,
+        train.classes,
+        {
+            cfg.data.id_column: train.ids,
+            "fold": fold_of + 1,
+            cfg.data.target_column: [train.classes[i] for i in train.y],
+        },
+    )
     if p_test is not None:
-        write_submission(run_dir / "submission.csv", test[0], p_test / (folds * seeds),
-                         train.classes, cfg.data.id_column)
-    write_json(run_dir / ENSEMBLE_FILE, {"kind": CV_KIND, "combine": "mean", "members": manifest,
-                                         "classes": list(train.classes)})
+        write_submission(
+            run_dir / "submission.csv", test[0], p_test / (folds * seeds), train.classes, cfg.data.id_column
+        )
+    write_json(
+        run_dir / ENSEMBLE_FILE,
+        {"kind": CV_KIND, "combine": "mean", "members": manifest, "classes": list(train.classes)},
+    )
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
     timings["member_train_seconds"] = round(sum(r["train_seconds"] for r in records), 3)
     timings["total_seconds_this_session"] = round(time.time() - run.started, 3)
@@ -329,7 +404,10 @@ def _finish(run: _Run, test) -> dict:
     shutil.rmtree(run_dir / WORK, ignore_errors=True)
     runs.write_status(run_dir, runs.FINISHED, **status)
     # The rounded figures the result carries, so that this line and the CLI's agree.
-    log(f"OOF log loss {metrics['oof_log_loss']:.4f} (folds {metrics['fold_log_loss_mean']:.4f} ± "
+    log(
+        f"OOF log loss {metrics['oof_log_loss']:.4f} (folds {metrics['fold_log_loss_mean']:.4f} ± "
         f"{metrics['fold_log_loss_std']:.4f}), accuracy {metrics['oof_accuracy']:.4f}, "
-        f"{metrics['n_models']} models", 1)
+        f"{metrics['n_models']} models",
+        1,
+    )
     return {**metrics, "run_dir": str(run_dir)}

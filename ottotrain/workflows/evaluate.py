@@ -29,8 +29,7 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
     predictor = open_run(run_dir)
     state = predictor.state
     x, y = load_labelled(data_csv, state)
-    what = (f"the {len(predictor.members)} models of {run_dir}" if predictor.kind == CV_KIND
-            else str(run_dir))
+    what = f"the {len(predictor.members)} models of {run_dir}" if predictor.kind == CV_KIND else str(run_dir)
     log(f"Scoring {len(y):,} rows of {data_csv} with {what}", 1)
     proba = predictor.predict_proba(x)
     classes = list(state.classes)
@@ -44,9 +43,16 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
         "rows": int(len(y)),
         "log_loss": round(log_loss(y, proba), 6),
         "accuracy": round(float((pred == y).mean()), 6),
-        "per_class": [{"class": c, "precision": round(float(p), 6), "recall": round(float(r), 6),
-                       "f1": round(float(f), 6), "support": int(s)}
-                      for c, p, r, f, s in zip(classes, prec, rec, f1, support)],
+        "per_class": [
+            {
+                "class": c,
+                "precision": round(float(p), 6),
+                "recall": round(float(r), 6),
+                "f1": round(float(f), 6),
+                "support": int(s),
+            }
+            for c, p, r, f, s in zip(classes, prec, rec, f1, support)
+        ],
         "confusion": {"classes": classes, "matrix": cm.astype(int).tolist()},
     }
 
@@ -61,12 +67,17 @@ def format_evaluation(result: dict, brief: bool = False) -> str:
     w = max(len("class"), *(len(c) for c in classes))
     lines += ["", f"{'class':<{w}}  precision  recall      f1  support"]
     for c in r["per_class"]:
-        lines.append(f"{c['class']:<{w}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
-                     f"{c['support']:>7,}")
+        lines.append(
+            f"{c['class']:<{w}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  "
+            f"{c['support']:>7,}"
+        )
     m = r["confusion"]["matrix"]
     cw = max(5, *(len(str(v)) for row in m for v in row), *(len(str(i + 1)) for i in range(len(classes))))
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted; columns numbered as rows):",
-              " " * (w + 4) + " ".join(f"{i + 1:>{cw}}" for i in range(len(classes)))]
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted; columns numbered as rows):",
+        " " * (w + 4) + " ".join(f"{i + 1:>{cw}}" for i in range(len(classes))),
+    ]
     for i, (c, row) in enumerate(zip(classes, m)):
         lines.append(f"{i + 1:>2} {c:<{w}} " + " ".join(f"{v:>{cw}}" for v in row))
     return "\n".join(lines)

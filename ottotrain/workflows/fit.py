@@ -76,13 +76,22 @@ def check_same_data(path: Path, pre):
     now = json.loads(pre.to_json())
     if saved != now:
         what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-        raise RunError(f"{path.parent}: the training data changed since the run started "
-                       f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
-                       "data, or start a new run")
+        raise RunError(
+            f"{path.parent}: the training data changed since the run started "
+            f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
+            "data, or start a new run"
+        )
 
 
-def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, log: Log | None = None,
-        config_name="run") -> dict:
+def fit(
+    cfg: Config,
+    run_dir=None,
+    runs_root="runs",
+    smoke=False,
+    resume=None,
+    log: Log | None = None,
+    config_name="run",
+) -> dict:
     """Train a config and fill a run directory; return the metrics dict.
 
     Args:
@@ -104,9 +113,13 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
     data = prepare(cfg, smoke)
     train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
     t_data = time.perf_counter() - t0
-    log(f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
+    log(
+        f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
         f"{len(train.features)} features, {len(train.classes)} classes"
-        + (f", {len(x_test[0])} test rows" if x_test else "") + (" [smoke]" if smoke else ""), 1)
+        + (f", {len(x_test[0])} test rows" if x_test else "")
+        + (" [smoke]" if smoke else ""),
+        1,
+    )
     cw = class_weights(cfg, arrays.y_train, train.classes)
     # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
     summary = engine.build.check_model(cfg, pre.n_outputs, len(train.classes), len(arrays.y_train))
@@ -115,31 +128,45 @@ def fit(cfg: Config, run_dir=None, runs_root="runs", smoke=False, resume=None, l
         run_dir = resume_dir
         check_same_data(run_dir / "preprocess.json", pre)
     else:
+
         def write(d):
             pre.save(d / "preprocess.json")
             write_text(d / "summary.txt", summary + "\n")
 
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke},
-                                 write)
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke}, write)
     log(f"Run directory: {run_dir}", 1)
 
     def interrupted():
-        kept = ("kept the best model and the history so far" if (run_dir / "model.keras").exists()
-                else "no epoch had completed, nothing to keep yet")
+        kept = (
+            "kept the best model and the history so far"
+            if (run_dir / "model.keras").exists()
+            else "no epoch had completed, nothing to keep yet"
+        )
         return f"{kept} in {run_dir}; continue with: ottotrain fit --resume {run_dir}"
 
     def record():
-        write_history(run_dir / "history.csv",
-                      TrainState.history_of(run_dir / runs.STATE_DIR / "trainer.json"))
+        write_history(
+            run_dir / "history.csv", TrainState.history_of(run_dir / runs.STATE_DIR / "trainer.json")
+        )
 
     with running(run_dir, log, {"smoke": smoke}, interrupted, record):
         t1 = time.perf_counter()
         job = engine.member.MemberJob(
-            cfg, arrays, run_dir, cw,
-            tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None)
+            cfg,
+            arrays,
+            run_dir,
+            cw,
+            tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None,
+        )
         member = engine.member.train_member(job, log)
-        run = _Run(cfg, run_dir, smoke, log, t_start, {
-            "data_seconds": round(t_data, 3), "train_seconds": round(time.perf_counter() - t1, 3)})
+        run = _Run(
+            cfg,
+            run_dir,
+            smoke,
+            log,
+            t_start,
+            {"data_seconds": round(t_data, 3), "train_seconds": round(time.perf_counter() - t1, 3)},
+        )
         return _finish(run, member, data)
 
 
@@ -152,13 +179,20 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     write_history(run_dir / "history.csv", state.history)
     if x_test is not None:
         best = engine.inference.load_model(member.model_path)
-        write_submission(run_dir / "submission.csv", x_test[0],
-                         engine.inference.predict_proba(best, x_test[1]), train.classes,
-                         cfg.data.id_column)
+        write_submission(
+            run_dir / "submission.csv",
+            x_test[0],
+            engine.inference.predict_proba(best, x_test[1]),
+            train.classes,
+            cfg.data.id_column,
+        )
     # Validation predictions, for plots, blending and error analysis.
-    write_predictions(run_dir / "val_predictions.csv", member.val_proba, train.classes,
-                      {cfg.data.id_column: train.ids[va],
-                       "target": [train.classes[i] for i in arrays.y_val]})
+    write_predictions(
+        run_dir / "val_predictions.csv",
+        member.val_proba,
+        train.classes,
+        {cfg.data.id_column: train.ids[va], "target": [train.classes[i] for i in arrays.y_val]},
+    )
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.time() - run.started, 3)
     hist = state.history
@@ -187,6 +221,9 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     runs.write_status(run_dir, runs.FINISHED, smoke=smoke)
     shutil.rmtree(run_dir / runs.STATE_DIR, ignore_errors=True)
     # The rounded figures the result carries, so that this line and the CLI's agree.
-    log(f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
-        f"{metrics['val_log_loss']:.4f}, accuracy {metrics['val_accuracy']:.4f}", 1)
+    log(
+        f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
+        f"{metrics['val_log_loss']:.4f}, accuracy {metrics['val_accuracy']:.4f}",
+        1,
+    )
     return {**metrics, "run_dir": str(run_dir)}

@@ -57,9 +57,13 @@ def plot_curves(history_csv, out_png) -> Path | None:
     best = None
     if "val_loss" in df and df["val_loss"].notna().any():
         best = int(df.loc[df["val_loss"].idxmin(), "epoch"])
-    for ax, (title, keys, ylabel) in zip(axes, (
+    for ax, (title, keys, ylabel) in zip(
+        axes,
+        (
             ("Loss", ("loss", "val_loss"), "categorical cross-entropy"),
-            ("Accuracy", ("accuracy", "val_accuracy"), "accuracy"))):
+            ("Accuracy", ("accuracy", "val_accuracy"), "accuracy"),
+        ),
+    ):
         for key, label in zip(keys, ("train", "validation")):
             if key in df and df[key].notna().any():
                 ax.plot(epochs, df[key], marker=marker, markersize=3, label=f"{label} ({key})")
@@ -103,7 +107,7 @@ def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | No
         return None
     if df.empty or "target" not in df or df.shape[1] < 4:
         return None
-    classes = list(df.columns[df.columns.get_loc("target") + 1:])
+    classes = list(df.columns[df.columns.get_loc("target") + 1 :])
     index = {c: i for i, c in enumerate(classes)}
     y = df["target"].astype(str).map(index)
     keep = y.notna().to_numpy()
@@ -129,8 +133,15 @@ def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | No
         size = "small" if k <= 12 else "xx-small"
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     return _save(fig, out_png)
 
@@ -160,7 +171,8 @@ def plot_run(run_dir, strict=False) -> list[Path]:
             break
     out = [p for p in out if p is not None]
     if strict and not out:
-        raise RunError(f"{run_dir}: nothing to plot (no history.csv, val_predictions.csv or oof.csv "
-                       "with rows); plots come from a run that trained at least one epoch")
+        raise RunError(
+            f"{run_dir}: nothing to plot (no history.csv, val_predictions.csv or oof.csv "
+            "with rows); plots come from a run that trained at least one epoch"
+        )
     return out
-

@@ -33,8 +33,7 @@ def predict(run_dir, test_csv, out=None) -> dict:
         if out.exists() and out.resolve() == Path(test_csv).resolve():
             raise DataError(f"{out}: is the test file itself; give another output file name")
         if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:
-            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another "
-                            "output file name")
+            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another output file name")
     predictor = open_run(run_dir)
     s = predictor.state
     t0 = time.perf_counter()
@@ -44,5 +43,9 @@ def predict(run_dir, test_csv, out=None) -> dict:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
     write_submission(out, ids, proba, s.classes, s.id_column)
     dt = time.perf_counter() - t0
-    return {"output": str(out), "rows": int(len(ids)), "seconds": round(dt, 3),
-            "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None}
+    return {
+        "output": str(out),
+        "rows": int(len(ids)),
+        "seconds": round(dt, 3),
+        "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None,
+    }

@@ -67,8 +67,10 @@ class Predictor:
 
 def _fit_members(run_dir: Path, info: dict) -> list[Member]:
     if info["status"] not in (FINISHED, INTERRUPTED) or not (run_dir / "model.keras").exists():
-        raise RunError(f"{run_dir}: the run is {info['status']} and has no usable model yet; "
-                       "wait for it to finish, or resume it with 'ottotrain fit --resume'")
+        raise RunError(
+            f"{run_dir}: the run is {info['status']} and has no usable model yet; "
+            "wait for it to finish, or resume it with 'ottotrain fit --resume'"
+        )
     missing = [f for f in REQUIRED if not (run_dir / f).exists()]
     if missing:
         raise RunError(f"{run_dir}: incomplete run directory, missing {', '.join(missing)}")
@@ -80,16 +82,20 @@ def _fit_members(run_dir: Path, info: dict) -> list[Member]:
 
 def _cv_members(run_dir: Path, info: dict) -> list[Member]:
     if info["status"] != FINISHED or not (run_dir / ENSEMBLE_FILE).exists():
-        raise RunError(f"{run_dir}: the cv run is {info['status']} and has no ensemble yet; "
-                       f"finish it with 'ottotrain cv --resume {run_dir}'")
+        raise RunError(
+            f"{run_dir}: the cv run is {info['status']} and has no ensemble yet; "
+            f"finish it with 'ottotrain cv --resume {run_dir}'"
+        )
     check_safe(run_dir)
     out = []
     for m in read_json(run_dir / ENSEMBLE_FILE)["members"]:
         for key in ("model", "preprocess"):
             p = (run_dir / m[key]).resolve()
             if run_dir.resolve() not in p.parents or not p.exists():
-                raise RunError(f"{run_dir / ENSEMBLE_FILE}: member {m.get('name')}: "
-                               f"{m[key]} is missing or outside the run directory")
+                raise RunError(
+                    f"{run_dir / ENSEMBLE_FILE}: member {m.get('name')}: "
+                    f"{m[key]} is missing or outside the run directory"
+                )
         pre = Preprocessor.from_json((run_dir / m["preprocess"]).read_text(), run_dir / m["preprocess"])
         model = engine.inference.load_model(run_dir / m["model"])
         out.append(Member(m["name"], pre, model, float(m.get("weight", 1.0))))

@@ -107,8 +107,9 @@ def run_info(run_dir) -> dict:
     epochs = metrics.get("epochs_run", len(history) or None)
     best_epoch = metrics.get("best_epoch")
     timings = metrics.get("timings") if isinstance(metrics.get("timings"), dict) else {}
-    seconds = next((v for k, v in timings.items() if k.startswith("total_seconds")),
-                   metrics.get("total_seconds"))
+    seconds = next(
+        (v for k, v in timings.items() if k.startswith("total_seconds")), metrics.get("total_seconds")
+    )
     if score is None and history:
         # Unfinished: the best validation epoch so far (val_loss, the validation log loss).
         scored = [r for r in history if _num(r.get("val_loss")) is not None]
@@ -148,8 +149,10 @@ def list_runs(root="runs", sort="date") -> list[dict]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise RunError(f"{root}: no such folder; runs are created under 'runs' by default "
-                       "(see 'ottotrain fit --runs-root'), pass that folder")
+        raise RunError(
+            f"{root}: no such folder; runs are created under 'runs' by default "
+            "(see 'ottotrain fit --runs-root'), pass that folder"
+        )
     if sort not in SORTS:
         raise RunError(f"unknown sort '{sort}'; use one of {', '.join(SORTS)}")
     if (root / runs.STATUS).exists():
@@ -187,17 +190,25 @@ def format_runs(rows: list[dict]) -> str:
             # Unfinished: the best epoch's val_loss so far, ottotrain's own validation log loss
             # (callbacks.Validation), not yet the kept model's final score from metrics.json.
             loss += "*"
-        table.append((
-            r["name"], r["kind"] + (" smoke" if r["smoke"] else ""),
-            r["date"].replace("T", " ")[:16] if r["date"] else "-", r["status"],
-            "-" if r["epochs"] is None else str(r["epochs"]), loss,
-            "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}", _duration(r["seconds"])))
+        table.append(
+            (
+                r["name"],
+                r["kind"] + (" smoke" if r["smoke"] else ""),
+                r["date"].replace("T", " ")[:16] if r["date"] else "-",
+                r["status"],
+                "-" if r["epochs"] is None else str(r["epochs"]),
+                loss,
+                "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
+                _duration(r["seconds"]),
+            )
+        )
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(head)]
     right = {4, 5, 6, 7}
 
     def fmt(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     lines = [fmt(head)] + [fmt(t) for t in table]
     if any(r["log_loss_key"] == "val_loss" for r in rows):

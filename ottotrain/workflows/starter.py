@@ -38,9 +38,11 @@ def starter_text(path="ottotrain.yaml") -> str:
 
 def next_step(path) -> str:
     """What to do after ``ottotrain init PATH``: where the data files go, then check."""
-    return (f"Next: put Kaggle's train.csv.gz and test.csv.gz in ./{DATA_DIR}/ ({path} reads "
-            f"{data_dir(path)}/; the README's 'Getting the real Otto data' shows how), or edit "
-            f"data: in the file; then run: ottotrain check {path}")
+    return (
+        f"Next: put Kaggle's train.csv.gz and test.csv.gz in ./{DATA_DIR}/ ({path} reads "
+        f"{data_dir(path)}/; the README's 'Getting the real Otto data' shows how), or edit "
+        f"data: in the file; then run: ottotrain check {path}"
+    )
 
 
 def write_starter(path="ottotrain.yaml") -> Path:
@@ -54,8 +56,9 @@ def write_starter(path="ottotrain.yaml") -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; give a file name, e.g. "
-                          f"'ottotrain init {path / 'ottotrain.yaml'}'")
+        raise ConfigError(
+            f"{path}: is a directory; give a file name, e.g. 'ottotrain init {path / 'ottotrain.yaml'}'"
+        )
     if not path.parent.exists():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist; create it first")
     text = starter_text(path)
@@ -64,8 +67,10 @@ def write_starter(path="ottotrain.yaml") -> Path:
         with open(path, "x", encoding="utf-8") as f:
             f.write(text)
     except FileExistsError:
-        raise ConfigError(f"{path}: already exists, not overwriting it; choose another name "
-                          f"('ottotrain init other.yaml') or delete the file first") from None
+        raise ConfigError(
+            f"{path}: already exists, not overwriting it; choose another name "
+            f"('ottotrain init other.yaml') or delete the file first"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot write the config: {e.strerror}") from None
     return path

@@ -49,8 +49,10 @@ def summarize(target, overrides=()) -> str:
     if target.is_dir():
         return _run_summary(target)
     if not target.exists() and target.suffix not in (".yaml", ".yml"):
-        raise RunError(f"{target}: no such run directory or config file; give a CONFIG.yaml "
-                       "or a RUN_DIR made by 'ottotrain fit' or 'ottotrain cv'")
+        raise RunError(
+            f"{target}: no such run directory or config file; give a CONFIG.yaml "
+            "or a RUN_DIR made by 'ottotrain fit' or 'ottotrain cv'"
+        )
     cfg = load_config(target, overrides)
     variants = cfg.cv.variants
     out = []
@@ -59,6 +61,5 @@ def summarize(target, overrides=()) -> str:
         n_features, n_classes = data_sizes(mcfg)
         model = engine.build.build_model(mcfg, n_features, n_classes, compile=False)
         head = f"cv.variants[{k}] {variants[k]}: " if variants else ""
-        out.append(f"{head}{n_features} features, {n_classes} classes\n"
-                   + engine.build.summary_text(model))
+        out.append(f"{head}{n_features} features, {n_classes} classes\n" + engine.build.summary_text(model))
     return "\n\n".join(out)
