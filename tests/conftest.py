@@ -95,3 +95,16 @@ def cli():
 
 def python_cmd():
     return [sys.executable, "-m", "ottotrain"]
+
+
+def subprocess_env(tmp):
+    """The environment of an ``ottotrain`` child process: this checkout, a private cache."""
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+        OTTOTRAIN_CACHE=str(tmp / "cache"),
+        PYTHONPATH=str(ROOT),
+    )
+    env.pop("OTTOTRAIN_DEBUG", None)
+    return env

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, error_line, python_cmd, run_cli, tiny_config
+from tests.conftest import ROOT, error_line, python_cmd, run_cli, subprocess_env, tiny_config
 
 needs_tensorboard = pytest.mark.skipif(
     importlib.util.find_spec("tensorboard") is None,
@@ -38,23 +38,15 @@ def _write(path, cfg):
     return path
 
 
-def _env(tmp):
-    env = dict(
-        os.environ,
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="",
-        OTTOTRAIN_CACHE=str(tmp / "cache"),
-        PYTHONPATH=str(ROOT),
-    )
-    env.pop("OTTOTRAIN_DEBUG", None)
-    return env
-
-
 def _start(args, tmp, name):
     """Start ``ottotrain ARGS`` in its own process; its output goes to tmp/<name>.err."""
     with open(tmp / f"{name}.err", "w") as err:
         proc = subprocess.Popen(
-            [*python_cmd(), *map(str, args)], cwd=ROOT, env=_env(tmp), stdout=subprocess.DEVNULL, stderr=err
+            [*python_cmd(), *map(str, args)],
+            cwd=ROOT,
+            env=subprocess_env(tmp),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     proc.err_path = tmp / f"{name}.err"
     return proc

@@ -7,7 +7,6 @@ last digit, Dropout included, and never share a run directory.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,20 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, python_cmd, tiny_config
+from tests.conftest import ROOT, python_cmd, subprocess_env, tiny_config
 from tests.conftest import error_line as _error_line
-
-
-def _env(tmp):
-    env = dict(
-        os.environ,
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="",
-        OTTOTRAIN_CACHE=str(tmp / "cache"),
-        PYTHONPATH=str(ROOT),
-    )
-    env.pop("OTTOTRAIN_DEBUG", None)
-    return env
 
 
 def _start(args, tmp, name):
@@ -43,7 +30,7 @@ def _start(args, tmp, name):
     proc = subprocess.Popen(
         [*python_cmd(), *map(str, args)],
         cwd=ROOT,
-        env=_env(tmp),
+        env=subprocess_env(tmp),
         stdout=out,
         stderr=err,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

@@ -251,7 +251,7 @@ def sections(model, prefix: str = "", title: str | None = None, _seen: tuple = (
 
 
 HEADER = ("key", "type", "default", "description")
-COMPACT_UNION = 4  # a union of more sections than this gets one line per member
+COMPACT_UNION = 3  # a union of more sections than this gets one line per member
 
 
 def _compact_union(key: str, members: list):
