@@ -891,14 +891,23 @@ def report(info, R, args, elapsed):
     return "\n".join(L) + "\n"
 
 
+INCLUDED = (  # measured by hand or by other scripts, too long to re-run here; kept in RESULTS.md
+    ("RESULTS_METRIC.md", "bench/metric.sh"),  # the metric results (issue 5): hours of training
+    ("RESULTS_AB.md", "bench/before_after.py, bench/equivalence.sh"),  # two checkouts side by side
+)
+
+
 def metric_section():
-    """The metric results (issue 5) live in RESULTS_METRIC.md, made by bench/metric.sh (hours
-    of training, so not re-run here); RESULTS.md includes them so every figure is in one place."""
-    p = BENCH / "RESULTS_METRIC.md"
-    if not p.exists():
-        return ""
-    body = "\n".join("#" + line if line.startswith("#") else line for line in p.read_text().splitlines())
-    return "\n\n---\n\n<!-- included from bench/RESULTS_METRIC.md (bench/metric.sh) -->\n" + body + "\n"
+    """RESULTS.md includes the figures of INCLUDED, so every figure is in one place."""
+    out = ""
+    for name, made_by in INCLUDED:
+        p = BENCH / name
+        if p.exists():
+            body = "\n".join(
+                "#" + line if line.startswith("#") else line for line in p.read_text().splitlines()
+            )
+            out += f"\n\n---\n\n<!-- included from bench/{name} ({made_by}) -->\n" + body + "\n"
+    return out
 
 
 def rest_cut_needed(big):

@@ -324,30 +324,3 @@ def test_fit_resume_accepts_more_epochs_and_patience_and_refuses_other_changes(f
     assert m["epochs_run"] == 4 and m["stopped_by"] == "epochs"
     train = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert train["epochs"] == 4 and train["early_stopping"]["patience"] == 50
-
-
-@pytest.mark.slow
-def test_sigkill_during_training_leaves_a_resumable_run(tiny_data, tmp_path):
-    """kill -9: nothing is recorded (status still 'running', with the dead pid), 'ottotrain
-    runs' shows the run interrupted, and 'fit --resume' finishes it."""
-    cfg = _write(tmp_path / "fit.yaml", tiny_config(tiny_data, epochs=200))
-    root = tmp_path / "runs"
-    run = root / "victim"
-    proc = _start(["fit", cfg, "--run-dir", run], tmp_path, "fit")
-    try:
-        _wait_for(proc, run, "state/trainer.json")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    status = _status(run)
-    assert (status["status"], status["pid"]) == ("running", proc.pid)
-    rows = json.loads(run_cli("runs", root, "--json").stdout)
-    assert [(x["name"], x["status"]) for x in rows] == [("victim", "interrupted")]
-
-    done = json.loads((run / "state" / "trainer.json").read_text())["epoch"]
-    r = run_cli("fit", "--resume", run, "--set", f"train.epochs={done + 1}", "-q")
-    assert r.exit_code == 0, r.output
-    assert _status(run)["status"] == "finished"
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == list(range(1, done + 2))

@@ -110,7 +110,8 @@ def crash_story(tiny_data, tmp_path_factory):
         if victim.poll() is None:
             victim.kill()
     rec["killed_at"] = _trainer_epoch(run)
-    rec["status_after_kill"] = _status(run)["status"]
+    rec["status_after_kill"] = _status(run)
+    rec["runs_after_kill"] = json.loads(run_cli("runs", tmp, "--json").stdout)
 
     second = _start(["fit", "--resume", run], tmp, "resume1")
     try:
@@ -151,7 +152,10 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(crash_story):
     assert 2 <= k["killed_at"] < k["interrupted_at"] < ref_metrics["epochs_run"], (
         "the kill or the interrupt did not land mid-run"
     )
-    assert k["status_after_kill"] == "running"  # SIGKILL leaves no chance to say anything
+    # SIGKILL leaves no chance to say anything: still 'running', with the dead process's pid;
+    # 'ottotrain runs' sees through it.
+    assert k["status_after_kill"]["status"] == "running" and k["status_after_kill"]["pid"] > 0
+    assert [(x["name"], x["status"]) for x in k["runs_after_kill"]] == [("victim", "interrupted")]
     assert f"Resuming {run} after epoch {k['killed_at']}" in k["sigint"][2]
     final = k["final"]
     assert final.exit_code == 0, final.output
