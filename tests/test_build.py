@@ -252,18 +252,24 @@ def test_keras_rejections_name_the_optimizer_or_loss(train, fragment):
 @pytest.fixture
 def other_keras(monkeypatch):
     """The installed Keras' package metadata says another version than keras_spec.json's."""
-    import types
-    from importlib import metadata
-
     from ottotrain.config import keras_checks
 
-    fake = types.SimpleNamespace(
-        version=lambda name: "3.99.0" if name == "keras" else metadata.version(name),
-        PackageNotFoundError=metadata.PackageNotFoundError,
-    )
-    monkeypatch.setattr(keras_checks, "metadata", fake)
+    monkeypatch.setattr(keras_checks, "installed_keras_version", lambda: "3.99.0")
     assert not keras_checks.spec_is_current()
     return "3.99.0"
+
+
+def test_the_installed_keras_version_is_read_without_importing_it():
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    code = (
+        "import sys; from ottotrain.config import keras_checks as k; "
+        "print(k.installed_keras_version(), 'keras' in sys.modules, 'email' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [metadata.version("keras"), "False"]
 
 
 def test_another_keras_checks_layers_by_name_and_keras_checks_the_arguments(other_keras):
