@@ -44,7 +44,7 @@ else:
     dc = DataConfig(train=train, test=test, scaling="standard")
     tr = load_train(dc)
     ids, xt = load_test(test, dc.id_column, dc.target_column, tr.features)
-    pre = Preprocessor.fit(tr.x, dc, tr.features, tr.classes, dc.id_column, dc.target_column)
+    pre = Preprocessor.fit(tr.x, dc, tr.features, tr.classes)
     x1, x2 = pre.transform(tr.x), pre.transform(xt)
     rows = (len(x1), len(x2))
 dt = time.perf_counter() - t0

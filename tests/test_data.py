@@ -485,7 +485,7 @@ def test_preprocessing_is_fitted_on_the_rows_given_and_applied_to_others(transfo
 
     fit_rows, other = _counts(400, 0), _counts(50, 1)
     cfg = DataConfig(train="t.csv", transform=transform, scaling=scaling)
-    pre = Preprocessor.fit(fit_rows, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    pre = Preprocessor.fit(fit_rows, cfg, [f"f{i}" for i in range(6)], ["a", "b"])
     z = expect(fit_rows.astype(np.float64))  # the transform, fitted statistics from these rows
     center, scale = {
         "none": (0, 1),
@@ -518,7 +518,7 @@ def test_quantile_and_tfidf_features():
 
     x = _counts(2000, 2)
     cfg = DataConfig(train="t.csv", transform="quantile", tfidf=True, scaling="none")
-    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"])
     z = pre.transform(x)
     assert z.shape == (2000, 12) and pre.n_outputs == 12
     # Rank-gauss: monotone in each count, centred near 0 on the rows it was fitted on.
@@ -540,7 +540,7 @@ def test_runs_saved_before_the_anscombe_fix_keep_their_formula():
 
     x = _counts(100, 3)
     cfg = DataConfig(train="t.csv", transform="anscombe", scaling="none")
-    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"], "id", "target")
+    pre = Preprocessor.fit(x, cfg, [f"f{i}" for i in range(6)], ["a", "b"])
     np.testing.assert_allclose(pre.transform(x), np.sqrt(x + 0.375), rtol=1e-6)
     old = Preprocessor.from_json(json.dumps({**pre.state.to_dict(), "format": 1}))  # an older run's file
     np.testing.assert_allclose(old.transform(x), np.where(x > 0, np.sqrt(x + 0.375), 0), rtol=1e-6)
@@ -555,9 +555,9 @@ def test_scaling_statistics_by_blocks_match_the_whole_matrix(monkeypatch, transf
 
     x = _counts(5000, 7)
     dc = DataConfig(train="t.csv", transform=transform, scaling=scaling, tfidf=True)
-    whole = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
+    whole = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"])
     monkeypatch.setattr(Preprocessor, "BLOCK", 777)  # 7 blocks, the last one short
-    blocks = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"], "id", "target")
+    blocks = Preprocessor.fit(x, dc, [f"f{j}" for j in range(6)], ["a", "b"])
     np.testing.assert_allclose(blocks.state.center, whole.state.center, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(blocks.state.scale, whole.state.scale, rtol=1e-12)
     z = whole.transform(x)

@@ -67,9 +67,7 @@ def _data_cfg(**kw):
 
 def test_preprocessor_saves_the_reference_beside_its_json(counts, tmp_path):
     x, y = counts
-    pre = Preprocessor.fit(
-        x, _data_cfg(tfidf=True), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y
-    )
+    pre = Preprocessor.fit(x, _data_cfg(tfidf=True), [f"f{i}" for i in range(7)], ["a", "b", "c"], y)
     assert pre.n_outputs == 7 * 2 + 3 * len(KS)
     z_fit = pre.transform(x, fitted_rows=True)
     assert z_fit.shape == (60, pre.n_outputs)
@@ -95,7 +93,7 @@ def test_preprocessor_saves_the_reference_beside_its_json(counts, tmp_path):
 )
 def test_damaged_reference_is_a_clear_error(damage, fragment, counts, tmp_path):
     x, y = counts
-    pre = Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y)
+    pre = Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], y)
     pre.save(tmp_path / "preprocess.json")
     side = tmp_path / pre.state.knn.reference
     text = (tmp_path / "preprocess.json").read_text()
@@ -115,7 +113,7 @@ def test_a_class_with_one_training_row_is_refused(counts):
     y = np.where(y == 2, 0, y)
     y[0] = 2
     with pytest.raises(DataError, match=r"data.knn: class 'c' has 1 training row"):
-        Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], "id", "target", y)
+        Preprocessor.fit(x, _data_cfg(), [f"f{i}" for i in range(7)], ["a", "b", "c"], y)
 
 
 def test_fit_predict_and_cv_with_knn_through_the_cli(tiny_data, tmp_path):

@@ -94,7 +94,7 @@ def test_preprocessing_state_is_typed_and_written_as_before():
     from ottotrain.features import Preprocessor
 
     x = np.arange(12, dtype=np.float32).reshape(6, 2)
-    pre = Preprocessor.fit(x, DataConfig(train="t.csv", tfidf=True), ["a", "b"], ["c0", "c1"], "id", "target")
+    pre = Preprocessor.fit(x, DataConfig(train="t.csv", tfidf=True), ["a", "b"], ["c0", "c1"])
     d = json.loads(pre.to_json())
     # 1.0's layout: no key for what does not apply (no knn, no quantiles), same key order.
     assert list(d) == [

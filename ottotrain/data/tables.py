@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,16 @@ def data_paths(data_cfg) -> tuple[Path, Path | None]:
     return train, test
 
 
+@dataclass
 class TrainData:
-    """The training table, checked: ids, features (float32), labels, class names."""
+    """The training table, checked."""
 
-    def __init__(self, ids, x, y, classes, features, path):
-        self.ids, self.x, self.y = ids, x, y
-        self.classes, self.features, self.path = classes, features, str(path)
+    ids: np.ndarray  # the id column, in file order
+    x: np.ndarray | None  # float32 features (None once a fit has preprocessed its copies)
+    y: np.ndarray  # integer labels, indices into classes
+    classes: list[str]  # class names in natural order (Class_2 before Class_10)
+    features: list[str]  # the feature columns, in order
+    path: str  # the file, for messages
 
 
 def _names(cols, limit=8) -> str:
@@ -162,7 +167,7 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     ids = rest[idc].to_numpy()
     del rest
     release_arrow_memory()
-    return TrainData(ids, x, y, classes, feats, path)
+    return TrainData(ids, x, y, classes, feats, str(path))
 
 
 def column_mismatch(path, cols, features, other=()) -> str | None:

@@ -90,17 +90,18 @@ class Preprocessor:
         self._ref_order = None  # at fit: the reference row of each fitted row
 
     @classmethod
-    def fit(cls, x, data_cfg, features, classes, id_column, target_column, y=None):
+    def fit(cls, x, data_cfg, features, classes, y=None):
         """Learn the transform and scaling from the training rows ``x`` (float32).
 
-        ``y`` (integer labels of those rows) is needed only for ``data.knn``.
+        ``data_cfg`` is the config's ``data`` section (transform, scaling, id and target
+        columns...); ``y`` (integer labels of those rows) is needed only for ``data.knn``.
         """
         state = PreprocessState(
             PREPROCESS_FORMAT,
             list(features),
             list(classes),
-            id_column,
-            target_column,
+            data_cfg.id_column,
+            data_cfg.target_column,
             data_cfg.transform,
             data_cfg.power,
             data_cfg.tfidf,

@@ -50,7 +50,7 @@ def check(cfg: Config, log=None) -> dict:
     model = engine.build.build_model(cfg, pre.n_outputs, len(classes), compile=False)
     engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-    warnings = _warnings(cfg, model, arrays, classes, counts, val_counts, test_path)
+    warnings = _warnings(cfg, model, arrays, classes, counts, test_path)
 
     t = cfg.train
     opt_name, opt_args = normalize_named(t.optimizer)
@@ -101,8 +101,9 @@ def check(cfg: Config, log=None) -> dict:
     }
 
 
-def _warnings(cfg, model, arrays, classes, counts, val_counts, test_path) -> list[str]:
+def _warnings(cfg, model, arrays, classes, counts, test_path) -> list[str]:
     out = []
+    val_counts = np.bincount(arrays.y_val, minlength=len(classes))
     # The loss expects probabilities; a model without a final softmax trains on nonsense.
     p = np.asarray(model(arrays.x_val[:8], training=False), dtype=np.float64)
     if (p < -1e-6).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):

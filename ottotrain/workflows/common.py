@@ -89,8 +89,6 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
             cfg.data,
             train.features,
             train.classes,
-            cfg.data.id_column,
-            cfg.data.target_column,
             train.y[tr],
         )
     except DataError as e:  # e.g. data.knn and a class too small: say which file
