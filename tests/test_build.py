@@ -204,7 +204,7 @@ def test_only_given_arguments_reach_keras_and_typed_defaults_are_keras_defaults(
     cfg = _cfg(HEAD, optimizer={"name": "Adam", "learning_rate": 1, "beta_1": 0.8})
     assert cfg.train.optimizer.arguments() == {"learning_rate": 1.0, "beta_1": 0.8}
     assert isinstance(cfg.train.optimizer.learning_rate, float)
-    assert cfg.train.optimizer == {"name": "adam", "learning_rate": 1.0, "beta_1": 0.8}
+    assert cfg.train.optimizer.given() == {"name": "adam", "learning_rate": 1.0, "beta_1": 0.8}
     opt = make_optimizer(cfg)
     assert float(opt.learning_rate) == 1.0 and opt.beta_1 == 0.8 and opt.epsilon == 1e-7
     cfg = _cfg(HEAD, loss={"name": "CategoricalCrossentropy", "label_smoothing": 0.1})

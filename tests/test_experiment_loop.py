@@ -57,7 +57,7 @@ def test_init_writes_the_tutorial_config_that_validates(tmp_path, monkeypatch, c
         {"Dense": {"units": "n_classes"}},
         {"Activation": "softmax"},
     ]
-    assert cfg.train.optimizer == {"name": "sgd", "learning_rate": 0.01}
+    assert cfg.train.optimizer.given() == {"name": "sgd", "learning_rate": 0.01}
     assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.validation_split) == (128, 20, 0.15)
     assert (cfg.train.early_stopping.monitor, cfg.train.early_stopping.patience) == ("val_loss", 4)
     assert cfg.train.checkpoint.monitor == "val_loss"

@@ -221,15 +221,6 @@ class _KerasPart(_Strict):
             return self.name  # `optimizer: sgd`, as a config writes it
         return {k: v for k, v in data.items() if k == "name" or k in self.model_fields_set}
 
-    def __eq__(self, other):
-        if isinstance(other, str):  # compares with the config as written: 'sgd', {name: ...}
-            return self.given() == {"name": other}
-        if isinstance(other, dict):
-            return self.given() == other
-        return super().__eq__(other)
-
-    __hash__ = None
-
 
 class _Optimizer(_KerasPart):
     # Arguments every Keras optimizer takes (keras.optimizers.Optimizer).
