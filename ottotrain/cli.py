@@ -282,6 +282,61 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
 
 
 @main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@set_option
+@click.option("--study-dir", type=click.Path(file_okay=False), help="Exact study directory to create.")
+@click.option(
+    "--runs-root",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where new study directories go.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="Continue a study (killed, stopped, or finished: with --set tune.trials=N, more trials).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@quiet_option
+@verbose_option
+def tune(config, overrides, study_dir, runs_root, resume, as_json, quiet, verbose):
+    """Search CONFIG's tune.space with Optuna: every trial a fit run; best.yaml reproduces the best.
+
+    The config's own values are trial 0; each epoch's validation log loss goes to the
+    pruner, which may stop a hopeless trial there. The study directory gets trials.csv,
+    best.yaml (a complete config: 'ottotrain fit best.yaml' trains the best trial again),
+    plots and one run directory per trial under trials/.
+
+    \b
+    Examples:
+      ottotrain tune configs/otto-tune.yaml
+      ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5
+      ottotrain tune --resume runs/otto-tune-20261201-101500 --set tune.trials=40
+    """
+    cfg, name = _training_config(config, overrides, resume, study_dir)
+    from ottotrain.workflows.tune import tune as run_tune
+
+    result = _interruptible(
+        run_tune,
+        cfg,
+        study_dir=study_dir,
+        runs_root=runs_root,
+        resume=resume,
+        log=_log(quiet, verbose),
+        config_name=name,
+    )
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(
+            f"best_val_log_loss={result['best_val_log_loss']:.4f} best_trial={result['best_trial']} "
+            f"trials={result['trials']} pruned={result['pruned']} failed={result['failed']}"
+        )
+        click.echo(Path(result["run_dir"]) / "best.yaml")
+
+
+@main.command()
 @click.argument("runs_", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option(
     "-o",

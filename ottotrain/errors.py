@@ -24,6 +24,17 @@ class RunError(OttoTrainError):
     """A run directory cannot be used (unfinished, tampered with, wrong version)."""
 
 
+class Stopped(Exception):  # noqa: N818 (not an error: a run stopped on purpose)
+    """Training was stopped on purpose after a completed epoch (a pruned tune trial).
+
+    The run records ``status`` (e.g. "pruned") and keeps what it had, like an interrupted one.
+    """
+
+    def __init__(self, status: str, message: str = ""):
+        super().__init__(message or status)
+        self.status = status
+
+
 class TrainingError(OttoTrainError):
     """Training could not go on (for example the loss became NaN)."""
 

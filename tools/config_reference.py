@@ -227,6 +227,7 @@ def sections(model, prefix: str = "", title: str | None = None, _seen: tuple = (
     """Pre-order list of (title, introduction, rows); rows are (key, type, default, description)."""
     rows, children = [], []
     for name, field in model.model_fields.items():
+        name = field.alias or name  # as a config writes it (tune.space's int:, float:)
         key = f"{prefix}.{name}" if prefix else name
         type_name = _type_name(field.annotation)
         bounds = _bounds(field)
@@ -271,10 +272,21 @@ def _compact_union(key: str, members: list):
         if shared
         else ""
     )
-    rows = []
+    rows, plain = [], []
     for m, own in zip(members, every):
         rest = ", ".join(f"`{n}` ({d})" for n, d in own.items() if n not in shared)
-        rows.append((_member_tag(m).replace("`name: ", "`"), rest or "none", _doc(m)))
+        if rest:
+            rows.append((_member_tag(m).replace("`name: ", "`"), rest, _doc(m)))
+        else:
+            plain.append(m)
+    if plain:  # those with nothing of their own: one row
+        rows.append(
+            (
+                ", ".join(_member_tag(m).replace("`name: ", "`") for m in plain),
+                "none",
+                "; ".join(_doc(m).rstrip(".") for m in plain) + ".",
+            )
+        )
     return (f"`{key}`", intro, ("name", "settings (default)", "description"), rows)
 
 

@@ -13,6 +13,7 @@ from ottotrain.config.loading import (
     apply_override,
     config_to_dict,
     dump_yaml,
+    get_path,
     json_schema,
     load_config,
     member_config,
@@ -20,6 +21,7 @@ from ottotrain.config.loading import (
     parse_yaml_text,
     resolve_paths,
     synthetic_paths,
+    trial_config,
     validate_tree,
     variant_index,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "check_layer",
     "config_to_dict",
     "dump_yaml",
+    "get_path",
     "json_schema",
     "keras_spec",
     "load_config",
@@ -57,6 +60,7 @@ __all__ = [
     "parse_yaml_text",
     "resolve_paths",
     "synthetic_paths",
+    "trial_config",
     "validate_tree",
     "variant_index",
 ]

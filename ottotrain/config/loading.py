@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -186,6 +187,27 @@ def member_config(cfg: "Config", k: int) -> "Config":
     return Config.model_validate(tree).with_source(f"{cfg.source} (cv.variants[{i}])")
 
 
+def get_path(tree, key: str):
+    """The value at a ``--set``-style key path of a config tree, or None where there is none."""
+    node = tree
+    for part in _key_parts(key, key):
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+def trial_config(cfg: "Config", params: dict) -> "Config":
+    """The config a tune trial trains: ``cfg`` without its ``tune`` section, ``params`` applied."""
+    tree = {k: v for k, v in config_to_dict(cfg).items() if k != "tune"}
+    for key, value in params.items():
+        tree = set_path(tree, _key_parts(key, f"tune.space.{key}"), value, f"tune.space.{key}")
+    return Config.model_validate(tree).with_source(f"{cfg.source} (tune trial)")
+
+
 def _models_in(annotation) -> list:
     """The pydantic models an annotation admits (Optional[X], Union[A, B], Annotated[...])."""
     if isinstance(annotation, type):
@@ -193,6 +215,12 @@ def _models_in(annotation) -> list:
     if get_origin(annotation) is Annotated:
         return _models_in(get_args(annotation)[0])
     return [m for a in get_args(annotation) for m in _models_in(a)]
+
+
+def _unannotated(annotation):
+    """``Optional[dict[...]]`` -> ``dict[...]``: the one non-None type of an annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if get_origin(annotation) in (Union, UnionType) and len(args) == 1 else annotation
 
 
 def _tag(model) -> str | None:
@@ -208,10 +236,14 @@ def _walk(loc):
     Returns (the user's key path without pydantic's union-branch markers, the model at
     the end of the path: a model class, a list of them for a union, or None).
     """
-    out, model = [], Config
+    out, model, dict_key = [], Config, False
     for part in loc:
         if isinstance(part, int):
             out.append(part)
+            continue
+        if dict_key:  # a key of a mapping of sections (tune.space): the user's own name
+            out.append(part)
+            dict_key = False
             continue
         if model is None:
             if part not in (
@@ -228,9 +260,10 @@ def _walk(loc):
             model = next((m for m in model if _tag(m) == part), None)
             continue
         out.append(part)
-        field = model.model_fields.get(part)
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         members = _models_in(field.annotation) if field is not None else []
         model = members[0] if len(members) == 1 else (members or None)
+        dict_key = field is not None and get_origin(_unannotated(field.annotation)) is dict
     path = ""
     for part in out:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -286,6 +319,10 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
         return path, f"must be true or false, got {fmt(got)}"
     if typ.startswith("string_"):
         return path, f"must be a string, got {fmt(got)}"
+    if typ == "too_short":
+        return path, f"needs at least {ctx.get('min_length')} item(s), got {fmt(got)}"
+    if typ == "too_long":
+        return path, f"takes at most {ctx.get('max_length')} item(s), got {fmt(got)}"
     if typ.startswith("list_"):
         return path, f"must be a list, got {fmt(got)}"
     if typ in ("model_type", "model_attributes_type", "dict_type"):
@@ -296,7 +333,7 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
 
 def _fields_at(loc) -> list[str]:
     model = _walk(loc)[1]
-    return list(model.model_fields) if isinstance(model, type) else []
+    return [f.alias or n for n, f in model.model_fields.items()] if isinstance(model, type) else []
 
 
 def validate_tree(
@@ -350,6 +387,22 @@ def validate_tree(
         except ConfigError as e:
             msg = str(e).removeprefix(": ")
             fail(where, msg if msg.startswith(where) else f"{where}: {msg}")
+    if cfg.tune is not None:  # every value a trial can take must make a valid config
+        base = {k: v for k, v in tree.items() if k != "tune"}
+        for key, search in cfg.tune.space.items():
+            where = f"tune.space.{key}"
+            if key.split(".")[0].split("[")[0] in ("tune", "name", "data"):
+                fail(
+                    where,
+                    f"{where}: a trial cannot change '{key.split('.')[0]}' (all trials share the "
+                    "data and the study's name); search model.*, train.* or seed",
+                )
+            for value in search.values_to_check():
+                try:
+                    validate_tree(set_path(base, _key_parts(key, where), value, where), "")
+                except ConfigError as e:
+                    msg = str(e).removeprefix(": ").removeprefix(f"{where}: ")
+                    fail(where, f"{where}: the value {fmt(value)} makes the config invalid: {msg}")
     return cfg
 
 

@@ -202,6 +202,8 @@ def _train_epochs(model, job, log, state, callbacks):
             for old in state_dir.glob("*.npz"):
                 if old.name not in (ckpt.name, state.best_file):
                     old.unlink(missing_ok=True)
+            if job.on_epoch is not None:
+                job.on_epoch(row)
             if state.stop == "early_stopping":
                 log(
                     f"Early stopping: {es.monitor} did not improve for {es.patience} epochs "

@@ -9,6 +9,7 @@ last completed epoch and ends where an uninterrupted run would have.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ottotrain.engine.loop import train_loop
 from ottotrain.features.arrays import Arrays
 from ottotrain.log import Log
 from ottotrain.metrics import log_loss
-from ottotrain.runs.state import TrainState
+from ottotrain.runs.state import EpochRow, TrainState
 
 
 @dataclass
@@ -36,6 +37,8 @@ class MemberJob:
         class_weight: Keras class weights, or None.
         tensorboard_dir: write a TensorBoard log there (epochs numbered across resumes).
         name: what the log calls the member (default: its work directory).
+        on_epoch: called with each completed epoch's ``EpochRow`` once its resume point is
+            saved; it may raise ``errors.Stopped`` to end training there (tune's pruning).
     """
 
     cfg: Config
@@ -44,6 +47,7 @@ class MemberJob:
     class_weight: dict | None = None
     tensorboard_dir: Path | None = None
     name: str | None = None
+    on_epoch: Callable[[EpochRow], None] | None = None
 
 
 @dataclass

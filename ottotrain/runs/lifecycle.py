@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ottotrain.errors import RunError, TrainingError
+from ottotrain.errors import RunError, Stopped, TrainingError
 from ottotrain.log import Log
 from ottotrain.runs.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, read_status, write_status
 
@@ -73,6 +73,9 @@ def running(
     except KeyboardInterrupt:
         if mark_stopped(run_dir, INTERRUPTED, record, **status):
             log(f"Interrupted: {interrupted()}", 0)
+        raise
+    except Stopped as e:  # on purpose (a pruned tune trial): kept as it was, resumable
+        mark_stopped(run_dir, e.status, record, **status)
         raise
     except TrainingError as e:
         mark_stopped(run_dir, FAILED, record, **status, reason="nan", message=str(e)[:500])

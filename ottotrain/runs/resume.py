@@ -20,9 +20,16 @@ from ottotrain.runs.rundir import (
     remove_temp_files,
 )
 
-# What may change when a run is resumed: how long it trains, not what it trains. Any other
-# difference would make the resumed run something no uninterrupted run could have been.
-RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping.patience")
+# What may change when a run is resumed: how long it trains (a study: how many trials), not
+# what it trains. Any other difference would make the resumed run something no
+# uninterrupted run could have been.
+RESUMABLE_CHANGES = {
+    "fit": ("train.epochs", "train.early_stopping.patience"),
+    "cv": ("train.epochs", "train.early_stopping.patience"),
+    "tune": ("tune.trials", "tune.timeout"),
+}
+# A finished study can be continued with more trials; a finished fit or cv run is done.
+_CONTINUABLE = ("tune",)
 
 
 def _saved_config(run_dir: Path) -> dict:
@@ -51,26 +58,27 @@ def check_resumable(run_dir, cfg: Config, kind: str) -> dict:
     run_dir = Path(run_dir)
     info = read_status(run_dir)
     check_format(run_dir, info)
-    other = {"cv": "fit", "fit": "cv"}[kind]
-    if info.get("kind", "fit") != kind:
+    other = info.get("kind", "fit")
+    if other != kind:
         raise RunError(
             f"{run_dir}: not a {kind} run (made by 'ottotrain {other}'); "
             f"resume it with 'ottotrain {other} --resume'"
         )
-    if info["status"] == FINISHED:
+    if info["status"] == FINISHED and kind not in _CONTINUABLE:
         raise RunError(f"{run_dir}: the run already finished; start a new one with 'ottotrain {kind}'")
     check_not_running(run_dir, info)
     remove_temp_files(run_dir)
     check_safe(run_dir)
     saved, now = _saved_config(run_dir), config_to_dict(cfg)
     changes = config_changes(saved, now)
-    refused = [format_change(*c) for c in changes if c[0] not in RESUMABLE_CHANGES]
+    allowed = RESUMABLE_CHANGES[kind]
+    refused = [format_change(*c) for c in changes if c[0] not in allowed]
     if refused:
         raise RunError(
             f"{run_dir}: the config changed since the run started, refusing to resume: "
             + "; ".join(refused[:10])
             + ("; ..." if len(refused) > 10 else "")
-            + f"; only {' and '.join(RESUMABLE_CHANGES)} may change on resume "
+            + f"; only {' and '.join(allowed)} may change on resume "
             f"(--set); otherwise resume without CONFIG or --set, or start a new run"
         )
     if changes:

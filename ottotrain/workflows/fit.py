@@ -91,6 +91,7 @@ def fit(
     resume=None,
     log: Log | None = None,
     config_name="run",
+    on_epoch=None,
 ) -> dict:
     """Train a config and fill a run directory; return the metrics dict.
 
@@ -101,6 +102,7 @@ def fit(
         smoke: a quick end-to-end check: a sample of the rows, one epoch.
         resume: a run directory to continue from its last completed epoch.
         log: progress output (stderr by default).
+        on_epoch: see ``engine.member.MemberJob`` (tune reports epochs and prunes through it).
 
     Returns:
         The ``metrics.json`` content, with ``run_dir`` added.
@@ -157,6 +159,7 @@ def fit(
             run_dir,
             cw,
             tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None,
+            on_epoch=on_epoch,
         )
         member = engine.member.train_member(job, log)
         run = _Run(
