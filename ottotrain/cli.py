@@ -297,10 +297,18 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
     type=click.Path(file_okay=False),
     help="Continue a study (killed, stopped, or finished: with --set tune.trials=N, more trials).",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Trial processes on this machine, sharing its cores (one Optuna journal).",
+)
+@click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 @verbose_option
-def tune(config, overrides, study_dir, runs_root, resume, as_json, quiet, verbose):
+def tune(config, overrides, study_dir, runs_root, resume, workers, worker, as_json, quiet, verbose):
     """Search CONFIG's tune.space with Optuna: every trial a fit run; best.yaml reproduces the best.
 
     The config's own values are trial 0; each epoch's validation log loss goes to the
@@ -311,12 +319,15 @@ def tune(config, overrides, study_dir, runs_root, resume, as_json, quiet, verbos
     \b
     Examples:
       ottotrain tune configs/otto-tune.yaml
-      ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5
+      ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5 --workers 2
       ottotrain tune --resume runs/otto-tune-20261201-101500 --set tune.trials=40
     """
     cfg, name = _training_config(config, overrides, resume, study_dir)
     from ottotrain.workflows.tune import tune as run_tune
+    from ottotrain.workflows.tune import tune_worker
 
+    if worker:
+        return _interruptible(tune_worker, cfg, resume, log=_log(quiet, verbose))
     result = _interruptible(
         run_tune,
         cfg,
@@ -325,6 +336,7 @@ def tune(config, overrides, study_dir, runs_root, resume, as_json, quiet, verbos
         resume=resume,
         log=_log(quiet, verbose),
         config_name=name,
+        workers=workers,
     )
     if as_json:
         _echo_json(result)

@@ -28,6 +28,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +39,7 @@ import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
@@ -52,6 +56,7 @@ KIND = "tune"
 JOURNAL = "journal.log"
 STUDY = "ottotrain"
 TRIALS = "trials"
+WORKER_ENV = "OTTOTRAIN_TUNE_WORKER"  # which worker of a parallel study a process is
 _PRIMITIVE = (str, int, float, bool, type(None))
 
 
@@ -59,12 +64,15 @@ def tune_run_name(name: str) -> str:
     return name if name.endswith(("-tune", "_tune")) else f"{name}-tune"
 
 
-def _sampler(cfg: Config):
+def _sampler(cfg: Config, worker: int = 0):
+    """The configured sampler; worker k of a parallel study gets seed + k (same seeds would
+    have every worker suggest the same trials)."""
     s = cfg.tune.sampler
+    seed = None if s.seed is None else s.seed + worker
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=s.seed)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     if s.name == "grid":
         grid = {}
         for key, search in cfg.tune.space.items():
@@ -74,8 +82,8 @@ def _sampler(cfg: Config):
                     f"tune.space.{key} is an {search.kind} range (give it as choice: [...])"
                 )
             grid[key] = list(range(len(search.choice)))
-        return optuna.samplers.GridSampler(grid, seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _pruner(cfg: Config):
@@ -243,8 +251,80 @@ def _finish(cfg: Config, study_dir: Path, study, log: Log, started: float) -> di
     return {**metrics, "run_dir": str(study_dir)}
 
 
+def _open_study(cfg: Config, study_dir: Path, worker: int = 0):
+    storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
+    return optuna.create_study(
+        study_name=STUDY,
+        storage=storage,
+        sampler=_sampler(cfg, worker),
+        pruner=_pruner(cfg),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def _optimize(cfg: Config, study_dir: Path, study, log: Log):
+    """Run trials until the study has ``tune.trials`` finished ones (complete or pruned), counted
+    in the journal: several processes on one study stop together (each may finish the trial it
+    started, so a study of W workers ends with at most W - 1 trials more than asked)."""
+    total = cfg.tune.trials
+    if _finished(study) >= total:
+        return
+    study.optimize(
+        _objective(cfg, study_dir, log),
+        timeout=cfg.tune.timeout,
+        callbacks=[
+            MaxTrialsCallback(total, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+            _progress(log, total),
+        ],
+        catch=(RunError, ConfigError, TrainingError),
+    )
+
+
+def _run_workers(study_dir: Path, workers: int, log: Log):
+    """``workers`` processes on the study, each with its share of the cores for TensorFlow."""
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = dict(
+        os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
+    )
+    cmd = [sys.executable, "-m", "ottotrain", "tune", "--resume", str(study_dir), "--worker"]
+    cmd += [] if log.verbosity else ["-q"]
+    procs = [subprocess.Popen(cmd, env={**env, WORKER_ENV: str(k)}) for k in range(workers)]
+    log(
+        f"{workers} workers ({threads} TensorFlow threads each): pids {' '.join(str(p.pid) for p in procs)}",
+        1,
+    )
+    try:
+        codes = [p.wait() for p in procs]
+    except BaseException:  # Ctrl-C, SIGTERM: the workers stop too (their trials are recorded)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+    if any(codes):
+        raise RunError(
+            f"{study_dir}: a worker failed (exit codes {codes}); its trial is recorded failed; "
+            f"continue with: ottotrain tune --resume {study_dir}"
+        )
+
+
+def tune_worker(cfg: Config, study_dir, log: Log | None = None):
+    """One worker process of a study that ``tune(..., workers=N)`` started: trials only."""
+    log = log or Log(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_dir = Path(study_dir)
+    _optimize(cfg, study_dir, _open_study(cfg, study_dir, int(os.environ.get(WORKER_ENV, "0"))), log)
+
+
 def tune(
-    cfg: Config, study_dir=None, runs_root="runs", resume=None, log: Log | None = None, config_name="run"
+    cfg: Config,
+    study_dir=None,
+    runs_root="runs",
+    resume=None,
+    log: Log | None = None,
+    config_name="run",
+    workers: int = 1,
 ) -> dict:
     """Run (or continue) a study of ``cfg.tune``; return its metrics, with ``run_dir``.
 
@@ -253,6 +333,7 @@ def tune(
         study_dir: exact directory to create; default ``<runs_root>/<name>-tune-<timestamp>``.
         resume: a study directory to continue (its config.yaml, ``tune.trials`` and
             ``tune.timeout`` may grow).
+        workers: trial processes on this machine (1: this process trains them).
     """
     log = log or Log(1)
     started = time.time()
@@ -277,34 +358,21 @@ def tune(
         runs.write_status(study_dir, runs.RUNNING, kind=KIND)
     log(f"Study directory: {study_dir}", 1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
-    study = optuna.create_study(
-        study_name=STUDY,
-        storage=storage,
-        sampler=_sampler(cfg),
-        pruner=_pruner(cfg),
-        direction="minimize",
-        load_if_exists=True,
-    )
+    study = _open_study(cfg, study_dir)
     for t in study.trials:  # a trial whose process was killed stays "running" in the journal
         if t.state == TrialState.RUNNING:
             study.tell(t.number, state=TrialState.FAIL)
             log(f"trial {t.number}: was running when the study stopped; recorded failed", 1)
     if not study.trials and cfg.tune.sampler.name != "grid":  # a grid tries every combination
         study.enqueue_trial(_own_values(cfg))  # trial 0: the config as it is
-    total = cfg.tune.trials
 
     def interrupted():
         return f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
 
     with running(study_dir, log, {"kind": KIND}, interrupted):
-        left = total - _finished(study)
-        if left > 0:
-            study.optimize(
-                _objective(cfg, study_dir, log),
-                n_trials=left,
-                timeout=cfg.tune.timeout,
-                callbacks=[_progress(log, total)],
-                catch=(RunError, ConfigError, TrainingError),
-            )
+        if workers > 1:
+            _run_workers(study_dir, workers, log)
+            study = _open_study(cfg, study_dir)  # what the workers wrote
+        else:
+            _optimize(cfg, study_dir, study, log)
         return _finish(cfg, study_dir, study, log, started)
