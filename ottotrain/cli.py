@@ -93,23 +93,28 @@ set_option = click.option(
     help="Override a config key (value parsed as YAML); repeatable.",
 )
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Only errors and the result.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+run_dir_option = click.option(
+    "--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create."
+)
+runs_root_option = click.option(
+    "--runs-root",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where new run (and study) directories go.",
+)
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail.")
 
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @set_option
-@click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
-@click.option(
-    "--runs-root",
-    default="runs",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where new run directories go.",
-)
+@run_dir_option
+@runs_root_option
 @click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample for one epoch.")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue an interrupted run.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 @quiet_option
 @verbose_option
 def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
@@ -222,21 +227,15 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
     "cv.seeds, else one per cv.variants entry, else 1].",
 )
 @set_option
-@click.option("--run-dir", type=click.Path(file_okay=False), help="Exact run directory to create.")
-@click.option(
-    "--runs-root",
-    default="runs",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where new run directories go.",
-)
+@run_dir_option
+@runs_root_option
 @click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample, one epoch per model.")
 @click.option(
     "--resume",
     type=click.Path(file_okay=False),
     help="Continue an interrupted cv run (finished models are reused).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 @quiet_option
 @verbose_option
 def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
@@ -285,13 +284,7 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @set_option
 @click.option("--study-dir", type=click.Path(file_okay=False), help="Exact study directory to create.")
-@click.option(
-    "--runs-root",
-    default="runs",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where new study directories go.",
-)
+@runs_root_option
 @click.option(
     "--resume",
     type=click.Path(file_okay=False),
@@ -305,7 +298,7 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
     help="Trial processes on this machine, sharing its cores (one Optuna journal).",
 )
 @click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 @quiet_option
 @verbose_option
 def tune(config, overrides, study_dir, runs_root, resume, workers, worker, as_json, quiet, verbose):
@@ -361,7 +354,7 @@ def tune(config, overrides, study_dir, runs_root, resume, workers, worker, as_js
     is_flag=True,
     help="Also apply the temperature fitted on the OOF predictions to the submission.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 def blend(runs_, output, temperature, as_json):
     """Blend cv runs: weights >= 0 summing to 1 that minimise the out-of-fold log loss.
 
@@ -506,7 +499,7 @@ def schema():
     metavar="RUN_A RUN_B",
     help="Show how two runs' configs differ (paths, or names under DIR).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 def runs_cmd(runs_dir, sort, diff, as_json):
     """List runs with their scores, or diff two.
 
@@ -541,7 +534,7 @@ def runs_cmd(runs_dir, sort, diff, as_json):
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("data_csv", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option
 @quiet_option
 def evaluate(run_dir, data_csv, as_json, quiet):
     """Score a trained RUN_DIR on a labelled DATA_CSV.
