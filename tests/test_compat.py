@@ -19,7 +19,7 @@ def v1(tmp_path):
 @pytest.mark.parametrize("kind", ["fit", "cv"])
 def test_a_1_0_run_predicts_what_1_0_predicted(v1, cli, kind):
     out = v1 / f"{kind}-now.csv"
-    r = cli("predict", v1 / kind, v1 / "test.csv", "-o", out)
+    r = cli("predict", v1 / kind, v1 / "unlabelled.csv", "-o", out)
     assert r.exit_code == 0, r.output
     assert out.read_text() == (v1 / f"{kind}-predict.csv").read_text()
 
