@@ -44,3 +44,14 @@ def did_you_mean(word, choices):
     lowered = {c.lower(): c for c in choices}
     match = difflib.get_close_matches(str(word).lower(), list(lowered), n=1, cutoff=0.6)
     return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
+
+
+def fmt(v) -> str:
+    """A received value as a message quotes it: strings in quotes, long values cut."""
+    s = repr(v) if not isinstance(v, str) else f"'{v}'"
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def first_line(e: Exception) -> str:
+    """An exception's message, first line only (its type name when it has none)."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

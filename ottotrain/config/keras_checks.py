@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ottotrain.config.schema import SYMBOLS
-from ottotrain.errors import did_you_mean
+from ottotrain.errors import did_you_mean, fmt
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,11 +52,6 @@ def spec_note() -> str:
     if have == made:
         return f"keras_spec.json was made from this Keras ({made})"
     return f"keras_spec.json was made from Keras {made}, Keras {have or '(version unknown)'} is installed"
-
-
-def fmt(v) -> str:
-    s = repr(v) if not isinstance(v, str) else f"'{v}'"
-    return s if len(s) <= 60 else s[:57] + "..."
 
 
 # --------------------------------------------------------------------------------------

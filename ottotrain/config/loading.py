@@ -18,9 +18,9 @@ from typing import Annotated, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ottotrain.config.keras_checks import PathError, check_keras_parts, fmt, keras_spec
+from ottotrain.config.keras_checks import PathError, check_keras_parts, keras_spec
 from ottotrain.config.schema import VARIANT_FIXED, Config, SyntheticConfig
-from ottotrain.errors import ConfigError, did_you_mean
+from ottotrain.errors import ConfigError, did_you_mean, fmt
 from ottotrain.io import cache_dir
 
 # --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ottotrain.errors import did_you_mean
+from ottotrain.errors import did_you_mean, fmt
 
 # Symbolic sizes a layer argument may use; they come from the data, never a constant.
 SYMBOLS = ("n_classes", "n_features")
@@ -183,10 +183,6 @@ class CheckpointConfig(_Strict):
 # (tests/test_keras_spec.py holds them to keras_spec.json, the table made from the
 # installed Keras). Only the arguments a config gives are passed to Keras and saved in a
 # run's config.yaml, so the defaults here document Keras' and never replace them.
-
-
-def _fmt(v) -> str:
-    return f"'{v}'" if isinstance(v, str) else repr(v)
 
 
 def _name_error(where: tuple, message: str, name):
@@ -635,11 +631,11 @@ def _named_tree(v, names: dict, key, family: str, what: str, hint: str):
         known = sorted(set(names.values()))
         if unfit:
             raise _name_error(
-                where, f"{what} {_fmt(name)} cannot be used: {unfit}; {hint}known: {', '.join(known)}", name
+                where, f"{what} {fmt(name)} cannot be used: {unfit}; {hint}known: {', '.join(known)}", name
             )
         raise _name_error(
             where,
-            f"unknown {what} {_fmt(name)}{did_you_mean(name, known)}; {hint}known: {', '.join(known)}",
+            f"unknown {what} {fmt(name)}{did_you_mean(name, known)}; {hint}known: {', '.join(known)}",
             name,
         )
     tree["name"] = tag

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ottotrain.data.cache import cache_load, cache_store, csv_cache_path
-from ottotrain.errors import DataError
+from ottotrain.errors import DataError, first_line
 
 
 def _open_text_head(path: Path, nbytes=65536) -> bytes:
@@ -280,7 +280,7 @@ def read_table(path, role="train", usecols=None):
                 )
                 + ")"
             ) from None
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         if not re.search(r"[Rr]ow #?(\d+)|line (\d+)", msg):
             # pandas' C parser says which line it stopped at; retry for a better message.
             try:

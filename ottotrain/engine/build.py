@@ -14,7 +14,7 @@ from ottotrain.config import SYMBOLS, check_layer, keras_spec, needs_train_accur
 from ottotrain.config.keras_checks import spec_is_current, spec_note
 from ottotrain.engine import keras_compat
 from ottotrain.engine.env import keras
-from ottotrain.errors import ConfigError, did_you_mean
+from ottotrain.errors import ConfigError, did_you_mean, first_line
 
 
 def setup(seed: int, deterministic: bool):
@@ -35,10 +35,6 @@ def _resolve_symbols(value, sizes):
     if isinstance(value, list):
         return [_resolve_symbols(v, sizes) for v in value]
     return value
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _lacks(where: str, what: str, name: str, known=()) -> ConfigError:
@@ -81,7 +77,7 @@ def _named_object(family, value, where: str = "<config>"):
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where}: Keras rejected this {what}: {_first_line(e)}") from None
+        raise ConfigError(f"{where}: Keras rejected this {what}: {first_line(e)}") from None
 
 
 def layer_kwargs(args: dict, sizes: dict, where: str = "<config>") -> dict:
@@ -130,7 +126,7 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
         try:
             model.add(cls(**kwargs))
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {_first_line(e)}") from None
+            raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {first_line(e)}") from None
     out = model.output_shape
     if tuple(out) != (None, n_classes):
         raise ConfigError(
@@ -156,7 +152,7 @@ def make_optimizer(cfg):
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(
-            f"{cfg.source}: train.optimizer: Keras rejected the optimizer: {_first_line(e)}"
+            f"{cfg.source}: train.optimizer: Keras rejected the optimizer: {first_line(e)}"
         ) from None
 
 
@@ -174,7 +170,7 @@ def make_loss(cfg):
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: train.loss: Keras rejected the loss: {_first_line(e)}") from None
+        raise ConfigError(f"{cfg.source}: train.loss: Keras rejected the loss: {first_line(e)}") from None
 
 
 def steps_per_execution(cfg, n_train: int) -> int:

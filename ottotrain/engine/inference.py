@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from ottotrain.engine.env import keras
-from ottotrain.errors import RunError
+from ottotrain.errors import RunError, first_line
 from ottotrain.runs.artifacts import proba_rows
 from ottotrain.runs.safety import check_model_file
 
@@ -22,7 +22,7 @@ def load_model(path):
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise RunError(
             f"{path}: cannot be loaded safely ({msg[:300]}); the file is damaged "
             "or was not written by ottotrain"

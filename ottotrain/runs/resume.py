@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ottotrain.config import Config, config_to_dict, dump_yaml
 from ottotrain.config.diff import config_changes, format_change
-from ottotrain.errors import RunError
+from ottotrain.errors import RunError, first_line
 from ottotrain.io import write_text
 from ottotrain.runs.rundir import (
     FINISHED,
@@ -39,7 +39,7 @@ def _saved_config(run_dir: Path) -> dict:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
         return config_to_dict(Config.model_validate(tree))
     except (OSError, ValueError, yaml.YAMLError, ValidationError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         raise RunError(
             f"{path}: cannot be read ({first}); the run cannot be resumed, start a new one"
         ) from None
