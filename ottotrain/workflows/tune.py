@@ -131,7 +131,7 @@ def _params(cfg: Config, trial) -> dict:
     return out
 
 
-def _objective(cfg: Config, study_dir: Path, log: Log):
+def _objective(cfg: Config, study_dir: Path):
     def objective(trial):
         params = {key: _suggest(trial, key, search) for key, search in cfg.tune.space.items()}
         run_dir = study_dir / TRIALS / f"trial-{trial.number:04d}"
@@ -271,7 +271,7 @@ def _optimize(cfg: Config, study_dir: Path, study, log: Log):
     if _finished(study) >= total:
         return
     study.optimize(
-        _objective(cfg, study_dir, log),
+        _objective(cfg, study_dir),
         timeout=cfg.tune.timeout,
         callbacks=[
             MaxTrialsCallback(total, states=(TrialState.COMPLETE, TrialState.PRUNED)),
