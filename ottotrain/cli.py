@@ -295,25 +295,54 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Trial processes on this machine, sharing its cores (one Optuna journal).",
+    help="Trial processes on this machine, sharing its cores (one study).",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="A PostgreSQL (or MySQL) URL: the same --storage and --study on several machines make "
+    "one study. Keep the password out of it (PGPASSWORD or ~/.pgpass). Default: the study "
+    "directory's journal file.",
+)
+@click.option(
+    "--study", "study_name", metavar="NAME", help="The study's name in --storage [default: <name>-tune]."
+)
+@click.option(
+    "--keep", type=click.IntRange(1), metavar="K", help="Keep only the run directories of the best K trials."
 )
 @click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
 @json_option
 @quiet_option
 @verbose_option
-def tune(config, overrides, study_dir, runs_root, resume, workers, worker, as_json, quiet, verbose):
+def tune(
+    config,
+    overrides,
+    study_dir,
+    runs_root,
+    resume,
+    workers,
+    storage,
+    study_name,
+    keep,
+    worker,
+    as_json,
+    quiet,
+    verbose,
+):
     """Search CONFIG's tune.space with Optuna: every trial a fit run; best.yaml reproduces the best.
 
-    The config's own values are trial 0; each epoch's validation log loss goes to the
-    pruner, which may stop a hopeless trial there. The study directory gets trials.csv,
-    best.yaml (a complete config: 'ottotrain fit best.yaml' trains the best trial again),
-    plots and one run directory per trial under trials/.
+    The config's own values are trial 0; each epoch's validation log loss (with
+    tune.objective {cv: {folds: K}}: each fold's) goes to the pruner, which may stop a
+    hopeless trial there. The study directory gets trials.csv, best.yaml (a complete
+    config: 'ottotrain fit best.yaml' trains the best trial again), plots and one run
+    directory per trial under trials/.
 
     \b
     Examples:
-      ottotrain tune configs/otto-tune.yaml
-      ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5 --workers 2
+      ottotrain tune configs/otto-tune.yaml --workers 2
+      ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5 --keep 3
       ottotrain tune --resume runs/otto-tune-20261201-101500 --set tune.trials=40
+      PGPASSWORD=... ottotrain tune configs/otto-tune.yaml --storage postgresql://me@db:5432/optuna
     """
     cfg, name = _training_config(config, overrides, resume, study_dir)
     from ottotrain.workflows.tune import tune as run_tune
@@ -330,12 +359,16 @@ def tune(config, overrides, study_dir, runs_root, resume, workers, worker, as_js
         log=_log(quiet, verbose),
         config_name=name,
         workers=workers,
+        storage=storage,
+        study_name=study_name,
+        keep=keep,
     )
     if as_json:
         _echo_json(result)
     else:
+        metric = "best_fold_log_loss" if "best_fold_log_loss" in result else "best_val_log_loss"
         click.echo(
-            f"best_val_log_loss={result['best_val_log_loss']:.4f} best_trial={result['best_trial']} "
+            f"{metric}={result['best_value']:.4f} best_trial={result['best_trial']} "
             f"trials={result['trials']} pruned={result['pruned']} failed={result['failed']}"
         )
         click.echo(Path(result["run_dir"]) / "best.yaml")

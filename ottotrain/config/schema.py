@@ -801,11 +801,21 @@ class SamplerConfig(_Strict):
 
 
 class PrunerConfig(_Strict):
-    name: Literal["median", "hyperband", "none"] = Field(
-        "median", description="Optuna's pruner: stop trials whose validation loss lags."
+    name: Literal["median", "hyperband", "wilcoxon", "none"] = Field(
+        "median",
+        description="Optuna's pruner: stop trials whose validation loss lags "
+        "(wilcoxon: fold by fold, for a cv objective).",
     )
     warmup_epochs: int = Field(3, ge=0, description="Epochs a trial always trains before it can be pruned.")
     startup_trials: int = Field(5, ge=0, description="Trials that run whole before pruning starts (median).")
+
+
+class CvFolds(_Strict):
+    folds: int = Field(5, ge=2, le=100, description="Stratified folds of a trial's cv run.")
+
+
+class CvObjective(_Strict):
+    cv: CvFolds = Field(description="Score a trial by a cv run's mean fold log loss.")
 
 
 class TuneConfig(_Strict):
@@ -813,8 +823,10 @@ class TuneConfig(_Strict):
 
     trials: int = Field(20, ge=1, le=100_000, description="Trials in the study, in all.")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
-    objective: Literal["val_log_loss"] = Field(
-        "val_log_loss", description="What a trial scores: fit's validation log loss (lower is better)."
+    objective: Literal["val_log_loss"] | CvObjective = Field(
+        "val_log_loss",
+        description="What a trial scores (lower is better): fit's validation log loss, or "
+        "{cv: {folds: K}}: the mean fold log loss of a K-fold cv run, one seed.",
     )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="How trials are chosen.")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig, description="Which trials stop early.")
@@ -822,6 +834,26 @@ class TuneConfig(_Strict):
         min_length=1,
         description="Key path (as --set takes it, e.g. model.layers[0].Dense.units) -> its search range.",
     )
+    heartbeat: int = Field(
+        60,
+        ge=1,
+        description="On a database (--storage): seconds between a running trial's heartbeats; "
+        "a trial silent for two is failed and queued again.",
+    )
+
+    @model_validator(mode="after")
+    def _pruner_fits_objective(self):
+        if self.pruner.name == "wilcoxon" and self.objective == "val_log_loss":
+            raise ValueError(
+                "pruner wilcoxon compares trials fold by fold; it needs objective: {cv: {folds: 5}} "
+                "(for val_log_loss use median or hyperband)"
+            )
+        return self
+
+    @property
+    def cv_folds(self) -> int | None:
+        """K of a cv objective, or None for val_log_loss."""
+        return None if self.objective == "val_log_loss" else self.objective.cv.folds
 
 
 # What a cv variant may not change: the rows and folds every member shares, its own seed.

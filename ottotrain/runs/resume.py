@@ -26,10 +26,14 @@ from ottotrain.runs.rundir import (
 RESUMABLE_CHANGES = {
     "fit": ("train.epochs", "train.early_stopping.patience"),
     "cv": ("train.epochs", "train.early_stopping.patience"),
-    "tune": ("tune.trials", "tune.timeout"),
+    "tune": ("tune.trials", "tune.timeout", "tune.heartbeat"),
 }
 # A finished study can be continued with more trials; a finished fit or cv run is done.
 _CONTINUABLE = ("tune",)
+
+
+def _and(words) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _saved_config(run_dir: Path) -> dict:
@@ -78,7 +82,7 @@ def check_resumable(run_dir, cfg: Config, kind: str) -> dict:
             f"{run_dir}: the config changed since the run started, refusing to resume: "
             + "; ".join(refused[:10])
             + ("; ..." if len(refused) > 10 else "")
-            + f"; only {' and '.join(allowed)} may change on resume "
+            + f"; only {_and(allowed)} may change on resume "
             f"(--set); otherwise resume without CONFIG or --set, or start a new run"
         )
     if changes:

@@ -129,7 +129,7 @@ def check_format(run_dir, info: dict):
         )
 
 
-def _process_alive(pid) -> bool:
+def process_alive(pid) -> bool:
     """Whether ``pid`` is a live ottotrain process on this machine (best effort)."""
     if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
@@ -154,7 +154,7 @@ def died_while_running(info: dict) -> bool:
         info.get("status") == RUNNING
         and info.get("host") == platform.node()
         and info.get("pid") is not None
-        and not _process_alive(info["pid"])
+        and not process_alive(info["pid"])
     )
 
 
@@ -163,7 +163,7 @@ def check_not_running(run_dir, info: dict):
     if (
         info.get("status") == RUNNING
         and info.get("host") == platform.node()
-        and _process_alive(info.get("pid"))
+        and process_alive(info.get("pid"))
     ):
         raise RunError(
             f"{run_dir}: is still being trained by process {info['pid']}; stop it first "

@@ -64,15 +64,16 @@ def create_run_dir(
     return run_dir
 
 
-def load_data(cfg: Config, smoke=False) -> tuple[TrainData, tuple | None]:
-    """The training table and the test rows (ids, features) or None, checked."""
+def load_data(cfg: Config, smoke=False, test=True) -> tuple[TrainData, tuple | None]:
+    """The training table and the test rows (ids, features) or None (also when not
+    ``test``), checked."""
     nrows = SMOKE_ROWS if smoke else None
     train = load_train(cfg.data, nrows=nrows)
-    test_path = data_paths(cfg.data)[1]
-    test = None
+    test_path = data_paths(cfg.data)[1] if test else None
+    rows = None
     if test_path is not None:
-        test = load_test(test_path, cfg.data.id_column, cfg.data.target_column, train.features, nrows=nrows)
-    return train, test
+        rows = load_test(test_path, cfg.data.id_column, cfg.data.target_column, train.features, nrows=nrows)
+    return train, rows
 
 
 def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, Arrays]:

@@ -182,6 +182,8 @@ def run_cv(
     smoke=False,
     log: Log | None = None,
     config_name="run",
+    on_member=None,
+    test=True,
 ) -> dict:
     """Cross-validate (and bag) a config into a run directory; return the metrics dict.
 
@@ -195,6 +197,9 @@ def run_cv(
         resume: an interrupted cv run directory to continue.
         smoke: a sample of the rows, one epoch per member.
         log: progress output.
+        on_member: called as ``on_member(fold, seed_index, record)`` (0-based) after each
+            member trained; tune reports fold scores and prunes through it.
+        test: false: no test predictions or submission (a tune trial's would cost it time).
 
     Returns:
         The ``metrics.json`` content, with ``run_dir`` added.
@@ -220,7 +225,7 @@ def run_cv(
         raise DataError(f"--seeds {seeds}: needs at least 1 model per fold")
 
     t0 = time.perf_counter()
-    train, test = load_data(cfg, smoke)
+    train, test = load_data(cfg, smoke, test)
     try:
         fold_of = fold_assignment(train.y, folds, cfg.seed)
     except DataError as e:
@@ -298,6 +303,8 @@ def run_cv(
                 f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}",
                 1,
             )
+            if on_member is not None:
+                on_member(f, s, rec)
         run.timings["train_seconds_this_session"] = round(time.perf_counter() - t1, 3)
         return _finish(run, test)
 

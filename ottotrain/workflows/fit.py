@@ -54,9 +54,10 @@ class _Run:
     timings: dict = field(default_factory=dict)
 
 
-def prepare(cfg: Config, smoke=False) -> Prepared:
-    """Load and check the data named by the config; split and preprocess it."""
-    train, test = load_data(cfg, smoke)
+def prepare(cfg: Config, smoke=False, test=True) -> Prepared:
+    """Load and check the data named by the config; split and preprocess it (and, unless
+    ``test`` is false, its test rows)."""
+    train, test = load_data(cfg, smoke, test)
     try:
         tr, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     except DataError as e:
@@ -92,6 +93,7 @@ def fit(
     log: Log | None = None,
     config_name="run",
     on_epoch=None,
+    prepared: Prepared | None = None,
 ) -> dict:
     """Train a config and fill a run directory; return the metrics dict.
 
@@ -103,6 +105,8 @@ def fit(
         resume: a run directory to continue from its last completed epoch.
         log: progress output (stderr by default).
         on_epoch: see ``engine.member.MemberJob`` (tune reports epochs and prunes through it).
+        prepared: ``prepare(cfg)``'s result, when the caller already has it (tune's trials
+            share one; without test rows, no submission is written).
 
     Returns:
         The ``metrics.json`` content, with ``run_dir`` added.
@@ -112,7 +116,7 @@ def fit(
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
 
     t0 = time.perf_counter()
-    data = prepare(cfg, smoke)
+    data = prepare(cfg, smoke) if prepared is None else prepared
     train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
     t_data = time.perf_counter() - t0
     log(

@@ -23,7 +23,7 @@ from ottotrain.errors import RunError
 from ottotrain.io import read_json
 
 # Whichever exists first is the run's score: a fit's validation, a cv's out-of-fold score.
-SCORE_KEYS = ("val_log_loss", "oof_log_loss", "best_val_log_loss", "log_loss")
+SCORE_KEYS = ("val_log_loss", "oof_log_loss", "best_val_log_loss", "best_fold_log_loss", "log_loss")
 ACCURACY_KEYS = ("val_accuracy", "oof_accuracy", "accuracy")
 SORTS = ("date", "score")
 _STAMP = re.compile(r"(\d{8}-\d{6})")

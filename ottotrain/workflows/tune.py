@@ -1,26 +1,31 @@
 """``ottotrain tune``: the tutorial's "your turn" as a command, on Optuna.
 
 A study searches the config's own keys (``tune.space``, the key paths ``--set`` takes).
-Every trial is an ordinary ``fit`` run (``trials/trial-NNNN``, which ``predict``,
-``evaluate`` and ``runs`` read), trained through the one member trainer; each epoch's
-validation log loss is reported to Optuna, whose pruner may stop the trial there (its
-run then says ``pruned``). The config's own values are trial 0, so a study never ends
-worse than the config it started from (the grid sampler tries every combination instead).
+Every trial is an ordinary run (``trials/trial-NNNN``, which ``predict``, ``evaluate`` and
+``runs`` read), trained through the one member trainer: a ``fit`` whose every epoch's
+validation log loss goes to Optuna's pruner, or with ``objective: {cv: {folds: K}}`` a cv
+run whose every fold's log loss does (the Wilcoxon pruner compares trials fold by fold).
+A pruned trial's run says ``pruned``. The config's own values are trial 0, so a study never
+ends worse than the config it started from (the grid sampler tries every combination instead).
+Trials make no test predictions: ``ottotrain fit best.yaml`` (or ``predict`` on a trial)
+does.
 
 The study directory holds::
 
     config.yaml     the config, tune section included (resume compares with it)
     status.json     "kind": "tune"
-    journal.log     the Optuna study (a journal file: safe for several local processes)
-    trials/         one run directory per trial
-    trials.csv      number, state, value (a pruned trial's: its last epoch's), parameters,
-                    seconds, run directory
+    study.json      where the study is (its journal file, or the database URL without
+                    its password) and its name there; --keep
+    journal.log     the Optuna study, unless it is in a database (see ``study``)
+    trials/         one run directory per trial this machine trained
+    trials.csv      number, state, value (a pruned trial's: its last report), parameters,
+                    seconds, host, run directory
     best.yaml       the best trial's complete config, without tune: (fit reproduces it)
     metrics.json    best value and trial, trial counts
-    history.png, importances.png   Optuna's plots (when there are enough trials)
+    history.png, importances.png, slice.png   Optuna's plots (when there are enough trials)
 
 Killed or stopped, a study continues with ``ottotrain tune --resume STUDY_DIR``: a trial
-that was running is recorded failed and the study goes on to its trial count.
+that was running is recorded failed, queued again, and the study goes on to its trial count.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import contextlib
 import csv
 import math
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,28 +43,36 @@ import warnings
 from pathlib import Path
 
 import optuna
+import yaml
+from matplotlib import pyplot
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+from optuna.visualization.matplotlib import (
+    plot_optimization_history,
+    plot_param_importances,
+    plot_slice,
+)
 
 from ottotrain import runs
 from ottotrain.config import Config, config_to_dict, dump_yaml, get_path, trial_config
+from ottotrain.config.diff import config_changes, format_change
 from ottotrain.errors import ConfigError, RunError, Stopped, TrainingError
 from ottotrain.io import atomic_path, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.resume import check_resumable
-from ottotrain.workflows.fit import fit
+from ottotrain.workflows import study as places
+from ottotrain.workflows.cv import run_cv
+from ottotrain.workflows.fit import Prepared, fit, prepare
+from ottotrain.workflows.study import Place
 
 KIND = "tune"
-JOURNAL = "journal.log"
-STUDY = "ottotrain"
 TRIALS = "trials"
-WORKER_ENV = "OTTOTRAIN_TUNE_WORKER"  # which worker of a parallel study a process is
-_PRIMITIVE = (str, int, float, bool, type(None))
+WORKER_ENV = "OTTOTRAIN_TUNE_WORKER"  # a worker process's sampler seed offset
+DEADLINE_ENV = "OTTOTRAIN_TUNE_DEADLINE"  # time.time() after which no worker starts a trial
+# What may differ between the processes of one study (each machine names its own data copy).
+JOIN_CHANGES = ("tune.trials", "tune.timeout", "tune.heartbeat", "data.train", "data.test")
 
 
 def tune_run_name(name: str) -> str:
@@ -94,6 +109,10 @@ def _pruner(cfg: Config):
         return optuna.pruners.HyperbandPruner(
             min_resource=max(1, p.warmup_epochs), max_resource=cfg.train.epochs
         )
+    if p.name == "wilcoxon":  # compares a trial's folds with the best trial's same folds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(n_startup_steps=p.warmup_epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -131,42 +150,104 @@ def _params(cfg: Config, trial) -> dict:
     return out
 
 
-def _objective(cfg: Config, study_dir: Path):
+class _TrialData:
+    """The trials' data, loaded and preprocessed once per process while the trials' ``data``
+    section and seed stay the same (they change only if the space searches ``data.*`` keys
+    or the seed). Without the test rows: a trial's submission would cost the study time
+    (on Otto, the test rows' KNN features take longer than a trial's training)."""
+
+    def __init__(self):
+        self.key: str | None = None
+        self.prepared: Prepared | None = None
+
+    def __call__(self, cfg: Config) -> Prepared:
+        key = f"{cfg.seed}:{cfg.data.model_dump_json()}"
+        if key != self.key:
+            self.key, self.prepared = None, None  # the old arrays go before the new ones come
+            self.prepared, self.key = prepare(cfg, test=False), key
+        return self.prepared
+
+
+def _objective(cfg: Config, study_dir: Path, place: Place):
+    data = _TrialData()
+    folds = cfg.tune.cv_folds
+
     def objective(trial):
         params = {key: _suggest(trial, key, search) for key, search in cfg.tune.space.items()}
         run_dir = study_dir / TRIALS / f"trial-{trial.number:04d}"
+        trial_cfg = trial_config(cfg, params)
+        for key, value in places.trial_owner().items():
+            trial.set_user_attr(key, value)
+        # On a database the other machines' trials are listed too: name the directory whole.
+        trial.set_user_attr("run_dir", str(run_dir if place.is_database else run_dir.relative_to(study_dir)))
 
-        def report(row):
-            if row.val_loss is None or not math.isfinite(row.val_loss):
+        def report(value, step):
+            if value is None or not math.isfinite(value):
                 return
-            trial.report(row.val_loss, row.epoch - 1)
+            trial.report(value, step)
             if trial.should_prune():
-                raise Stopped("pruned", f"pruned after epoch {row.epoch}")
+                raise Stopped("pruned", f"pruned after step {step + 1}")
 
-        trial.set_user_attr("run_dir", str(run_dir.relative_to(study_dir)))
+        quiet = Log(0)
         try:
-            result = fit(trial_config(cfg, params), run_dir=run_dir, log=Log(0), on_epoch=report)
+            if folds is None:
+                result = fit(
+                    trial_cfg,
+                    run_dir=run_dir,
+                    log=quiet,
+                    on_epoch=lambda row: report(row.val_loss, row.epoch - 1),
+                    prepared=data(trial_cfg),
+                )
+                return result["val_log_loss"]
+            result = run_cv(
+                trial_cfg,
+                folds=folds,
+                seeds=1,
+                run_dir=run_dir,
+                log=quiet,
+                on_member=lambda fold, _seed, rec: report(rec.val_log_loss, fold),
+                test=False,
+            )
+            return result["fold_log_loss_mean"]
         except Stopped:
             raise optuna.TrialPruned() from None
-        return result["val_log_loss"]
 
     return objective
 
 
-def _progress(log: Log, total: int):
-    """One line per finished trial: number, state, value, best so far, progress."""
+def _progress(log: Log, total: int, cfg: Config, study_dir: Path, place: Place):
+    """One line per finished trial (number, state, value, best so far, progress); with
+    ``--keep``, the run directories of trials outside the best K go as soon as they finish."""
 
     def callback(study, trial):
         best = _best(study)
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         so_far = f"best {best.value:.4f} (trial {best.number})" if best else "no trial completed yet"
         log(
-            f"trial {trial.number}: {trial.state.name.lower()}, val_log_loss {value}; {so_far}; "
+            f"trial {trial.number}: {trial.state.name.lower()}, {_metric(cfg)} {value}; {so_far}; "
             f"{_finished(study)}/{total} done",
             1,
         )
+        if place.keep is not None:
+            _prune_dirs(study, study_dir, place)
 
     return callback
+
+
+def _metric(cfg: Config) -> str:
+    return "val_log_loss" if cfg.tune.cv_folds is None else "fold_log_loss"
+
+
+def _prune_dirs(study, study_dir: Path, place: Place):
+    """Remove this machine's run directories of finished trials outside the best ``keep``."""
+    done = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+        key=lambda t: t.value,
+    )
+    kept = {t.number for t in done[: place.keep]}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished() and t.number not in kept:
+            shutil.rmtree(study_dir / TRIALS / f"trial-{t.number:04d}", ignore_errors=True)
 
 
 def _best(study):
@@ -182,7 +263,7 @@ def _write_trials_csv(path: Path, cfg: Config, study):
     keys = list(cfg.tune.space)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["number", "state", "value", *keys, "seconds", "run_dir"])
+        w.writerow(["number", "state", "value", *keys, "seconds", "host", "run_dir"])
         for t in study.trials:
             params = _params(cfg, t) if set(keys) <= set(t.params) else {}
             seconds = (
@@ -190,6 +271,10 @@ def _write_trials_csv(path: Path, cfg: Config, study):
                 if t.datetime_complete and t.datetime_start
                 else None
             )
+            run_dir = t.user_attrs.get("run_dir", "")
+            here = t.user_attrs.get("host") == platform.node()
+            if run_dir and here and not (path.parent / run_dir).exists():
+                run_dir = ""  # removed by --keep
             w.writerow(
                 [
                     t.number,
@@ -200,24 +285,32 @@ def _write_trials_csv(path: Path, cfg: Config, study):
                         for k in keys
                     ),
                     "" if seconds is None else round(seconds, 3),
-                    t.user_attrs.get("run_dir", ""),
+                    t.user_attrs.get("host", ""),
+                    run_dir,
                 ]
             )
 
 
 def _plots(study_dir: Path, study):
-    """Optuna's optimization history and (with enough trials) parameter importances, as PNGs."""
+    """Optuna's optimization history, parameter importances and slice plot, as PNGs."""
     for name, plot in (
         ("history.png", plot_optimization_history),
         ("importances.png", plot_param_importances),
+        ("slice.png", plot_slice),
     ):
-        # Too few trials for a plot is not an error; the plots are marked experimental.
+        # Too few trials for a plot is not an error; the plots' warnings (experimental, too
+        # few trials for importances, one value of a key) are not the user's concern.
         with contextlib.suppress(Exception), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fig = plot(study).get_figure()
-            FigureCanvasAgg(fig)
-            with atomic_path(study_dir / name) as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
+            warnings.simplefilter("ignore")
+            axes = plot(study)
+            first = axes.flat[0] if hasattr(axes, "flat") else axes  # slice: one axis per key
+            fig = first.get_figure()
+            try:
+                FigureCanvasAgg(fig)
+                with atomic_path(study_dir / name) as tmp:
+                    fig.savefig(tmp, format="png", dpi=100)
+            finally:
+                pyplot.close(fig)  # Optuna draws through pyplot, which keeps every figure
 
 
 def _finish(cfg: Config, study_dir: Path, study, log: Log, started: float) -> dict:
@@ -228,13 +321,16 @@ def _finish(cfg: Config, study_dir: Path, study, log: Log, started: float) -> di
             f"{study_dir}: no trial completed (every one failed or was pruned); "
             "see trials.csv and the trials' status.json"
         )
-    best_tree = config_to_dict(trial_config(cfg, _params(cfg, best)))
+    best_cfg = trial_config(cfg, _params(cfg, best))
+    best_tree = config_to_dict(best_cfg)
     best_tree.pop("tune")
+    if cfg.tune.cv_folds is not None:  # so that 'ottotrain cv best.yaml --seeds 1' repeats it
+        best_tree["cv"]["folds"] = cfg.tune.cv_folds
     write_text(study_dir / "best.yaml", dump_yaml(best_tree))
     states = [t.state for t in study.trials]
     metrics = {
         "kind": KIND,
-        "best_val_log_loss": round(best.value, 6),
+        f"best_{_metric(cfg)}": round(best.value, 6),
         "best_trial": best.number,
         "best_params": _params(cfg, best),
         "best_run_dir": best.user_attrs.get("run_dir"),
@@ -247,64 +343,138 @@ def _finish(cfg: Config, study_dir: Path, study, log: Log, started: float) -> di
     write_json(study_dir / "metrics.json", metrics)
     _plots(study_dir, study)
     runs.write_status(study_dir, runs.FINISHED, kind=KIND)
-    log(f"Best trial {best.number}: val_log_loss {best.value:.4f}; {study_dir / 'best.yaml'}", 1)
-    return {**metrics, "run_dir": str(study_dir)}
+    log(f"Best trial {best.number}: {_metric(cfg)} {best.value:.4f}; {study_dir / 'best.yaml'}", 1)
+    return {**metrics, "best_value": round(best.value, 6), "run_dir": str(study_dir)}
 
 
-def _open_study(cfg: Config, study_dir: Path, worker: int = 0):
-    storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
-    return optuna.create_study(
-        study_name=STUDY,
-        storage=storage,
-        sampler=_sampler(cfg, worker),
-        pruner=_pruner(cfg),
-        direction="minimize",
-        load_if_exists=True,
-    )
+def _open_study(cfg: Config, study_dir: Path, place: Place, worker: int = 0, create=False):
+    """The study (made now if ``create`` and it does not exist); and whether it was made now.
+
+    Joining a study that exists (another machine's, on a database) needs the same config,
+    apart from ``JOIN_CHANGES``.
+    """
+    storage = places.open_storage(place, study_dir, cfg.tune.heartbeat)
+    args = {
+        "study_name": place.name,
+        "storage": storage,
+        "sampler": _sampler(cfg, worker),
+        "pruner": _pruner(cfg),
+    }
+    if create:
+        try:
+            study = optuna.create_study(direction="minimize", **args)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
+        else:
+            study.set_user_attr("config", dump_yaml(config_to_dict(cfg)))
+            return study, True
+    try:
+        study = optuna.load_study(**args)
+    except KeyError:
+        raise RunError(f"{study_dir}: no study '{place.name}' in {place.shown}") from None
+    saved = study.user_attrs.get("config")
+    if saved is not None:
+        refused = [
+            format_change(*c)
+            for c in config_changes(yaml.safe_load(saved), config_to_dict(cfg))
+            if c[0] not in JOIN_CHANGES
+        ]
+        if refused:
+            raise RunError(
+                f"--study {place.name} in {place.shown}: the study was started with another "
+                f"config: {'; '.join(refused[:10])}; join it with the same config (only "
+                f"{', '.join(JOIN_CHANGES)} may differ), or name a new study with --study"
+            )
+    return study, False
 
 
-def _optimize(cfg: Config, study_dir: Path, study, log: Log):
+def _optimize(cfg: Config, study_dir: Path, study, place: Place, log: Log):
     """Run trials until the study has ``tune.trials`` finished ones (complete or pruned), counted
-    in the journal: several processes on one study stop together (each may finish the trial it
-    started, so a study of W workers ends with at most W - 1 trials more than asked)."""
+    in the storage: several processes on one study stop together (each may finish the trial it
+    started, so a study of W processes ends with at most W - 1 trials more than asked)."""
     total = cfg.tune.trials
     if _finished(study) >= total:
         return
+    timeout = cfg.tune.timeout
+    deadline = os.environ.get(DEADLINE_ENV)
+    if deadline is not None:  # a restarted worker keeps the study's deadline, not its own
+        left = float(deadline) - time.time()
+        if left <= 0:
+            return
+        timeout = left
     study.optimize(
-        _objective(cfg, study_dir),
-        timeout=cfg.tune.timeout,
+        _objective(cfg, study_dir, place),
+        timeout=timeout,
         callbacks=[
             MaxTrialsCallback(total, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-            _progress(log, total),
+            _progress(log, total, cfg, study_dir, place),
         ],
         catch=(RunError, ConfigError, TrainingError),
     )
 
 
-def _run_workers(study_dir: Path, workers: int, log: Log):
-    """``workers`` processes on the study, each with its share of the cores for TensorFlow."""
+def _worker_env(place: Place, workers: int, timeout: float | None) -> dict:
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     env = dict(
         os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
     )
+    env.pop(places.STORAGE_ENV, None)
+    if place.url is not None:
+        env[places.STORAGE_ENV] = place.url  # in the environment: never on a command line
+    if timeout is not None:
+        env[DEADLINE_ENV] = repr(time.time() + timeout)
+    return env
+
+
+def _run_workers(cfg: Config, study_dir: Path, place: Place, workers: int, seed_offset: int, log: Log):
+    """``workers`` processes on the study, each with its share of the cores for TensorFlow.
+
+    A worker killed by a signal (the OOM killer, a kill -9) costs only its trial: that is
+    recorded failed and queued again, and a new worker takes its place while the study
+    still needs trials.
+    """
+    env = _worker_env(place, workers, cfg.tune.timeout)
     cmd = [sys.executable, "-m", "ottotrain", "tune", "--resume", str(study_dir), "--worker"]
     cmd += [] if log.verbosity else ["-q"]
-    procs = [subprocess.Popen(cmd, env={**env, WORKER_ENV: str(k)}) for k in range(workers)]
+
+    def start(k):
+        return subprocess.Popen(cmd, env={**env, WORKER_ENV: str(seed_offset + k)})
+
+    procs = {k: start(k) for k in range(workers)}
     log(
-        f"{workers} workers ({threads} TensorFlow threads each): pids {' '.join(str(p.pid) for p in procs)}",
+        f"{workers} workers ({env['TF_NUM_INTRAOP_THREADS']} TensorFlow threads each): "
+        f"pids {' '.join(str(p.pid) for p in procs.values())}",
         1,
     )
+    failed, restarts = [], 0
     try:
-        codes = [p.wait() for p in procs]
+        while procs:
+            time.sleep(0.2)
+            for k, p in list(procs.items()):
+                code = p.poll()
+                if code is None:
+                    continue
+                del procs[k]
+                if code >= 0:
+                    if code:
+                        failed.append(code)
+                    continue
+                study, _ = _open_study(cfg, study_dir, place)
+                dead = places.running_here(study, place, pid=p.pid)
+                places.retry_dead(study, dead, log, f"its worker (pid {p.pid}) was killed by signal {-code}")
+                if _finished(study) < cfg.tune.trials and restarts < 4 * workers:
+                    restarts += 1
+                    procs[k] = start(k)
+                    log(f"worker {k + 1} restarted as pid {procs[k].pid}", 1)
     except BaseException:  # Ctrl-C, SIGTERM: the workers stop too (their trials are recorded)
-        for p in procs:
+        for p in procs.values():
             p.terminate()
-        for p in procs:
+        for p in procs.values():
             p.wait()
         raise
-    if any(codes):
+    if failed:
         raise RunError(
-            f"{study_dir}: a worker failed (exit codes {codes}); its trial is recorded failed; "
+            f"{study_dir}: a worker failed (exit codes {failed}); its trial is recorded failed; "
             f"continue with: ottotrain tune --resume {study_dir}"
         )
 
@@ -314,7 +484,22 @@ def tune_worker(cfg: Config, study_dir, log: Log | None = None):
     log = log or Log(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_dir = Path(study_dir)
-    _optimize(cfg, study_dir, _open_study(cfg, study_dir, int(os.environ.get(WORKER_ENV, "0"))), log)
+    place = places.load_place(study_dir, os.environ.get(places.STORAGE_ENV))
+    study, _ = _open_study(cfg, study_dir, place, int(os.environ.get(WORKER_ENV, "0")))
+    _optimize(cfg, study_dir, study, place, log)
+
+
+def _start_dir(cfg: Config, study_dir, runs_root, config_name) -> Path:
+    if study_dir is not None:
+        runs.check_run_dir_free(study_dir)
+    study_dir = (
+        runs.claim_run_dir(study_dir)
+        if study_dir
+        else runs.new_run_dir(runs_root, tune_run_name(cfg.name or config_name))
+    )
+    write_text(study_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
+    runs.write_status(study_dir, runs.RUNNING, kind=KIND)
+    return study_dir
 
 
 def tune(
@@ -325,15 +510,22 @@ def tune(
     log: Log | None = None,
     config_name="run",
     workers: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    keep: int | None = None,
 ) -> dict:
-    """Run (or continue) a study of ``cfg.tune``; return its metrics, with ``run_dir``.
+    """Run (or continue, or join) a study of ``cfg.tune``; return its metrics, with ``run_dir``.
 
     Args:
         cfg: a validated ``Config`` with a ``tune`` section.
         study_dir: exact directory to create; default ``<runs_root>/<name>-tune-<timestamp>``.
-        resume: a study directory to continue (its config.yaml, ``tune.trials`` and
-            ``tune.timeout`` may grow).
+        resume: a study directory to continue (its config.yaml, ``tune.trials``,
+            ``tune.timeout`` and ``tune.heartbeat`` may grow).
         workers: trial processes on this machine (1: this process trains them).
+        storage: a PostgreSQL or MySQL URL; the same ``storage`` and ``study_name`` on
+            several machines make one study (default: the study directory's journal file).
+        study_name: the study's name in ``storage`` (default: ``<name>-tune``).
+        keep: keep only the run directories of the best ``keep`` trials.
     """
     log = log or Log(1)
     started = time.time()
@@ -342,37 +534,46 @@ def tune(
             f"{cfg.source}: no tune section; add tune: {{trials: 20, space: "
             "{train.batch_size: {choice: [64, 128, 256]}}}} (see README, 'ottotrain tune')"
         )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
+        if study_name is not None:
+            raise RunError(f"{resume}: --study is the study's own on resume; leave it out")
         study_dir = Path(resume)
         check_resumable(study_dir, cfg, KIND)
+        place = places.load_place(study_dir, storage, keep)
+        study, made = _open_study(cfg, study_dir, place)
+        places.retry_dead(study, places.dead_here(study, place), log, "was running when the study stopped")
         runs.write_status(study_dir, runs.RUNNING, kind=KIND)
     else:
-        if study_dir is not None:
-            runs.check_run_dir_free(study_dir)
-        study_dir = (
-            runs.claim_run_dir(study_dir)
-            if study_dir
-            else runs.new_run_dir(runs_root, tune_run_name(cfg.name or config_name))
-        )
-        write_text(study_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-        runs.write_status(study_dir, runs.RUNNING, kind=KIND)
-    log(f"Study directory: {study_dir}", 1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(cfg, study_dir)
-    for t in study.trials:  # a trial whose process was killed stays "running" in the journal
-        if t.state == TrialState.RUNNING:
-            study.tell(t.number, state=TrialState.FAIL)
-            log(f"trial {t.number}: was running when the study stopped; recorded failed", 1)
-    if not study.trials and cfg.tune.sampler.name != "grid":  # a grid tries every combination
+        place = places.place_of(storage, study_name, workers, tune_run_name(cfg.name or config_name))
+        place = Place(place.name, place.url, keep)
+        study_dir = _start_dir(cfg, study_dir, runs_root, config_name)
+        try:
+            places.save_place(study_dir, place)
+            study, made = _open_study(cfg, study_dir, place, create=True)
+        except BaseException:
+            shutil.rmtree(study_dir, ignore_errors=True)  # nothing started: leave nothing
+            raise
+    if keep is not None:
+        places.save_place(study_dir, place)
+    where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
+    log(f"Study directory: {study_dir}{where}", 1)
+    if made and cfg.tune.sampler.name != "grid":  # a grid tries every combination
         study.enqueue_trial(_own_values(cfg))  # trial 0: the config as it is
+    # The process that made the study has its sampler seeds; one that joined takes others
+    # (the same seeds would suggest the same trials).
+    seed_offset = 0 if made or resume is not None else 1 + os.getpid() % 100_000 * 64
 
     def interrupted():
         return f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
 
     with running(study_dir, log, {"kind": KIND}, interrupted):
         if workers > 1:
-            _run_workers(study_dir, workers, log)
-            study = _open_study(cfg, study_dir)  # what the workers wrote
+            _run_workers(cfg, study_dir, place, workers, seed_offset, log)
+            study, _ = _open_study(cfg, study_dir, place)  # what the workers wrote
+            places.retry_dead(study, places.dead_here(study, place), log, "its worker died")
         else:
-            _optimize(cfg, study_dir, study, log)
+            if seed_offset:
+                study, _ = _open_study(cfg, study_dir, place, seed_offset)
+            _optimize(cfg, study_dir, study, place, log)
         return _finish(cfg, study_dir, study, log, started)

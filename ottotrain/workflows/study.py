@@ -1,0 +1,236 @@
+"""Where a tune study lives, and what happens to a trial whose process died.
+
+By default a study is an Optuna journal file in its own directory (``journal.log``): safe for
+several processes on one machine, no server. ``--storage URL`` puts it in a PostgreSQL (or
+MySQL) database instead, which processes on several machines share: each runs the same
+command with the same ``--storage`` and ``--study`` and keeps its own study directory for the
+trials it trains. On a database, running trials send heartbeats, and a trial silent for two
+of them is failed by the next process that asks for a trial, which queues its parameters
+again (Optuna's ``RetryHeartbeatStaleTrialCallback``). On this machine a dead worker's trial
+is failed and queued again at once, by the process that started the worker or by
+``--resume``.
+
+A password in the URL is never printed, logged or written: ``study.json`` keeps the URL
+without it (the client library then finds it in ``PGPASSWORD`` or ``~/.pgpass``), and the
+worker processes of ``--workers`` get the whole URL in their environment, not on their
+command line.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy.exc
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from sqlalchemy.engine import URL, make_url
+
+from ottotrain.errors import ConfigError, RunError, first_line
+from ottotrain.io import read_json, write_json
+from ottotrain.runs import process_alive
+
+JOURNAL = "journal.log"
+JOURNAL_STUDY = "ottotrain"  # the study's name inside its journal file
+STUDY_FILE = "study.json"
+STORAGE_ENV = "OTTOTRAIN_TUNE_STORAGE"  # the whole URL, for worker processes only
+MAX_RETRY = 2  # a trial whose process died is queued again at most this often
+_DRIVERS = {  # database -> (the package its default SQLAlchemy driver needs, pip name)
+    "postgresql": ("psycopg", "'ottotrain[postgres]' (psycopg 3)"),
+    "mysql": ("MySQLdb", "mysqlclient (or use mysql+pymysql:// with pymysql)"),
+    "sqlite": (None, None),
+}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a study is: a journal file in its directory (``url`` None) or a database."""
+
+    name: str  # the study's name in its storage
+    url: str | None = None  # the whole URL, password included: never shown or written
+    keep: int | None = None  # keep only the run directories of the best ``keep`` trials
+
+    @property
+    def shown(self) -> str:
+        return "journal file" if self.url is None else hidden(self.url)
+
+    @property
+    def is_database(self) -> bool:
+        return self.url is not None
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise ConfigError(
+            "--storage: not a database URL; expected e.g. postgresql://USER@HOST:5432/DB "
+            "(the password in PGPASSWORD or ~/.pgpass), or leave --storage out for the "
+            "study directory's journal file"
+        ) from None
+
+
+def hidden(url: str) -> str:
+    """The URL as it may be shown: its password replaced by ***."""
+    parsed = _parse(url)
+    query = {k: ("***" if k == "password" else v) for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def without_password(url: str) -> str:
+    """The URL as it may be written: no password at all."""
+    p = _parse(url)
+    query = {k: v for k, v in p.query.items() if k != "password"}
+    bare = URL.create(p.drivername, p.username, None, p.host, p.port, p.database, query)
+    return bare.render_as_string(hide_password=False)
+
+
+def _scrub(text: str, url: str) -> str:
+    """A database error's message without the URL's password, should the driver quote it."""
+    password = _parse(url).password
+    return text.replace(str(password), "***") if password else text
+
+
+def place_of(storage: str | None, study: str | None, workers: int, default_name: str) -> Place:
+    """Check ``--storage``/``--study`` before anything starts; the study's place."""
+    if storage is None:
+        if study is not None:
+            raise ConfigError(
+                "--study names a study in a database; give --storage URL with it, or leave "
+                "--study out (without --storage the study lives in its directory's journal file)"
+            )
+        return Place(JOURNAL_STUDY)
+    backend = _parse(storage).get_backend_name()
+    if backend not in _DRIVERS:
+        raise ConfigError(
+            f"--storage {hidden(storage)}: database '{backend}' is not supported; use "
+            "postgresql:// or mysql:// (or leave --storage out for the journal file)"
+        )
+    if backend == "sqlite" and workers > 1:
+        raise ConfigError(
+            f"--storage {hidden(storage)} with --workers {workers}: SQLite locks the whole "
+            "database file on every write, so trials of several processes fail with 'database "
+            "is locked'; leave --storage out (the study directory's journal file is safe for "
+            "several processes on one machine) or use a PostgreSQL URL"
+        )
+    return Place(study or default_name, storage)
+
+
+def save_place(study_dir: Path, place: Place) -> None:
+    write_json(
+        study_dir / STUDY_FILE,
+        {
+            "storage": "journal" if place.url is None else without_password(place.url),
+            "study": place.name,
+            "keep": place.keep,
+        },
+    )
+
+
+def load_place(study_dir: Path, storage: str | None = None, keep: int | None = None) -> Place:
+    """The place a study directory names; ``storage``, if given, must be the same database
+    (it brings the password the directory does not keep)."""
+    path = study_dir / STUDY_FILE
+    saved = read_json(path) if path.exists() else {"storage": "journal", "study": JOURNAL_STUDY}
+    keep = saved.get("keep") if keep is None else keep
+    if saved["storage"] == "journal":
+        if storage is not None:
+            raise RunError(f"{study_dir}: the study lives in its journal file; resume it without --storage")
+        return Place(saved["study"], None, keep)
+    if storage is not None and without_password(storage) != saved["storage"]:
+        raise RunError(
+            f"{study_dir}: the study lives in {hidden(saved['storage'])}, not in "
+            f"{hidden(storage)}; resume with the same --storage (or none)"
+        )
+    return Place(saved["study"], storage or saved["storage"], keep)
+
+
+def open_storage(place: Place, study_dir: Path, heartbeat: int):
+    """Optuna's storage for the place (a database is connected to, and its tables made, now)."""
+    if place.url is None:
+        return JournalStorage(JournalFileBackend(str(study_dir / JOURNAL)))
+    try:
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats and their retry are marked experimental
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    return RDBStorage(
+                        place.url,
+                        engine_kwargs={"pool_pre_ping": True},
+                        heartbeat_interval=heartbeat,
+                        grace_period=2 * heartbeat,
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Two processes making Optuna's tables in a new database at once: one of
+                # them loses the race ("duplicate key", "already exists"); the tables are
+                # there when it tries again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    except ImportError as e:
+        backend = _parse(place.url).get_backend_name()
+        raise ConfigError(
+            f"--storage {place.shown}: the database driver is not installed ({first_line(e)}); "
+            f"install it: pip install {_DRIVERS[backend][1]}"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        reason = first_line(getattr(e, "orig", None) or e)
+        hint = (
+            "; give the password in PGPASSWORD or ~/.pgpass (or in --storage again)"
+            if "password" in reason.lower()
+            else ""
+        )
+        raise RunError(
+            f"--storage {place.shown}: cannot open the study's database: {_scrub(reason, place.url)}{hint}"
+        ) from None
+
+
+def trial_owner() -> dict:
+    """What a trial records of the process that trains it."""
+    return {"host": platform.node(), "pid": os.getpid()}
+
+
+def running_here(study, place: Place, pid: int | None = None) -> list:
+    """The running trials of this machine's processes (of ``pid`` only, if given); on a
+    journal, trials not yet marked with their process count as this machine's too."""
+    host = platform.node()
+    journal = not place.is_database
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, owner_pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+        mine = owner_host == host if owner_host is not None else journal
+        if mine and (pid is None or owner_pid == pid):
+            out.append(t)
+    return out
+
+
+def retry_dead(study, trials, log, why: str) -> None:
+    """Fail trials whose process died and queue their parameters again (Optuna's retry rule)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    for t in trials:
+        study.tell(t.number, state=TrialState.FAIL)
+        retry(study, study.get_trials(deepcopy=False)[t.number])
+        log(f"trial {t.number}: {why}; recorded failed and queued again", 1)
+
+
+def dead_here(study, place: Place) -> list:
+    """This machine's running trials whose process is gone; refuse if one is alive."""
+    out = []
+    for t in running_here(study, place):
+        pid = t.user_attrs.get("pid")
+        if process_alive(pid):
+            raise RunError(
+                f"trial {t.number} is still being trained by process {pid}; stop it first "
+                f"(kill {pid}), then resume"
+            )
+        out.append(t)
+    return out

@@ -1,0 +1,268 @@
+"""Where a study lives and what happens when its processes die: a real throwaway PostgreSQL
+server shared by two ``ottotrain tune`` processes, heartbeats, SIGKILL of a local worker and
+of a whole study, ``--keep``, the cv objective."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+import yaml
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from ottotrain.workflows.study import hidden, without_password
+from tests.conftest import error_line, python_cmd, run_cli, subprocess_env, tiny_config
+from tests.postgres import PASSWORD, start_server
+
+SPACE = {
+    "model.layers[0].Dense.units": {"int": [4, 32], "log": True},
+    "train.optimizer.learning_rate": {"float": [0.001, 0.05], "log": True},
+}
+
+
+def _config(data, epochs=1, **tune):
+    cfg = tiny_config(data, epochs=epochs)
+    cfg["tune"] = {"trials": 2, "sampler": {"name": "random", "seed": 0}, "space": SPACE, **tune}
+    return cfg
+
+
+def _trials(study_dir):
+    with open(study_dir / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _spawn(tmp_path, *args, env=None):
+    return subprocess.Popen(
+        [*python_cmd(), "tune", *map(str, args)],
+        env={**subprocess_env(tmp_path), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_running(load, timeout=120):
+    """Poll a study until a trial is running and names its process; return that trial."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            running = [t for t in load().get_trials(states=(TrialState.RUNNING,)) if "pid" in t.user_attrs]
+        except (KeyError, ValueError, OSError):  # not made yet
+            running = []
+        if running:
+            return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no trial started running")
+
+
+@pytest.mark.parametrize(
+    "url, shown, written",
+    [
+        (
+            "postgresql://me:pw@db:5432/optuna",
+            "postgresql://me:***@db:5432/optuna",
+            "postgresql://me@db:5432/optuna",
+        ),
+        (
+            "postgresql://me@db/optuna?password=pw",
+            "postgresql://me@db/optuna?password=***",
+            "postgresql://me@db/optuna",
+        ),
+        ("mysql+pymysql://me@db/optuna", "mysql+pymysql://me@db/optuna", "mysql+pymysql://me@db/optuna"),
+    ],
+)
+def test_a_password_is_hidden_when_shown_and_left_out_when_written(url, shown, written):
+    assert hidden(url) == shown
+    assert without_password(url) == written
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--study", "s"], "--study names a study in a database; give --storage URL with it"),
+        (["--storage", "not a url"], "--storage: not a database URL; expected e.g. postgresql://"),
+        (
+            ["--storage", "oracle://me:pw@db/x"],
+            "--storage oracle://me:***@db/x: database 'oracle' is not supported",
+        ),
+        (
+            ["--storage", "sqlite:///x.db", "--workers", "2"],
+            "SQLite locks the whole database file on every write",
+        ),
+        (
+            ["--storage", "postgresql://me:pw@127.0.0.1:1/none"],
+            "--storage postgresql://me:***@127.0.0.1:1/none: cannot open the study's database",
+        ),
+    ],
+)
+def test_bad_storage_is_one_line_and_leaves_no_study(tiny_data, write_config, tmp_path, args, message):
+    study = tmp_path / "study"
+    line = error_line(run_cli("tune", write_config(_config(tiny_data)), "--study-dir", study, *args))
+    assert message in line and ":pw@" not in line
+    assert not study.exists()
+
+
+def test_keep_bounds_the_trial_directories_and_cv_scores_fold_by_fold(tiny_data, write_config, tmp_path):
+    cfg = _config(tiny_data, trials=3, objective={"cv": {"folds": 2}}, pruner={"name": "wilcoxon"})
+    study = tmp_path / "study"
+    r = run_cli("tune", write_config(cfg), "--study-dir", study, "--keep", "1", "-q")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("best_fold_log_loss=")
+    rows = _trials(study)
+    assert [row["state"] for row in rows] == ["complete"] * 3
+    kept = [row for row in rows if row["run_dir"]]
+    best = min(rows, key=lambda row: float(row["value"]))
+    assert kept == [best] and sorted(p.name for p in (study / "trials").iterdir()) == [
+        f"trial-{int(best['number']):04d}"
+    ]
+    run = study / best["run_dir"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "status.json").read_text())["kind"] == "cv"
+    assert float(best["value"]) == pytest.approx(m["fold_log_loss_mean"])
+    assert not (run / "submission.csv").exists()  # trials make no test predictions
+    found = yaml.safe_load((study / "best.yaml").read_text())
+    assert found["cv"]["folds"] == 2 and "tune" not in found
+    # 'ottotrain cv best.yaml --seeds 1' repeats the best trial's value
+    again = run_cli(
+        "cv", study / "best.yaml", "--seeds", "1", "--run-dir", tmp_path / "again", "-q", "--json"
+    )
+    assert json.loads(again.output)["fold_log_loss_mean"] == pytest.approx(float(best["value"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_sigkill_of_one_local_worker_costs_only_its_trial(tiny_data, write_config, tmp_path):
+    study = tmp_path / "study"
+    path = write_config(_config(tiny_data, epochs=6, trials=4))
+    proc = _spawn(tmp_path, path, "--study-dir", study, "--workers", "2")
+    storage = None
+
+    def load():
+        nonlocal storage
+        storage = storage or JournalStorage(JournalFileBackend(str(study / "journal.log")))
+        return optuna.load_study(study_name="ottotrain", storage=storage)
+
+    victim = _wait_running(load)
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"trial {victim.number}: its worker (pid {victim.user_attrs['pid']}) was killed by signal 9" in err
+    assert "restarted as pid" in err
+    rows = {int(row["number"]): row for row in _trials(study)}
+    assert rows[victim.number]["state"] == "fail"
+    finished = [row for row in rows.values() if row["state"] == "complete"]
+    assert 4 <= len(finished) <= 5  # the study still reaches its count
+    trials = load().trials
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert [t.state for t in retried] == [TrialState.COMPLETE]
+    assert retried[0].params == victim.params  # the same trial, trained again
+    # More than one process trained trials, and the
+    # workers' samplers did not repeat each other.
+    assert len({t.user_attrs["pid"] for t in trials}) >= 2
+    fresh = [tuple(t.params.values()) for t in trials if "failed_trial" not in t.system_attrs]
+    assert len(set(fresh)) == len(fresh)
+
+
+@pytest.mark.slow
+def test_a_study_killed_whole_resumes_with_its_dead_trial_queued_again(tiny_data, write_config, tmp_path):
+    study = tmp_path / "study"
+    path = write_config(_config(tiny_data, epochs=6, trials=2))
+    proc = _spawn(tmp_path, path, "--study-dir", study)
+
+    def load():
+        return optuna.load_study(
+            study_name="ottotrain", storage=JournalStorage(JournalFileBackend(str(study / "journal.log")))
+        )
+
+    victim = _wait_running(load)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    r = run_cli("tune", "--resume", study)
+    assert r.exit_code == 0, r.output
+    assert (
+        f"trial {victim.number}: was running when the study stopped; recorded failed and queued again"
+        in r.stderr
+    )
+    states = [row["state"] for row in _trials(study)]
+    assert states.count("fail") == 1 and states.count("complete") == 2
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    yield from start_server()
+
+
+@pytest.mark.slow
+def test_two_machines_share_one_study_on_postgresql(tiny_data, write_config, tmp_path, postgres):
+    path = write_config(_config(tiny_data, trials=4))
+    # One process brings the password in the URL, the other in PGPASSWORD (as the README shows).
+    a = _spawn(
+        tmp_path, path, "--study-dir", tmp_path / "a", "--storage", postgres.url(), "--study", "shared"
+    )
+    b = _spawn(
+        tmp_path,
+        path,
+        "--study-dir",
+        tmp_path / "b",
+        "--storage",
+        postgres.url(password=False),
+        "--study",
+        "shared",
+        env={"PGPASSWORD": PASSWORD},
+    )
+    outputs = [p.communicate(timeout=300) for p in (a, b)]
+    assert [a.returncode, b.returncode] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=postgres.url())
+    states = [t.state for t in study.trials]
+    # Each process may finish the trial it started once the count is reached: 4 or 5, none lost.
+    assert 4 <= len(states) <= 5 and set(states) == {TrialState.COMPLETE}, states
+    assert {t.user_attrs["pid"] for t in study.trials} == {a.pid, b.pid}
+    assert len({tuple(t.params.values()) for t in study.trials}) == len(states)
+    for d in ("a", "b"):  # each machine lists the whole study
+        assert len(_trials(tmp_path / d)) == len(states)
+        assert json.loads((tmp_path / d / "study.json").read_text())["storage"] == postgres.url(
+            password=False
+        )
+    # The password is nowhere: not in the output, the logs or any file of the study directories.
+    assert all(PASSWORD not in text for out in outputs for text in out)
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and "cache" not in f.parts:
+            assert PASSWORD.encode() not in f.read_bytes(), f
+    # Joining with another config is refused, with its differences.
+    other = write_config(_config(tiny_data, epochs=2, trials=4), name="other.yaml")
+    line = error_line(
+        run_cli(
+            "tune", other, "--storage", postgres.url(), "--study", "shared", "--runs-root", tmp_path / "c"
+        )
+    )
+    assert "the study was started with another config: train.epochs: 1 -> 2" in line
+    assert PASSWORD not in line
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())  # no study left
+
+
+@pytest.mark.slow
+def test_a_dead_machines_trial_is_failed_by_heartbeat_and_retried(
+    tiny_data, write_config, tmp_path, postgres
+):
+    path = write_config(_config(tiny_data, epochs=8, trials=2, heartbeat=1))
+    args = ["--storage", postgres.url(), "--study", "heartbeat"]
+    a = _spawn(tmp_path, path, "--study-dir", tmp_path / "a", *args)
+    storage = RDBStorage(postgres.url())
+    victim = _wait_running(lambda: optuna.load_study(study_name="heartbeat", storage=storage))
+    os.killpg(a.pid, signal.SIGKILL)  # a machine gone: nobody on it will clean up
+    a.wait(timeout=30)
+    time.sleep(2.5)  # more than the grace period of two heartbeats
+    b = _spawn(tmp_path, path, "--study-dir", tmp_path / "b", *args)
+    out, err = b.communicate(timeout=300)
+    assert b.returncode == 0, err
+    study = optuna.load_study(study_name="heartbeat", storage=postgres.url())
+    assert study.trials[victim.number].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retried) == 1 and retried[0].params == victim.params
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
