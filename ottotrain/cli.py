@@ -157,7 +157,8 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Submission file (default: RUN_DIR/submission-<name>.csv).",
+    help="Submission file, .csv (.gz), .parquet or .feather by its name "
+    "[default: RUN_DIR/submission-<name>.csv].",
 )
 def predict(run_dir, test_csv, output):
     """Write a Kaggle submission for TEST_CSV from a trained RUN_DIR.

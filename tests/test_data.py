@@ -564,3 +564,76 @@ def test_scaling_statistics_by_blocks_match_the_whole_matrix(monkeypatch, transf
     if scaling == "standard":
         np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
         np.testing.assert_allclose(z.std(0, dtype=np.float64), 1, rtol=1e-5)
+
+
+def _write_table(df, path):
+    if path.suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_feather(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".feather"])
+def test_parquet_and_feather_train_and_predict_as_their_csv_does(
+    suffix, cli, write_config, tiny_data, tmp_path
+):
+    train = _write_table(pd.read_csv(tiny_data["train"]), tmp_path / f"train{suffix}")
+    # Named .csv but Parquet or Arrow inside: the first bytes tell, not the name.
+    test = _write_table(pd.read_csv(tiny_data["test"]), tmp_path / "test.csv")
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, train=train, test=test)
+    assert r.exit_code == 0, r.output
+    r_csv, runs_csv = _fit(cli, write_config, tiny_data, tmp_path / "csv", test=tiny_data["test"])
+    assert r_csv.exit_code == 0, r_csv.output
+    (run,), (run_csv,) = runs.iterdir(), runs_csv.iterdir()
+    assert (run / "submission.csv").read_text() == (run_csv / "submission.csv").read_text()
+    out = tmp_path / f"out{suffix}"
+    assert cli("predict", run, test, "-o", out).exit_code == 0
+    got = pd.read_parquet(out) if suffix == ".parquet" else pd.read_feather(out)
+    want = pd.read_csv(run / "submission.csv")
+    assert list(got.columns) == list(want.columns)
+    np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "edit, role, message",
+    [
+        (
+            lambda df: df.assign(feat_2=df["feat_2"].where(df.index != 4)),
+            "train",
+            "column 'feat_2', row 5: missing value",
+        ),
+        (
+            lambda df: df.assign(feat_3=df["feat_3"].astype(str).where(df.index != 2, "n/a?")),
+            "train",
+            "column 'feat_3', row 3: non-numeric value 'n/a?'",
+        ),
+        (
+            lambda df: df.assign(target=df["target"].where(df.index != 7)),
+            "train",
+            "column 'target', row 8: missing class label",
+        ),
+        (
+            lambda df: df.assign(id=df["id"].where(df.index != 3, df["id"][0])),
+            "test",
+            "column 'id', row 4: duplicated id",
+        ),
+        (lambda df: df.rename(columns={"feat_1": ""}), "train", "header column 2 has no name"),
+    ],
+)
+def test_bad_parquet_is_one_line_naming_the_row(edit, role, message, cli, write_config, tiny_data, tmp_path):
+    df = edit(pd.read_csv(tiny_data[role]))
+    bad = _write_table(df, tmp_path / f"{role}.parquet")
+    files = {"train": bad} if role == "train" else {"test": bad}
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, **files)
+    line = _error_line(r)
+    assert str(bad) in line and message in line, line
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_cut_parquet_file_is_one_line(cli, write_config, tiny_data, tmp_path):
+    whole = _write_table(pd.read_csv(tiny_data["train"]), tmp_path / "whole.parquet").read_bytes()
+    cut = tmp_path / "train.parquet"
+    cut.write_bytes(whole[: len(whole) // 2])
+    line = _error_line(_fit(cli, write_config, tiny_data, tmp_path, train=cut)[0])
+    assert "cannot read the Parquet file" in line and "write it again, or export the table as CSV" in line

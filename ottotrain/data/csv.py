@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ottotrain.data.cache import cache_load, cache_store, csv_cache_path
+from ottotrain.data.columnar import columnar_format, read_arrow, row_place, schema_names
 from ottotrain.errors import DataError, first_line
 
 
@@ -42,6 +43,9 @@ def read_header(path, role="data") -> list[str]:
         )
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a CSV file")
+    fmt = columnar_format(path)
+    if fmt is not None:
+        return _checked_names(path, schema_names(path, fmt))
     try:
         head = _open_text_head(path)
     except (OSError, EOFError) as e:
@@ -79,6 +83,10 @@ def read_header(path, role="data") -> list[str]:
             f"{path}: line 1 has a single column {cols[0][:40]!r}; expected a "
             "comma-separated header such as id,feat_1,...,target"
         )
+    return _checked_names(path, cols)
+
+
+def _checked_names(path, cols: list[str]) -> list[str]:
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
         raise DataError(
@@ -181,6 +189,20 @@ def _to_matrix(table, features) -> np.ndarray:
     return x
 
 
+def _checked_matrix(table, features) -> np.ndarray | None:
+    """The features as a float32 matrix, or None unless every value is a finite number."""
+    if table.num_rows == 0:
+        return None
+    cols = []
+    for f in features:
+        col = table.column(f)
+        if col.null_count or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            return None  # the careful path says which row
+        cols.append(col if col.type == pa.float32() else col.cast(pa.float32(), safe=False))
+    x = _to_matrix(pa.table(cols, names=list(features)), features)
+    return x if np.isfinite(x).all() else None
+
+
 _CACHED_X = "__features__"  # the cache keeps the checked matrix row-major: a hit is one copy
 
 
@@ -204,10 +226,8 @@ def _read_fast(path: Path, features, others):
         table = pacsv.read_csv(str(path), convert_options=convert)
     except Exception:  # malformed, non-numeric, a header Arrow reads otherwise, ...
         return None
-    if table.num_rows == 0 or any(table.column(f).null_count for f in features):
-        return None
-    x = _to_matrix(table, features)
-    if not np.isfinite(x).all():
+    x = _checked_matrix(table, features)
+    if x is None:
         return None
     rest = table.select(list(others))
     del table
@@ -238,6 +258,14 @@ def read_columns(path, role, features, others=()):
             a ragged row, no data rows; with the column and line.
     """
     path = Path(path)
+    fmt = columnar_format(path)
+    if fmt is not None:
+        table = read_arrow(path, fmt, [*others, *features])
+        got = _checked_matrix(table, features)
+        if got is not None:
+            return got, table.select(list(others)).to_pandas()
+        df = table.to_pandas()
+        return check_features(df, path, features), df[list(others)]
     with utf8_errors(path):
         got = _read_fast(path, features, others)
         if got is not None:
@@ -262,6 +290,12 @@ def read_table(path, role="train", usecols=None):
     """
     path = Path(path)
     cols = read_header(path, role)
+    fmt = columnar_format(path)
+    if fmt is not None:
+        df = read_arrow(path, fmt, usecols).to_pandas()
+        if len(df) == 0:
+            raise DataError(f"{path}: has columns but no rows")
+        return df
     try:
         df = _read_csv_arrow(path, usecols)
     except Exception as e:  # pandas and pyarrow raise many types for malformed files
@@ -295,6 +329,14 @@ def read_table(path, role="train", usecols=None):
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no data rows")
     return df
+
+
+def read_sample(path, nrows: int) -> pd.DataFrame:
+    """The first ``nrows`` rows, for a message that suggests a column."""
+    fmt = columnar_format(path)
+    if fmt is not None:
+        return read_arrow(Path(path), fmt).slice(0, nrows).to_pandas()
+    return pd.read_csv(path, nrows=nrows)
 
 
 def ragged_row(path) -> tuple[int, int, int] | None:
@@ -332,7 +374,7 @@ def check_features(df, path, features: list[str]):
             if bad.any():
                 i = first_bad_row(bad.to_numpy())
                 raise DataError(
-                    f"{path}: column '{col}', line {i + 2}: non-numeric value "
+                    f"{path}: column '{col}', {row_place(path, i)}: non-numeric value "
                     f"{str(s.iloc[i])[:30]!r}; feature columns must be numbers"
                 )
     with np.errstate(over="ignore"), warnings.catch_warnings():
@@ -350,7 +392,8 @@ def check_features(df, path, features: list[str]):
             else f"value {raw!r} too large for float32 (|x| > 3.4e38)"
         )
         raise DataError(
-            f"{path}: column '{features[c]}', line {r + 2}: {kind}; fill or drop such rows before training"
+            f"{path}: column '{features[c]}', {row_place(path, r)}: {kind}; "
+            "fill or drop such rows before training"
         )
     return x
 

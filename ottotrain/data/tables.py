@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 
 from ottotrain.config import synthetic_paths
-from ottotrain.data.csv import first_bad_row, read_columns, read_header, release_arrow_memory, utf8_errors
+from ottotrain.data.columnar import row_place
+from ottotrain.data.csv import (
+    first_bad_row,
+    read_columns,
+    read_header,
+    read_sample,
+    release_arrow_memory,
+    utf8_errors,
+)
 from ottotrain.data.synth import make_data
 from ottotrain.errors import DataError, did_you_mean
 
@@ -29,7 +37,7 @@ def encode_target(df, path, target: str):
     s = df[target]
     if s.isna().any():
         i = first_bad_row(s.isna().to_numpy())
-        raise DataError(f"{path}: column '{target}', line {i + 2}: missing class label")
+        raise DataError(f"{path}: column '{target}', {row_place(path, i)}: missing class label")
     s = s.astype(str)
     classes = sorted(s.unique().tolist(), key=natural_key)
     if len(classes) < 2:
@@ -136,7 +144,7 @@ def missing_column_error(path, cols, data_cfg, key: str) -> DataError:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mixed types and the like: only a sample
-            sample = pd.read_csv(path, nrows=SAMPLE_ROWS)
+            sample = read_sample(path, SAMPLE_ROWS)
         found = column_candidates(sample, key, other)
     except Exception:  # an unparsable file: its own error comes once the column is right
         return DataError(f"{head}; the header has: {_names(cols)}; set data.{key} to one of them")
@@ -217,7 +225,7 @@ def load_test(path, id_column, target_column, features, nrows=None):
     if dup.any():
         i = first_bad_row(dup.to_numpy())
         raise DataError(
-            f"{path}: column '{id_column}', line {i + 2}: duplicated id "
+            f"{path}: column '{id_column}', {row_place(path, i)}: duplicated id "
             f"{ids.iloc[i]}; each test row needs a unique id"
         )
     ids = ids.to_numpy()
@@ -254,7 +262,7 @@ def load_labelled(path, state: dict):
     labels = rest[tgt]
     if labels.isna().any():
         i = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise DataError(f"{path}: column '{tgt}', line {i + 2}: missing class label")
+        raise DataError(f"{path}: column '{tgt}', {row_place(path, i)}: missing class label")
     labels = labels.astype(str)
     unseen = sorted(set(labels.unique()) - set(classes))
     if unseen:

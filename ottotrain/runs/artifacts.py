@@ -21,12 +21,19 @@ def write_history(path, history: list[EpochRow]):
 
 
 def write_predictions(path, proba, columns, leading: dict):
-    """A CSV of probabilities with some leading columns (ids, folds, targets), atomically."""
+    """A table of probabilities with some leading columns (ids, folds, targets), atomically:
+    Parquet or Arrow IPC (Feather) by the name's suffix, else CSV (gzip for ``.gz``)."""
     df = pd.DataFrame(proba, columns=list(columns))
     for i, (name, values) in enumerate(leading.items()):
         df.insert(i, name, values)
+    suffix = str(path).rsplit(".", 1)[-1].lower()
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        if suffix == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif suffix in ("feather", "arrow"):
+            df.to_feather(tmp)
+        else:
+            df.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def write_submission(path, ids, proba, classes, id_column="id"):
