@@ -222,7 +222,14 @@ BAD_TRAIN = [
         "train.csv",
         HEADER + GOOD_ROWS + "41,1,2,\n",
         {},
-        ["column 'target'", "line 42", "missing class label"],
+        ["column 'target': 1 row(s) without a class label (line 42)", "fill them in or drop those rows"],
+    ),
+    (
+        "missing-labels",
+        "train.csv",
+        HEADER + "".join(f"{i},1,2,\n" for i in range(41, 48)) + GOOD_ROWS,
+        {},
+        ["column 'target': 7 row(s) without a class label (line 2, line 3, line 4, line 5, line 6, ...)"],
     ),
     (
         "one-class",
@@ -611,7 +618,7 @@ def test_parquet_and_feather_train_and_predict_as_their_csv_does(
         (
             lambda df: df.assign(target=df["target"].where(df.index != 7)),
             "train",
-            "column 'target', row 8: missing class label",
+            "column 'target': 1 row(s) without a class label (row 8)",
         ),
         (
             lambda df: df.assign(id=df["id"].where(df.index != 3, df["id"][0])),
@@ -637,3 +644,33 @@ def test_a_cut_parquet_file_is_one_line(cli, write_config, tiny_data, tmp_path):
     cut.write_bytes(whole[: len(whole) // 2])
     line = _error_line(_fit(cli, write_config, tiny_data, tmp_path, train=cut)[0])
     assert "cannot read the Parquet file" in line and "write it again, or export the table as CSV" in line
+
+
+def test_no_id_column_numbers_the_rows(cli, write_config, tiny_data, tmp_path):
+    train = tmp_path / "train.csv"
+    pd.read_csv(tiny_data["train"]).drop(columns="id").to_csv(train, index=False)
+    test = _write_table(pd.read_csv(tiny_data["test"]).drop(columns="id"), tmp_path / "test.parquet")
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, train=train, test=test, id_column=None)
+    assert r.exit_code == 0, r.output
+    (run,) = runs.iterdir()
+    sub = pd.read_csv(run / "submission.csv")
+    assert sub.columns[0] == "row" and sub["row"].tolist() == list(range(1, 201))
+    assert pd.read_csv(run / "val_predictions.csv").columns[0] == "row"
+    out = tmp_path / "again.csv"
+    assert cli("predict", run, test, "-o", out).exit_code == 0
+    assert out.read_text() == (run / "submission.csv").read_text()
+    # A test file that has an id column after all: the columns differ from fit's.
+    line = _error_line(cli("predict", run, tiny_data["test"]))
+    assert "unexpected column(s): id" in line
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [1, 2, 3], [0, 1]])
+def test_integer_and_two_class_targets_keep_their_names(labels, cli, write_config, tiny_data, tmp_path):
+    df = pd.read_csv(tiny_data["train"])
+    df["target"] = [labels[i % len(labels)] for i in range(len(df))]
+    train = tmp_path / "train.csv"
+    df.to_csv(train, index=False)
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, train=train, test=tiny_data["test"])
+    assert r.exit_code == 0, r.output
+    (run,) = runs.iterdir()
+    assert list(pd.read_csv(run / "submission.csv").columns) == ["id", *map(str, labels)]

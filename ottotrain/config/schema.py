@@ -78,7 +78,11 @@ class DataConfig(_Strict):
         "(generated once into the cache folder).",
     )
     test: str | None = Field(None, description="Test CSV; with it, fit also writes submission.csv.")
-    id_column: str = Field("id", description="Column holding the row id (copied to the submission).")
+    id_column: str | None = Field(
+        "id",
+        description="Column holding the row id (copied to the submission); null: the files have "
+        "none, and the submission's first column is 'row', the 1-based position in the test file.",
+    )
     target_column: str = Field("target", description="Column holding the class label.")
     feature_columns: list[str] | None = Field(
         None, description="Columns used as features; default: every column but id and target."

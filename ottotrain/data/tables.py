@@ -25,6 +25,20 @@ from ottotrain.errors import DataError, did_you_mean
 
 # Rows read to suggest an id or target column when the configured one is not in the file.
 SAMPLE_ROWS = 2000
+# The id of a table without an id column (data.id_column: null): its 1-based row position.
+ROW = "row"
+
+
+def id_name(id_column: str | None) -> str:
+    """The id column's name in what a run writes (submission, predictions, folds)."""
+    return ROW if id_column is None else id_column
+
+
+def _ids(rest, id_column):
+    """The ids of the rows read: the id column, or each row's 1-based position in its file."""
+    if id_column is None:
+        return rest.index.to_numpy() + 1
+    return rest[id_column].to_numpy()
 
 
 def natural_key(s: str):
@@ -32,12 +46,21 @@ def natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
 
 
+def missing_labels(path, target: str, missing: np.ndarray) -> DataError:
+    """Rows without a class label: how many, and where the first ones are."""
+    rows = np.flatnonzero(missing)
+    where = ", ".join(row_place(path, int(i)) for i in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return DataError(
+        f"{path}: column '{target}': {len(rows)} row(s) without a class label ({where}); "
+        "fill them in or drop those rows"
+    )
+
+
 def encode_target(df, path, target: str):
     """Return (class names in natural order, integer labels)."""
     s = df[target]
     if s.isna().any():
-        i = first_bad_row(s.isna().to_numpy())
-        raise DataError(f"{path}: column '{target}', {row_place(path, i)}: missing class label")
+        raise missing_labels(path, target, s.isna().to_numpy())
     s = s.astype(str)
     classes = sorted(s.unique().tolist(), key=natural_key)
     if len(classes) < 2:
@@ -61,7 +84,8 @@ def feature_columns(columns, data_cfg, path):
         return list(data_cfg.feature_columns)
     feats = [c for c in columns if c not in (idc, tgt)]
     if not feats:
-        raise DataError(f"{path}: no feature columns besides '{idc}' and '{tgt}'")
+        besides = f"'{tgt}'" if idc is None else f"'{idc}' and '{tgt}'"
+        raise DataError(f"{path}: no feature columns besides {besides}")
     return feats
 
 
@@ -162,17 +186,17 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     path = Path(path or data_paths(data_cfg)[0])
     cols = read_header(path, "train")
     for key in ("id_column", "target_column"):
-        if getattr(data_cfg, key) not in cols:
+        if getattr(data_cfg, key) is not None and getattr(data_cfg, key) not in cols:
             raise missing_column_error(path, cols, data_cfg, key)
     feats = feature_columns(cols, data_cfg, path)
     idc, tgt = data_cfg.id_column, data_cfg.target_column
-    x, rest = read_columns(path, "train", feats, (idc, tgt))
+    x, rest = read_columns(path, "train", feats, (tgt,) if idc is None else (idc, tgt))
     if nrows is not None and len(rest) > nrows:
         rest = rest.sample(n=nrows, random_state=0).sort_index()
         x = x[rest.index.to_numpy()]
     with utf8_errors(path):
         classes, y = encode_target(rest, path, tgt)
-    ids = rest[idc].to_numpy()
+    ids = _ids(rest, idc)
     del rest
     release_arrow_memory()
     return TrainData(ids, x, y, classes, feats, str(path))
@@ -211,24 +235,28 @@ def load_test(path, id_column, target_column, features, nrows=None):
             f"{path}: has a target column '{target_column}'; a test file holds "
             "only the id and the features (is this the training file?)"
         )
-    if id_column not in cols:
-        raise DataError(f"{path}: no id column '{id_column}'; the submission needs it")
-    problem = column_mismatch(path, cols, features, (id_column,))
+    if id_column is not None and id_column not in cols:
+        raise DataError(
+            f"{path}: no id column '{id_column}'; the submission needs it (a file without ids: "
+            "data.id_column: null numbers the rows instead)"
+        )
+    others = () if id_column is None else (id_column,)
+    problem = column_mismatch(path, cols, features, others)
     if problem:
         raise DataError(problem)
-    x, rest = read_columns(path, "test", features, (id_column,))
+    x, rest = read_columns(path, "test", features, others)
     if nrows is not None:
         x, rest = x[:nrows], rest.iloc[:nrows]
-    ids = rest[id_column]
-    with utf8_errors(path):
-        dup = ids.duplicated()
-    if dup.any():
-        i = first_bad_row(dup.to_numpy())
-        raise DataError(
-            f"{path}: column '{id_column}', {row_place(path, i)}: duplicated id "
-            f"{ids.iloc[i]}; each test row needs a unique id"
-        )
-    ids = ids.to_numpy()
+    if id_column is not None:
+        with utf8_errors(path):
+            dup = rest[id_column].duplicated()
+        if dup.any():
+            i = first_bad_row(dup.to_numpy())
+            raise DataError(
+                f"{path}: column '{id_column}', {row_place(path, i)}: duplicated id "
+                f"{rest[id_column].iloc[i]}; each test row needs a unique id"
+            )
+    ids = _ids(rest, id_column)
     del rest
     release_arrow_memory()
     return ids, x
@@ -261,8 +289,7 @@ def load_labelled(path, state: dict):
     x, rest = read_columns(path, "labelled", features, (tgt,))
     labels = rest[tgt]
     if labels.isna().any():
-        i = int(np.flatnonzero(labels.isna().to_numpy())[0])
-        raise DataError(f"{path}: column '{tgt}', {row_place(path, i)}: missing class label")
+        raise missing_labels(path, tgt, labels.isna().to_numpy())
     labels = labels.astype(str)
     unseen = sorted(set(labels.unique()) - set(classes))
     if unseen:

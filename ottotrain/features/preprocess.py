@@ -40,7 +40,7 @@ class PreprocessState:
     format: int
     features: list[str]  # the feature columns, in order
     classes: list[str]  # the class names, in the model's output order
-    id_column: str
+    id_column: str | None  # None: the files have no id column (see data.tables.ROW)
     target_column: str
     transform: str
     power: float
@@ -53,8 +53,9 @@ class PreprocessState:
     scale: list[float] | None = None  # ... then divide
 
     def to_dict(self) -> dict:
-        """The JSON layout: a setting that does not apply is left out, not written as null."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The JSON layout: a setting that does not apply is left out, not written as null
+        (but ``id_column: null`` says the files have no id column)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "id_column"}
 
     @classmethod
     def from_dict(cls, d: dict, source) -> "PreprocessState":

@@ -42,7 +42,7 @@ import pandas as pd
 
 from ottotrain import engine, runs
 from ottotrain.config import Config, member_config, variant_index
-from ottotrain.data import TrainData, fold_assignment
+from ottotrain.data import TrainData, fold_assignment, id_name
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.io import atomic_path, read_json, write_json, write_text
@@ -247,11 +247,11 @@ def run_cv(
     status = {"kind": CV_KIND, "folds": folds, "seeds": seeds, "smoke": smoke}
     if resume_dir is not None:
         run_dir = resume_dir
-        _check_saved_folds(run_dir, train.ids, fold_of, cfg.data.id_column)
+        _check_saved_folds(run_dir, train.ids, fold_of, id_name(cfg.data.id_column))
     else:
 
         def write(d):
-            _write_folds(d / FOLDS_FILE, train.ids, fold_of, cfg.data.id_column)
+            _write_folds(d / FOLDS_FILE, train.ids, fold_of, id_name(cfg.data.id_column))
             write_json(
                 d / CV_FILE,
                 {
@@ -366,14 +366,18 @@ def _finish(run: _Run, test) -> dict:
         oof,
         train.classes,
         {
-            cfg.data.id_column: train.ids,
+            id_name(cfg.data.id_column): train.ids,
             "fold": fold_of + 1,
             cfg.data.target_column: [train.classes[i] for i in train.y],
         },
     )
     if p_test is not None:
         write_submission(
-            run_dir / "submission.csv", test[0], p_test / (folds * seeds), train.classes, cfg.data.id_column
+            run_dir / "submission.csv",
+            test[0],
+            p_test / (folds * seeds),
+            train.classes,
+            id_name(cfg.data.id_column),
         )
     write_json(
         run_dir / ENSEMBLE_FILE,

@@ -19,7 +19,7 @@ import numpy as np
 
 from ottotrain import engine, runs
 from ottotrain.config import Config
-from ottotrain.data import TrainData, train_val_split
+from ottotrain.data import TrainData, id_name, train_val_split
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.arrays import Arrays
@@ -191,14 +191,14 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
             x_test[0],
             engine.inference.predict_proba(best, x_test[1]),
             train.classes,
-            cfg.data.id_column,
+            id_name(cfg.data.id_column),
         )
     # Validation predictions, for plots, blending and error analysis.
     write_predictions(
         run_dir / "val_predictions.csv",
         member.val_proba,
         train.classes,
-        {cfg.data.id_column: train.ids[va], "target": [train.classes[i] for i in arrays.y_val]},
+        {id_name(cfg.data.id_column): train.ids[va], "target": [train.classes[i] for i in arrays.y_val]},
     )
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.time() - run.started, 3)

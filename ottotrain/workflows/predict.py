@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ottotrain import runs
-from ottotrain.data import load_test
+from ottotrain.data import id_name, load_test
 from ottotrain.errors import DataError
 from ottotrain.io import check_output_path
 from ottotrain.runs.artifacts import write_submission
@@ -41,7 +41,7 @@ def predict(run_dir, test_csv, out=None) -> dict:
     proba = predictor.predict_proba(x)
     if out is None:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
-    write_submission(out, ids, proba, s.classes, s.id_column)
+    write_submission(out, ids, proba, s.classes, id_name(s.id_column))
     dt = time.perf_counter() - t0
     return {
         "output": str(out),
