@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ottotrain.config import load_config
-from ottotrain.data import load_train, train_val_split
+from ottotrain.data import id_name, load_train, train_val_split
 from ottotrain.metrics import log_loss
 
 
@@ -38,7 +38,7 @@ def main():
     print("| --- | --- | --- | --- |")
     for run in a.runs:
         oof = pd.read_csv(run / "oof.csv")
-        if not np.array_equal(oof[cfg.data.id_column].to_numpy(), train.ids):
+        if not np.array_equal(oof[id_name(cfg.data.id_column)].to_numpy(), train.ids):
             raise SystemExit(f"{run}: oof.csv rows are not the training file's, in order")
         p = oof[train.classes].to_numpy()
         scores = [log_loss(train.y[m], p[m]) for m in (slice(None), ~chosen, chosen)]

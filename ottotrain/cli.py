@@ -170,6 +170,8 @@ def predict(run_dir, test_csv, output):
     from ottotrain.workflows.predict import predict as run_predict
 
     result = run_predict(run_dir, test_csv, output)
+    for line in result["warnings"]:
+        click.echo(f"Warning: {line}", err=True)
     click.echo(
         f"{result['rows']} rows in {result['seconds']:.2f}s ({result['rows_per_second']:.0f} rows/s)",
         err=True,

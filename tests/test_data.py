@@ -6,6 +6,7 @@ happens in ``prepare``, before the run directory is created. Then the parsed-CSV
 the input transforms and scalings against their formulas."""
 
 import gzip
+import json
 import re
 
 import numpy as np
@@ -193,14 +194,14 @@ BAD_TRAIN = [
         "missing-value",
         "train.csv",
         HEADER + GOOD_ROWS + "41,,2,A\n",
-        {},
-        ["column 'f1'", "line 42", "missing value", "fill or drop"],
+        {"missing": "none"},
+        ["column 'f1'", "line 42", "missing value", "fill or drop", "data.missing: auto"],
     ),
     (
         "nan-text",
         "train.csv",
         HEADER + GOOD_ROWS + "41,1,NaN,A\n",
-        {},
+        {"missing": "none"},
         ["column 'f2'", "line 42", "missing value"],
     ),
     (
@@ -319,11 +320,6 @@ BAD_TEST = [
         "non-numeric",
         lambda d: d.assign(feat_3=["x"] + list(d["feat_3"][1:])),
         ["column 'feat_3'", "line 2", "non-numeric value 'x'"],
-    ),
-    (
-        "missing-value",
-        lambda d: d.assign(feat_2=[None] + list(d["feat_2"][1:])),
-        ["column 'feat_2'", "line 2", "missing value"],
     ),
 ]
 
@@ -632,7 +628,7 @@ def test_bad_parquet_is_one_line_naming_the_row(edit, role, message, cli, write_
     df = edit(pd.read_csv(tiny_data[role]))
     bad = _write_table(df, tmp_path / f"{role}.parquet")
     files = {"train": bad} if role == "train" else {"test": bad}
-    r, runs = _fit(cli, write_config, tiny_data, tmp_path, **files)
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, **files, missing="none")
     line = _error_line(r)
     assert str(bad) in line and message in line, line
     assert not runs.exists() or not any(runs.iterdir())
@@ -674,3 +670,41 @@ def test_integer_and_two_class_targets_keep_their_names(labels, cli, write_confi
     assert r.exit_code == 0, r.output
     (run,) = runs.iterdir()
     assert list(pd.read_csv(run / "submission.csv").columns) == ["id", *map(str, labels)]
+
+
+def test_missing_values_are_filled_with_training_medians_and_flagged(cli, write_config, tiny_data, tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.read_csv(tiny_data["train"])
+    df.loc[rng.choice(len(df), 60, replace=False), "feat_3"] = np.nan
+    train = tmp_path / "train.csv"
+    df.to_csv(train, index=False)
+    t = pd.read_csv(tiny_data["test"])
+    t.loc[:4, "feat_3"] = np.nan  # had missing values at fit
+    t.loc[:6, "feat_20"] = np.nan  # had none at fit
+    test = tmp_path / "test.csv"
+    t.to_csv(test, index=False)
+    r, runs = _fit(cli, write_config, tiny_data, tmp_path, train=train, test=test)
+    assert r.exit_code == 0, r.output
+    warning = f"Warning: {test}: 7 missing value(s) in column(s) that had none at fit: feat_20 (7); filled"
+    assert warning in r.stderr
+    (run,) = runs.iterdir()
+    state = json.loads((run / "preprocess.json").read_text())
+    assert state["indicators"] == [2] and state["missing"] == "auto"
+    out = tmp_path / "again.csv"
+    again = cli("predict", run, test, "-o", out)
+    assert again.exit_code == 0 and warning in again.stderr
+    assert out.read_text() == (run / "submission.csv").read_text()
+
+
+def test_filling_uses_the_training_rows_only_and_adds_was_missing_columns():
+    from ottotrain.config import DataConfig
+    from ottotrain.features import Preprocessor
+
+    x = np.array([[1, np.nan], [3, 10], [np.nan, 20], [7, 30]], dtype=np.float32)
+    pre = Preprocessor.fit(x, DataConfig(train="t.csv", scaling="none"), ["a", "b"], ["c0", "c1"])
+    assert pre.state.medians == [3.0, 20.0] and pre.n_outputs == 4
+    z = pre.transform(np.array([[np.nan, np.nan], [5, 6]], dtype=np.float32))
+    np.testing.assert_array_equal(z, [[3, 20, 1, 1], [5, 6, 0, 0]])
+    every = Preprocessor.fit(x[1:2], DataConfig(train="t.csv", missing="all"), ["a", "b"], ["c0", "c1"])
+    assert every.state.indicators == [0, 1] and every.n_outputs == 4
+    assert Preprocessor.fit(x[1:], DataConfig(train="t.csv"), ["a", "b"], ["c0", "c1"]).n_outputs == 3

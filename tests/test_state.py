@@ -96,7 +96,8 @@ def test_preprocessing_state_is_typed_and_written_as_before():
     x = np.arange(12, dtype=np.float32).reshape(6, 2)
     pre = Preprocessor.fit(x, DataConfig(train="t.csv", tfidf=True), ["a", "b"], ["c0", "c1"])
     d = json.loads(pre.to_json())
-    # 1.0's layout: no key for what does not apply (no knn, no quantiles), same key order.
+    # 1.0's layout: no key for what does not apply (no knn, no quantiles), same key order;
+    # then data.missing's (its medians are kept for a value missing at predict time).
     assert list(d) == [
         "format",
         "features",
@@ -110,7 +111,11 @@ def test_preprocessing_state_is_typed_and_written_as_before():
         "idf",
         "center",
         "scale",
+        "missing",
+        "medians",
+        "indicators",
     ]
+    assert d["medians"] == [5.0, 6.0] and d["indicators"] == []
     again = Preprocessor.from_json(pre.to_json())
     assert again.state == pre.state and again.state.features == ["a", "b"]
     with pytest.raises(RunError, match="damaged preprocessing state"):

@@ -87,6 +87,12 @@ class DataConfig(_Strict):
     feature_columns: list[str] | None = Field(
         None, description="Columns used as features; default: every column but id and target."
     )
+    missing: Literal["none", "auto", "all"] = Field(
+        "auto",
+        description="Missing feature values: auto: filled with the training median, plus a 0/1 "
+        "column per feature that had missing values at fit; all: that column for every feature; "
+        "none: a missing value is an error.",
+    )
     transform: Literal[TRANSFORMS] = Field(
         "none",
         description="Elementwise transform before scaling: none, log1p, sqrt, "

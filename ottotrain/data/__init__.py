@@ -12,6 +12,7 @@ from ottotrain.data.tables import (
     load_labelled,
     load_test,
     load_train,
+    missing_allowed,
     natural_key,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "load_test",
     "load_train",
     "make_data",
+    "missing_allowed",
     "natural_key",
     "read_columns",
     "read_header",

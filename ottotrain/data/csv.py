@@ -184,29 +184,38 @@ def _to_matrix(table, features) -> np.ndarray:
     row = 0
     for batch in table.select(features).to_batches():
         n = batch.num_rows
-        x[row : row + n] = np.asarray(batch.to_tensor(row_major=True))
+        x[row : row + n] = np.asarray(batch.to_tensor(null_to_nan=True, row_major=True))
         row += n
     return x
 
 
-def _checked_matrix(table, features) -> np.ndarray | None:
-    """The features as a float32 matrix, or None unless every value is a finite number."""
+def _checked_matrix(table, features, allow_missing=False) -> np.ndarray | None:
+    """The features as a float32 matrix (a missing value NaN, if allowed), or None unless
+    every value is a finite number or allowed missing."""
     if table.num_rows == 0:
         return None
     cols = []
     for f in features:
         col = table.column(f)
-        if col.null_count or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if (col.null_count and not allow_missing) or not numeric:
             return None  # the careful path says which row
         cols.append(col if col.type == pa.float32() else col.cast(pa.float32(), safe=False))
     x = _to_matrix(pa.table(cols, names=list(features)), features)
-    return x if np.isfinite(x).all() else None
+    return x if _all_finite(x, allow_missing) else None
+
+
+def _all_finite(x, allow_missing: bool) -> bool:
+    """No infinite value, and no NaN unless missing values are allowed (then NaN is one)."""
+    if not allow_missing:
+        return bool(np.isfinite(x).all())
+    return not np.isinf(x).any()
 
 
 _CACHED_X = "__features__"  # the cache keeps the checked matrix row-major: a hit is one copy
 
 
-def _read_fast(path: Path, features, others):
+def _read_fast(path: Path, features, others, allow_missing=False):
     """(x, DataFrame of ``others``) by the fast path, or None where the careful path must look."""
     columns = [*others, *features]
     cache = csv_cache_path(path, columns)
@@ -215,6 +224,8 @@ def _read_fast(path: Path, features, others):
         flat = hit.column(_CACHED_X)
         flat = flat.chunk(0) if flat.num_chunks == 1 else flat.combine_chunks()
         x = flat.flatten().to_numpy().reshape(len(flat), len(features)).copy()  # off the mmap
+        if not allow_missing and np.isnan(x.sum(dtype=np.float64)):
+            return None  # cached by a run that allowed missing values: the careful path says where
         return x, hit.select(list(others)).to_pandas()
     convert = pacsv.ConvertOptions(
         column_types={f: pa.float32() for f in features},
@@ -226,7 +237,7 @@ def _read_fast(path: Path, features, others):
         table = pacsv.read_csv(str(path), convert_options=convert)
     except Exception:  # malformed, non-numeric, a header Arrow reads otherwise, ...
         return None
-    x = _checked_matrix(table, features)
+    x = _checked_matrix(table, features, allow_missing)
     if x is None:
         return None
     rest = table.select(list(others))
@@ -241,7 +252,7 @@ def _read_fast(path: Path, features, others):
     return x, rest.to_pandas()
 
 
-def read_columns(path, role, features, others=()):
+def read_columns(path, role, features, others=(), allow_missing=False):
     """Read a CSV's feature columns as one checked float32 matrix, plus a few other columns.
 
     Args:
@@ -249,6 +260,7 @@ def read_columns(path, role, features, others=()):
         role: ``train``, ``test`` or ``labelled``, for messages.
         features: the feature columns, in the order wanted.
         others: columns to return as they are (id, target).
+        allow_missing: a missing feature value is NaN rather than an error (data.missing).
 
     Returns:
         (float32 matrix of the features, pandas DataFrame of ``others``).
@@ -261,17 +273,17 @@ def read_columns(path, role, features, others=()):
     fmt = columnar_format(path)
     if fmt is not None:
         table = read_arrow(path, fmt, [*others, *features])
-        got = _checked_matrix(table, features)
+        got = _checked_matrix(table, features, allow_missing)
         if got is not None:
             return got, table.select(list(others)).to_pandas()
         df = table.to_pandas()
-        return check_features(df, path, features), df[list(others)]
+        return check_features(df, path, features, allow_missing), df[list(others)]
     with utf8_errors(path):
-        got = _read_fast(path, features, others)
+        got = _read_fast(path, features, others, allow_missing)
         if got is not None:
             return got
         df = read_table(path, role)
-        return check_features(df, path, features), df[list(others)]
+        return check_features(df, path, features, allow_missing), df[list(others)]
 
 
 def read_table(path, role="train", usecols=None):
@@ -364,8 +376,9 @@ def ragged_row(path) -> tuple[int, int, int] | None:
     return None
 
 
-def check_features(df, path, features: list[str]):
-    """Return the feature block as float32, checking it is numeric, present and finite."""
+def check_features(df, path, features: list[str], allow_missing=False):
+    """Return the feature block as float32, checking it is numeric, finite and (unless
+    ``allow_missing``: then NaN) present."""
     for col in features:
         s = df[col]
         if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
@@ -380,7 +393,7 @@ def check_features(df, path, features: list[str]):
     with np.errstate(over="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 1e39 -> inf in float32: reported below
         x = df[features].to_numpy(dtype=np.float32, na_value=np.nan)
-    finite = np.isfinite(x)
+    finite = np.isfinite(x) | (np.isnan(x) if allow_missing else False)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
         raw = df[features[c]].iloc[r]
@@ -393,7 +406,11 @@ def check_features(df, path, features: list[str]):
         )
         raise DataError(
             f"{path}: column '{features[c]}', {row_place(path, r)}: {kind}; "
-            "fill or drop such rows before training"
+            + (
+                "fill or drop such rows before training (or train with data.missing: auto, which fills them)"
+                if np.isnan(x[r, c])
+                else "fill or drop such rows before training"
+            )
         )
     return x
 

@@ -190,7 +190,8 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
             raise missing_column_error(path, cols, data_cfg, key)
     feats = feature_columns(cols, data_cfg, path)
     idc, tgt = data_cfg.id_column, data_cfg.target_column
-    x, rest = read_columns(path, "train", feats, (tgt,) if idc is None else (idc, tgt))
+    others = (tgt,) if idc is None else (idc, tgt)
+    x, rest = read_columns(path, "train", feats, others, allow_missing=data_cfg.missing != "none")
     if nrows is not None and len(rest) > nrows:
         rest = rest.sample(n=nrows, random_state=0).sort_index()
         x = x[rest.index.to_numpy()]
@@ -222,7 +223,12 @@ def column_mismatch(path, cols, features, other=()) -> str | None:
     return f"{path}: columns differ from the training data: {'; '.join(parts)}" if parts else None
 
 
-def load_test(path, id_column, target_column, features, nrows=None):
+def missing_allowed(state) -> bool:
+    """Whether a run fills missing feature values (runs from before data.missing do not)."""
+    return state.missing not in (None, "none")
+
+
+def load_test(path, id_column, target_column, features, nrows=None, allow_missing=False):
     """Load a test CSV and check its columns against those seen at fit.
 
     Returns:
@@ -244,7 +250,7 @@ def load_test(path, id_column, target_column, features, nrows=None):
     problem = column_mismatch(path, cols, features, others)
     if problem:
         raise DataError(problem)
-    x, rest = read_columns(path, "test", features, others)
+    x, rest = read_columns(path, "test", features, others, allow_missing)
     if nrows is not None:
         x, rest = x[:nrows], rest.iloc[:nrows]
     if id_column is not None:
@@ -286,7 +292,7 @@ def load_labelled(path, state: dict):
     problem = column_mismatch(path, cols, features, (idc, tgt))
     if problem:
         raise DataError(problem)
-    x, rest = read_columns(path, "labelled", features, (tgt,))
+    x, rest = read_columns(path, "labelled", features, (tgt,), missing_allowed(state))
     labels = rest[tgt]
     if labels.isna().any():
         raise missing_labels(path, tgt, labels.isna().to_numpy())

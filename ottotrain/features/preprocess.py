@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class PreprocessState:
     idf: list[float] | None = None  # TF-IDF's inverse document frequencies
     center: list[float] | None = None  # scaling: subtract, ...
     scale: list[float] | None = None  # ... then divide
+    missing: str | None = None  # data.missing; None: a run from before it (missing is an error)
+    medians: list[float] | None = None  # what a missing value becomes, per feature
+    indicators: list[int] | None = None  # the features that get a 0/1 "was missing" column
 
     def to_dict(self) -> dict:
         """The JSON layout: a setting that does not apply is left out, not written as null
@@ -108,7 +112,12 @@ class Preprocessor:
             data_cfg.tfidf,
             data_cfg.scaling,
         )
+        state.missing = data_cfg.missing
         pre = cls(state)
+        raw = x
+        if data_cfg.missing != "none":
+            pre._fit_missing(x, data_cfg.missing)
+            x, _ = pre._fill(x)  # the statistics below are of the filled rows
         knn_tr = None
         if data_cfg.knn is not None:
             counts = np.bincount(y, minlength=len(classes))
@@ -135,7 +144,7 @@ class Preprocessor:
         # Statistics of the transformed rows, a block of rows at a time: the whole transformed
         # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
         def part(i, n):  # rows i..i+n, transformed; training rows' KNN features leave themselves out
-            return pre._transform(x[i : i + n], None if knn_tr is None else knn_tr[i : i + n])
+            return pre._transform(raw[i : i + n], None if knn_tr is None else knn_tr[i : i + n])
 
         blocks = lambda: (part(i, cls.BLOCK) for i in range(0, len(x), cls.BLOCK))
         if data_cfg.scaling == "standard":
@@ -164,7 +173,38 @@ class Preprocessor:
         n = len(s.features) * (2 if s.tfidf else 1)
         if s.knn is not None:
             n += len(s.classes) * len(s.knn.k)
-        return n
+        return n + len(s.indicators or ())
+
+    def _fit_missing(self, x, mode: str):
+        """The training medians (every feature: a value may be missing at predict in any) and
+        the features that get a "was missing" column (auto: those with missing values here)."""
+        had = np.isnan(x).any(axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
+            med = np.nanmedian(x, axis=0) if had.any() else np.median(x, axis=0)
+        self.state.medians = np.where(np.isnan(med), 0.0, med).tolist()
+        self.state.indicators = list(range(x.shape[1])) if mode == "all" else np.flatnonzero(had).tolist()
+
+    def _fill(self, x, overwrite=False):
+        """(x with its missing values filled, the 0/1 "was missing" columns or None)."""
+        s = self.state
+        if s.medians is None:
+            return x, None
+        ind = np.isnan(x[:, s.indicators]).astype(np.float32) if s.indicators else None
+        if np.isnan(x.sum(dtype=np.float64)):  # one pass without a mask when nothing is missing
+            rows, cols = np.nonzero(np.isnan(x))
+            x = x if overwrite else x.copy()
+            x[rows, cols] = np.asarray(s.medians, dtype=np.float32)[cols]
+        return x, ind
+
+    def unseen_missing(self, x) -> dict[str, int]:
+        """Missing values in features that had none at fit (filled all the same): counts."""
+        s = self.state
+        if s.medians is None or not np.isnan(x.sum(dtype=np.float64)):
+            return {}
+        counts = np.isnan(x).sum(axis=0)
+        known = set(s.indicators or ())
+        return {s.features[j]: int(counts[j]) for j in np.flatnonzero(counts) if j not in known}
 
     def _knn(self, x, fitted_rows=False):
         """The KNN features of raw rows ``x``; ``fitted_rows``: x is the rows given to fit."""
@@ -195,8 +235,9 @@ class Preprocessor:
                     self._ref.save(tmp)
         write_text(path, self.to_json())
 
-    def _transform(self, x, knn_features=None):
+    def _transform(self, x, knn_features=None, fitted_rows=False, overwrite=False):
         s = self.state
+        x, missing = self._fill(x, overwrite)
         t = s.transform
         if t == "log1p":
             z = signed_log1p(x)
@@ -228,7 +269,9 @@ class Preprocessor:
             tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
             z = np.hstack([z, (tf * np.asarray(s.idf, dtype=np.float32)).astype(np.float32)])
         if s.knn is not None:
-            z = np.hstack([z, self._knn(x) if knn_features is None else knn_features])
+            z = np.hstack([z, self._knn(x, fitted_rows) if knn_features is None else knn_features])
+        if missing is not None:
+            z = np.hstack([z, missing])
         return z
 
     def transform(self, x, overwrite=False, fitted_rows=False):
@@ -239,7 +282,7 @@ class Preprocessor:
         ``fitted_rows``: ``x`` is exactly the rows given to ``fit``, in order, so each
         row's nearest-neighbour features leave the row itself out (only matters with KNN).
         """
-        z = self._transform(x, self._knn(x, True) if fitted_rows and self.state.knn is not None else None)
+        z = self._transform(x, fitted_rows=fitted_rows, overwrite=overwrite)
         # transform 'none' on float32 input returns x itself
         owned = overwrite or not np.shares_memory(z, x)
         if self.state.scaling != "none":

@@ -38,7 +38,8 @@ def check(cfg: Config, log=None) -> dict:
     log = log or Log(0)
     train_path, test_path = data_paths(cfg.data)
     log(f"Reading {train_path}" + (f" and {test_path}" if test_path else ""), 1)
-    train, pre, arrays, x_test, _ = prepare(cfg, smoke=False)
+    data = prepare(cfg, smoke=False)
+    train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
     classes = list(train.classes)
     n = len(train.y)
     counts = np.bincount(train.y, minlength=len(classes))
@@ -50,7 +51,7 @@ def check(cfg: Config, log=None) -> dict:
     model = engine.build.build_model(cfg, pre.n_outputs, len(classes), compile=False)
     engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-    warnings = _warnings(cfg, model, arrays, classes, counts, test_path)
+    warnings = _warnings(cfg, model, arrays, classes, counts, test_path) + ([data.note] if data.note else [])
 
     t = cfg.train
     opt_name, opt_args = normalize_named(t.optimizer)

@@ -72,7 +72,14 @@ def load_data(cfg: Config, smoke=False, test=True) -> tuple[TrainData, tuple | N
     test_path = data_paths(cfg.data)[1] if test else None
     rows = None
     if test_path is not None:
-        rows = load_test(test_path, cfg.data.id_column, cfg.data.target_column, train.features, nrows=nrows)
+        rows = load_test(
+            test_path,
+            cfg.data.id_column,
+            cfg.data.target_column,
+            train.features,
+            nrows=nrows,
+            allow_missing=cfg.data.missing != "none",
+        )
     return train, rows
 
 
@@ -131,3 +138,22 @@ def require_tensorboard(cfg: Config) -> None:
             f"{cfg.source}: train.tensorboard: true needs the tensorboard package; "
             "install it (pip install tensorboard) or set train.tensorboard: false"
         )
+
+
+def unseen_missing_line(path, unseen: dict[str, int]) -> str:
+    """The one line about missing values where the training rows had none (filled all the same)."""
+    cols = ", ".join(f"{c} ({n})" for c, n in list(unseen.items())[:8]) + (", ..." if len(unseen) > 8 else "")
+    return (
+        f"{path}: {sum(unseen.values())} missing value(s) in column(s) that had none at fit: {cols}; "
+        "filled with the training medians (no 'was missing' column for them)"
+    )
+
+
+def test_missing_note(cfg: Config, train: TrainData, test) -> str | None:
+    """The warning line for test rows with missing values where the training rows had none."""
+    if test is None or train.x is None or not np.isnan(test[1].sum(dtype=np.float64)):
+        return None
+    had = np.isnan(train.x).any(axis=0)
+    counts = np.isnan(test[1]).sum(axis=0)
+    unseen = {train.features[j]: int(counts[j]) for j in np.flatnonzero(counts) if not had[j]}
+    return unseen_missing_line(data_paths(cfg.data)[1], unseen) if unseen else None

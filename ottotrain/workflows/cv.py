@@ -52,7 +52,14 @@ from ottotrain.runs import CV_FILE, CV_KIND, ENSEMBLE_FILE, FOLDS_FILE, MODELS, 
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import MemberRecord
-from ottotrain.workflows.common import begin, class_weights, create_run_dir, load_data, member_arrays
+from ottotrain.workflows.common import (
+    begin,
+    class_weights,
+    create_run_dir,
+    load_data,
+    member_arrays,
+    test_missing_note,
+)
 from ottotrain.workflows.fit import check_same_data
 
 
@@ -226,6 +233,9 @@ def run_cv(
 
     t0 = time.perf_counter()
     train, test = load_data(cfg, smoke, test)
+    note = test_missing_note(cfg, train, test)
+    if note:
+        log(f"Warning: {note}", 1)
     try:
         fold_of = fold_assignment(train.y, folds, cfg.seed)
     except DataError as e:

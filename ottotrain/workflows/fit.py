@@ -29,7 +29,14 @@ from ottotrain.runs.artifacts import versions, write_history, write_predictions,
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import TrainState
 from ottotrain.workflows import plots
-from ottotrain.workflows.common import begin, class_weights, create_run_dir, load_data, member_arrays
+from ottotrain.workflows.common import (
+    begin,
+    class_weights,
+    create_run_dir,
+    load_data,
+    member_arrays,
+    test_missing_note,
+)
 
 
 class Prepared(NamedTuple):
@@ -40,6 +47,7 @@ class Prepared(NamedTuple):
     arrays: Arrays  # the member's preprocessed training and validation rows
     x_test: tuple | None  # (test ids, preprocessed test features), or None without data.test
     va: np.ndarray  # the validation rows' indices in the table
+    note: str | None = None  # a warning about the test rows (missing values unseen at fit)
 
 
 @dataclass
@@ -58,6 +66,7 @@ def prepare(cfg: Config, smoke=False, test=True) -> Prepared:
     """Load and check the data named by the config; split and preprocess it (and, unless
     ``test`` is false, its test rows)."""
     train, test = load_data(cfg, smoke, test)
+    note = test_missing_note(cfg, train, test)
     try:
         tr, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     except DataError as e:
@@ -65,7 +74,7 @@ def prepare(cfg: Config, smoke=False, test=True) -> Prepared:
     pre, arrays = member_arrays(cfg, train, tr, va)
     train.x = None  # its scaled row copies in ``arrays`` are all that is used from here on
     x_test = (test[0], pre.transform(test[1], overwrite=True)) if test is not None else None
-    return Prepared(train, pre, arrays, x_test, va)
+    return Prepared(train, pre, arrays, x_test, va, note)
 
 
 def check_same_data(path: Path, pre):
@@ -74,7 +83,8 @@ def check_same_data(path: Path, pre):
         saved = read_json(path)
     except (OSError, ValueError) as e:
         raise RunError(f"{path}: cannot be read ({e}); the run cannot be resumed") from None
-    now = json.loads(pre.to_json())
+    # Keys the saved state lacks came with a newer ottotrain (e.g. data.missing's medians).
+    now = {k: v for k, v in json.loads(pre.to_json()).items() if k in saved}
     if saved != now:
         what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         raise RunError(
@@ -126,6 +136,8 @@ def fit(
         + (" [smoke]" if smoke else ""),
         1,
     )
+    if data.note:
+        log(f"Warning: {data.note}", 1)
     cw = class_weights(cfg, arrays.y_train, train.classes)
     # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
     summary = engine.build.check_model(cfg, pre.n_outputs, len(train.classes), len(arrays.y_train))

@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 from ottotrain import runs
-from ottotrain.data import id_name, load_test
+from ottotrain.data import id_name, load_test, missing_allowed
 from ottotrain.errors import DataError
 from ottotrain.io import check_output_path
 from ottotrain.runs.artifacts import write_submission
+from ottotrain.workflows.common import unseen_missing_line
 from ottotrain.workflows.predictor import open_run
 
 # A run's own files, which a submission must never overwrite.
@@ -37,7 +38,8 @@ def predict(run_dir, test_csv, out=None) -> dict:
     predictor = open_run(run_dir)
     s = predictor.state
     t0 = time.perf_counter()
-    ids, x = load_test(test_csv, s.id_column, s.target_column, s.features)
+    ids, x = load_test(test_csv, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
+    unseen = predictor.members[0].pre.unseen_missing(x)
     proba = predictor.predict_proba(x)
     if out is None:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
@@ -48,4 +50,5 @@ def predict(run_dir, test_csv, out=None) -> dict:
         "rows": int(len(ids)),
         "seconds": round(dt, 3),
         "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None,
+        "warnings": [unseen_missing_line(test_csv, unseen)] if unseen else [],
     }

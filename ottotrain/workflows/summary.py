@@ -14,7 +14,8 @@ from ottotrain.workflows.predictor import is_cv_run, open_run
 
 
 def data_sizes(cfg) -> tuple[int, int]:
-    """(model input width, number of classes), reading only the header and the target column."""
+    """(model input width, number of classes), from the header, the target column and (for
+    data.missing: auto) which feature columns have missing values."""
     path = data_paths(cfg.data)[0]
     cols = read_header(path, "train")
     if cfg.data.target_column not in cols:
@@ -23,7 +24,17 @@ def data_sizes(cfg) -> tuple[int, int]:
     target = read_table(path, "train", usecols=[cfg.data.target_column])[cfg.data.target_column]
     n_classes = int(target.dropna().astype(str).nunique())
     knn = n_classes * len(cfg.data.knn.k) if cfg.data.knn else 0  # distances to each class
-    return len(feats) * (2 if cfg.data.tfidf else 1) + knn, n_classes
+    return len(feats) * (2 if cfg.data.tfidf else 1) + knn + _indicators(cfg, path, feats), n_classes
+
+
+def _indicators(cfg, path, feats) -> int:
+    """data.missing's "was missing" columns: every feature, or (auto) those with missing values."""
+    if cfg.data.missing == "all":
+        return len(feats)
+    if cfg.data.missing == "none":
+        return 0
+    # Only which columns have gaps, not whether their cells are valid numbers (fit checks that).
+    return int(read_table(path, "train", usecols=feats).isna().any().sum())
 
 
 def _run_summary(run_dir: Path) -> str:
