@@ -1,6 +1,7 @@
 """Time loading + preprocessing the train and test CSVs, one way, in this process.
 
-    python bench/data_load.py ottotrain TRAIN TEST   # ottotrain's loaders + Preprocessor
+    python bench/data_load.py ottotrain TRAIN TEST [MISSING]  # ottotrain's loaders + Preprocessor
+                                                     # (data.missing, default auto)
     python bench/data_load.py pandas TRAIN TEST      # pandas.read_csv with defaults, nothing else
     python bench/data_load.py arrow TRAIN TEST       # pyarrow.csv.read_csv alone: the parser's floor
     python bench/data_load.py polars TRAIN TEST      # polars.read_csv alone: another parser's floor
@@ -41,7 +42,8 @@ elif mode == "arrow":
 elif mode == "polars":
     rows = (len(pl.read_csv(train)), len(pl.read_csv(test)))
 else:
-    dc = DataConfig(train=train, test=test, scaling="standard")
+    missing = {"missing": sys.argv[4]} if len(sys.argv) > 4 else {}
+    dc = DataConfig(train=train, test=test, scaling="standard", **missing)
     tr = load_train(dc)
     ids, xt = load_test(test, dc.id_column, dc.target_column, tr.features)
     pre = Preprocessor.fit(tr.x, dc, tr.features, tr.classes)

@@ -75,6 +75,11 @@ class PreprocessState:
             ) from None
 
 
+def _has_nan(x) -> bool:
+    """Whether ``x`` holds a NaN: one pass, no mask (min propagates NaN; it cannot overflow)."""
+    return x.size > 0 and bool(np.isnan(x.min()))
+
+
 class Preprocessor:
     """Transform then scale features; every learned number is kept in ``state``.
 
@@ -86,6 +91,7 @@ class Preprocessor:
     """
 
     N_QUANTILES = 200
+    MEDIAN_ROWS = 10_000  # rows sampled for the medians of features without gaps (see _fit_missing)
     BLOCK = 1 << 16  # rows per block when computing scaling statistics
 
     def __init__(self, state: PreprocessState, folder=None):
@@ -176,12 +182,20 @@ class Preprocessor:
         return n + len(s.indicators or ())
 
     def _fit_missing(self, x, mode: str):
-        """The training medians (every feature: a value may be missing at predict in any) and
-        the features that get a "was missing" column (auto: those with missing values here)."""
-        had = np.isnan(x).any(axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
-            med = np.nanmedian(x, axis=0) if had.any() else np.median(x, axis=0)
+        """The training medians and the features that get a "was missing" column (auto: those
+        with missing values here).
+
+        A feature with gaps here gets the median of all its training values. One without gaps
+        needs a value only for a gap at predict time (an edge case, warned about): the median
+        of ``MEDIAN_ROWS`` evenly spaced training rows, which costs a fraction of the exact
+        median over every row (40 ms on Otto's 52,596 x 93, most of the preprocessing time).
+        """
+        had = np.isnan(x.min(axis=0)) if len(x) else np.zeros(x.shape[1], dtype=bool)
+        med = np.median(x[:: max(1, len(x) // self.MEDIAN_ROWS)], axis=0)
+        if had.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value at all
+                med[had] = np.nanmedian(x[:, had], axis=0)
         self.state.medians = np.where(np.isnan(med), 0.0, med).tolist()
         self.state.indicators = list(range(x.shape[1])) if mode == "all" else np.flatnonzero(had).tolist()
 
@@ -191,7 +205,7 @@ class Preprocessor:
         if s.medians is None:
             return x, None
         ind = np.isnan(x[:, s.indicators]).astype(np.float32) if s.indicators else None
-        if np.isnan(x.sum(dtype=np.float64)):  # one pass without a mask when nothing is missing
+        if _has_nan(x):
             rows, cols = np.nonzero(np.isnan(x))
             x = x if overwrite else x.copy()
             x[rows, cols] = np.asarray(s.medians, dtype=np.float32)[cols]
@@ -200,7 +214,7 @@ class Preprocessor:
     def unseen_missing(self, x) -> dict[str, int]:
         """Missing values in features that had none at fit (filled all the same): counts."""
         s = self.state
-        if s.medians is None or not np.isnan(x.sum(dtype=np.float64)):
+        if s.medians is None or not _has_nan(x):
             return {}
         counts = np.isnan(x).sum(axis=0)
         known = set(s.indicators or ())

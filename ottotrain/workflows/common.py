@@ -151,7 +151,7 @@ def unseen_missing_line(path, unseen: dict[str, int]) -> str:
 
 def test_missing_note(cfg: Config, train: TrainData, test) -> str | None:
     """The warning line for test rows with missing values where the training rows had none."""
-    if test is None or train.x is None or not np.isnan(test[1].sum(dtype=np.float64)):
+    if test is None or train.x is None or test[1].size == 0 or not np.isnan(test[1].min()):
         return None
     had = np.isnan(train.x).any(axis=0)
     counts = np.isnan(test[1]).sum(axis=0)
