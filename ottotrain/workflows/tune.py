@@ -272,7 +272,7 @@ def _write_trials_csv(path: Path, cfg: Config, study):
                 else None
             )
             run_dir = t.user_attrs.get("run_dir", "")
-            here = t.user_attrs.get("host") == platform.node()
+            here = t.user_attrs.get("host", platform.node()) == platform.node()  # older trials: no host
             if run_dir and here and not (path.parent / run_dir).exists():
                 run_dir = ""  # removed by --keep
             w.writerow(
@@ -313,7 +313,9 @@ def _plots(study_dir: Path, study):
                 pyplot.close(fig)  # Optuna draws through pyplot, which keeps every figure
 
 
-def _finish(cfg: Config, study_dir: Path, study, log: Log, started: float) -> dict:
+def _finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started: float) -> dict:
+    if place.keep is not None:  # also when --keep comes with a resume that trains nothing
+        _prune_dirs(study, study_dir, place)
     _write_trials_csv(study_dir / "trials.csv", cfg, study)
     best = _best(study)
     if best is None:
@@ -576,4 +578,4 @@ def tune(
             if seed_offset:
                 study, _ = _open_study(cfg, study_dir, place, seed_offset)
             _optimize(cfg, study_dir, study, place, log)
-        return _finish(cfg, study_dir, study, log, started)
+        return _finish(cfg, study_dir, study, place, log, started)
