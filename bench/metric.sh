@@ -54,3 +54,12 @@ time ottotrain cv configs/otto.yaml --seeds 1 $DATA --run-dir "$OUT/O1"
 ottotrain blend "$OUT/K3" "$OUT/R3" -o "$OUT/blend-knn.csv"
 # 5. Table rows (single-seed OOF scores, times).
 python bench/metric_report.py --train "$OTTO/train.csv.gz" "$OUT/L-log1p-s2" "$OUT/S-anscombe-s1" "$OUT/V-varied" "$OUT/W-varied2" "$OUT/lgbm"
+# 6. The tune study (issue 16, 2026-12-01/02): configs/otto-tune.yaml on the 15 % holdout,
+#    2 workers, 75 minutes; then its best.yaml and configs/otto.yaml scored side by side on the
+#    same 5 folds (one seed, one TensorFlow thread each, no test predictions), and both OOFs
+#    split into the holdout's rows (which chose the config) and the others.
+time ottotrain tune configs/otto-tune.yaml $DATA --workers 2 --study-dir "$OUT/T1"
+TF_NUM_INTRAOP_THREADS=1 ottotrain cv "$OUT/T1/best.yaml" --seeds 1 --set data.test=null --run-dir "$OUT/T1cv" &
+TF_NUM_INTRAOP_THREADS=1 ottotrain cv configs/otto.yaml --seeds 1 $DATA --set data.test=null --run-dir "$OUT/O1b" &
+wait
+python bench/tune_holdout.py --config configs/otto-tune.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/T1cv"

@@ -90,7 +90,7 @@ class DataConfig(_Strict):
     missing: Literal["none", "auto", "all"] = Field(
         "auto",
         description="Missing feature values: auto: filled with the training median (for a feature "
-        "without gaps at fit: of 10,000 evenly spaced rows), plus a 0/1 column per feature that "
+        "without gaps at fit: of 2,000 evenly spaced rows), plus a 0/1 column per feature that "
         "had gaps at fit; all: that column for every feature; none: a missing value is an error.",
     )
     transform: Literal[TRANSFORMS] = Field(
