@@ -202,7 +202,14 @@ def summary(target, overrides):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--classes", default=9, show_default=True, type=click.IntRange(2, 100))
 @click.option("--features", default=93, show_default=True, type=click.IntRange(1, 10000))
-def make_data(out_dir, rows, test_rows, seed, classes, features):
+@click.option(
+    "--missing",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of feature cells left empty (the other values stay the same).",
+)
+def make_data(out_dir, rows, test_rows, seed, classes, features, missing):
     """Write synthetic Otto-shaped train.csv and test.csv into OUT_DIR.
 
     \b
@@ -212,7 +219,13 @@ def make_data(out_dir, rows, test_rows, seed, classes, features):
     from ottotrain.data.synth import make_data as run_make
 
     train, test = run_make(
-        out_dir, rows=rows, seed=seed, test_rows=test_rows, n_classes=classes, n_features=features
+        out_dir,
+        rows=rows,
+        seed=seed,
+        test_rows=test_rows,
+        n_classes=classes,
+        n_features=features,
+        missing=missing,
     )
     click.echo(train)
     click.echo(test)

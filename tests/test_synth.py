@@ -50,3 +50,17 @@ def test_mlp_beats_logistic_regression():
     l_lr = log_loss(y[va], lr.predict_proba(xs[va]))
     l_mlp = log_loss(y[va], mlp.predict_proba(xs[va]))
     assert l_mlp < 0.8 * l_lr, (l_mlp, l_lr)
+
+
+def test_make_data_can_leave_cells_empty_without_changing_the_others(tmp_path):
+    import pandas as pd
+
+    from ottotrain.data.synth import make_data
+
+    gappy = [pd.read_csv(p) for p in make_data(tmp_path / "m", rows=400, seed=3, test_rows=200, missing=0.2)]
+    whole = [pd.read_csv(p) for p in make_data(tmp_path / "w", rows=400, seed=3, test_rows=200)]
+    for a, b in zip(gappy, whole, strict=True):
+        feats = [c for c in a if c.startswith("feat_")]
+        assert 0.17 < a[feats].isna().to_numpy().mean() < 0.23
+        assert ((a[feats] == b[feats]) | a[feats].isna()).all().all()
+        assert a.drop(columns=feats).equals(b.drop(columns=feats))

@@ -69,11 +69,14 @@ def make_arrays(rows, seed=0, n_classes=9, n_features=N_FEATURES):
     return x, y
 
 
-def write_csv(path, ids, x, target=None):
-    """Write ``id,feat_1..,[target]`` quickly (with pyarrow), atomically."""
+def write_csv(path, ids, x, target=None, gaps=None):
+    """Write ``id,feat_1..,[target]`` quickly (with pyarrow), atomically; ``gaps`` (a boolean
+    matrix like ``x``) marks the cells written empty."""
     n_features = x.shape[1]
     names = ["id"] + [f"feat_{j + 1}" for j in range(n_features)]
-    cols = [pa.array(ids)] + [pa.array(x[:, j]) for j in range(n_features)]
+    cols = [pa.array(ids)] + [
+        pa.array(x[:, j], mask=None if gaps is None else gaps[:, j]) for j in range(n_features)
+    ]
     if target is not None:
         cols.append(pa.array(target))
         names.append("target")
@@ -83,7 +86,14 @@ def write_csv(path, ids, x, target=None):
         pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
-def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_features=N_FEATURES):
+def _gaps(shape, fraction: float, seed: int):
+    """Cells to leave empty, from their own random stream: the other values stay the same."""
+    if not fraction:
+        return None
+    return np.random.default_rng([seed, 7]).random(shape) < fraction
+
+
+def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_features=N_FEATURES, missing=0.0):
     """Write synthetic ``train.csv`` and ``test.csv`` into ``out_dir``.
 
     Args:
@@ -91,6 +101,8 @@ def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_featur
         rows: training rows.
         seed: random seed; the same seed gives the same files.
         test_rows: test rows (default: rows // 2).
+        missing: the fraction of feature cells left empty (the values of the others do not
+            change with it).
 
     Returns:
         (train path, test path).
@@ -101,8 +113,9 @@ def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_featur
     x, y = make_arrays(rows, seed, n_classes, n_features)
     labels = np.array([f"Class_{c + 1}" for c in range(n_classes)])[y]
     train = out / "train.csv"
-    write_csv(train, np.arange(1, rows + 1), x, labels)
+    write_csv(train, np.arange(1, rows + 1), x, labels, _gaps(x.shape, missing, seed))
     xt, _ = make_arrays(max(test_rows, 1), seed + 1_000_003, n_classes, n_features)
     test = out / "test.csv"
-    write_csv(test, np.arange(1, test_rows + 1), xt[:test_rows])
+    xt = xt[:test_rows]
+    write_csv(test, np.arange(1, test_rows + 1), xt, gaps=_gaps(xt.shape, missing, seed + 1))
     return train, test
