@@ -20,6 +20,7 @@ from ottotrain.workflows.study import hidden, without_password
 from tests.conftest import error_line, python_cmd, run_cli, subprocess_env, tiny_config
 from tests.postgres import PASSWORD, start_server
 
+KILL_EPOCHS = 40  # a trial long enough (about a second) for a kill to land inside it
 SPACE = {
     "model.layers[0].Dense.units": {"int": [4, 32], "log": True},
     "train.optimizer.learning_rate": {"float": [0.001, 0.05], "log": True},
@@ -49,11 +50,16 @@ def _spawn(tmp_path, *args, env=None):
 
 
 def _wait_running(load, timeout=120):
-    """Poll a study until a trial is running and names its process; return that trial."""
+    """Poll a study until a trial is well into its epochs (reported 1 to 10 of the kill tests'
+    40, so that a kill now lands mid-trial) and names its process; return that trial."""
     end = time.time() + timeout
     while time.time() < end:
         try:
-            running = [t for t in load().get_trials(states=(TrialState.RUNNING,)) if "pid" in t.user_attrs]
+            running = [
+                t
+                for t in load().get_trials(states=(TrialState.RUNNING,))
+                if "pid" in t.user_attrs and 1 <= len(t.intermediate_values) <= 10
+            ]
         except (KeyError, ValueError, OSError):  # not made yet
             running = []
         if running:
@@ -139,7 +145,7 @@ def test_keep_bounds_the_trial_directories_and_cv_scores_fold_by_fold(tiny_data,
 @pytest.mark.slow
 def test_sigkill_of_one_local_worker_costs_only_its_trial(tiny_data, write_config, tmp_path):
     study = tmp_path / "study"
-    path = write_config(_config(tiny_data, epochs=6, trials=4))
+    path = write_config(_config(tiny_data, epochs=KILL_EPOCHS, trials=4))
     proc = _spawn(tmp_path, path, "--study-dir", study, "--workers", "2")
     storage = None
 
@@ -148,17 +154,19 @@ def test_sigkill_of_one_local_worker_costs_only_its_trial(tiny_data, write_confi
         storage = storage or JournalStorage(JournalFileBackend(str(study / "journal.log")))
         return optuna.load_study(study_name="ottotrain", storage=storage)
 
-    victim = _wait_running(load)
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    pid = _wait_running(load).user_attrs["pid"]
+    os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert f"trial {victim.number}: its worker (pid {victim.user_attrs['pid']}) was killed by signal 9" in err
+    trials = load().trials
+    # The trial the worker was in when it died (it may have finished the one seen running).
+    (victim,) = [t for t in trials if t.user_attrs.get("pid") == pid and t.state == TrialState.FAIL]
+    assert f"trial {victim.number}: its worker (pid {pid}) was killed by signal 9" in err
     assert "restarted as pid" in err
     rows = {int(row["number"]): row for row in _trials(study)}
     assert rows[victim.number]["state"] == "fail"
     finished = [row for row in rows.values() if row["state"] == "complete"]
     assert 4 <= len(finished) <= 5  # the study still reaches its count
-    trials = load().trials
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert [t.state for t in retried] == [TrialState.COMPLETE]
     assert retried[0].params == victim.params  # the same trial, trained again
@@ -172,7 +180,7 @@ def test_sigkill_of_one_local_worker_costs_only_its_trial(tiny_data, write_confi
 @pytest.mark.slow
 def test_a_study_killed_whole_resumes_with_its_dead_trial_queued_again(tiny_data, write_config, tmp_path):
     study = tmp_path / "study"
-    path = write_config(_config(tiny_data, epochs=6, trials=2))
+    path = write_config(_config(tiny_data, epochs=KILL_EPOCHS, trials=2))
     proc = _spawn(tmp_path, path, "--study-dir", study)
 
     def load():
@@ -180,9 +188,10 @@ def test_a_study_killed_whole_resumes_with_its_dead_trial_queued_again(tiny_data
             study_name="ottotrain", storage=JournalStorage(JournalFileBackend(str(study / "journal.log")))
         )
 
-    victim = _wait_running(load)
+    _wait_running(load)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    (victim,) = load().get_trials(states=(TrialState.RUNNING,))  # what the kill left
     r = run_cli("tune", "--resume", study)
     assert r.exit_code == 0, r.output
     assert (
@@ -200,7 +209,7 @@ def postgres():
 
 @pytest.mark.slow
 def test_two_machines_share_one_study_on_postgresql(tiny_data, write_config, tmp_path, postgres):
-    path = write_config(_config(tiny_data, trials=4))
+    path = write_config(_config(tiny_data, trials=6))
     # One process brings the password in the URL, the other in PGPASSWORD (as the README shows).
     a = _spawn(
         tmp_path, path, "--study-dir", tmp_path / "a", "--storage", postgres.url(), "--study", "shared"
@@ -220,8 +229,8 @@ def test_two_machines_share_one_study_on_postgresql(tiny_data, write_config, tmp
     assert [a.returncode, b.returncode] == [0, 0], outputs
     study = optuna.load_study(study_name="shared", storage=postgres.url())
     states = [t.state for t in study.trials]
-    # Each process may finish the trial it started once the count is reached: 4 or 5, none lost.
-    assert 4 <= len(states) <= 5 and set(states) == {TrialState.COMPLETE}, states
+    # Each process may finish the trial it started once the count is reached: 6 or 7, none lost.
+    assert 6 <= len(states) <= 7 and set(states) == {TrialState.COMPLETE}, states
     assert {t.user_attrs["pid"] for t in study.trials} == {a.pid, b.pid}
     assert len({tuple(t.params.values()) for t in study.trials}) == len(states)
     for d in ("a", "b"):  # each machine lists the whole study
@@ -235,7 +244,7 @@ def test_two_machines_share_one_study_on_postgresql(tiny_data, write_config, tmp
         if f.is_file() and "cache" not in f.parts:
             assert PASSWORD.encode() not in f.read_bytes(), f
     # Joining with another config is refused, with its differences.
-    other = write_config(_config(tiny_data, epochs=2, trials=4), name="other.yaml")
+    other = write_config(_config(tiny_data, epochs=2, trials=6), name="other.yaml")
     line = error_line(
         run_cli(
             "tune", other, "--storage", postgres.url(), "--study", "shared", "--runs-root", tmp_path / "c"
@@ -250,13 +259,16 @@ def test_two_machines_share_one_study_on_postgresql(tiny_data, write_config, tmp
 def test_a_dead_machines_trial_is_failed_by_heartbeat_and_retried(
     tiny_data, write_config, tmp_path, postgres
 ):
-    path = write_config(_config(tiny_data, epochs=8, trials=2, heartbeat=1))
+    path = write_config(_config(tiny_data, epochs=KILL_EPOCHS, trials=2, heartbeat=1))
     args = ["--storage", postgres.url(), "--study", "heartbeat"]
     a = _spawn(tmp_path, path, "--study-dir", tmp_path / "a", *args)
     storage = RDBStorage(postgres.url())
-    victim = _wait_running(lambda: optuna.load_study(study_name="heartbeat", storage=storage))
+    _wait_running(lambda: optuna.load_study(study_name="heartbeat", storage=storage))
     os.killpg(a.pid, signal.SIGKILL)  # a machine gone: nobody on it will clean up
     a.wait(timeout=30)
+    (victim,) = optuna.load_study(study_name="heartbeat", storage=storage).get_trials(
+        states=(TrialState.RUNNING,)
+    )
     time.sleep(2.5)  # more than the grace period of two heartbeats
     b = _spawn(tmp_path, path, "--study-dir", tmp_path / "b", *args)
     out, err = b.communicate(timeout=300)

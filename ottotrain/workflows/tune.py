@@ -439,8 +439,8 @@ def _run_workers(cfg: Config, study_dir: Path, place: Place, workers: int, seed_
     cmd = [sys.executable, "-m", "ottotrain", "tune", "--resume", str(study_dir), "--worker"]
     cmd += [] if log.verbosity else ["-q"]
 
-    def start(k):
-        return subprocess.Popen(cmd, env={**env, WORKER_ENV: str(seed_offset + k)})
+    def start(k, restarts=0):  # a restarted worker's sampler must not repeat the dead one's
+        return subprocess.Popen(cmd, env={**env, WORKER_ENV: str(seed_offset + k + workers * restarts)})
 
     procs = {k: start(k) for k in range(workers)}
     log(
@@ -466,7 +466,7 @@ def _run_workers(cfg: Config, study_dir: Path, place: Place, workers: int, seed_
                 places.retry_dead(study, dead, log, f"its worker (pid {p.pid}) was killed by signal {-code}")
                 if _finished(study) < cfg.tune.trials and restarts < 4 * workers:
                     restarts += 1
-                    procs[k] = start(k)
+                    procs[k] = start(k, restarts)
                     log(f"worker {k + 1} restarted as pid {procs[k].pid}", 1)
     except BaseException:  # Ctrl-C, SIGTERM: the workers stop too (their trials are recorded)
         for p in procs.values():
@@ -562,9 +562,14 @@ def tune(
     log(f"Study directory: {study_dir}{where}", 1)
     if made and cfg.tune.sampler.name != "grid":  # a grid tries every combination
         study.enqueue_trial(_own_values(cfg))  # trial 0: the config as it is
-    # The process that made the study has its sampler seeds; one that joined takes others
-    # (the same seeds would suggest the same trials).
-    seed_offset = 0 if made or resume is not None else 1 + os.getpid() % 100_000 * 64
+    # The process that made the study has its sampler seeds; one that joined, or resumed it,
+    # takes others (the same seeds would suggest the same trials again).
+    if made:
+        seed_offset = 0
+    elif resume is not None:
+        seed_offset = 1 + 64 * len(study.trials)
+    else:
+        seed_offset = 1 + 64 * (os.getpid() % 100_000)
 
     def interrupted():
         return f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
