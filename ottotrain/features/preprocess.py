@@ -75,9 +75,17 @@ class PreprocessState:
             ) from None
 
 
-def _has_nan(x) -> bool:
+def has_nan(x) -> bool:
     """Whether ``x`` holds a NaN: one pass, no mask (min propagates NaN; it cannot overflow)."""
     return x.size > 0 and bool(np.isnan(x.min()))
+
+
+def gaps_outside(x, features, known) -> dict[str, int]:
+    """Missing values per feature of ``x``, for the features whose index is not in ``known``."""
+    if not has_nan(x):
+        return {}
+    counts = np.isnan(x).sum(axis=0)
+    return {features[j]: int(counts[j]) for j in np.flatnonzero(counts) if j not in known}
 
 
 class Preprocessor:
@@ -192,7 +200,7 @@ class Preprocessor:
         """
         # Which features have gaps: a mask only when there is a gap at all (min's axis-0
         # reduction is slow on row-major rows; one whole-matrix min is not).
-        had = np.isnan(x).any(axis=0) if _has_nan(x) else np.zeros(x.shape[1], dtype=bool)
+        had = np.isnan(x).any(axis=0) if has_nan(x) else np.zeros(x.shape[1], dtype=bool)
         med = np.median(x[:: max(1, len(x) // self.MEDIAN_ROWS)], axis=0)
         if had.any():
             with warnings.catch_warnings():
@@ -207,7 +215,7 @@ class Preprocessor:
         if s.medians is None:
             return x, None
         ind = np.isnan(x[:, s.indicators]).astype(np.float32) if s.indicators else None
-        if _has_nan(x):
+        if has_nan(x):
             rows, cols = np.nonzero(np.isnan(x))
             x = x if overwrite else x.copy()
             x[rows, cols] = np.asarray(s.medians, dtype=np.float32)[cols]
@@ -216,11 +224,9 @@ class Preprocessor:
     def unseen_missing(self, x) -> dict[str, int]:
         """Missing values in features that had none at fit (filled all the same): counts."""
         s = self.state
-        if s.medians is None or not _has_nan(x):
+        if s.medians is None:
             return {}
-        counts = np.isnan(x).sum(axis=0)
-        known = set(s.indicators or ())
-        return {s.features[j]: int(counts[j]) for j in np.flatnonzero(counts) if j not in known}
+        return gaps_outside(x, s.features, set(s.indicators or ()))
 
     def _knn(self, x, fitted_rows=False):
         """The KNN features of raw rows ``x``; ``fitted_rows``: x is the rows given to fit."""

@@ -15,6 +15,7 @@ from ottotrain.data import TrainData, data_paths, load_test, load_train
 from ottotrain.errors import ConfigError, DataError
 from ottotrain.features import Preprocessor
 from ottotrain.features.arrays import Arrays
+from ottotrain.features.preprocess import gaps_outside, has_nan
 from ottotrain.io import write_text
 from ottotrain.runs.resume import check_resumable
 
@@ -151,9 +152,8 @@ def unseen_missing_line(path, unseen: dict[str, int]) -> str:
 
 def test_missing_note(cfg: Config, train: TrainData, test) -> str | None:
     """The warning line for test rows with missing values where the training rows had none."""
-    if test is None or train.x is None or test[1].size == 0 or not np.isnan(test[1].min()):
+    if test is None or train.x is None or not has_nan(test[1]):
         return None
-    had = np.isnan(train.x).any(axis=0)
-    counts = np.isnan(test[1]).sum(axis=0)
-    unseen = {train.features[j]: int(counts[j]) for j in np.flatnonzero(counts) if not had[j]}
+    had = set(np.flatnonzero(np.isnan(train.x).any(axis=0)).tolist())
+    unseen = gaps_outside(test[1], train.features, had)
     return unseen_missing_line(data_paths(cfg.data)[1], unseen) if unseen else None

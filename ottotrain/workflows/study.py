@@ -41,10 +41,10 @@ JOURNAL_STUDY = "ottotrain"  # the study's name inside its journal file
 STUDY_FILE = "study.json"
 STORAGE_ENV = "OTTOTRAIN_TUNE_STORAGE"  # the whole URL, for worker processes only
 MAX_RETRY = 2  # a trial whose process died is queued again at most this often
-_DRIVERS = {  # database -> (the package its default SQLAlchemy driver needs, pip name)
-    "postgresql": ("psycopg", "'ottotrain[postgres]' (psycopg 3)"),
-    "mysql": ("MySQLdb", "mysqlclient (or use mysql+pymysql:// with pymysql)"),
-    "sqlite": (None, None),
+_DRIVERS = {  # database -> what to pip install for its default SQLAlchemy driver
+    "postgresql": "'ottotrain[postgres]' (psycopg 3)",
+    "mysql": "mysqlclient (or use mysql+pymysql:// with pymysql)",
+    "sqlite": None,  # in Python's standard library
 }
 
 
@@ -178,7 +178,7 @@ def open_storage(place: Place, study_dir: Path, heartbeat: int):
         backend = _parse(place.url).get_backend_name()
         raise ConfigError(
             f"--storage {place.shown}: the database driver is not installed ({first_line(e)}); "
-            f"install it: pip install {_DRIVERS[backend][1]}"
+            f"install it: pip install {_DRIVERS[backend]}"
         ) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
         reason = first_line(getattr(e, "orig", None) or e)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ottotrain import engine, runs
 from ottotrain.config import load_config, member_config
-from ottotrain.data import data_paths, feature_columns, read_header, read_table
+from ottotrain.data import data_paths, feature_columns, read_columns, read_header, read_table
 from ottotrain.data.tables import missing_column_error
-from ottotrain.errors import RunError
+from ottotrain.errors import DataError, RunError
 from ottotrain.io import read_json
 from ottotrain.workflows.predictor import is_cv_run, open_run
 
@@ -33,8 +35,11 @@ def _indicators(cfg, path, feats) -> int:
         return len(feats)
     if cfg.data.missing == "none":
         return 0
-    # Only which columns have gaps, not whether their cells are valid numbers (fit checks that).
-    return int(read_table(path, "train", usecols=feats).isna().any().sum())
+    try:  # the fast, cached reader first
+        x, _ = read_columns(path, "train", feats, (), allow_missing=True)
+    except DataError:  # a bad cell is fit's to report: here only which columns have gaps
+        return int(read_table(path, "train", usecols=feats).isna().any().sum())
+    return int(np.isnan(x).any(axis=0).sum())
 
 
 def _run_summary(run_dir: Path) -> str:
