@@ -195,6 +195,21 @@ def summary(target, overrides):
     click.echo(summarize(target, overrides))
 
 
+def _cardinalities(ctx, param, value):
+    """``--categorical 3,50,1000`` -> (3, 50, 1000): comma-separated integers, each >= 2."""
+    if value is None:
+        return ()
+    try:
+        cards = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        cards = None
+    if not cards or any(c < 2 for c in cards):
+        raise click.BadParameter(
+            f"{value!r}: expected comma-separated cardinalities, integers >= 2 (e.g. 3,50,1000)."
+        )
+    return cards
+
+
 @main.command("make-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--rows", default=20000, show_default=True, type=click.IntRange(min=10), help="Training rows.")
@@ -207,14 +222,22 @@ def summary(target, overrides):
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
-    help="Fraction of feature cells left empty (the other values stay the same).",
+    help="Fraction of feature (and categorical) cells left empty (the other values stay the same).",
 )
-def make_data(out_dir, rows, test_rows, seed, classes, features, missing):
+@click.option(
+    "--categorical",
+    metavar="K1,K2,..",
+    callback=_cardinalities,
+    help="Add string columns cat_1.. (after feat_*) with these cardinalities (each >= 2), "
+    "informative about the class; ~2% of their test cells are values unseen in train.",
+)
+def make_data(out_dir, rows, test_rows, seed, classes, features, missing, categorical):
     """Write synthetic Otto-shaped train.csv and test.csv into OUT_DIR.
 
     \b
     Example:
       ottotrain make-data data/synthetic --rows 50000
+      ottotrain make-data data/synthetic-cat --categorical 3,50,1000
     """
     from ottotrain.data.synth import make_data as run_make
 
@@ -226,6 +249,7 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing):
         n_classes=classes,
         n_features=features,
         missing=missing,
+        categorical=categorical,
     )
     click.echo(train)
     click.echo(test)

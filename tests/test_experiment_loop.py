@@ -248,12 +248,9 @@ def test_check_suggests_the_fit_command_with_its_overrides(tiny_config_path, tin
 @pytest.mark.parametrize(
     "sets, inputs",
     [
-        (["data.tfidf=true"], "(186 model inputs: 93 features + 93 TF-IDF)"),
-        (["data.knn={k: [1, 2]}"], "(111 model inputs: 93 features + 18 KNN features)"),
-        (
-            ["data.tfidf=true", "data.knn={k: [4]}"],
-            "(195 model inputs: 93 features + 93 TF-IDF + 9 KNN features)",
-        ),
+        (["data.tfidf=true"], "(186 inputs: 93 numeric, 93 TF-IDF)"),
+        (["data.knn={k: [1, 2]}"], "(111 inputs: 93 numeric, 18 KNN)"),
+        (["data.tfidf=true", "data.knn={k: [4]}"], "(195 inputs: 93 numeric, 93 TF-IDF, 9 KNN)"),
     ],
     ids=["tfidf", "knn", "both"],
 )

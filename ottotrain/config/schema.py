@@ -64,6 +64,33 @@ class KnnConfig(_Strict):
         return v
 
 
+COLUMN_TYPES = ("numeric", "categorical", "drop")
+
+
+class CategoricalConfig(_Strict):
+    """How categorical columns (text, booleans, or declared) become model inputs."""
+
+    one_hot_max: int = Field(
+        10,
+        ge=0,
+        description="A column with at most this many categories (counting the 'other' bucket) is "
+        "one-hot encoded; one with more gets a learned embedding.",
+    )
+    min_count: int = Field(
+        5,
+        ge=1,
+        description="A category seen in fewer training rows is pooled into the 'other' bucket, "
+        "where categories never seen at fit also go.",
+    )
+    embedding_dim: int | None = Field(
+        None,
+        ge=1,
+        description="Width of every embedding; null: fastai's rule, round(1.6 * n ** 0.56) for n "
+        "categories, capped at embedding_max.",
+    )
+    embedding_max: int = Field(100, ge=1, description="Largest embedding width of the size rule.")
+
+
 class DataConfig(_Strict):
     """Where the CSVs are and how features are preprocessed."""
 
@@ -87,6 +114,19 @@ class DataConfig(_Strict):
     feature_columns: list[str] | None = Field(
         None, description="Columns used as features; default: every column but id and target."
     )
+    columns: dict[str, Literal[COLUMN_TYPES]] = Field(
+        {},
+        description="Column types that override detection, e.g. {zip: categorical, notes: drop}. "
+        "Detected: numbers are numeric, text and booleans categorical; a text column with a "
+        "different value on (nearly) every row is dropped with a warning.",
+    )
+    categorical: CategoricalConfig = Field(
+        default_factory=CategoricalConfig, description="Encoding of the categorical columns."
+    )
+    na_values: list[str] = Field(
+        [],
+        description="More CSV cell values that mean 'missing' (besides empty, NA, NaN, null...), e.g. ['?'].",
+    )
     missing: Literal["none", "auto", "all"] = Field(
         "auto",
         description="Missing feature values: auto: filled with the training median (for a feature "
@@ -95,18 +135,24 @@ class DataConfig(_Strict):
     )
     transform: Literal[TRANSFORMS] = Field(
         "none",
-        description="Elementwise transform before scaling: none, log1p, sqrt, "
-        "anscombe (sqrt(x+3/8)), power (|x|^power), quantile (rank-gauss).",
+        description="Elementwise transform of the numeric columns before scaling: none, log1p, "
+        "sqrt, anscombe (sqrt(x+3/8)), power (|x|^power), quantile (rank-gauss).",
     )
     power: float = Field(0.5, gt=0, description="Exponent for transform: power.")
-    tfidf: bool = Field(False, description="Append TF-IDF features computed from the counts.")
+    tfidf: bool = Field(
+        False, description="Append TF-IDF features computed from the numeric columns (counts)."
+    )
     knn: KnnConfig | None = Field(
         None,
-        description="Append nearest-neighbour distances to each class (true or {} for the "
-        "default k); a training row's leave itself out. Costs a brute-force pass over the "
-        "training rows.",
+        description="Append nearest-neighbour distances to each class, between rows' numeric "
+        "columns (true or {} for the default k); a training row's leave itself out. Costs a "
+        "brute-force pass over the training rows.",
     )
-    scaling: Literal[SCALINGS] = Field("standard", description="Scaling fitted on training rows.")
+    scaling: Literal[SCALINGS] = Field(
+        "standard",
+        description="Scaling of the numeric columns and the features made from them, fitted on "
+        "training rows (one-hot and embedding inputs are not scaled).",
+    )
     validation_split: float = Field(0.15, gt=0, lt=1, description="Fraction held out for validation.")
     stratify: bool = Field(True, description="Stratify the validation split by class.")
 
@@ -121,6 +167,12 @@ class DataConfig(_Strict):
             raise ValueError("data needs 'train' (a CSV path) or 'synthetic' (built-in data)")
         if self.synthetic is not None and (self.train is not None or self.test is not None):
             raise ValueError("give either data.train/data.test or data.synthetic, not both")
+        for key in ("id_column", "target_column"):
+            col = getattr(self, key)
+            if col is not None and col in self.columns:
+                raise ValueError(
+                    f"data.columns: {col!r} is data.{key}, not a feature; remove it from data.columns"
+                )
         return self
 
 

@@ -137,7 +137,7 @@ _NA_VALUES = [
 ]
 
 
-def _read_csv_arrow(path: Path, usecols=None):
+def _read_csv_arrow(path: Path, usecols=None, na_values=()):
     """``pd.read_csv(path, engine="pyarrow")``, minus its slow part.
 
     Given a path, pandas opens a ``.gz`` file in Python and hands pyarrow a Python
@@ -148,7 +148,7 @@ def _read_csv_arrow(path: Path, usecols=None):
     which retries with pandas for a message with a line number.
     """
     convert = pacsv.ConvertOptions(
-        null_values=_NA_VALUES,
+        null_values=[*_NA_VALUES, *na_values],
         strings_can_be_null=True,
         include_columns=list(usecols) if usecols is not None else None,
     )
@@ -252,7 +252,7 @@ def _read_fast(path: Path, features, others, allow_missing=False):
     return x, rest.to_pandas()
 
 
-def read_columns(path, role, features, others=(), allow_missing=False):
+def read_columns(path, role, features, others=(), allow_missing=False, careful=True):
     """Read a CSV's feature columns as one checked float32 matrix, plus a few other columns.
 
     Args:
@@ -261,9 +261,12 @@ def read_columns(path, role, features, others=(), allow_missing=False):
         features: the feature columns, in the order wanted.
         others: columns to return as they are (id, target).
         allow_missing: a missing feature value is NaN rather than an error (data.missing).
+        careful: where the fast path cannot vouch for the file, read it carefully (and say
+            which value is wrong); if false, return None instead (a file with text columns
+            is ``typed.read_typed``'s).
 
     Returns:
-        (float32 matrix of the features, pandas DataFrame of ``others``).
+        (float32 matrix of the features, pandas DataFrame of ``others``), or None.
 
     Raises:
         DataError: a value that is not a number, a missing or non-finite feature value,
@@ -276,17 +279,19 @@ def read_columns(path, role, features, others=(), allow_missing=False):
         got = _checked_matrix(table, features, allow_missing)
         if got is not None:
             return got, table.select(list(others)).to_pandas()
+        if not careful:
+            return None
         df = table.to_pandas()
         return check_features(df, path, features, allow_missing), df[list(others)]
     with utf8_errors(path):
         got = _read_fast(path, features, others, allow_missing)
-        if got is not None:
+        if got is not None or not careful:
             return got
         df = read_table(path, role)
         return check_features(df, path, features, allow_missing), df[list(others)]
 
 
-def read_table(path, role="train", usecols=None):
+def read_table(path, role="train", usecols=None, na_values=()):
     """Read a CSV into a DataFrame, checking its layout.
 
     This is the careful path (``read_columns`` is the fast one for feature matrices): its
@@ -296,6 +301,7 @@ def read_table(path, role="train", usecols=None):
         path: ``.csv`` or ``.csv.gz`` file.
         role: ``train`` or ``test``, for messages.
         usecols: read only these columns (all by default).
+        na_values: more cell values that mean missing (data.na_values).
 
     Returns:
         A pandas DataFrame.
@@ -309,7 +315,7 @@ def read_table(path, role="train", usecols=None):
             raise DataError(f"{path}: has columns but no rows")
         return df
     try:
-        df = _read_csv_arrow(path, usecols)
+        df = _read_csv_arrow(path, usecols, na_values)
     except Exception as e:  # pandas and pyarrow raise many types for malformed files
         # A row with too few fields is what pandas would read silently, its last values
         # missing, and report later as a "missing value" in the last column: say what it is.
@@ -330,7 +336,7 @@ def read_table(path, role="train", usecols=None):
         if not re.search(r"[Rr]ow #?(\d+)|line (\d+)", msg):
             # pandas' C parser says which line it stopped at; retry for a better message.
             try:
-                df = pd.read_csv(path, usecols=usecols)
+                df = pd.read_csv(path, usecols=usecols, na_values=list(na_values) or None)
             except Exception as e2:
                 msg = str(e2).strip().splitlines()[0]
             else:

@@ -5,6 +5,13 @@ integer counts, mostly zeros, ``target`` ``Class_1``..``Class_9`` with Otto's cl
 imbalance). Each row mixes two sparse "topics" of Poisson rates and its class
 depends on the pair (see ``_structure``): learnable, not linearly separable, so an
 MLP clearly beats logistic regression, as on the real data.
+
+Optionally (``categorical``), string columns ``cat_1``.. follow the ``feat_*`` ones:
+values like ``c2_17`` with skewed (Zipf-like) frequencies whose distribution depends
+on the class (see ``_category_structure``), so a model gains from them and rare
+values are common enough for pooling to matter; a few test cells hold values never
+seen in train. They come from their own random streams, so the rest of the files do
+not change with them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ from ottotrain.io import atomic_path
 OTTO_CLASS_COUNTS = np.array([1929, 16122, 8004, 2691, 2739, 14135, 2839, 8464, 4955])
 N_FEATURES = 93
 N_TOPICS = 12
+# Fraction of each categorical column's test cells holding a value never seen in train.
+UNSEEN_FRACTION = 0.02
+# How often a row's category is drawn from its class's preferences (else from the base).
+CLASS_MIX = 0.5
+_P_BITS = 40  # categorical draws use integer cumulative tables of this resolution (exact)
 
 
 def _structure(n_classes, n_features):
@@ -69,14 +81,92 @@ def make_arrays(rows, seed=0, n_classes=9, n_features=N_FEATURES):
     return x, y
 
 
-def write_csv(path, ids, x, target=None, gaps=None):
-    """Write ``id,feat_1..,[target]`` quickly (with pyarrow), atomically; ``gaps`` (a boolean
-    matrix like ``x``) marks the cells written empty."""
+def _category_structure(cardinality, n_classes, column):
+    """Per-class cumulative tables of one categorical column (fixed, not seeded by the user).
+
+    Values have Zipf-like base frequencies (shuffled over the names) and each prefers one
+    class (the classes are dealt out evenly over the values). A row of class ``c`` takes,
+    with probability ``CLASS_MIX``, a value from the base frequencies restricted (mostly)
+    to the values preferring ``c``, else one from the base frequencies. Returns int64
+    ``[n_classes, cardinality]``: the cumulative probabilities times ``2**_P_BITS``, each
+    row ending at exactly ``2**_P_BITS``.
+    """
+    rng = np.random.default_rng([24680, n_classes, cardinality, column])
+    base = rng.permutation(1.0 / np.arange(1, cardinality + 1) ** 1.1)
+    base /= base.sum()
+    prefer = rng.permutation(np.arange(cardinality) % n_classes)
+    affinity = 0.03 + (prefer[:, None] == np.arange(n_classes))  # [cardinality, n_classes]
+    cond = base[:, None] * affinity
+    cond /= cond.sum(axis=0)
+    p = CLASS_MIX * cond + (1 - CLASS_MIX) * base[:, None]
+    cdf = np.cumsum(p.T, axis=1)
+    cdf /= cdf[:, -1:]
+    return np.rint(cdf * 2.0**_P_BITS).astype(np.int64)
+
+
+def category_codes(y, cardinality, column, seed, n_classes, unseen=0.0):
+    """Codes (int32, one per row of class ``y``) of categorical column ``column`` (0-based).
+
+    Codes ``< cardinality`` are the column's values; with ``unseen`` > 0, about that
+    fraction of rows get a code ``>= cardinality`` instead (``n_unseen(cardinality)`` of
+    them), a value that train files never hold. Drawn from the stream
+    ``[seed, 11, column]`` without a loop over rows: an inverse-CDF look-up of every row
+    at once in the classes' cumulative tables laid end to end.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng([seed, 11, column])
+    one = np.int64(1) << _P_BITS
+    table = _category_structure(cardinality, n_classes, column)
+    flat = (table + np.arange(n_classes, dtype=np.int64)[:, None] * one).ravel()
+    key = y * one + rng.integers(0, one, size=y.size, dtype=np.int64)
+    codes = (np.searchsorted(flat, key, side="right") - y * cardinality).astype(np.int32)
+    if unseen:
+        new = np.flatnonzero(rng.random(y.size) < unseen)
+        codes[new] = cardinality + rng.integers(0, n_unseen(cardinality), size=new.size)
+    return codes
+
+
+def n_unseen(cardinality):
+    """How many distinct never-in-train values a test column of this cardinality can hold."""
+    return max(2, cardinality // 10)
+
+
+def category_names(cardinality, column):
+    """The strings of codes ``0..cardinality + n_unseen - 1``: ``c{j}_{v}`` then ``c{j}_new{k}``."""
+    j = column + 1
+    return [f"c{j}_{v}" for v in range(cardinality)] + [f"c{j}_new{k}" for k in range(n_unseen(cardinality))]
+
+
+def _categorical_columns(y, cardinalities, seed, gap_seed, n_classes, missing, unseen):
+    """``(name, pyarrow dictionary array)`` of each categorical column; ``missing`` cells empty.
+
+    Dictionary-encoded (int32 codes), so millions of rows cost 4 bytes a cell, not a string.
+    """
+    out = []
+    for column, cardinality in enumerate(cardinalities):
+        codes = category_codes(y, cardinality, column, seed, n_classes, unseen)
+        gaps = None
+        if missing:
+            gaps = np.random.default_rng([gap_seed, 13, column]).random(codes.size) < missing
+        array = pa.DictionaryArray.from_arrays(
+            pa.array(codes, mask=gaps), pa.array(category_names(cardinality, column))
+        )
+        out.append((f"cat_{column + 1}", array))
+    return out
+
+
+def write_csv(path, ids, x, target=None, gaps=None, columns=()):
+    """Write ``id,feat_1..,[extra columns..],[target]`` quickly (with pyarrow), atomically;
+    ``gaps`` (a boolean matrix like ``x``) marks the cells written empty; ``columns`` are
+    ``(name, pyarrow array)`` pairs written after the features (nulls written empty)."""
     n_features = x.shape[1]
     names = ["id"] + [f"feat_{j + 1}" for j in range(n_features)]
     cols = [pa.array(ids)] + [
         pa.array(x[:, j], mask=None if gaps is None else gaps[:, j]) for j in range(n_features)
     ]
+    for name, array in columns:
+        names.append(name)
+        cols.append(array)
     if target is not None:
         cols.append(pa.array(target))
         names.append("target")
@@ -93,7 +183,16 @@ def _gaps(shape, fraction: float, seed: int):
     return np.random.default_rng([seed, 7]).random(shape) < fraction
 
 
-def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_features=N_FEATURES, missing=0.0):
+def make_data(
+    out_dir,
+    rows=20000,
+    seed=0,
+    test_rows=None,
+    n_classes=9,
+    n_features=N_FEATURES,
+    missing=0.0,
+    categorical: tuple[int, ...] = (),
+):
     """Write synthetic ``train.csv`` and ``test.csv`` into ``out_dir``.
 
     Args:
@@ -101,21 +200,35 @@ def make_data(out_dir, rows=20000, seed=0, test_rows=None, n_classes=9, n_featur
         rows: training rows.
         seed: random seed; the same seed gives the same files.
         test_rows: test rows (default: rows // 2).
-        missing: the fraction of feature cells left empty (the values of the others do not
-            change with it).
+        missing: the fraction of feature cells left empty, categorical ones included (the
+            values of the others do not change with it).
+        categorical: the cardinalities (each >= 2) of string columns ``cat_1``.. written
+            after the ``feat_*`` columns (before ``target``): column ``j`` holds values
+            ``c{j}_{v}``, skewed in frequency and informative about the class; in
+            ``test.csv`` about ``UNSEEN_FRACTION`` of its cells hold values never seen in
+            train (``c{j}_new{k}``). The other columns do not change with them; ``()``
+            gives exactly the files without them.
 
     Returns:
         (train path, test path).
     """
+    categorical = tuple(categorical)
+    for c in categorical:
+        if isinstance(c, bool) or int(c) != c or c < 2:
+            raise ValueError(f"categorical cardinalities must be integers >= 2, got {categorical}")
+    categorical = tuple(int(c) for c in categorical)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test_rows = rows // 2 if test_rows is None else test_rows
     x, y = make_arrays(rows, seed, n_classes, n_features)
     labels = np.array([f"Class_{c + 1}" for c in range(n_classes)])[y]
     train = out / "train.csv"
-    write_csv(train, np.arange(1, rows + 1), x, labels, _gaps(x.shape, missing, seed))
-    xt, _ = make_arrays(max(test_rows, 1), seed + 1_000_003, n_classes, n_features)
+    cats = _categorical_columns(y, categorical, seed, seed, n_classes, missing, unseen=0.0)
+    write_csv(train, np.arange(1, rows + 1), x, labels, _gaps(x.shape, missing, seed), cats)
+    test_seed = seed + 1_000_003
+    xt, yt = make_arrays(max(test_rows, 1), test_seed, n_classes, n_features)
     test = out / "test.csv"
-    xt = xt[:test_rows]
-    write_csv(test, np.arange(1, test_rows + 1), xt, gaps=_gaps(xt.shape, missing, seed + 1))
+    xt, yt = xt[:test_rows], yt[:test_rows]
+    cats = _categorical_columns(yt, categorical, test_seed, seed + 1, n_classes, missing, UNSEEN_FRACTION)
+    write_csv(test, np.arange(1, test_rows + 1), xt, gaps=_gaps(xt.shape, missing, seed + 1), columns=cats)
     return train, test

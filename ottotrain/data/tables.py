@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from ottotrain.data.csv import (
     utf8_errors,
 )
 from ottotrain.data.synth import make_data
+from ottotrain.data.typed import DROP, ColumnTypes, read_typed
 from ottotrain.errors import DataError, did_you_mean
 
 # Rows read to suggest an id or target column when the configured one is not in the file.
@@ -112,6 +113,8 @@ class TrainData:
     classes: list[str]  # class names in natural order (Class_2 before Class_10)
     features: list[str]  # the feature columns, in order
     path: str  # the file, for messages
+    types: ColumnTypes = field(default_factory=ColumnTypes)  # numeric, categorical, dropped
+    notes: list[str] = field(default_factory=list)  # warning lines: columns dropped, ...
 
 
 def _names(cols, limit=8) -> str:
@@ -191,7 +194,31 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     feats = feature_columns(cols, data_cfg, path)
     idc, tgt = data_cfg.id_column, data_cfg.target_column
     others = (tgt,) if idc is None else (idc, tgt)
-    x, rest = read_columns(path, "train", feats, others, allow_missing=data_cfg.missing != "none")
+    declared = data_cfg.columns
+    unknown = [c for c in declared if c not in cols]
+    if unknown:
+        raise DataError(
+            f"{path}: data.columns names column(s) not in the file: {unknown[0]!r}"
+            f"{did_you_mean(unknown[0], cols)}{' (and more)' if len(unknown) > 1 else ''}"
+        )
+    allow = data_cfg.missing != "none"
+    dropped = {c: "data.columns" for c in feats if declared.get(c) == DROP}
+    feats = [c for c in feats if c not in dropped]
+    if not feats:
+        raise DataError(f"{path}: every feature column is dropped (data.columns); keep at least one")
+    got = None
+    if not data_cfg.na_values and "categorical" not in declared.values():
+        got = read_columns(path, "train", feats, others, allow_missing=allow, careful=False)
+    if got is not None:
+        x, rest = got
+        types, notes = ColumnTypes(numeric=feats), []
+    else:
+        with utf8_errors(path):
+            t = read_typed(path, feats, others, None, declared, data_cfg.na_values, allow)
+        x, rest, feats, types, notes = t.x, t.rest, t.features, t.types, t.notes
+    types.dropped = {**dropped, **types.dropped}
+    if not feats:
+        raise DataError(f"{path}: no feature column is left ({', '.join(types.dropped)} dropped)")
     if nrows is not None and len(rest) > nrows:
         rest = rest.sample(n=nrows, random_state=0).sort_index()
         x = x[rest.index.to_numpy()]
@@ -200,7 +227,34 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     ids = _ids(rest, idc)
     del rest
     release_arrow_memory()
-    return TrainData(ids, x, y, classes, feats, str(path))
+    return TrainData(ids, x, y, classes, feats, str(path), types, notes)
+
+
+@dataclass
+class ColumnInfo:
+    """One column of the training file, as ``check`` reports it."""
+
+    name: str
+    type: str  # numeric, categorical, or dropped
+    distinct: int | None  # distinct non-missing values (None: a dropped column, not read)
+    missing: int | None  # missing cells
+    note: str = ""  # why a column was dropped, or which text cells were read as missing
+
+
+def column_info(train: TrainData) -> list[ColumnInfo]:
+    """Each feature column's type, distinct and missing counts (``train.x`` still loaded)."""
+    out = []
+    for j, f in enumerate(train.features):
+        col = train.x[:, j]
+        gaps = np.isnan(col)
+        if f in train.types.categorical:
+            kind, distinct = "categorical", len(train.types.categorical[f])
+        else:
+            kind, distinct = "numeric", int(len(np.unique(col[~gaps])))
+        tokens = train.types.na_tokens.get(f)
+        note = f"cells {', '.join(repr(t) for t in tokens)} read as missing" if tokens else ""
+        out.append(ColumnInfo(f, kind, distinct, int(gaps.sum()), note))
+    return out + [ColumnInfo(f, "dropped", None, None, why) for f, why in train.types.dropped.items()]
 
 
 def column_mismatch(path, cols, features, other=()) -> str | None:
@@ -228,11 +282,22 @@ def missing_allowed(state) -> bool:
     return state.missing not in (None, "none")
 
 
-def load_test(path, id_column, target_column, features, nrows=None, allow_missing=False):
-    """Load a test CSV and check its columns against those seen at fit.
+def _read_features(path, role, features, others, types, na_values, allow_missing):
+    """(x, DataFrame of ``others``): the fast reader for plain numbers, else the typed one."""
+    if types is None or (types.plain and not na_values):
+        return read_columns(path, role, features, others, allow_missing)
+    with utf8_errors(path):
+        t = read_typed(path, features, others, types, na_values=na_values, allow_missing=allow_missing)
+    return t.x, t.rest
 
-    Returns:
-        (ids, float32 feature matrix) in file order.
+
+def load_test(
+    path, id_column, target_column, features, nrows=None, allow_missing=False, types=None, na_values=()
+):
+    """Load a test file and check its columns against those seen at fit.
+
+    ``types`` (a ``ColumnTypes``) says how fit read each column; its dropped columns may be
+    in the file. Returns (ids, float32 feature matrix) in file order.
     """
     path = Path(path)
     cols = read_header(path, "test")
@@ -247,10 +312,11 @@ def load_test(path, id_column, target_column, features, nrows=None, allow_missin
             "data.id_column: null numbers the rows instead)"
         )
     others = () if id_column is None else (id_column,)
-    problem = column_mismatch(path, cols, features, others)
+    dropped = tuple(types.dropped) if types is not None else ()
+    problem = column_mismatch(path, cols, features, (*others, *dropped))
     if problem:
         raise DataError(problem)
-    x, rest = read_columns(path, "test", features, others, allow_missing)
+    x, rest = _read_features(path, "test", features, others, types, na_values, allow_missing)
     if nrows is not None:
         x, rest = x[:nrows], rest.iloc[:nrows]
     if id_column is not None:
@@ -289,10 +355,13 @@ def load_labelled(path, state: dict):
             f"{path}: no target column '{tgt}'; evaluate needs labelled rows "
             "(for an unlabelled file use 'ottotrain predict')"
         )
-    problem = column_mismatch(path, cols, features, (idc, tgt))
+    types = state.column_types()
+    problem = column_mismatch(path, cols, features, (idc, tgt, *types.dropped))
     if problem:
         raise DataError(problem)
-    x, rest = read_columns(path, "labelled", features, (tgt,), missing_allowed(state))
+    x, rest = _read_features(
+        path, "labelled", features, (tgt,), types, state.na_values or (), missing_allowed(state)
+    )
     labels = rest[tgt]
     if labels.isna().any():
         raise missing_labels(path, tgt, labels.isna().to_numpy())

@@ -9,7 +9,17 @@ them imports an engine submodule directly, so commands that need no model (``--h
 
 import importlib
 
-_SUBMODULES = ("build", "callbacks", "checkpoints", "env", "inference", "keras_compat", "loop", "member")
+_SUBMODULES = (
+    "build",
+    "callbacks",
+    "checkpoints",
+    "env",
+    "inference",
+    "keras_compat",
+    "layers",
+    "loop",
+    "member",
+)
 
 
 def __getattr__(name):

@@ -14,6 +14,7 @@ from ottotrain.config import SYMBOLS, check_layer, keras_spec, needs_train_accur
 from ottotrain.config.keras_checks import spec_is_current, spec_note
 from ottotrain.engine import keras_compat
 from ottotrain.engine.env import keras
+from ottotrain.engine.layers import CategoryEmbedding
 from ottotrain.errors import ConfigError, did_you_mean, first_line
 
 
@@ -98,7 +99,7 @@ def layer_kwargs(args: dict, sizes: dict, where: str = "<config>") -> dict:
     return out
 
 
-def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
+def build_model(cfg, n_features: int, n_classes: int, compile: bool = True, inputs=None):
     """Build (and compile) the Sequential model a config describes.
 
     Args:
@@ -106,6 +107,8 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
         n_features: input width, from the data.
         n_classes: number of classes, from the data.
         compile: also compile with the config's optimizer and loss.
+        inputs: the data's ``InputBlock`` when its last columns are category indices: the
+            model then opens with their embeddings (the config's layers are the body).
 
     Returns:
         A ``keras.Sequential``.
@@ -116,6 +119,10 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True):
     sizes = {"n_classes": n_classes, "n_features": n_features}
     model = keras.Sequential(name=cfg.name or "ottotrain")
     model.add(keras.Input(shape=(n_features,), name="features"))
+    if inputs is not None:
+        model.add(
+            CategoryEmbedding(inputs.passthrough, inputs.sizes, inputs.dims, inputs.names, name="categories")
+        )
     for i, item in enumerate(cfg.model.layers):
         name, args = check_layer(i, item)
         path = f"model.layers[{i}].{name}"
@@ -215,13 +222,13 @@ def compile_model(model, cfg, n_train: int = 0, optimizer=None):
     return model
 
 
-def check_model(cfg, n_features: int, n_classes: int, n_train: int) -> str:
+def check_model(cfg, n_features: int, n_classes: int, n_train: int, inputs=None) -> str:
     """Build and compile the model once, so Keras checks every part; return its summary.
 
     Raises:
         ConfigError: Keras rejects a layer, the optimizer or the loss.
     """
-    model = build_model(cfg, n_features, n_classes, compile=False)
+    model = build_model(cfg, n_features, n_classes, compile=False, inputs=inputs)
     compile_model(model, cfg, n_train)
     return summary_text(model)
 

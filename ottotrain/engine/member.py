@@ -71,7 +71,9 @@ def train_member(job: MemberJob, log: Log) -> MemberResult:
     """
     cfg, arrays = job.cfg, job.arrays
     build.setup(cfg.seed, cfg.train.deterministic)
-    model = build.build_model(cfg, arrays.x_train.shape[1], arrays.n_classes, compile=False)
+    model = build.build_model(
+        cfg, arrays.x_train.shape[1], arrays.n_classes, compile=False, inputs=arrays.inputs
+    )
     build.compile_model(model, cfg, len(arrays.y_train))
     state = checkpoints.load_resume_state(job.work_dir, model)
     if state is not None:

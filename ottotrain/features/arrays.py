@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ottotrain.features.categories import InputBlock
+
 
 @dataclass
 class Arrays:
@@ -16,3 +18,4 @@ class Arrays:
     x_val: np.ndarray
     y_val: np.ndarray
     n_classes: int
+    inputs: InputBlock | None = None  # the embedding columns at the end of x, if any

@@ -15,17 +15,29 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtri
 
+from ottotrain.data.typed import ColumnTypes
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import knn
+from ottotrain.features.categories import (
+    EMBEDDING,
+    ONE_HOT,
+    CategoryState,
+    InputBlock,
+    fit_category,
+    indices,
+    one_hot,
+    unseen,
+)
 from ottotrain.features.transforms import signed_log1p
 from ottotrain.io import atomic_path, write_text
 
 # Format 2 fixed transform 'anscombe' (format 1 sent 0 to 0, not to sqrt(3/8)); runs saved
 # in format 1 keep their formula, so they predict exactly as they were trained.
 # Format 3 is format 2 with KNN features (written only when data.knn is on, so runs without
-# them stay readable by earlier versions).
+# them stay readable by earlier versions); format 4 adds typed columns (categorical, dropped,
+# text read as missing), written only for a table that has them.
 PREPROCESS_FORMAT = 2
-_READABLE_FORMATS = (1, 2, 3)
+_READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -54,7 +66,11 @@ class PreprocessState:
     scale: list[float] | None = None  # ... then divide
     missing: str | None = None  # data.missing; None: a run from before it (missing is an error)
     medians: list[float] | None = None  # what a missing value becomes, per feature
-    indicators: list[int] | None = None  # the features that get a 0/1 "was missing" column
+    indicators: list[int] | None = None  # the numeric features that get a 0/1 "was missing" column
+    categorical: list[CategoryState] | None = None  # the categorical features, in file order
+    dropped: dict[str, str] | None = None  # columns of the training file left out, and why
+    na_tokens: dict[str, list[str]] | None = None  # numeric columns' text cells read as missing
+    na_values: list[str] | None = None  # data.na_values
 
     def to_dict(self) -> dict:
         """The JSON layout: a setting that does not apply is left out, not written as null
@@ -68,11 +84,28 @@ class PreprocessState:
             d = {k: v for k, v in d.items() if k in names}
             if d.get("knn") is not None:
                 d["knn"] = KnnState(**d["knn"])
+            if d.get("categorical") is not None:
+                d["categorical"] = [CategoryState(**c) for c in d["categorical"]]
             return cls(**d)
         except TypeError as e:
             raise RunError(
                 f"{source}: damaged preprocessing state ({e}); the run directory is damaged"
             ) from None
+
+    @property
+    def numeric(self) -> list[str]:
+        """The numeric features, in file order (all of them for a run without categories)."""
+        cats = {c.column for c in self.categorical or ()}
+        return [f for f in self.features if f not in cats]
+
+    def column_types(self) -> ColumnTypes:
+        """How fit read the training file's columns: a test file is read the same way."""
+        return ColumnTypes(
+            self.numeric,
+            {c.column: c.values for c in self.categorical or ()},
+            dict(self.dropped or {}),
+            dict(self.na_tokens or {}),
+        )
 
 
 def has_nan(x) -> bool:
@@ -109,11 +142,14 @@ class Preprocessor:
         self._ref_order = None  # at fit: the reference row of each fitted row
 
     @classmethod
-    def fit(cls, x, data_cfg, features, classes, y=None):
+    def fit(cls, x, data_cfg, features, classes, y=None, types: ColumnTypes | None = None):
         """Learn the transform and scaling from the training rows ``x`` (float32).
 
         ``data_cfg`` is the config's ``data`` section (transform, scaling, id and target
-        columns...); ``y`` (integer labels of those rows) is needed only for ``data.knn``.
+        columns...); ``y`` (integer labels of those rows) is needed only for ``data.knn``;
+        ``types`` says which columns are categorical (codes, see ``data.typed``), which
+        were dropped and which text cells were read as missing. The transforms, TF-IDF,
+        KNN, missing-value filling and scaling apply to the numeric columns only.
         """
         state = PreprocessState(
             PREPROCESS_FORMAT,
@@ -128,12 +164,27 @@ class Preprocessor:
         )
         state.missing = data_cfg.missing
         pre = cls(state)
+        if types is not None:
+            state.dropped = dict(types.dropped) or None
+            state.na_tokens = dict(types.na_tokens) or None
+            cats = [f for f in features if f in types.categorical]
+            if cats:
+                state.categorical = [
+                    fit_category(c, types.categorical[c], x[:, features.index(c)], data_cfg.categorical)
+                    for c in cats
+                ]
+                x = pre._split(x)[0]
+        state.na_values = list(data_cfg.na_values) or None
+        if state.categorical or state.dropped or state.na_tokens or state.na_values:
+            state.format = 4
         raw = x
         if data_cfg.missing != "none":
             pre._fit_missing(x, data_cfg.missing)
             x, _ = pre._fill(x)  # the statistics below are of the filled rows
         knn_tr = None
         if data_cfg.knn is not None:
+            if x.shape[1] == 0:
+                raise DataError("data.knn: no numeric feature to measure distances on; remove data.knn")
             counts = np.bincount(y, minlength=len(classes))
             if counts.min() < 2:
                 c = int(counts.argmin())
@@ -145,7 +196,7 @@ class Preprocessor:
             pre._ref, order = knn.Reference.fit(x, y, len(classes))
             pre._ref_order = np.empty_like(order)
             pre._ref_order[order] = np.arange(len(order))
-            state.format = 3
+            state.format = max(state.format, 3)
             state.knn = KnnState(list(data_cfg.knn.k), f"knn-{pre._ref.digest}.npz")
             knn_tr = pre._knn(x, fitted_rows=True)
         if data_cfg.transform == "quantile":
@@ -183,11 +234,68 @@ class Preprocessor:
 
     @property
     def n_outputs(self) -> int:
+        """The model's input width: numeric block, one-hot columns, one column per embedding."""
         s = self.state
-        n = len(s.features) * (2 if s.tfidf else 1)
+        n = len(s.numeric) * (2 if s.tfidf else 1)
         if s.knn is not None:
             n += len(s.classes) * len(s.knn.k)
-        return n + len(s.indicators or ())
+        n += len(s.indicators or ())
+        return n + sum(c.size if c.encoding == ONE_HOT else 1 for c in s.categorical or ())
+
+    def input_block(self) -> InputBlock | None:
+        """The embedding columns at the end of the input (None: the model needs no embedding)."""
+        emb = [c for c in self.state.categorical or () if c.encoding == EMBEDDING]
+        if not emb:
+            return None
+        return InputBlock(
+            self.n_outputs - len(emb), [c.size for c in emb], [c.dim for c in emb], [c.column for c in emb]
+        )
+
+    def describe_inputs(self) -> str:
+        """The input block in words: what each part of the model's input is."""
+        s = self.state
+        parts = [f"{len(s.numeric)} numeric"]
+        if s.tfidf:
+            parts.append(f"{len(s.numeric)} TF-IDF")
+        if s.knn is not None:
+            parts.append(f"{len(s.classes) * len(s.knn.k)} KNN")
+        if s.indicators:
+            parts.append(f"{len(s.indicators)} 'was missing'")
+        for c in s.categorical or ():
+            parts.append(
+                f"{c.column} one-hot ({c.size})"
+                if c.encoding == ONE_HOT
+                else f"{c.column} embedding ({c.size} x {c.dim})"
+            )
+        dropped = f"; dropped: {', '.join(s.dropped)}" if s.dropped else ""
+        return f"{self.n_outputs} inputs: {', '.join(parts)}{dropped}"
+
+    def _split(self, x):
+        """(the numeric columns, a copy where there are categorical ones; the codes or None)."""
+        s = self.state
+        if not s.categorical:
+            return x, None
+        cats = {c.column for c in s.categorical}
+        num = [j for j, f in enumerate(s.features) if f not in cats]
+        cat = [s.features.index(c.column) for c in s.categorical]
+        return x[:, num], x[:, cat]
+
+    def _categories(self, xc) -> np.ndarray:
+        """One-hot columns, then embedding indices (as float32), for the codes ``xc``."""
+        s = self.state
+        parts = [one_hot(c, xc[:, j]) for j, c in enumerate(s.categorical) if c.encoding == ONE_HOT]
+        parts += [
+            indices(c, xc[:, j]).astype(np.float32)[:, None]
+            for j, c in enumerate(s.categorical)
+            if c.encoding == EMBEDDING
+        ]
+        return np.hstack(parts) if parts else np.empty((len(xc), 0), dtype=np.float32)
+
+    def unseen_categories(self, x) -> dict[str, int]:
+        """Cells per categorical column with a value the training file did not have."""
+        if not self.state.categorical:
+            return {}
+        return unseen(self.state.categorical, self._split(x)[1])
 
     def _fit_missing(self, x, mode: str):
         """The training medians and the features that get a "was missing" column (auto: those
@@ -222,11 +330,11 @@ class Preprocessor:
         return x, ind
 
     def unseen_missing(self, x) -> dict[str, int]:
-        """Missing values in features that had none at fit (filled all the same): counts."""
+        """Missing numbers in features that had none at fit (filled all the same): counts."""
         s = self.state
         if s.medians is None:
             return {}
-        return gaps_outside(x, s.features, set(s.indicators or ()))
+        return gaps_outside(self._split(x)[0], s.numeric, set(s.indicators or ()))
 
     def _knn(self, x, fitted_rows=False):
         """The KNN features of raw rows ``x``; ``fitted_rows``: x is the rows given to fit."""
@@ -304,15 +412,19 @@ class Preprocessor:
         ``fitted_rows``: ``x`` is exactly the rows given to ``fit``, in order, so each
         row's nearest-neighbour features leave the row itself out (only matters with KNN).
         """
-        z = self._transform(x, fitted_rows=fitted_rows, overwrite=overwrite)
+        xn, xc = self._split(x)
+        overwrite = overwrite or xc is not None  # the numeric columns are a copy then
+        z = self._transform(xn, fitted_rows=fitted_rows, overwrite=overwrite)
         # transform 'none' on float32 input returns x itself
-        owned = overwrite or not np.shares_memory(z, x)
+        owned = overwrite or not np.shares_memory(z, xn)
         if self.state.scaling != "none":
             # Subtracting into a new array when z is x: never modify x, and no extra copy pass.
             z = np.subtract(z, np.asarray(self.state.center, dtype=np.float32), out=z if owned else None)
             z /= np.asarray(self.state.scale, dtype=np.float32)
         elif not owned:
             z = z.copy()
+        if xc is not None:
+            z = np.hstack([z, self._categories(xc)])
         return z
 
     def to_json(self) -> str:

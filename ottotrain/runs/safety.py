@@ -14,6 +14,8 @@ from ottotrain.errors import RunError
 
 # What a .keras file written by ottotrain holds (Keras' own zip layout).
 MODEL_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
+# ottotrain's own registered layers (engine/layers.py): the only classes from outside Keras.
+OWN_LAYERS = {"ottotrain>CategoryEmbedding": "ottotrain.engine.layers"}
 # Class names that carry Python code (bytecode or a function looked up by name).
 _CODE_CLASSES = ("Lambda", "__lambda__", "function", "__typespec__", "TFOpLambda")
 
@@ -23,7 +25,8 @@ def check_model_file(path):
 
     ``load_model(safe_mode=True)`` already refuses serialized lambdas; this check
     comes first and is stricter: the archive may only hold Keras' usual members,
-    every ``module`` in its config must be a ``keras`` module, and no class that
+    every ``module`` in its config must be a ``keras`` module (or name one of
+    ottotrain's own registered layers, ``OWN_LAYERS``), and no class that
     carries code (Lambda, marshalled functions) may appear. Nothing is imported
     or executed while checking.
     """
@@ -49,16 +52,18 @@ def check_model_file(path):
     def walk(node, where):
         if isinstance(node, dict):
             module, cls = node.get("module"), node.get("class_name")
+            reg = node.get("registered_name")
             at = f"{path}: config.json at {where[1:] or 'top level'}"
-            if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+            own = isinstance(reg, str) and OWN_LAYERS.get(reg) == module and reg.endswith(f">{cls}")
+            keras_module = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+            if isinstance(module, str) and not keras_module and not own:
                 raise RunError(
                     f"{at} refers to Python module {module!r} (class {cls!r}); "
                     "only Keras' own classes are loaded, refusing it"
                 )
             if cls in _CODE_CLASSES:
                 raise RunError(f"{at} holds a {cls} (Python code); refusing to load it")
-            reg = node.get("registered_name")
-            if isinstance(reg, str) and ">" in reg:  # 'package>Name': a custom registered class
+            if not own and isinstance(reg, str) and ">" in reg:  # 'package>Name': a custom class
                 raise RunError(
                     f"{at} needs the custom class {reg!r}; only Keras' own classes are loaded, refusing it"
                 )

@@ -9,14 +9,16 @@ so a config that passes ``check`` fails ``fit`` only for reasons that need train
 from __future__ import annotations
 
 import shlex
+from dataclasses import asdict
 
 import numpy as np
 
 from ottotrain import engine
 from ottotrain.config import Config, normalize_named
 from ottotrain.data import data_paths
+from ottotrain.data.tables import column_info
 from ottotrain.log import Log
-from ottotrain.workflows.common import class_weights, require_tensorboard
+from ottotrain.workflows.common import class_weights, load_data, require_tensorboard
 from ottotrain.workflows.fit import prepare
 
 
@@ -38,7 +40,9 @@ def check(cfg: Config, log=None) -> dict:
     log = log or Log(0)
     train_path, test_path = data_paths(cfg.data)
     log(f"Reading {train_path}" + (f" and {test_path}" if test_path else ""), 1)
-    data = prepare(cfg, smoke=False)
+    loaded = load_data(cfg)
+    columns = column_info(loaded[0])
+    data = prepare(cfg, loaded=loaded)
     train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
     classes = list(train.classes)
     n = len(train.y)
@@ -48,10 +52,12 @@ def check(cfg: Config, log=None) -> dict:
     require_tensorboard(cfg)
 
     log("Building the model", 1)
-    model = engine.build.build_model(cfg, pre.n_outputs, len(classes), compile=False)
+    model = engine.build.build_model(
+        cfg, pre.n_outputs, len(classes), compile=False, inputs=pre.input_block()
+    )
     engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-    warnings = _warnings(cfg, model, arrays, classes, counts, test_path) + ([data.note] if data.note else [])
+    warnings = [*_warnings(cfg, model, arrays, classes, counts, test_path), *data.notes]
 
     t = cfg.train
     opt_name, opt_args = normalize_named(t.optimizer)
@@ -62,7 +68,9 @@ def check(cfg: Config, log=None) -> dict:
             "rows": int(n),
             "features": len(train.features),
             "model_inputs": int(pre.n_outputs),
+            "inputs": pre.describe_inputs(),
         },
+        "columns": [asdict(c) for c in columns],
         "classes": [
             {"name": c, "rows": int(k), "share": round(float(k) / n, 6), "validation_rows": int(v)}
             for c, k, v in zip(classes, counts, val_counts)
@@ -134,17 +142,9 @@ def fit_command(config, overrides=()) -> str:
     return " ".join(["ottotrain", "fit", *(shlex.quote(str(a)) for a in args)])
 
 
-def _model_inputs(tr: dict, pre: dict) -> str:
-    """' (N model inputs: ...)' when preprocessing adds inputs to the feature columns."""
-    n, feats = tr["model_inputs"], tr["features"]
-    if n == feats:
-        return ""
-    tfidf = feats if pre.get("tfidf") else 0  # one TF-IDF column per feature
-    knn = n - feats - tfidf  # the distances to each class's nearest training rows
-    parts = [f"{feats} features"]
-    parts += [f"{tfidf} TF-IDF"] if tfidf else []
-    parts += [f"{knn} KNN features"] if pre.get("knn") and knn > 0 else []
-    return f" ({n} model inputs: {' + '.join(parts)})"
+def _model_inputs(tr: dict) -> str:
+    """' (N inputs: ...)' when the model's inputs are not just the feature columns."""
+    return "" if tr["model_inputs"] == tr["features"] else f" ({tr['inputs']})"
 
 
 def format_check(result: dict, overrides=()) -> str:
@@ -157,7 +157,7 @@ def format_check(result: dict, overrides=()) -> str:
     lines = [
         f"Config      {r['config']}: valid",
         f"Train data  {tr['path']}: {tr['rows']:,} rows, {tr['features']} features, "
-        f"{len(r['classes'])} classes" + _model_inputs(tr, fit["preprocessing"]),
+        f"{len(r['classes'])} classes" + _model_inputs(tr),
         f"Split       {sp['train_rows']:,} train / {sp['validation_rows']:,} validation rows "
         f"({sp['validation_split']:.0%}{', stratified' if sp['stratify'] else ''}, seed {sp['seed']})",
     ]
@@ -165,6 +165,7 @@ def format_check(result: dict, overrides=()) -> str:
         lines.append(f"Test data   {r['test']['path']}: {r['test']['rows']:,} rows, same feature columns")
     else:
         lines.append("Test data   none (no submission)")
+    lines += ["", *_columns_block(r["columns"])]
     width = max(len("class"), *(len(c["name"]) for c in r["classes"]))
     lines += [
         "",
@@ -201,6 +202,26 @@ def format_check(result: dict, overrides=()) -> str:
         lines += [""] + [f"Warning: {w}" for w in r["warnings"]]
     lines += ["", f"OK: ready for: {fit_command(r['config'], overrides)}"]
     return "\n".join(lines)
+
+
+def _columns_block(columns: list[dict]) -> list[str]:
+    """One entry per feature column: type, distinct and missing counts; side by side when many."""
+    width = max(len("column"), *(len(c["name"]) for c in columns))
+    cell = lambda name, kind, distinct, missing: f"{name:<{width}}  {kind:<11}  {distinct:>9}  {missing:>9}"
+    entries = [
+        cell(
+            c["name"],
+            c["type"],
+            "" if c["distinct"] is None else f"{c['distinct']:,}",
+            "" if c["missing"] is None else f"{c['missing']:,}",
+        )
+        + (f"  {c['note']}" if c["note"] else "")
+        for c in columns
+    ]
+    per_line = 1 if len(columns) <= 20 or any(c["note"] for c in columns) else 2
+    head = "  ".join([cell("column", "type", "distinct", "missing")] * per_line)
+    rows = ["  ".join(entries[i : i + per_line]) for i in range(0, len(entries), per_line)]
+    return ["Columns:", f"  {head}", *(f"  {r}" for r in rows)]
 
 
 def one_line(result: dict) -> str:

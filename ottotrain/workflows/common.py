@@ -80,6 +80,8 @@ def load_data(cfg: Config, smoke=False, test=True) -> tuple[TrainData, tuple | N
             train.features,
             nrows=nrows,
             allow_missing=cfg.data.missing != "none",
+            types=train.types,
+            na_values=cfg.data.na_values,
         )
     return train, rows
 
@@ -99,6 +101,7 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
             train.features,
             train.classes,
             train.y[tr],
+            train.types,
         )
     except DataError as e:  # e.g. data.knn and a class too small: say which file
         raise DataError(f"{train.path}: {e}") from None
@@ -108,6 +111,7 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
         pre.transform(rows(va), overwrite=True),
         train.y[va],
         len(train.classes),
+        pre.input_block(),
     )
     return pre, arrays
 
@@ -150,10 +154,34 @@ def unseen_missing_line(path, unseen: dict[str, int]) -> str:
     )
 
 
-def test_missing_note(cfg: Config, train: TrainData, test) -> str | None:
-    """The warning line for test rows with missing values where the training rows had none."""
-    if test is None or train.x is None or not has_nan(test[1]):
-        return None
-    had = set(np.flatnonzero(np.isnan(train.x).any(axis=0)).tolist())
-    unseen = gaps_outside(test[1], train.features, had)
-    return unseen_missing_line(data_paths(cfg.data)[1], unseen) if unseen else None
+def unseen_categories_line(path, unseen: dict[str, int]) -> str:
+    """The one line about categories the training file did not have (they count as 'other')."""
+    cols = ", ".join(f"{c} ({n})" for c, n in list(unseen.items())[:8]) + (", ..." if len(unseen) > 8 else "")
+    return (
+        f"{path}: {sum(unseen.values())} value(s) never seen at fit in column(s): {cols}; "
+        "they count as the 'other' category"
+    )
+
+
+def data_notes(cfg: Config, train: TrainData, test) -> list[str]:
+    """The warning lines about the data: columns dropped or read oddly at fit, test rows with
+    missing numbers where the training rows had none, categories the training rows lacked."""
+    notes = list(train.notes)
+    if test is None or train.x is None:
+        return notes
+    path, types = data_paths(cfg.data)[1], train.types
+    numeric = [j for j, f in enumerate(train.features) if f not in types.categorical]
+    xt = test[1] if len(numeric) == len(train.features) else test[1][:, numeric]
+    if has_nan(xt):
+        xn = train.x if len(numeric) == len(train.features) else train.x[:, numeric]
+        had = set(np.flatnonzero(np.isnan(xn).any(axis=0)).tolist())
+        unseen = gaps_outside(xt, [train.features[j] for j in numeric], had)
+        if unseen:
+            notes.append(unseen_missing_line(path, unseen))
+    cats = [j for j, f in enumerate(train.features) if f in types.categorical]
+    if cats:
+        counts = (test[1][:, cats] == -1).sum(axis=0)
+        new = {train.features[j]: int(n) for j, n in zip(cats, counts) if n}
+        if new:
+            notes.append(unseen_categories_line(path, new))
+    return notes

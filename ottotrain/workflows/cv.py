@@ -56,9 +56,9 @@ from ottotrain.workflows.common import (
     begin,
     class_weights,
     create_run_dir,
+    data_notes,
     load_data,
     member_arrays,
-    test_missing_note,
 )
 from ottotrain.workflows.fit import check_same_data
 
@@ -233,8 +233,7 @@ def run_cv(
 
     t0 = time.perf_counter()
     train, test = load_data(cfg, smoke, test)
-    note = test_missing_note(cfg, train, test)
-    if note:
+    for note in data_notes(cfg, train, test):
         log(f"Warning: {note}", 1)
     try:
         fold_of = fold_assignment(train.y, folds, cfg.seed)

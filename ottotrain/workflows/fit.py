@@ -33,9 +33,9 @@ from ottotrain.workflows.common import (
     begin,
     class_weights,
     create_run_dir,
+    data_notes,
     load_data,
     member_arrays,
-    test_missing_note,
 )
 
 
@@ -47,7 +47,7 @@ class Prepared(NamedTuple):
     arrays: Arrays  # the member's preprocessed training and validation rows
     x_test: tuple | None  # (test ids, preprocessed test features), or None without data.test
     va: np.ndarray  # the validation rows' indices in the table
-    note: str | None = None  # a warning about the test rows (missing values unseen at fit)
+    notes: list[str] | tuple = ()  # warning lines about the data (see common.data_notes)
 
 
 @dataclass
@@ -62,11 +62,11 @@ class _Run:
     timings: dict = field(default_factory=dict)
 
 
-def prepare(cfg: Config, smoke=False, test=True) -> Prepared:
+def prepare(cfg: Config, smoke=False, test=True, loaded=None) -> Prepared:
     """Load and check the data named by the config; split and preprocess it (and, unless
-    ``test`` is false, its test rows)."""
-    train, test = load_data(cfg, smoke, test)
-    note = test_missing_note(cfg, train, test)
+    ``test`` is false, its test rows). ``loaded``: ``load_data``'s result, if already read."""
+    train, test = load_data(cfg, smoke, test) if loaded is None else loaded
+    notes = data_notes(cfg, train, test)
     try:
         tr, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     except DataError as e:
@@ -74,7 +74,7 @@ def prepare(cfg: Config, smoke=False, test=True) -> Prepared:
     pre, arrays = member_arrays(cfg, train, tr, va)
     train.x = None  # its scaled row copies in ``arrays`` are all that is used from here on
     x_test = (test[0], pre.transform(test[1], overwrite=True)) if test is not None else None
-    return Prepared(train, pre, arrays, x_test, va, note)
+    return Prepared(train, pre, arrays, x_test, va, notes)
 
 
 def check_same_data(path: Path, pre):
@@ -136,11 +136,13 @@ def fit(
         + (" [smoke]" if smoke else ""),
         1,
     )
-    if data.note:
-        log(f"Warning: {data.note}", 1)
+    for note in data.notes:
+        log(f"Warning: {note}", 1)
     cw = class_weights(cfg, arrays.y_train, train.classes)
     # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
-    summary = engine.build.check_model(cfg, pre.n_outputs, len(train.classes), len(arrays.y_train))
+    summary = engine.build.check_model(
+        cfg, pre.n_outputs, len(train.classes), len(arrays.y_train), pre.input_block()
+    )
 
     if resume_dir is not None:
         run_dir = resume_dir

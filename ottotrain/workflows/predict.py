@@ -10,7 +10,7 @@ from ottotrain.data import id_name, load_test, missing_allowed
 from ottotrain.errors import DataError
 from ottotrain.io import check_output_path
 from ottotrain.runs.artifacts import write_submission
-from ottotrain.workflows.common import unseen_missing_line
+from ottotrain.workflows.common import unseen_categories_line, unseen_missing_line
 from ottotrain.workflows.predictor import open_run
 
 # A run's own files, which a submission must never overwrite.
@@ -38,8 +38,21 @@ def predict(run_dir, test_csv, out=None) -> dict:
     predictor = open_run(run_dir)
     s = predictor.state
     t0 = time.perf_counter()
-    ids, x = load_test(test_csv, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
-    unseen = predictor.members[0].pre.unseen_missing(x)
+    ids, x = load_test(
+        test_csv,
+        s.id_column,
+        s.target_column,
+        s.features,
+        allow_missing=missing_allowed(s),
+        types=s.column_types(),
+        na_values=s.na_values or (),
+    )
+    pre = predictor.members[0].pre
+    warnings = []
+    if unseen := pre.unseen_missing(x):
+        warnings.append(unseen_missing_line(test_csv, unseen))
+    if new := pre.unseen_categories(x):
+        warnings.append(unseen_categories_line(test_csv, new))
     proba = predictor.predict_proba(x)
     if out is None:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
@@ -50,5 +63,5 @@ def predict(run_dir, test_csv, out=None) -> dict:
         "rows": int(len(ids)),
         "seconds": round(dt, 3),
         "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None,
-        "warnings": [unseen_missing_line(test_csv, unseen)] if unseen else [],
+        "warnings": warnings,
     }

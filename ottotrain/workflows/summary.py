@@ -4,42 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ottotrain import engine, runs
 from ottotrain.config import load_config, member_config
-from ottotrain.data import data_paths, feature_columns, read_columns, read_header, read_table
-from ottotrain.data.tables import missing_column_error
+from ottotrain.data import load_train
 from ottotrain.errors import DataError, RunError
+from ottotrain.features import Preprocessor
+from ottotrain.features.preprocess import KnnState
 from ottotrain.io import read_json
 from ottotrain.workflows.predictor import is_cv_run, open_run
 
 
-def data_sizes(cfg) -> tuple[int, int]:
-    """(model input width, number of classes), from the header, the target column and (for
-    data.missing: auto) which feature columns have missing values."""
-    path = data_paths(cfg.data)[0]
-    cols = read_header(path, "train")
-    if cfg.data.target_column not in cols:
-        raise missing_column_error(path, cols, cfg.data, "target_column")
-    feats = feature_columns(cols, cfg.data, path)
-    target = read_table(path, "train", usecols=[cfg.data.target_column])[cfg.data.target_column]
-    n_classes = int(target.dropna().astype(str).nunique())
-    knn = n_classes * len(cfg.data.knn.k) if cfg.data.knn else 0  # distances to each class
-    return len(feats) * (2 if cfg.data.tfidf else 1) + knn + _indicators(cfg, path, feats), n_classes
+def data_sizes(cfg):
+    """(model input width, number of classes, the ``InputBlock`` of embeddings or None, the
+    inputs in words).
 
-
-def _indicators(cfg, path, feats) -> int:
-    """data.missing's "was missing" columns: every feature, or (auto) those with missing values."""
-    if cfg.data.missing == "all":
-        return len(feats)
-    if cfg.data.missing == "none":
-        return 0
-    try:  # the fast, cached reader first
-        x, _ = read_columns(path, "train", feats, (), allow_missing=True)
-    except DataError:  # a bad cell is fit's to report: here only which columns have gaps
-        return int(read_table(path, "train", usecols=feats).isna().any().sum())
-    return int(np.isnan(x).any(axis=0).sum())
+    The preprocessing is fitted on every training row, as a fit would on its training
+    part: the "was missing" columns and the categories' encodings depend on the data. KNN
+    features are counted, not computed (one per class and k).
+    """
+    train = load_train(cfg.data)
+    data_cfg = cfg.data.model_copy(update={"knn": None})
+    try:
+        pre = Preprocessor.fit(train.x, data_cfg, train.features, train.classes, train.y, train.types)
+    except DataError as e:
+        raise DataError(f"{train.path}: {e}") from None
+    if cfg.data.knn:  # counted only: no reference rows
+        pre.state.knn = KnnState(list(cfg.data.knn.k), "")
+    return pre.n_outputs, len(train.classes), pre.input_block(), pre.describe_inputs()
 
 
 def _run_summary(run_dir: Path) -> str:
@@ -74,8 +65,8 @@ def summarize(target, overrides=()) -> str:
     out = []
     for k in range(max(1, len(variants))):
         mcfg = member_config(cfg, k)
-        n_features, n_classes = data_sizes(mcfg)
-        model = engine.build.build_model(mcfg, n_features, n_classes, compile=False)
+        n_features, n_classes, inputs, described = data_sizes(mcfg)
+        model = engine.build.build_model(mcfg, n_features, n_classes, compile=False, inputs=inputs)
         head = f"cv.variants[{k}] {variants[k]}: " if variants else ""
-        out.append(f"{head}{n_features} features, {n_classes} classes\n" + engine.build.summary_text(model))
+        out.append(f"{head}{described}; {n_classes} classes\n" + engine.build.summary_text(model))
     return "\n\n".join(out)
