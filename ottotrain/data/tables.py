@@ -199,7 +199,8 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     if unknown:
         raise DataError(
             f"{path}: data.columns names column(s) not in the file: {unknown[0]!r}"
-            f"{did_you_mean(unknown[0], cols)}{' (and more)' if len(unknown) > 1 else ''}"
+            f"{did_you_mean(unknown[0], cols)}{' (and more)' if len(unknown) > 1 else ''}; "
+            "name columns of the training file there"
         )
     allow = data_cfg.missing != "none"
     dropped = {c: "data.columns" for c in feats if declared.get(c) == DROP}

@@ -1,0 +1,117 @@
+"""Public tables with text columns: the tutorial's configs/mlp.yaml against LightGBM, same split.
+
+    python bench/public_tables.py DIR [CONFIG]
+
+DIR holds public CSVs that the project does not ship (bench/RESULTS_AB.md says where they
+come from). For each table listed in TABLES that is in DIR: a stratified 80/20 split
+(seed 0) into DIR/split/<name>/train.csv, test.csv (no target) and holdout.csv (the test
+rows with their target); then, with nothing but --set of paths, id and target,
+``ottotrain fit CONFIG`` (default configs/mlp.yaml) and ``ottotrain evaluate`` on the
+holdout; and LightGBM on the same training rows (pandas categories, 15 % of the training
+rows for early stopping, as fit holds out 15 % for its best epoch). Prints one row per
+table: rows, columns (categorical), ottotrain's and LightGBM's holdout log loss, ratio.
+Needs lightgbm (pip install lightgbm).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+from sklearn.model_selection import train_test_split
+
+ROOT = Path(__file__).resolve().parents[1]
+# (file, target column, columns removed before the split: a copy of the target)
+TABLES = [
+    ("diamonds.csv", "cut", []),
+    ("penguins.csv", "species", []),
+    ("mpg.csv", "origin", []),
+    ("titanic.csv", "survived", ["alive"]),
+    ("taxis.csv", "payment", []),
+]
+
+
+def split(src: Path, target: str, drop, out: Path):
+    df = pd.read_csv(src).drop(columns=drop)
+    df = df[df[target].notna()].reset_index(drop=True)  # unlabelled rows are not for scoring
+    tr, te = train_test_split(df, test_size=0.2, random_state=0, stratify=df[target])
+    out.mkdir(parents=True, exist_ok=True)
+    tr.to_csv(out / "train.csv", index=False)
+    te.drop(columns=[target]).to_csv(out / "test.csv", index=False)
+    te.to_csv(out / "holdout.csv", index=False)
+    return tr, te
+
+
+def ottotrain(out: Path, target: str, config: Path) -> tuple[float, float]:
+    sets = [
+        f"data.train={out / 'train.csv'}",
+        f"data.test={out / 'test.csv'}",
+        "data.id_column=null",
+        f"data.target_column={target}",
+    ]
+    cmd = [sys.executable, "-m", "ottotrain", "fit", str(config), "--runs-root", str(out / "runs")]
+    t0 = time.perf_counter()
+    r = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"fit failed on {out}:\n{r.stderr[-2000:]}")
+    run = r.stdout.strip().splitlines()[-1]
+    for line in r.stderr.splitlines():
+        if line.startswith("Warning"):
+            print("   ", line[:200])
+    ev = subprocess.run(
+        [sys.executable, "-m", "ottotrain", "evaluate", run, str(out / "holdout.csv"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    if ev.returncode:
+        raise SystemExit(f"evaluate failed on {out}:\n{ev.stderr[-2000:]}")
+    return json.loads(ev.stdout)["log_loss"], wall
+
+
+def lightgbm(tr: pd.DataFrame, te: pd.DataFrame, target: str) -> tuple[float, float]:
+    classes = sorted(tr[target].astype(str).unique())
+    y_tr = pd.Categorical(tr[target].astype(str), categories=classes).codes
+    y_te = pd.Categorical(te[target].astype(str), categories=classes).codes
+    x_tr, x_te = tr.drop(columns=[target]).copy(), te.drop(columns=[target]).copy()
+    for c in x_tr.columns:
+        if not pd.api.types.is_numeric_dtype(x_tr[c]) or pd.api.types.is_bool_dtype(x_tr[c]):
+            cats = pd.Categorical(x_tr[c].astype(str)).categories
+            x_tr[c] = pd.Categorical(x_tr[c].astype(str), categories=cats)
+            x_te[c] = pd.Categorical(x_te[c].astype(str), categories=cats)
+    a, b, ya, yb = train_test_split(x_tr, y_tr, test_size=0.15, random_state=0, stratify=y_tr)
+    t0 = time.perf_counter()
+    model = lgb.LGBMClassifier(n_estimators=2000, learning_rate=0.05, verbose=-1, random_state=0)
+    model.fit(a, ya, eval_set=[(b, yb)], callbacks=[lgb.early_stopping(50, verbose=False)])
+    p = model.predict_proba(x_te)
+    return log_loss(y_te, p, labels=np.arange(len(classes))), time.perf_counter() - t0
+
+
+def main():
+    src = Path(sys.argv[1])
+    config = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "configs" / "mlp.yaml"
+    print(f"{'table':<10} {'rows':>6} {'cols':>9} {'ottotrain':>10} {'LightGBM':>9} {'ratio':>6}  seconds")
+    for name, target, drop in TABLES:
+        if not (src / name).exists():
+            continue
+        out = src / "split" / Path(name).stem
+        tr, te = split(src / name, target, drop, out)
+        cats = sum(not pd.api.types.is_numeric_dtype(tr[c]) for c in tr.columns if c != target)
+        ours, t_ours = ottotrain(out, target, config)
+        theirs, t_lgb = lightgbm(tr, te, target)
+        print(
+            f"{Path(name).stem:<10} {len(tr) + len(te):>6} {tr.shape[1] - 1:>4} ({cats:>2}) "
+            f"{ours:>10.4f} {theirs:>9.4f} {ours / theirs:>6.2f}  {t_ours:.0f} / {t_lgb:.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
