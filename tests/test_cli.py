@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SHARED_OTTO, tiny_config
+from tests.conftest import ROOT, SHARED_OTTO, error_line, tiny_config
 
 
 def _run_dir(result):
@@ -138,15 +138,17 @@ def test_same_config_works_on_other_columns_and_class_counts(tmp_path, write_con
 def test_summary_of_config_and_run(tiny_config_path, cli, tmp_path):
     r = cli("summary", tiny_config_path)
     assert r.exit_code == 0, r.output
-    assert "93 features, 9 classes" in r.output
+    assert "93 inputs: 93 numeric; 9 classes" in r.output
     assert "Total params: 1,657" in r.output  # 93*16+16 + 16*9+9
     cli("fit", tiny_config_path, "--run-dir", tmp_path / "run", "-q")
     r = cli("summary", tmp_path / "run")
     assert r.exit_code == 0 and "Total params: 1,657" in r.output
 
 
-def test_summary_does_not_check_feature_cells(tmp_path, write_config, cli, monkeypatch):
-    """summary does not validate feature cells: a broken feature cell does not matter to it."""
+def test_summary_reads_the_data_as_fit_does(tmp_path, write_config, cli, monkeypatch):
+    """The model's inputs depend on the columns' types (one-hot widths, embeddings, 'was
+    missing' columns): summary reads the training file as fit does, and a bad cell is the
+    same one-line error."""
     from ottotrain.data.synth import make_data
 
     train, _ = make_data(tmp_path / "d", rows=100, seed=0, test_rows=0)
@@ -157,10 +159,8 @@ def test_summary_does_not_check_feature_cells(tmp_path, write_config, cli, monke
     train.write_text("\n".join(lines) + "\n")
     cfg = tiny_config({"train": train, "test": None})
     del cfg["data"]["test"]
-    r = cli("summary", write_config(cfg))
-    assert r.exit_code == 0, r.output
-    r = cli("fit", write_config(cfg))
-    assert r.exit_code == 1 and "non-numeric" in r.output
+    errors = {cmd: error_line(cli(cmd, write_config(cfg))) for cmd in ("summary", "fit")}
+    assert errors["summary"] == errors["fit"] and "non-numeric value 'not-a-number'" in errors["fit"]
 
 
 # (id, what to summarize: made by the function, message fragments)

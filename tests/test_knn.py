@@ -126,7 +126,7 @@ def test_fit_predict_and_cv_with_knn_through_the_cli(tiny_data, tmp_path):
     assert len(list((tmp_path / "run").glob("knn-*.npz"))) == 1
     pre = Preprocessor.from_json((tmp_path / "run" / "preprocess.json").read_text())
     r = run_cli("summary", path)  # the width without training: counts + 2 distances per class
-    assert r.exit_code == 0 and f"{pre.n_outputs} features" in r.output, r.output
+    assert r.exit_code == 0 and f"{pre.n_outputs} inputs" in r.output, r.output
     assert pre.n_outputs == len(pre.state.features) + 2 * len(pre.state.classes)
     r = run_cli("check", path)
     assert r.exit_code == 0 and "KNN features (k = [1, 4])" in r.output, r.output

@@ -74,25 +74,38 @@ def _cells(values, n=3) -> str:
     return ", ".join(repr(v) for v in values[:n]) + (", ..." if len(values) > n else "")
 
 
-def _read(path: Path, features, others, known: dict[str, str], na_values) -> pa.Table:
-    """The columns as an Arrow table: known numeric columns as float32, other features as text."""
+def _read(path: Path, features, others, known: dict[str, str], na_values, infer=False) -> pa.Table:
+    """The columns as an Arrow table: known numeric columns as float32, other features as text
+    (``infer``: as Arrow's type inference reads them, text where it fails)."""
     fmt = columnar_format(path)
     if fmt is not None:
         return read_arrow(path, fmt, [*others, *features])
-    convert = pacsv.ConvertOptions(
-        column_types={f: pa.float32() if known.get(f) == NUMERIC else pa.string() for f in features},
-        include_columns=[*others, *features],
-        null_values=[*_NA_VALUES, *na_values],
-        strings_can_be_null=True,
-    )
+    text = pa.string()
+    types = {f: pa.float32() if known.get(f) == NUMERIC else text for f in features}
+    if infer:  # numbers come out as numbers: no text to parse again (the common case)
+        types = {f: t for f, t in types.items() if f in known}
+        try:
+            return _read_csv(path, [*others, *features], types, na_values)
+        except Exception:  # a later block disagrees with the first one's types: read as text
+            types = {f: pa.float32() if known.get(f) == NUMERIC else text for f in features}
     try:
-        return pacsv.read_csv(str(path), convert_options=convert)
+        return _read_csv(path, [*others, *features], types, na_values)
     except Exception:  # a malformed row, or text in a numeric column: pandas says which line
         df = read_table(path, "data", usecols=[*others, *features], na_values=na_values)
         for f in features:
             if df[f].dtype == object:  # mixed cells (numbers and text): all text, checked below
                 df[f] = df[f].where(df[f].isna(), df[f].astype(str))
         return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _read_csv(path: Path, columns, types: dict, na_values) -> pa.Table:
+    convert = pacsv.ConvertOptions(
+        column_types=types,
+        include_columns=columns,
+        null_values=[*_NA_VALUES, *na_values],
+        strings_can_be_null=True,
+    )
+    return pacsv.read_csv(str(path), convert_options=convert)
 
 
 def _is_number_type(t) -> bool:
@@ -110,14 +123,17 @@ def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _detect(path, name: str, col: pa.ChunkedArray) -> tuple[str, list[str]]:
     """(numeric or categorical, the punctuation cells of a numeric text column)."""
-    if _is_number_type(col.type):
-        return NUMERIC, []
+    if _is_number_type(col.type) or pa.types.is_null(col.type):
+        return NUMERIC, []  # (a column with no value at all: filled like any empty number)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         return CATEGORICAL, []  # booleans, dates, ...: their values are the categories
     col = _as_text(col)
     filled = col.drop_null()
     if len(filled) == 0:
         return NUMERIC, []  # all missing: nothing to categorize (filled like any empty column)
+    head = filled.slice(0, 2000)
+    if (pc.sum(pc.match_substring_regex(head, _NUMBER, ignore_case=True)).as_py() or 0) < len(head) / 2:
+        return CATEGORICAL, []  # mostly text from the start: a category (no pass over every cell)
     is_num = pc.match_substring_regex(filled, _NUMBER, ignore_case=True)
     n_num = pc.sum(is_num).as_py() or 0
     if n_num == len(filled):
@@ -203,7 +219,7 @@ def read_typed(
     known = declared if types is None else {**dict.fromkeys(types.numeric, NUMERIC)}
     if types is not None:
         known.update(dict.fromkeys(types.na_tokens, CATEGORICAL))  # read as text, then cleaned
-    table = _read(path, features, others, known, na_values)
+    table = _read(path, features, others, known, na_values, infer=types is None)
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no data rows")
     fit = types is None
