@@ -85,11 +85,12 @@ def lightgbm(tr: pd.DataFrame, te: pd.DataFrame, target: str) -> tuple[float, fl
         if not pd.api.types.is_numeric_dtype(x_tr[c]) or pd.api.types.is_bool_dtype(x_tr[c]):
             cats = pd.Categorical(x_tr[c].astype(str)).categories
             x_tr[c] = pd.Categorical(x_tr[c].astype(str), categories=cats)
-            x_te[c] = pd.Categorical(x_te[c].astype(str), categories=cats)
+            seen = x_te[c].astype(str).where(x_te[c].astype(str).isin(cats))  # unseen: missing
+            x_te[c] = pd.Categorical(seen, categories=cats)
     a, b, ya, yb = train_test_split(x_tr, y_tr, test_size=0.15, random_state=0, stratify=y_tr)
     t0 = time.perf_counter()
     model = lgb.LGBMClassifier(n_estimators=2000, learning_rate=0.05, verbose=-1, random_state=0)
-    model.fit(a, ya, eval_set=[(b, yb)], callbacks=[lgb.early_stopping(50, verbose=False)])
+    model.fit(a, ya, eval_X=(b,), eval_y=(yb,), callbacks=[lgb.early_stopping(50, verbose=False)])
     p = model.predict_proba(x_te)
     return log_loss(y_te, p, labels=np.arange(len(classes))), time.perf_counter() - t0
 

@@ -300,7 +300,10 @@ def test_restore_best_weights_false_keeps_last_epoch(tiny_data, write_config, tm
 def test_summary_shows_every_variant(cv_config, cv_run):
     text = run_cli("summary", cv_config).output
     assert "cv.variants[0] {}: 93 inputs: 93 numeric; 9 classes" in text
-    assert "cv.variants[1] {'data.tfidf': True, 'train.batch_size': 32}: 186 inputs: 93 numeric, 93 TF-IDF" in text
+    assert (
+        "cv.variants[1] {'data.tfidf': True, 'train.batch_size': 32}: 186 inputs: 93 numeric, 93 TF-IDF"
+        in text
+    )
     assert text.count("Total params") == 2
     text = run_cli("summary", cv_run).output
     assert "fold1-seed1 (cv.variants[0])" in text and "fold1-seed2 (cv.variants[1])" in text

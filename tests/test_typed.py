@@ -122,17 +122,24 @@ def test_declaring_the_id_column_is_a_config_error(cli, write_config, tiny_data)
 
 
 def test_test_file_is_read_as_fit_read_the_training_file(tmp_path):
-    train = _load(tmp_path, _table(c=COLOR, n=["1", "?", "2", "3"] * (N // 4)))
+    train = _load(tmp_path, _table(c=COLOR, n=["1", "?", "2", "3"] * (N // 4), b=[True, False] * (N // 2)))
     test = tmp_path / "test.csv"
     pd.DataFrame(
-        {"id": [1, 2, 3], "f1": [1, 2, 3], "c": ["red", "purple", None], "n": ["?", "5", None]}
+        {
+            "id": [1, 2, 3],
+            "f1": [1, 2, 3],
+            "c": ["red", "purple", None],
+            "n": ["?", "5", None],
+            "b": [True] * 3,
+        }
     ).to_csv(test, index=False)
     ids, x = load_test(test, "id", "target", train.features, allow_missing=True, types=train.types)
     c, n = train.features.index("c"), train.features.index("n")
+    assert (x[:, train.features.index("b")] >= 0).all()  # the cells' text, as at fit: True, not true
     assert x[0, c] == train.types.categorical["c"].index("red")
     assert x[1, c] == -1 and np.isnan(x[2, c])  # unseen value; missing
     assert np.isnan(x[0, n]) and x[1, n] == 5 and np.isnan(x[2, n])
-    pd.DataFrame({"id": [1], "f1": [1], "c": ["red"], "n": ["five"]}).to_csv(test, index=False)
+    pd.DataFrame({"id": [1], "f1": [1], "c": ["red"], "n": ["five"], "b": [True]}).to_csv(test, index=False)
     with pytest.raises(
         DataError, match=r"column 'n', line 2: non-numeric value 'five'; this column was numbers"
     ):

@@ -83,11 +83,22 @@ def _read(path: Path, features, others, known: dict[str, str], na_values, infer=
     text = pa.string()
     types = {f: pa.float32() if known.get(f) == NUMERIC else text for f in features}
     if infer:  # numbers come out as numbers: no text to parse again (the common case)
-        types = {f: t for f, t in types.items() if f in known}
         try:
-            return _read_csv(path, [*others, *features], types, na_values)
+            table = _read_csv(
+                path, [*others, *features], {f: t for f, t in types.items() if f in known}, na_values
+            )
         except Exception:  # a later block disagrees with the first one's types: read as text
-            types = {f: pa.float32() if known.get(f) == NUMERIC else text for f in features}
+            pass
+        else:
+            # Booleans, dates, times: their categories are the cells' text, as a test file's
+            # are read (Arrow would write True as "true").
+            odd = [f for f in features if not _plain_type(table.column(f).type)]
+            if not odd:
+                return table
+            again = _read_csv(path, odd, dict.fromkeys(odd, text), na_values)
+            for f in odd:
+                table = table.set_column(table.schema.get_field_index(f), f, again.column(f))
+            return table
     try:
         return _read_csv(path, [*others, *features], types, na_values)
     except Exception:  # a malformed row, or text in a numeric column: pandas says which line
@@ -106,6 +117,10 @@ def _read_csv(path: Path, columns, types: dict, na_values) -> pa.Table:
         strings_can_be_null=True,
     )
     return pacsv.read_csv(str(path), convert_options=convert)
+
+
+def _plain_type(t) -> bool:
+    return _is_number_type(t) or pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _is_number_type(t) -> bool:
