@@ -178,7 +178,7 @@ def test_preprocessing_round_trips_through_json(tmp_path):
     np.testing.assert_array_equal(pre.transform(train.x), again.transform(train.x))
     assert again.state.column_types() == train.types
     # f1, n, its 'was missing' column; then c one-hot: other, blue, green, red, missing
-    assert pre.n_outputs == 3 + 5 and pre.input_block() is None
+    assert pre.n_outputs == 3 + 5 and not pre.input_block().sizes
 
 
 @pytest.fixture(scope="module")

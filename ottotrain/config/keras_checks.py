@@ -18,7 +18,9 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from ottotrain.config.schema import SYMBOLS
+from pydantic import ValidationError
+
+from ottotrain.config.schema import OWN_LAYERS, SYMBOLS
 from ottotrain.errors import did_you_mean, fmt
 
 
@@ -198,6 +200,8 @@ def check_layer(i: int, item) -> tuple[str, dict]:
             path,
             f"each layer is one mapping {{LayerName: {{argument: value}}}} or a bare name, got {fmt(item)}",
         )
+    if isinstance(name, str) and name in OWN_LAYERS:
+        return name, _own_layer(i, name, args)
     if name == "Lambda":
         raise PathError(
             path,
@@ -234,6 +238,31 @@ def check_layer(i: int, item) -> tuple[str, dict]:
     return name, args
 
 
+def _own_layer(i: int, name: str, args) -> dict:
+    """An ottotrain layer's arguments, checked by its schema section (the defaults filled in)."""
+    path = f"model.layers[{i}].{name}"
+    if i != 0:
+        raise PathError(
+            path, f"{name} embeds the input columns, so it must open the layer list (be layers[0])"
+        )
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise PathError(
+            path, f"{name} takes a mapping of arguments, e.g. {{bins: 48, d_embedding: 16}}, got {fmt(args)}"
+        )
+    try:
+        return OWN_LAYERS[name].model_validate(args).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        key = err["loc"][0] if err["loc"] else None
+        hint = (
+            did_you_mean(str(key), OWN_LAYERS[name].model_fields) if err["type"] == "extra_forbidden" else ""
+        )
+        raise PathError(f"{path}.{where}" if where else path, f"{err['msg']}{hint}") from None
+
+
 def normalize_named(value, default_key="name") -> tuple[str, dict]:
     """Split ``'sgd'``, ``{name: sgd, ...}`` or a typed optimizer/loss into (name, kwargs)."""
     if hasattr(value, "given"):  # a typed section of the schema (schema._KerasPart)
@@ -251,8 +280,14 @@ def check_keras_parts(cfg) -> None:
             "model.layers",
             "needs at least one layer, e.g. [{Dense: {units: n_classes}}, {Activation: softmax}]",
         )
-    for i, item in enumerate(cfg.model.layers):
-        check_layer(i, item)
+    names = [check_layer(i, item)[0] for i, item in enumerate(cfg.model.layers)]
+    ens = cfg.model.ensemble
+    if ens is not None and "Dense" not in names:
+        raise PathError(
+            "model.ensemble",
+            f"a {ens.kind} ensemble turns the layer list's Dense layers into k members, and this "
+            "list has none; add {Dense: {units: n_classes}} or remove model.ensemble",
+        )
 
 
 def needs_train_accuracy(cfg) -> bool:

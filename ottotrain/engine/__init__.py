@@ -13,12 +13,14 @@ _SUBMODULES = (
     "build",
     "callbacks",
     "checkpoints",
+    "ensemble",
     "env",
     "inference",
     "keras_compat",
     "layers",
     "loop",
     "member",
+    "numeric_embeddings",
 )
 
 

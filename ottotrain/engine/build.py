@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from ottotrain.config import SYMBOLS, check_layer, keras_spec, needs_train_accuracy, normalize_named
 from ottotrain.config.keras_checks import spec_is_current, spec_note
+from ottotrain.config.schema import OWN_LAYERS
 from ottotrain.engine import keras_compat
+from ottotrain.engine.ensemble import EnsembleDense, EnsembleMean, EnsembleScale, EnsembleStart
 from ottotrain.engine.env import keras
 from ottotrain.engine.layers import CategoryEmbedding
+from ottotrain.engine.numeric_embeddings import PeriodicEmbedding, PiecewiseLinearEmbedding
 from ottotrain.errors import ConfigError, did_you_mean, first_line
 
 
@@ -119,19 +124,16 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True, inpu
     sizes = {"n_classes": n_classes, "n_features": n_features}
     model = keras.Sequential(name=cfg.name or "ottotrain")
     model.add(keras.Input(shape=(n_features,), name="features"))
-    if inputs is not None:
+    if inputs is not None and inputs.sizes:
         model.add(
             CategoryEmbedding(inputs.passthrough, inputs.sizes, inputs.dims, inputs.names, name="categories")
         )
-    for i, item in enumerate(cfg.model.layers):
-        name, args = check_layer(i, item)
-        path = f"model.layers[{i}].{name}"
-        cls = _keras_class(keras.layers, name)
-        if cls is None or not issubclass(cls, keras.layers.Layer):
-            raise _lacks(f"{cfg.source}: {path}", "layer", name)
-        kwargs = layer_kwargs(args, sizes, f"{cfg.source}: {path}")
+    layers = _layers(cfg, sizes, inputs)
+    if cfg.model.ensemble is not None:
+        layers = _ensemble(layers, cfg.model.ensemble)
+    for path, layer in layers:
         try:
-            model.add(cls(**kwargs))
+            model.add(layer)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {first_line(e)}") from None
     out = model.output_shape
@@ -143,6 +145,79 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True, inpu
     if compile:
         compile_model(model, cfg)
     return model
+
+
+def _layers(cfg, sizes, inputs) -> list[tuple[str, object]]:
+    """The config's layers, made: (key path, layer) each."""
+    out = []
+    for i, item in enumerate(cfg.model.layers):
+        name, args = check_layer(i, item)
+        path = f"model.layers[{i}].{name}"
+        if name in OWN_LAYERS:
+            out.append((path, _embedding(cfg, path, name, args, sizes, inputs)))
+            continue
+        cls = _keras_class(keras.layers, name)
+        if cls is None or not issubclass(cls, keras.layers.Layer):
+            raise _lacks(f"{cfg.source}: {path}", "layer", name)
+        kwargs = layer_kwargs(args, sizes, f"{cfg.source}: {path}")
+        try:
+            out.append((path, cls(**kwargs)))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{cfg.source}: {path}: Keras rejected this layer: {first_line(e)}") from None
+    return out
+
+
+def _embedding(cfg, path: str, name: str, args: dict, sizes, inputs):
+    """A numeric embedding that opens the layer list: it embeds the numeric block only."""
+    columns = inputs.numeric if inputs is not None else sizes["n_features"]
+    if columns == 0:
+        raise ConfigError(f"{cfg.source}: {path}: the data has no numeric column to embed; remove {name}")
+    if name == "PeriodicEmbedding":
+        return PeriodicEmbedding(
+            args["frequencies"],
+            args["d_embedding"],
+            args["sigma"],
+            columns=columns,
+            activation=args["activation"],
+            lite=args["lite"],
+        )
+    if inputs is None or not inputs.edges:
+        raise ValueError("PiecewiseLinearEmbedding needs the quantile bins fitted on the training rows")
+    return PiecewiseLinearEmbedding(
+        inputs.edges, args["d_embedding"], columns=columns, activation=args["activation"]
+    )
+
+
+def _ensemble(layers, ens) -> list[tuple[str, object]]:
+    """The layer list as k members (``model.ensemble``): see ``engine.ensemble``.
+
+    Numeric embeddings stay before the members (one per row, shared). ``batch``: every
+    Dense becomes a shared-kernel EnsembleDense with per-member scales and biases, the
+    first one's input scales at random signs (TabM); ``mini``: one per-member scale at the
+    input, the Dense layers shared as they are; ``packed``: every Dense k independent
+    ones. The last Dense is always k heads (packed). Dropout, normalisation and activations
+    act on each member's rows. The members' probabilities are averaged at the end.
+    """
+    k = ens.k
+    lead = 1 if layers and isinstance(layers[0][1], (PiecewiseLinearEmbedding, PeriodicEmbedding)) else 0
+    dense = [j for j, (_, layer) in enumerate(layers) if type(layer) is keras.layers.Dense]
+    out = [*layers[:lead], ("model.ensemble", EnsembleStart(k))]
+    if ens.kind == "mini":
+        out.append(("model.ensemble", EnsembleScale(k)))
+    first = True
+    for j, (path, layer) in enumerate(layers[lead:], lead):
+        if j not in dense or (ens.kind == "mini" and j != dense[-1]):
+            out.append((path, layer))
+            continue
+        kind = "packed" if ens.kind == "packed" or j == dense[-1] else "batch"
+        out.append(
+            (
+                path,
+                EnsembleDense.from_dense_config(layer.get_config(), k, kind, first=first and kind == "batch"),
+            )
+        )
+        first = False
+    return [*out, ("model.ensemble", EnsembleMean())]
 
 
 def make_optimizer(cfg):
@@ -234,7 +309,23 @@ def check_model(cfg, n_features: int, n_classes: int, n_train: int, inputs=None)
 
 
 def summary_text(model) -> str:
-    """The Keras summary as a string (no rich markup, fixed width)."""
+    """The Keras summary as a string (no rich markup, fixed width), and an ensemble's members."""
     lines = []
     model.summary(print_fn=lambda s, **kw: lines.append(s), line_length=80)
-    return "\n".join(lines)
+    return "\n".join(lines + ensemble_lines(model))
+
+
+def ensemble_lines(model) -> list[str]:
+    """For a model of k members: its shared parameters and each member's own."""
+    start = [layer for layer in model.layers if isinstance(layer, EnsembleStart)]
+    if not start:
+        return []
+    k, shared, own = start[0].k, 0, 0
+    for layer in model.layers:
+        for w in layer.weights:
+            n = int(np.prod(w.shape))
+            mine = isinstance(layer, EnsembleScale) or (
+                isinstance(layer, EnsembleDense) and (layer.kind == "packed" or w is not layer.kernel)
+            )
+            own, shared = (own + n, shared) if mine else (own, shared + n)
+    return [f" Ensemble: {k} members; {shared:,} shared parameters, {own // k:,} of each member's own"]

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ottotrain.engine import layers  # noqa: F401  (registers ottotrain's layers for loading)
+from ottotrain.engine import ensemble, layers, numeric_embeddings  # noqa: F401  (registers ottotrain's layers)
 from ottotrain.engine.env import keras
 from ottotrain.errors import RunError, first_line
 from ottotrain.runs.artifacts import proba_rows

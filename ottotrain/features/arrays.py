@@ -18,4 +18,4 @@ class Arrays:
     x_val: np.ndarray
     y_val: np.ndarray
     n_classes: int
-    inputs: InputBlock | None = None  # the embedding columns at the end of x, if any
+    inputs: InputBlock | None = None  # what x's columns are (embedding columns at the end, bins)

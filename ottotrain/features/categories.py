@@ -78,13 +78,18 @@ def unseen(states: list[CategoryState], xc: np.ndarray) -> dict[str, int]:
 
 @dataclass
 class InputBlock:
-    """How the model's input columns split: ``passthrough`` numbers first, then one embedding
-    index column per entry of ``sizes`` (vocabulary sizes) and ``dims`` (widths)."""
+    """How the model's input columns split: ``numeric`` columns of the numeric block (numbers,
+    TF-IDF, KNN, 'was missing'), then one-hot columns (``passthrough`` in all), then one
+    embedding index column per entry of ``sizes`` (vocabulary sizes) and ``dims`` (widths).
+    ``edges``: the quantile bins of the numeric block's columns, for a model that opens with
+    a PiecewiseLinearEmbedding."""
 
     passthrough: int
     sizes: list[int]
     dims: list[int]
     names: list[str]
+    numeric: int = 0
+    edges: list[list[float]] | None = None
 
     @property
     def width(self) -> int:

@@ -18,6 +18,7 @@ from scipy.special import ndtri
 from ottotrain.data.typed import ColumnTypes
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import knn
+from ottotrain.features.bins import quantile_edges
 from ottotrain.features.categories import (
     EMBEDDING,
     ONE_HOT,
@@ -71,6 +72,7 @@ class PreprocessState:
     dropped: dict[str, str] | None = None  # columns of the training file left out, and why
     na_tokens: dict[str, list[str]] | None = None  # numeric columns' text cells read as missing
     na_values: list[str] | None = None  # data.na_values
+    bins: list[list[float]] | None = None  # PiecewiseLinearEmbedding's quantile edges, per input
 
     def to_dict(self) -> dict:
         """The JSON layout: a setting that does not apply is left out, not written as null
@@ -242,14 +244,28 @@ class Preprocessor:
         n += len(s.indicators or ())
         return n + sum(c.size if c.encoding == ONE_HOT else 1 for c in s.categorical or ())
 
-    def input_block(self) -> InputBlock | None:
-        """The embedding columns at the end of the input (None: the model needs no embedding)."""
+    @property
+    def numeric_width(self) -> int:
+        """The numeric block's columns: numbers, TF-IDF, KNN and 'was missing' (the first ones)."""
+        cats = self.state.categorical or ()
+        return self.n_outputs - sum(c.size if c.encoding == ONE_HOT else 1 for c in cats)
+
+    def input_block(self) -> InputBlock:
+        """What the model's input columns are (embedding columns at the end, bins)."""
         emb = [c for c in self.state.categorical or () if c.encoding == EMBEDDING]
-        if not emb:
-            return None
         return InputBlock(
-            self.n_outputs - len(emb), [c.size for c in emb], [c.dim for c in emb], [c.column for c in emb]
+            self.n_outputs - len(emb),
+            [c.size for c in emb],
+            [c.dim for c in emb],
+            [c.column for c in emb],
+            self.numeric_width,
+            self.state.bins,
         )
+
+    def fit_bins(self, z, bins: int) -> None:
+        """Quantile bins of the numeric block of ``z`` (transformed training rows), for a
+        PiecewiseLinearEmbedding; kept in the state (preprocess.json)."""
+        self.state.bins = quantile_edges(z[:, : self.numeric_width], bins)
 
     def describe_inputs(self) -> str:
         """The input block in words: what each part of the model's input is."""

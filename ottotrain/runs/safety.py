@@ -15,7 +15,15 @@ from ottotrain.errors import RunError
 # What a .keras file written by ottotrain holds (Keras' own zip layout).
 MODEL_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 # ottotrain's own registered layers (engine/layers.py): the only classes from outside Keras.
-OWN_LAYERS = {"ottotrain>CategoryEmbedding": "ottotrain.engine.layers"}
+OWN_LAYERS = {
+    "ottotrain>CategoryEmbedding": "ottotrain.engine.layers",
+    "ottotrain>PiecewiseLinearEmbedding": "ottotrain.engine.numeric_embeddings",
+    "ottotrain>PeriodicEmbedding": "ottotrain.engine.numeric_embeddings",
+    "ottotrain>EnsembleStart": "ottotrain.engine.ensemble",
+    "ottotrain>EnsembleScale": "ottotrain.engine.ensemble",
+    "ottotrain>EnsembleDense": "ottotrain.engine.ensemble",
+    "ottotrain>EnsembleMean": "ottotrain.engine.ensemble",
+}
 # Class names that carry Python code (bytecode or a function looked up by name).
 _CODE_CLASSES = ("Lambda", "__lambda__", "function", "__typespec__", "TFOpLambda")
 

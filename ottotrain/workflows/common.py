@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ottotrain import runs
-from ottotrain.config import Config, config_to_dict, dump_yaml
+from ottotrain.config import Config, check_layer, config_to_dict, dump_yaml
 from ottotrain.data import TrainData, data_paths, load_test, load_train
 from ottotrain.errors import ConfigError, DataError
 from ottotrain.features import Preprocessor
@@ -105,15 +105,24 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
         )
     except DataError as e:  # e.g. data.knn and a class too small: say which file
         raise DataError(f"{train.path}: {e}") from None
+    z_tr = pre.transform(x_tr, overwrite=True, fitted_rows=True)
+    bins = first_layer_bins(cfg)
+    if bins:
+        pre.fit_bins(z_tr, bins)
     arrays = Arrays(
-        pre.transform(x_tr, overwrite=True, fitted_rows=True),
-        train.y[tr],
-        pre.transform(rows(va), overwrite=True),
-        train.y[va],
-        len(train.classes),
-        pre.input_block(),
+        z_tr, train.y[tr], pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes)
     )
+    arrays.inputs = pre.input_block()
     return pre, arrays
+
+
+def first_layer_bins(cfg: Config) -> int | None:
+    """The bins of a PiecewiseLinearEmbedding that opens the layer list (they are fitted on
+    the training rows, by the preprocessing), or None."""
+    first = cfg.model.layers[0] if cfg.model.layers else None
+    if isinstance(first, dict) and "PiecewiseLinearEmbedding" in first:
+        return check_layer(0, first)[1]["bins"]
+    return None
 
 
 def class_weights(cfg: Config, y, classes) -> dict | None:

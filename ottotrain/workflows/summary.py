@@ -11,6 +11,7 @@ from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.preprocess import KnnState
 from ottotrain.io import read_json
+from ottotrain.workflows.common import first_layer_bins
 from ottotrain.workflows.predictor import is_cv_run, open_run
 
 
@@ -28,6 +29,8 @@ def data_sizes(cfg):
         pre = Preprocessor.fit(train.x, data_cfg, train.features, train.classes, train.y, train.types)
     except DataError as e:
         raise DataError(f"{train.path}: {e}") from None
+    if bins := first_layer_bins(cfg):  # a PiecewiseLinearEmbedding's bins, as fit finds them
+        pre.fit_bins(pre.transform(train.x), bins)
     if cfg.data.knn:  # counted only: no reference rows
         pre.state.knn = KnnState(list(cfg.data.knn.k), "")
     return pre.n_outputs, len(train.classes), pre.input_block(), pre.describe_inputs()
