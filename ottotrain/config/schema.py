@@ -788,7 +788,7 @@ class TrainConfig(_Strict):
 class EnsembleConfig(_Strict):
     """k members in one network (TabM, Gorishniy et al. 2025; BatchEnsemble): applied to the layer list."""
 
-    k: int = Field(ge=1, le=256, description="Members.")
+    k: int = Field(ge=1, le=256, description="Members; 1 is the plain model.")
     kind: Literal["batch", "mini", "packed"] = Field(
         "batch",
         description="batch: every Dense shares its kernel, each member has its own scales before "

@@ -129,7 +129,7 @@ def build_model(cfg, n_features: int, n_classes: int, compile: bool = True, inpu
             CategoryEmbedding(inputs.passthrough, inputs.sizes, inputs.dims, inputs.names, name="categories")
         )
     layers = _layers(cfg, sizes, inputs)
-    if cfg.model.ensemble is not None:
+    if cfg.model.ensemble is not None and cfg.model.ensemble.k > 1:  # one member: the plain model
         layers = _ensemble(layers, cfg.model.ensemble)
     for path, layer in layers:
         try:

@@ -148,7 +148,7 @@ def _train_epochs(model, job, log, state, callbacks):
     y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
     validation = Validation(arrays.x_val, arrays.y_val)
     ens = cfg.model.ensemble
-    members = ens.k if ens is not None else 1
+    members = ens.k if ens is not None else 1  # k = 1 builds the plain model: one order
     batches = EpochBatches(arrays.x_train, y_train, t.batch_size, members)
 
     best_weights = None  # the best epoch's model variables, kept in memory
