@@ -78,8 +78,8 @@ def test_loss_is_the_mean_of_member_losses_and_prediction_their_mean(tiny_data):
     build.setup(1, True)
     model = build.build_model(cfg, f, c, compile=False, inputs=inputs)
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="categorical_crossentropy")
-    members = keras.Model(model.input, model.layers[-2].output)  # (k, rows, classes)
-    per_member = np.asarray(members(x, training=False))
+    members = keras.Model(model.inputs, model.layers[-2].output)  # (k, rows, classes)
+    per_member = np.asarray(members([x], training=False))
     own = per_member[np.arange(k)[:, None], np.arange(k * n).reshape(k, n)]  # member m on its rows
     direct = np.mean([-np.log(own[m, np.arange(n), y[m * n : (m + 1) * n]]).mean() for m in range(k)])
     loss = model.train_on_batch(x, keras.utils.to_categorical(y, c))
