@@ -139,27 +139,19 @@ class PiecewiseLinearEmbedding(_NumericEmbedding):
         packed, mask = pad_edges(self.edges)
         # float32 whatever the dtype policy (autocast=False): rounding the edges to float16 could
         # merge neighbouring ones into a bin of width 0.
-        self.bin_edges = self.add_weight(
-            shape=packed.shape,
-            initializer=packed,
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name="bin_edges",
-        )
-        self.bin_mask = self.add_weight(
-            shape=mask.shape,
-            initializer=mask,
-            trainable=False,
-            autocast=False,
-            dtype="float32",
-            name="bin_mask",
-        )
+        self.bin_edges = self._constant(packed, "bin_edges")
+        self.bin_mask = self._constant(mask, "bin_mask")
         self.kernel = self.add_weight(
             shape=(n, self.bins, self.d_embedding), initializer=_fan_in_uniform(self.bins), name="kernel"
         )
         self.bias = self.add_weight(
             shape=(n, self.d_embedding), initializer=_fan_in_uniform(self.bins), name="bias"
+        )
+
+    def _constant(self, value, name):
+        """A fixed float32 array kept among the weights, so the model file holds it."""
+        return self.add_weight(
+            shape=value.shape, initializer=value, trainable=False, autocast=False, dtype="float32", name=name
         )
 
     def encode(self, x):
