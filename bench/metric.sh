@@ -63,3 +63,14 @@ TF_NUM_INTRAOP_THREADS=1 ottotrain cv "$OUT/T1/best.yaml" --seeds 1 --set data.t
 TF_NUM_INTRAOP_THREADS=1 ottotrain cv configs/otto.yaml --seeds 1 $DATA --set data.test=null --run-dir "$OUT/O1b" &
 wait
 python bench/tune_holdout.py --config configs/otto-tune.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/T1cv"
+# 7. TabM-style ensembles (issue 18, 2026-12-02): three fits on the config's 15 % split to
+#    choose (plain configs/otto.yaml, + 4 members at width 512, + 8 members at width 256), then
+#    the chosen configs/otto-tabm.yaml on the 5 folds with test predictions, timed, and its OOF
+#    split into the choosing split's rows and the others (beside O1b from step 6).
+S="$DATA --set data.test=null"
+ottotrain fit configs/otto.yaml $S --run-dir "$OUT/P-plain" -q --json
+ottotrain fit configs/otto.yaml $S --set 'model.ensemble={k: 4}' --run-dir "$OUT/P-k4" -q --json
+ottotrain fit configs/otto.yaml $S --set 'model.ensemble={k: 8}' --set 'model.layers[1].Dense.units=256' \
+    --set 'model.layers[3].Dense.units=256' --set 'model.layers[5].Dense.units=256' --run-dir "$OUT/P-k8w256" -q --json
+time ottotrain cv configs/otto-tabm.yaml --seeds 1 $DATA --run-dir "$OUT/TB1"
+python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/TB1"
