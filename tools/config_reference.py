@@ -1,8 +1,9 @@
 """Generate the README's config reference from the config schema.
 
-Walks the pydantic model tree of ``ottotrain.config.Config`` and prints one Markdown table
-per section (the top level, ``data``, ``data.synthetic``, ``data.knn``, ``model``, ``train``,
-``train.early_stopping``, ...) with the columns key, type, default and description. The
+Walks the pydantic model tree of ``ottotrain.config.Config`` and prints the sections (the top
+level, ``data``, ``data.synthetic``, ``data.knn``, ``model``, ``train``,
+``train.early_stopping``, ...) as rows of one Markdown table with the columns key, type,
+default and description, each section opened by a row with its title. The
 descriptions come from each field's ``Field(description=...)``, a section's introduction
 from its class docstring. A field that holds a union of several sections (a discriminated
 union such as ``train.lr_schedule``) gets one table per member, under the parent key.
@@ -291,15 +292,26 @@ def _compact_union(key: str, members: list):
 
 
 def render() -> str:
+    """The reference: the key tables run on as one table, a section's title and introduction
+    in a row of their own; a section of another layout (the named optimizers, losses and
+    schedules) keeps its own heading and table."""
     from ottotrain.config import Config
 
-    out = []
+    out, keys_table = [], False
     for title, intro, header, rows in sections(Config):
-        out.append(f"#### {title}")
-        if intro:
-            out.append(_cell(intro))
-        out.append("| " + " | ".join(header) + " |")
-        out.append("|" + " --- |" * len(header))
+        if header[0] == "key":
+            if not keys_table:
+                out.append("| " + " | ".join(header) + " |")
+                out.append("|" + " --- |" * len(header))
+                keys_table = True
+            out.append(f"| **{title}** | | | {_cell(intro) if intro else ''} |")
+        else:
+            out.append(f"#### {title}")
+            if intro:
+                out.append(_cell(intro))
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + " --- |" * len(header))
+            keys_table = False
         out.extend("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows)
         # No blank lines: in GFM a table may follow a paragraph, and a heading ends a table.
     return "\n".join(out).rstrip() + "\n"

@@ -92,11 +92,11 @@ class CategoricalConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the CSVs are and how features are preprocessed."""
+    """Where the data files are and how features are preprocessed."""
 
     train: str | None = Field(
         None,
-        description="Training CSV (.csv or .csv.gz); relative to "
+        description="Training file (CSV, .csv.gz, Parquet or Feather); relative to "
         "the config file. Required unless data.synthetic is set.",
     )
     synthetic: SyntheticConfig | None = Field(
@@ -104,7 +104,9 @@ class DataConfig(_Strict):
         description="Use built-in synthetic Otto-shaped data instead of CSV files "
         "(generated once into the cache folder).",
     )
-    test: str | None = Field(None, description="Test CSV; with it, fit also writes submission.csv.")
+    test: str | None = Field(
+        None, description="Test file (any of those formats); with it, fit also writes submission.csv."
+    )
     id_column: str | None = Field(
         "id",
         description="Column holding the row id (copied to the submission); null: the files have "
