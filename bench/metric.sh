@@ -74,3 +74,5 @@ ottotrain fit configs/otto.yaml $S --set 'model.ensemble={k: 8}' --set 'model.la
     --set 'model.layers[3].Dense.units=256' --set 'model.layers[5].Dense.units=256' --run-dir "$OUT/P-k8w256" -q --json
 time ottotrain cv configs/otto-tabm.yaml --seeds 1 $DATA --run-dir "$OUT/TB1"
 python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/TB1"
+TB="$DATA --set data.test=null --set model.ensemble.shared_batches=true"
+time ottotrain cv configs/otto-tabm.yaml --seeds 1 $TB --run-dir "$OUT/TB2"
