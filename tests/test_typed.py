@@ -249,3 +249,11 @@ def test_only_ottotrains_own_layers_load_from_outside_keras(tmp_path):
     ):
         with pytest.raises(RunError, match="refusing"):
             check_model_file(archive(bad))
+
+
+def test_a_row_number_column_without_data_id_column_is_warned_about(tmp_path):
+    train = _load(tmp_path, _table(c=COLOR), id_column=None)
+    assert "id" in train.features  # still a feature: the warning says how to drop it
+    (note,) = [n for n in train.notes if "looks like a row id" in n]
+    assert "column 'id'" in note and "data.columns: {id: drop}" in note
+    assert not any("looks like a row id" in n for n in _load(tmp_path, _table(c=COLOR)).notes)

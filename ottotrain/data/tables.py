@@ -218,6 +218,8 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
             t = read_typed(path, feats, others, None, declared, data_cfg.na_values, allow)
         x, rest, feats, types, notes = t.x, t.rest, t.features, t.types, t.notes
     types.dropped = {**dropped, **types.dropped}
+    if idc is None:
+        notes += [_looks_like_row_id(path, f) for f in _row_ids(x, feats, types)]
     if not feats:
         raise DataError(f"{path}: no feature column is left ({', '.join(types.dropped)} dropped)")
     if nrows is not None and len(rest) > nrows:
@@ -256,6 +258,28 @@ def column_info(train: TrainData) -> list[ColumnInfo]:
         note = f"cells {', '.join(repr(t) for t in tokens)} read as missing" if tokens else ""
         out.append(ColumnInfo(f, kind, distinct, int(gaps.sum()), note))
     return out + [ColumnInfo(f, "dropped", None, None, why) for f, why in train.types.dropped.items()]
+
+
+def _row_ids(x, features, types) -> list[str]:
+    """Numeric features that count the rows (strictly increasing whole numbers): ids, not features."""
+    if len(x) < SAMPLE_ROWS // 100:
+        return []
+    out = []
+    for j, f in enumerate(features):
+        if f in types.categorical:
+            continue
+        col = x[:, j]
+        if col[0] == np.floor(col[0]) and (np.diff(col) > 0).all() and (col == np.floor(col)).all():
+            out.append(f)
+    return out
+
+
+def _looks_like_row_id(path, column: str) -> str:
+    return (
+        f"{path}: column '{column}' looks like a row id (a larger whole number on every row), and with "
+        f"data.id_column: null it is a feature; declare data.columns: {{{column}: drop}} or set "
+        f"data.id_column: {column}"
+    )
 
 
 def column_mismatch(path, cols, features, other=()) -> str | None:
