@@ -231,9 +231,12 @@ def read_typed(
     """
     path = Path(path)
     declared = dict(declared or {})
-    known = declared if types is None else {**dict.fromkeys(types.numeric, NUMERIC)}
-    if types is not None:
-        known.update(dict.fromkeys(types.na_tokens, CATEGORICAL))  # read as text, then cleaned
+    # Columns with punctuation cells are read as text, then cleaned (see _numbers).
+    known = (
+        declared
+        if types is None
+        else dict.fromkeys(types.numeric, NUMERIC) | dict.fromkeys(types.na_tokens, CATEGORICAL)
+    )
     table = _read(path, features, others, known, na_values, infer=types is None)
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no data rows")
@@ -269,8 +272,9 @@ def read_typed(
     if num is not None and xn is None:  # a missing or infinite number: say where
         xn = check_features(num.to_pandas(), path, numeric, allow_missing)
     x = np.empty((table.num_rows, len(kept)), dtype=np.float32)
+    where = {f: i for i, f in enumerate(numeric)}
     for j, f in enumerate(kept):
-        x[:, j] = cols[f] if f in types.categorical else xn[:, numeric.index(f)]
+        x[:, j] = cols[f] if f in types.categorical else xn[:, where[f]]
     if fit:
         types.numeric = numeric
         types.categorical = {f: types.categorical[f] for f in kept if f in types.categorical}

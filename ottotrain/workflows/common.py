@@ -109,11 +109,8 @@ def member_arrays(cfg: Config, train: TrainData, tr, va) -> tuple[Preprocessor, 
     bins = first_layer_bins(cfg)
     if bins:
         pre.fit_bins(z_tr, bins)
-    arrays = Arrays(
-        z_tr, train.y[tr], pre.transform(rows(va), overwrite=True), train.y[va], len(train.classes)
-    )
-    arrays.inputs = pre.input_block()
-    return pre, arrays
+    x_va = pre.transform(rows(va), overwrite=True)
+    return pre, Arrays(z_tr, train.y[tr], x_va, train.y[va], len(train.classes), pre.input_block())
 
 
 def first_layer_bins(cfg: Config) -> int | None:
@@ -154,21 +151,24 @@ def require_tensorboard(cfg: Config) -> None:
         )
 
 
+def _per_column(counts: dict[str, int]) -> str:
+    """'a (3), b (1)': the first 8 columns and their counts."""
+    return ", ".join(f"{c} ({n})" for c, n in list(counts.items())[:8]) + (", ..." if len(counts) > 8 else "")
+
+
 def unseen_missing_line(path, unseen: dict[str, int]) -> str:
     """The one line about missing values where the training rows had none (filled all the same)."""
-    cols = ", ".join(f"{c} ({n})" for c, n in list(unseen.items())[:8]) + (", ..." if len(unseen) > 8 else "")
     return (
-        f"{path}: {sum(unseen.values())} missing value(s) in column(s) that had none at fit: {cols}; "
-        "filled with the training medians (no 'was missing' column for them)"
+        f"{path}: {sum(unseen.values())} missing value(s) in column(s) that had none at fit: "
+        f"{_per_column(unseen)}; filled with the training medians (no 'was missing' column for them)"
     )
 
 
 def unseen_categories_line(path, unseen: dict[str, int]) -> str:
     """The one line about categories the training file did not have (they count as 'other')."""
-    cols = ", ".join(f"{c} ({n})" for c, n in list(unseen.items())[:8]) + (", ..." if len(unseen) > 8 else "")
     return (
-        f"{path}: {sum(unseen.values())} value(s) never seen at fit in column(s): {cols}; "
-        "they count as the 'other' category"
+        f"{path}: {sum(unseen.values())} value(s) never seen at fit in column(s): "
+        f"{_per_column(unseen)}; they count as the 'other' category"
     )
 
 
