@@ -15,6 +15,7 @@ _SUBMODULES = (
     "checkpoints",
     "ensemble",
     "env",
+    "export",
     "inference",
     "keras_compat",
     "layers",

@@ -354,6 +354,13 @@ class Preprocessor:
 
     def _knn(self, x, fitted_rows=False):
         """The KNN features of raw rows ``x``; ``fitted_rows``: x is the rows given to fit."""
+        if fitted_rows and (self._ref_order is None or len(x) != len(self._ref_order)):
+            raise ValueError("fitted_rows=True needs the very rows given to Preprocessor.fit")
+        ref = self.knn_reference()
+        return knn.features(ref, x, self.state.knn.k, self._ref_order if fitted_rows else None)
+
+    def knn_reference(self) -> knn.Reference:
+        """The KNN reference rows (data.knn), read from the sidecar file on first use and checked."""
         if self._ref is None:
             name = str(self.state.knn.reference)
             path = (self.folder or Path(".")) / name
@@ -367,9 +374,7 @@ class Preprocessor:
                 ) from None
             if f"knn-{self._ref.digest}.npz" != path.name:
                 raise RunError(f"{path}: contents do not match its name; the run directory is damaged")
-        if fitted_rows and (self._ref_order is None or len(x) != len(self._ref_order)):
-            raise ValueError("fitted_rows=True needs the very rows given to Preprocessor.fit")
-        return knn.features(self._ref, x, self.state.knn.k, self._ref_order if fitted_rows else None)
+        return self._ref
 
     def save(self, path):
         """Write the JSON to ``path`` (atomically), the KNN reference rows beside it first."""

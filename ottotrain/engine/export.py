@@ -1,0 +1,274 @@
+"""A run as one TensorFlow graph: raw feature columns in, class probabilities out (SavedModel).
+
+Everything ``features.Preprocessor.transform`` does in numpy is done again here in
+TensorFlow ops, from the same fitted state (``PreprocessState``), so the SavedModel needs
+neither ottotrain nor the run directory: missing-value filling and 'was missing' columns,
+the transform, TF-IDF, the KNN features (the reference rows are variables of the
+SavedModel), scaling, and the category lookups ('other' bucket, missing as a category).
+The members' Keras models follow (their numeric embeddings and category embeddings are
+layers already), then the members' probabilities are averaged with their weights as
+``workflows.predictor.Predictor.predict_proba`` averages them.
+
+The serving signature takes one ``[None]`` tensor per feature column (float32 numbers,
+NaN missing; strings for categorical columns, ``""`` or a missing-value marker missing)
+and returns ``probabilities`` (rows x classes, float32) and ``classes`` (rows x classes,
+the class names, as TensorFlow's classification signatures have them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ottotrain.engine import ensemble, layers, numeric_embeddings  # noqa: F401  (registers ottotrain's layers)
+from ottotrain.engine.env import tf
+from ottotrain.features import knn
+from ottotrain.features.categories import EMBEDDING, ONE_HOT
+from ottotrain.features.preprocess import Preprocessor, PreprocessState
+
+SIGNATURE = "serving_default"
+KNN_CHUNK = knn.CHUNK  # query rows per distance matrix, as the numpy code computes them
+_QS = np.linspace(0, 1, Preprocessor.N_QUANTILES)
+
+
+@dataclass
+class GraphInput:
+    """One input of the signature: the feature ``column`` (CSV header) under its signature ``key``."""
+
+    column: str
+    key: str  # the column name made a valid signature key (see workflows.export.signature_keys)
+    categorical: bool
+
+
+@dataclass
+class GraphMember:
+    """One model of the run with what its preprocessing learned."""
+
+    name: str
+    state: PreprocessState
+    model: object  # a keras.Model
+    weight: float
+    reference: knn.Reference | None  # the KNN reference rows (state.knn set)
+
+
+def _signed_log1p(x):
+    # numpy's signed_log1p takes plain log1p for rows without negatives: the same values.
+    return tf.math.log1p(tf.maximum(x, 0.0)) - tf.math.log1p(tf.maximum(-x, 0.0))
+
+
+def _interp(x, xp, fp):
+    """np.interp per column: ``x`` (F, N) float64, ``xp`` (F, M) increasing, ``fp`` (M,)."""
+    m = xp.shape[1]
+    j = tf.searchsorted(xp, x, side="right") - 1  # the last knot <= x
+    jc = tf.clip_by_value(j, 0, m - 2)
+    x0, x1 = tf.gather(xp, jc, batch_dims=1), tf.gather(xp, jc + 1, batch_dims=1)
+    f0, f1 = tf.gather(fp, jc), tf.gather(fp, jc + 1)
+    inside = f0 + (f1 - f0) / tf.where(x1 > x0, x1 - x0, 1.0) * (x - x0)
+    return tf.where(j < 0, fp[0], tf.where(j >= m - 1, fp[-1], inside))
+
+
+class _Preprocess(tf.Module):
+    """One member's preprocessing (``Preprocessor.transform``) as TensorFlow ops."""
+
+    def __init__(self, state: PreprocessState, reference, ref_variable=None):
+        super().__init__()
+        s = self.state = state
+        f32 = lambda v: tf.constant(np.asarray(v, dtype=np.float32))
+        cats = {c.column for c in s.categorical or ()}
+        self.numeric = [f for f in s.features if f not in cats]
+        self.medians = None if s.medians is None else f32(s.medians)
+        self.indicators = list(s.indicators or ())
+        self.idf = None if s.idf is None else f32(s.idf)
+        self.center = None if s.center is None else f32(s.center)
+        self.scale = None if s.scale is None else f32(s.scale)
+        if s.transform == "quantile":
+            q = np.asarray(s.quantiles, dtype=np.float64)
+            self.q_lo, self.q_hi = tf.constant(q), tf.constant(-q[:, ::-1].copy())
+        self.ref = ref_variable
+        if reference is not None:
+            self.ref_counts = reference.counts.tolist()
+            self.ref_norms = tf.constant((reference.rows * reference.rows).sum(axis=1))
+        self.tables = []  # per categorical column: value -> model index (absent: 'other' or missing)
+        for c in s.categorical or ():
+            init = tf.lookup.KeyValueTensorInitializer(
+                tf.constant(c.values, tf.string), tf.constant(c.index, tf.int64)
+            )
+            self.tables.append(tf.lookup.StaticHashTable(init, default_value=-1))
+
+    def __call__(self, cols: dict, na_tokens):
+        s = self.state
+        z = self._numeric(tf.stack([cols[f] for f in self.numeric], axis=1)) if self.numeric else None
+        if s.categorical:
+            ones, embedded = [], []
+            for c, table in zip(s.categorical, self.tables):
+                v = cols[c.column]
+                found = table.lookup(v)
+                missing = tf.equal(v, "") | tf.reduce_any(tf.equal(v[:, None], na_tokens[None, :]), axis=1)
+                idx = tf.where(found >= 0, found, tf.where(missing, tf.cast(c.missing, tf.int64), 0))
+                if c.encoding == ONE_HOT:
+                    ones.append(tf.one_hot(idx, c.size, dtype=tf.float32))
+                elif c.encoding == EMBEDDING:
+                    embedded.append(tf.cast(idx, tf.float32)[:, None])
+            z = tf.concat(([z] if z is not None else []) + ones + embedded, axis=1)
+        return z
+
+    def _numeric(self, x):
+        s = self.state
+        missing = None
+        if self.medians is not None:
+            gaps = tf.math.is_nan(x)
+            if self.indicators:
+                missing = tf.cast(tf.gather(gaps, self.indicators, axis=1), tf.float32)
+            x = tf.where(gaps, self.medians, x)
+        parts = [self._transform(x)]
+        if s.tfidf:
+            counts = tf.maximum(x, 0.0)
+            tf_ = counts / tf.maximum(tf.reduce_sum(counts, axis=1, keepdims=True), 1.0)
+            parts.append(tf_ * self.idf)
+        if s.knn is not None:
+            parts.append(self._knn(x))
+        if missing is not None:
+            parts.append(missing)
+        z = tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
+        if s.scaling != "none":
+            z = (z - self.center) / self.scale
+        return z
+
+    def _transform(self, x):
+        s, t = self.state, self.state.transform
+        if t == "log1p":
+            return _signed_log1p(x)
+        if t == "sqrt":
+            return tf.sign(x) * tf.sqrt(tf.abs(x))
+        if t == "anscombe" and s.format == 1:
+            return tf.sign(x) * tf.sqrt(tf.abs(x) + 0.375)  # format 1's formula (0 -> 0)
+        if t == "anscombe":
+            z = tf.sqrt(tf.abs(x) + 0.375)
+            return tf.where(x < 0, -z, z)
+        if t == "power":
+            return tf.sign(x) * tf.pow(tf.abs(x), tf.constant(s.power, tf.float32))
+        if t == "quantile":
+            xt = tf.transpose(tf.cast(x, tf.float64))  # (F, N): one row of knots per feature
+            qs = tf.constant(_QS)
+            lo = _interp(xt, self.q_lo, qs)
+            hi = -_interp(-xt, self.q_hi, tf.constant(-_QS[::-1].copy()))
+            p = tf.clip_by_value((lo + hi) / 2, 1e-3, 1 - 1e-3)
+            return tf.transpose(tf.cast(tf.math.ndtri(p), tf.float32))
+        return x
+
+    def _knn(self, x):
+        """knn.features for new rows: chunks of rows against every reference row."""
+        q = _signed_log1p(x)
+        ks = self.state.knn.k
+        width = len(self.ref_counts) * len(ks)
+        n = tf.shape(q)[0]
+        chunks = (n + KNN_CHUNK - 1) // KNN_CHUNK
+        out = tf.TensorArray(tf.float32, size=chunks, infer_shape=False, element_shape=[None, width])
+
+        def body(i, out):
+            return i + 1, out.write(i, self._knn_chunk(q[i * KNN_CHUNK : (i + 1) * KNN_CHUNK], ks))
+
+        # Two chunks at a time, as the numpy code's two threads: each holds a rows x reference matrix.
+        _, out = tf.while_loop(lambda i, _: i < chunks, body, [0, out], parallel_iterations=2)
+        return tf.reshape(out.concat(), [n, width])
+
+    def _knn_chunk(self, qc, ks):
+        ref = self.ref
+        g = tf.matmul(qc, ref, transpose_b=True) * -2.0 + self.ref_norms  # |r|^2 - 2 q.r, as numpy ranks
+        starts = np.concatenate([[0], np.cumsum(self.ref_counts)]).tolist()
+        outs = []
+        for c in range(len(self.ref_counts)):
+            lo, hi = starts[c], starts[c + 1]
+            kk = min(max(ks), hi - lo)
+            _, idx = tf.math.top_k(-g[:, lo:hi], kk)
+            diff = tf.gather(ref[lo:hi], idx) - qc[:, None, :]
+            d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
+            # numpy's cumsum is float32, its division by the counts float64
+            mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
+            pick = tf.gather(mean, [min(k, kk) - 1 for k in ks], axis=1)
+            outs.append(tf.cast(tf.math.log(pick + knn.EPS), tf.float32))
+        return tf.concat(outs, axis=1)
+
+
+class ExportModule(tf.Module):
+    """The run's members behind one serving function (``serve``)."""
+
+    def __init__(self, members: list[GraphMember], inputs: list[GraphInput], classes, na_tokens):
+        super().__init__()
+        self.models = [m.model for m in members]
+        self.weights = [float(m.weight) for m in members]
+        self.class_names = tf.constant(list(classes), tf.string)
+        self.na_tokens = tf.constant(list(na_tokens) or [""], tf.string)
+        self.inputs = inputs
+        refs = {}  # reference rows by content: the members of one cv fold share them
+        self.references = []
+        self.preprocess = []
+        self._member_pre = []
+        by_state = {}  # one preprocessing per distinct state, as Predictor's cache
+        for m in members:
+            key = Preprocessor(m.state).to_json()
+            if key not in by_state:
+                var = None
+                if m.reference is not None:
+                    if m.reference.digest not in refs:
+                        refs[m.reference.digest] = tf.Variable(m.reference.rows, trainable=False, name="knn")
+                        self.references.append(refs[m.reference.digest])
+                    var = refs[m.reference.digest]
+                by_state[key] = len(self.preprocess)
+                self.preprocess.append(_Preprocess(m.state, m.reference, var))
+            self._member_pre.append(by_state[key])
+        dtype = lambda i: tf.string if i.categorical else tf.float32
+        spec = {i.key: tf.TensorSpec([None], dtype(i), name=i.key) for i in inputs}
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, features):
+        cols = {i.column: features[i.key] for i in self.inputs}
+        zs = [pre(cols, self.na_tokens) for pre in self.preprocess]
+        total = sum(self.weights)
+        p = None
+        for model, w, j in zip(self.models, self.weights, self._member_pre):
+            q = tf.cast(model(zs[j], training=False), tf.float64)
+            q = tf.maximum(q, 0.0)  # proba_rows: clipped at 0, rows summing to 1, in float64
+            q = q / tf.reduce_sum(q, axis=1, keepdims=True) * (w / total)
+            p = q if p is None else p + q
+        n = tf.shape(p)[0]
+        return {
+            "probabilities": tf.cast(p, tf.float32),
+            "classes": tf.tile(self.class_names[None, :], [n, 1]),
+        }
+
+
+def build(members, inputs, classes, na_tokens) -> ExportModule:
+    return ExportModule(members, inputs, classes, na_tokens)
+
+
+def save(module: ExportModule, path) -> None:
+    """Write the SavedModel to ``path`` (a new folder)."""
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve})
+
+
+def predict_function(module_or_path):
+    """``f({key: 1-D array}) -> probabilities (rows x classes, float32 numpy)`` from an
+    ``ExportModule`` or a SavedModel folder (loaded once, here). Thread-safe."""
+    if isinstance(module_or_path, ExportModule):
+        keep, call = module_or_path, module_or_path.serve
+    else:
+        keep = tf.saved_model.load(str(module_or_path))
+        fn = keep.signatures[SIGNATURE]
+        call = lambda feats: fn(**feats)
+    strings = {k for k, v in call_spec(keep).items() if v.dtype == tf.string}
+
+    def predict(columns: dict) -> np.ndarray:
+        feats = {k: tf.constant(v, tf.string if k in strings else tf.float32) for k, v in columns.items()}
+        return call(feats)["probabilities"].numpy()
+
+    predict.module = keep  # the loaded graph lives as long as the function
+    return predict
+
+
+def call_spec(module) -> dict:
+    """The serving signature's inputs: {key: TensorSpec}."""
+    if isinstance(module, ExportModule):
+        return module.serve.input_signature[0]
+    return module.signatures[SIGNATURE].structured_input_signature[1]

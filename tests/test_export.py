@@ -1,0 +1,212 @@
+"""ottotrain export: a SavedModel that TensorFlow alone loads and that predicts what predict writes.
+
+The runs (tests/export_runs.py, trained once for this file and test_serve.py) cover a fit
+run, typed columns, KNN features and a TabM-style ensemble in one run, a cv run, and the 1.0
+cv run of tests/data (preprocess formats 2 and 3, members with and without KNN features).
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests import export_runs
+from tests.conftest import error_line, run_cli, subprocess_env
+
+# Loads every export with TensorFlow and nothing of ottotrain (a sys.meta_path blocker, proved
+# to block first), feeds it the raw test rows read with the csv module, prints the probabilities.
+LOADER = r"""
+import csv, importlib.util, json, math, sys
+assert importlib.util.find_spec("ottotrain") is not None  # importable here, were it not blocked
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ottotrain" or name.startswith("ottotrain."):
+            raise ModuleNotFoundError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+try:
+    import ottotrain
+    sys.exit("the blocker did not block")
+except ModuleNotFoundError:
+    pass
+import tensorflow as tf
+out = {}
+for export, test in json.loads(sys.argv[1]):
+    schema = json.load(open(export + "/assets.extra/ottotrain.json"))
+    fn = tf.saved_model.load(export).signatures["serving_default"]
+    rows = list(csv.DictReader(open(test, newline="")))
+    feed = {}
+    for c in schema["columns"]:
+        if c["kind"] == "categorical":
+            feed[c["key"]] = tf.constant([r[c["name"]] for r in rows])
+        else:
+            feed[c["key"]] = tf.constant([float(r[c["name"]] or "nan") for r in rows], tf.float32)
+    res = fn(**feed)
+    classes = [c.decode() for c in res["classes"].numpy()[0]]
+    out[export] = {"classes": classes, "p": res["probabilities"].numpy().tolist()}
+assert not any(m == "ottotrain" or m.startswith("ottotrain.") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_runs.trained(tmp_path_factory)
+
+
+def test_the_export_alone_predicts_what_predict_writes(exported, tmp_path):
+    jobs = [[str(e), str(t)] for _, e, t, _ in exported.values()]
+    env = subprocess_env(tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", LOADER, json.dumps(jobs)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(got) == len(exported)
+    for name, (_, export, _, sub) in exported.items():
+        want = pd.read_csv(sub)
+        res = got[str(export)]
+        assert res["classes"] == list(want.columns[1:]), name
+        np.testing.assert_allclose(np.array(res["p"]), want.iloc[:, 1:].to_numpy(), atol=1e-5, err_msg=name)
+
+
+def test_the_blocker_blocks(tmp_path):
+    """The loader's blocker on its own: with it, importing ottotrain fails (and the script says so)."""
+    script = LOADER.split("import tensorflow")[0] + "print('blocked')"
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(tmp_path)
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "blocked", r.stderr
+    broken = script.replace('raise ModuleNotFoundError("blocked: " + name)', "return None")
+    r = subprocess.run(
+        [sys.executable, "-c", broken], capture_output=True, text=True, env=subprocess_env(tmp_path)
+    )
+    assert "the blocker did not block" in r.stderr
+
+
+def _raw_columns(export, test):
+    """The test file's raw columns, as a user would feed them (numbers float32, NaN missing)."""
+    from ottotrain.serving.schema import ModelSchema
+
+    df = pd.read_csv(test, keep_default_na=False, dtype=str)
+    schema = ModelSchema.read(export)
+    return {
+        c.key: df[c.name].to_numpy(dtype=object)
+        if c.kind == "categorical"
+        else pd.to_numeric(df[c.name].mask(df[c.name] == "")).to_numpy(np.float32)
+        for c in schema.columns
+    }
+
+
+def test_knn_features_over_several_chunks_of_rows(exported):
+    """More rows than one distance chunk (512), and a single row: as the Predictor gives them."""
+    from ottotrain import engine
+    from ottotrain.data import load_test
+    from ottotrain.workflows.predictor import open_run
+
+    run, export, test, _ = exported["typed-knn-tabm"]
+    predictor = open_run(run)
+    s = predictor.state
+    _, x = load_test(
+        test, s.id_column, s.target_column, s.features, allow_missing=True, types=s.column_types()
+    )
+    cols = _raw_columns(export, test)
+    reps = 1100 // len(x) + 1
+    predict = engine.export.predict_function(export)
+    got = predict({k: np.concatenate([v] * reps) for k, v in cols.items()})
+    np.testing.assert_allclose(got, np.tile(predictor.predict_proba(x), (reps, 1)), atol=1e-5)
+    np.testing.assert_allclose(
+        predict({k: v[3:4] for k, v in cols.items()}), predictor.predict_proba(x[3:4]), atol=1e-5
+    )
+
+
+def test_no_knn_members_leaves_them_out_and_averages_the_rest(exported, tmp_path):
+    from ottotrain import engine
+    from ottotrain.data import load_test
+    from ottotrain.workflows.predictor import open_run
+
+    run, _, test, _ = exported["1.0-cv"]
+    out = tmp_path / "no-knn"
+    r = run_cli("export", run, out, "--no-knn-members")
+    assert r.exit_code == 0, r.output
+    assert "4 model(s)" not in r.stderr and "(0 with KNN features)" in r.stderr
+    predictor = open_run(run)
+    predictor.members = [m for m in predictor.members if m.pre.state.knn is None]
+    assert 0 < len(predictor.members) < 4
+    s = predictor.state
+    _, x = load_test(test, s.id_column, s.target_column, s.features)
+    got = engine.export.predict_function(out)(_raw_columns(out, test))
+    np.testing.assert_allclose(got, predictor.predict_proba(x), atol=1e-5)
+    schema = json.loads((out / "assets.extra" / "ottotrain.json").read_text())
+    assert [m["knn"] for m in schema["members"]] == [False] * len(predictor.members)
+    from ottotrain.workflows.export import folder_bytes
+
+    assert folder_bytes(out) < folder_bytes(exported["1.0-cv"][1])
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("fit", ["--no-knn-members"], "--no-knn-members: a fit run has one model"),
+        ("cv-plain", ["--no-knn-members"], "no member of this run uses data.knn; leave the option out"),
+        ("exists", [], "already exists and is not an empty folder; give a new folder name"),
+        ("no-parent", [], "does not exist; create it first"),
+        ("not-a-run", [], "status.json"),
+    ],
+)
+def test_export_errors_are_one_line_and_leave_nothing_behind(exported, tmp_path, case, args, message):
+    run = {"fit": exported["typed-knn-tabm"][0], "cv-plain": exported["cv"][0]}.get(
+        case, exported["typed-knn-tabm"][0]
+    )
+    out = tmp_path / "out"
+    if case == "exists":
+        out.mkdir()
+        (out / "file").write_text("x")
+    elif case == "no-parent":
+        out = tmp_path / "nope" / "out"
+    elif case == "not-a-run":
+        run = tmp_path
+    r = run_cli("export", run, out, *args)
+    assert message in error_line(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if case == "exists" else [])
+
+
+def test_an_empty_out_dir_is_used_and_the_export_is_complete(exported, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    r = run_cli("export", exported["typed-knn-tabm"][0], out)
+    assert r.exit_code == 0, r.output
+    assert (out / "saved_model.pb").is_file() and (out / "assets.extra" / "ottotrain.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no temporary folder left
+    assert oct(out.stat().st_mode & 0o777) != "0o700"
+
+
+@pytest.mark.parametrize(
+    "columns, keys",
+    [
+        (["feat_1", "cat_2"], ["feat_1", "cat_2"]),
+        (["sepal length (cm)", "x.y", "a/b"], ["sepal_length__cm_", "x_y", "a_b"]),
+        (["1st", "_x"], ["f_1st", "f__x"]),
+        (["Age", "age", "a-ge", "a_ge"], ["Age", "age_2", "a_ge", "a_ge_2"]),
+    ],
+)
+def test_signature_keys(columns, keys):
+    from ottotrain.serving.schema import signature_keys
+
+    assert list(signature_keys(columns).values()) == keys
+
+
+def test_odd_column_names_are_valid_signature_keys(tmp_path):
+    """TensorFlow accepts the keys signature_keys makes (it refuses 'sepal length' itself)."""
+    from ottotrain.engine.env import tf
+    from ottotrain.serving.schema import signature_keys
+
+    keys = list(signature_keys(["sepal length", "Sepal-Length", "1x", "ok"]).values())
+    spec = {k: tf.TensorSpec([None], tf.float32, name=k) for k in keys}
+    mod = tf.Module()
+    mod.f = tf.function(lambda d: {"s": tf.add_n(list(d.values()))}, input_signature=[spec])
+    tf.saved_model.save(mod, str(tmp_path / "m"), signatures={"serving_default": mod.f})
+    sig = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    assert sorted(sig.structured_input_signature[1]) == sorted(keys)
