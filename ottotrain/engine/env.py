@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import platform
 import re
 import sys
 import threading
@@ -108,6 +109,36 @@ import absl.logging  # noqa: E402  (after the filter: importing TensorFlow logs)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from ottotrain.errors import RunError  # noqa: E402
+
 __all__ = ["keras", "tf"]
 
 absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def intra_op_threads() -> int:
+    """The intra-op thread count TensorFlow's kernels run with in this process."""
+    n = tf.config.threading.get_intra_op_parallelism_threads()
+    env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    if not n and env.isdigit() and int(env) > 0:
+        n = int(env)  # what TensorFlow reads when nothing set the count
+    return n or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def use_threads(n: int) -> None:
+    """Run TensorFlow's kernels with ``n`` intra-op threads in this process.
+
+    TensorFlow fixes the count when it first runs an op, and its CPU kernels' last bits
+    depend on it: a process that already ran with another count is refused, not used.
+    """
+    have = intra_op_threads()
+    if have == n:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+    except RuntimeError:
+        raise RunError(
+            f"process {os.getpid()} on {platform.node()}: TensorFlow already runs with {have} "
+            f"intra-op threads here, and this run's members need {n} (--member-threads {n}); "
+            f"start a fresh process (restart the worker), or run with --member-threads {have}"
+        ) from None

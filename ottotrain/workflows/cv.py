@@ -31,6 +31,8 @@ epoch (its work folder, ``work/<member>/``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import time
@@ -52,6 +54,7 @@ from ottotrain.runs import CV_FILE, CV_KIND, ENSEMBLE_FILE, FOLDS_FILE, MODELS, 
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import MemberRecord
+from ottotrain.workflows import cluster
 from ottotrain.workflows.common import (
     begin,
     class_weights,
@@ -84,35 +87,69 @@ def members(folds: int, seeds: int) -> list[tuple[int, int]]:
 
 
 @dataclass
+class MemberSpec:
+    """One member of a cv run, as plain data: what trains it, here or on a cluster worker."""
+
+    cfg: Config  # its config: the variant applied, its own seed
+    name: str  # fold1-seed1
+    fold: int  # 0-based: the fold it validates on
+
+
+@dataclass
+class FoldedData:
+    """What every member of a run trains from: the table and the fold of each row."""
+
+    train: TrainData
+    fold_of: np.ndarray  # the fold (0-based) of every training row
+
+
+@dataclass
 class _Run:
     """A cv run in progress: its config, folds and what every member shares."""
 
     cfg: Config
     run_dir: Path
-    train: TrainData
-    fold_of: np.ndarray  # the fold (0-based) of every training row
+    data: FoldedData
     folds: int
     seeds: int
+    threads: int  # TensorFlow intra-op threads of every member
     status: dict  # kept in status.json whatever happens
     log: Log
     started: float  # time.time() when run_cv was called
     timings: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> TrainData:
+        return self.data.train
+
+    @property
+    def fold_of(self) -> np.ndarray:
+        return self.data.fold_of
+
+    def spec(self, fold: int, seed_index: int) -> MemberSpec:
+        cfg = member_config(self.cfg, seed_index).model_copy(
+            update={"seed": member_seed(self.cfg.seed, fold, seed_index)}
+        )
+        return MemberSpec(cfg, member_name(fold, seed_index), fold)
 
 
 # --------------------------------------------------------------------------------------
 # One member
 
 
-def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
-    """Train (or resume) one member in ``work/<name>``; move it into ``models/``; return its record."""
-    name, train, run_dir = member_name(fold, seed_index), run.train, run.run_dir
-    cfg = member_config(run.cfg, seed_index).model_copy(
-        update={"seed": member_seed(run.cfg.seed, fold, seed_index)}
-    )
-    tr, va = np.flatnonzero(run.fold_of != fold), np.flatnonzero(run.fold_of == fold)
-    work = run_dir / WORK / name
+def train_member_files(
+    spec: MemberSpec, data: FoldedData, work: Path, out: Path, log: Log, tensorboard_dir: Path | None = None
+) -> MemberRecord:
+    """Train (or resume) one member in ``work``; write its files into ``out/models``; return its record.
+
+    ``out`` is the run directory (a serial run), or a worker's temporary folder whose files
+    go to the client's run directory (a cluster run): the same files either way.
+    """
+    name, cfg, train, fold_of = spec.name, spec.cfg, data.train, data.fold_of
+    tr, va = np.flatnonzero(fold_of != spec.fold), np.flatnonzero(fold_of == spec.fold)
     work.mkdir(parents=True, exist_ok=True)
-    models = run_dir / MODELS
+    models = out / MODELS
+    models.mkdir(parents=True, exist_ok=True)
     pre, arrays = member_arrays(cfg, train, tr, va)
     # The member's preprocessing, to refuse resuming it on other data (as fit does).
     if (work / "preprocess.json").exists():
@@ -128,10 +165,10 @@ def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
         arrays,
         work,
         class_weights(cfg, arrays.y_train, train.classes),
-        tensorboard_dir=run_dir / "tensorboard" / name if cfg.train.tensorboard else None,
+        tensorboard_dir=tensorboard_dir,
         name=name,
     )
-    result = engine.member.train_member(job, run.log)
+    result = engine.member.train_member(job, log)
     state = result.state
     record = MemberRecord(
         name=name,
@@ -148,12 +185,36 @@ def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
         wall_seconds_this_session=round(result.wall_seconds, 3),
     )
     # Order matters for resuming: model and preprocessing first, the record (the
-    # "finished" marker) last, then the work folder goes.
+    # "finished" marker) last.
     pre.save(models / f"{name}.preprocess.json")
     write_history(models / f"{name}.history.csv", state.history)
     os.replace(result.model_path, models / f"{name}.keras")
     record.save(models / f"{name}.json")
+    return record
+
+
+def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
+    """Train (or resume) one member in ``work/<name>`` of the run directory, in this process."""
+    spec, run_dir = run.spec(fold, seed_index), run.run_dir
+    work = run_dir / WORK / spec.name
+    tensorboard = run_dir / "tensorboard" / spec.name if spec.cfg.train.tensorboard else None
+    record = train_member_files(spec, run.data, work, run_dir, run.log, tensorboard)
     shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def member_task(
+    spec: MemberSpec, data: FoldedData, client_versions: dict, threads: int
+) -> cluster.TaskResult:
+    """On a cluster worker: train one member from scratch; its run-directory files come back."""
+    cluster.check_worker(client_versions)
+    return cluster.run_task(spec.name, threads, functools.partial(_member_in, spec, data))
+
+
+def _member_in(spec: MemberSpec, data: FoldedData, out: Path) -> MemberRecord:
+    tensorboard = out / "tensorboard" / spec.name if spec.cfg.train.tensorboard else None
+    record = train_member_files(spec, data, out / WORK / spec.name, out, Log(0), tensorboard)
+    shutil.rmtree(out / WORK)  # the resume point: not a run-directory file
     return record
 
 
@@ -191,6 +252,10 @@ def run_cv(
     config_name="run",
     on_member=None,
     test=True,
+    member_threads: int | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    loaded: tuple | None = None,
 ) -> dict:
     """Cross-validate (and bag) a config into a run directory; return the metrics dict.
 
@@ -207,22 +272,31 @@ def run_cv(
         on_member: called as ``on_member(fold, seed_index, record)`` (0-based) after each
             member trained; tune reports fold scores and prunes through it.
         test: false: no test predictions or submission (a tune trial's would cost it time).
+        member_threads: TensorFlow intra-op threads of every member (their results' last
+            bits depend on it; recorded in the run, kept on resume). Default: the cores
+            shared out among the members that run at once.
+        scheduler: train the members on this Dask scheduler's workers (tcp://HOST:PORT).
+        workers: train the members on a local cluster of this many worker processes.
+        loaded: ``load_data``'s result, when the caller has read the data already.
 
     Returns:
         The ``metrics.json`` content, with ``run_dir`` added.
     """
     log = log or Log(1)
     t_start = time.time()
+    cluster.check_options(scheduler, workers)
     cfg, resume_dir, smoke = begin(cfg, CV_KIND, run_dir, resume, smoke)
     if resume_dir is not None:
         saved = read_json(resume_dir / CV_FILE)
-        for key, value in (("folds", folds), ("seeds", seeds)):
-            if value is not None and value != saved[key]:
+        for key, value in (("folds", folds), ("seeds", seeds), ("member-threads", member_threads)):
+            was = saved.get(key.replace("-", "_"))
+            if value is not None and was is not None and value != was:
                 raise RunError(
-                    f"{resume_dir}: the run was started with --{key} {saved[key]}, "
-                    f"not {value}; resume without --{key}"
+                    f"{resume_dir}: the run was started with --{key} {was}, not {value}; "
+                    f"resume without --{key}"
                 )
         folds, seeds = saved["folds"], saved["seeds"]
+        member_threads = saved.get("member_threads", member_threads)
     variants = cfg.cv.variants
     folds = cfg.cv.folds if folds is None else int(folds)
     if seeds is None:
@@ -230,9 +304,11 @@ def run_cv(
     seeds = int(seeds)
     if seeds < 1:
         raise DataError(f"--seeds {seeds}: needs at least 1 model per fold")
+    if member_threads is not None and member_threads < 1:
+        raise DataError(f"--member-threads {member_threads}: needs at least 1 thread")
 
     t0 = time.perf_counter()
-    train, test = load_data(cfg, smoke, test)
+    train, test = load_data(cfg, smoke, test) if loaded is None else loaded
     for note in data_notes(cfg, train, test):
         log(f"Warning: {note}", 1)
     try:
@@ -252,70 +328,144 @@ def run_cv(
         + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""),
         1,
     )
+    with contextlib.ExitStack() as stack:
+        # The cluster first: a run whose scheduler cannot be reached leaves nothing.
+        on = None
+        if scheduler is not None or workers is not None:
+            on = stack.enter_context(cluster.open_cluster(scheduler, workers, member_threads, log))
+        threads = on.threads if on else member_threads or cluster.default_threads()
+        status = {"kind": CV_KIND, "folds": folds, "seeds": seeds, "smoke": smoke, "member_threads": threads}
+        if resume_dir is not None:
+            run_dir = resume_dir
+            _check_saved_folds(run_dir, train.ids, fold_of, id_name(cfg.data.id_column))
+        else:
 
-    status = {"kind": CV_KIND, "folds": folds, "seeds": seeds, "smoke": smoke}
-    if resume_dir is not None:
-        run_dir = resume_dir
-        _check_saved_folds(run_dir, train.ids, fold_of, id_name(cfg.data.id_column))
-    else:
+            def write(d):
+                _write_folds(d / FOLDS_FILE, train.ids, fold_of, id_name(cfg.data.id_column))
+                write_json(
+                    d / CV_FILE,
+                    {
+                        "folds": folds,
+                        "seeds": seeds,
+                        "fold_seed": cfg.seed,
+                        "smoke": smoke,
+                        "member_threads": threads,
+                        "members": [
+                            {
+                                "name": member_name(f, s),
+                                "fold": f + 1,
+                                "seed_index": s + 1,
+                                "seed": member_seed(cfg.seed, f, s),
+                                "variant": variant_index(cfg, s),
+                            }
+                            for f, s in plan
+                        ],
+                    },
+                )
 
-        def write(d):
-            _write_folds(d / FOLDS_FILE, train.ids, fold_of, id_name(cfg.data.id_column))
-            write_json(
-                d / CV_FILE,
-                {
-                    "folds": folds,
-                    "seeds": seeds,
-                    "fold_seed": cfg.seed,
-                    "smoke": smoke,
-                    "members": [
-                        {
-                            "name": member_name(f, s),
-                            "fold": f + 1,
-                            "seed_index": s + 1,
-                            "seed": member_seed(cfg.seed, f, s),
-                            "variant": variant_index(cfg, s),
-                        }
-                        for f, s in plan
-                    ],
-                },
+            run_dir = create_run_dir(
+                cfg, run_dir, runs_root, cv_run_name(cfg.name or config_name), status, write
+            )
+        (run_dir / MODELS).mkdir(exist_ok=True)
+        log(f"Run directory: {run_dir}", 1)
+
+        def interrupted():
+            return (
+                f"finished models are kept in {run_dir / MODELS}; "
+                f"continue with: ottotrain cv --resume {run_dir}"
             )
 
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cv_run_name(cfg.name or config_name), status, write)
-    (run_dir / MODELS).mkdir(exist_ok=True)
-    log(f"Run directory: {run_dir}", 1)
-
-    def interrupted():
-        return (
-            f"finished models are kept in {run_dir / MODELS}; continue with: ottotrain cv --resume {run_dir}"
+        run = _Run(
+            cfg,
+            run_dir,
+            FoldedData(train, fold_of),
+            folds,
+            seeds,
+            threads,
+            status,
+            log,
+            t_start,
+            {"data_seconds": round(t_data, 3)},
         )
+        with running(run_dir, log, status, interrupted):
+            t1 = time.perf_counter()
+            todo = []
+            for i, (f, s) in enumerate(plan):
+                if (run_dir / MODELS / f"{member_name(f, s)}.json").exists():
+                    log(f"[{i + 1}/{len(plan)}] {member_name(f, s)}: finished earlier, reused", 1)
+                else:
+                    todo.append((i, f, s))
+            if on is None:
+                _train_here(run, plan, todo, on_member)
+            else:
+                _train_on_cluster(run, on, plan, todo, on_member)
+            run.timings["train_seconds_this_session"] = round(time.perf_counter() - t1, 3)
+            return _finish(run, test)
 
-    run = _Run(
-        cfg, run_dir, train, fold_of, folds, seeds, status, log, t_start, {"data_seconds": round(t_data, 3)}
+
+def _train_here(run: _Run, plan, todo, on_member) -> None:
+    """The members one after the other in this process."""
+    log, fold_of = run.log, run.fold_of
+    if todo:
+        engine.env.use_threads(run.threads)
+    for i, f, s in todo:
+        name = member_name(f, s)
+        n_val = int((fold_of == f).sum())
+        log(
+            f"[{i + 1}/{len(plan)}] {name}: training on {len(fold_of) - n_val} rows, "
+            f"validating on fold {f + 1} ({n_val} rows)",
+            1,
+        )
+        rec = _train_member(run, f, s)
+        log(
+            f"[{i + 1}/{len(plan)}] {name}: best epoch {rec.best_epoch}/{rec.epochs_run}, "
+            f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}",
+            1,
+        )
+        if on_member is not None:
+            on_member(f, s, rec)
+
+
+def _train_on_cluster(run: _Run, on: cluster.Cluster, plan, todo, on_member) -> None:
+    """The members as tasks on the cluster; each one's files written here as it comes back."""
+    log, run_dir = run.log, run.run_dir
+    if not todo:
+        return
+    data = cluster.scatter(on, run.data)
+    here = cluster.versions()
+    where = {member_name(f, s): (i, f, s) for i, f, s in todo}
+    tasks = iter(
+        [(name, member_task, (run.spec(f, s), data, here, run.threads)) for name, (_, f, s) in where.items()]
     )
-    with running(run_dir, log, status, interrupted):
-        t1 = time.perf_counter()
-        for i, (f, s) in enumerate(plan):
-            name = member_name(f, s)
-            if (run_dir / MODELS / f"{name}.json").exists():
-                log(f"[{i + 1}/{len(plan)}] {name}: finished earlier, reused", 1)
-                continue
-            n_val = int((fold_of == f).sum())
-            log(
-                f"[{i + 1}/{len(plan)}] {name}: training on {len(fold_of) - n_val} rows, "
-                f"validating on fold {f + 1} ({n_val} rows)",
-                1,
-            )
-            rec = _train_member(run, f, s)
-            log(
-                f"[{i + 1}/{len(plan)}] {name}: best epoch {rec.best_epoch}/{rec.epochs_run}, "
-                f"fold log loss {rec.val_log_loss:.4f}, accuracy {rec.val_accuracy:.4f}",
-                1,
-            )
-            if on_member is not None:
-                on_member(f, s, rec)
-        run.timings["train_seconds_this_session"] = round(time.perf_counter() - t1, 3)
-        return _finish(run, test)
+    t0, member_seconds, done = time.perf_counter(), [], 0
+    log(f"{len(todo)} members to train on {on.slots} worker(s)", 1)
+
+    def finished(result: cluster.TaskResult):
+        nonlocal done
+        i, f, s = where[result.name]
+        cluster.write_files(run_dir, result.files, last=f"{MODELS}/{result.name}.json")
+        rec: MemberRecord = result.value
+        member_seconds.append(result.seconds)
+        done += 1
+        log(
+            f"[{i + 1}/{len(plan)}] {result.name}: fold log loss {rec.val_log_loss:.4f}, best epoch "
+            f"{rec.best_epoch}/{rec.epochs_run}, {result.seconds:.1f} s on {result.host} ({result.worker}); "
+            f"{done}/{len(todo)} done",
+            1,
+        )
+        if on_member is not None:
+            on_member(f, s, rec)
+
+    hint = f"continue with: ottotrain cv --resume {run_dir} (with --scheduler or --workers)"
+    cluster.run_tasks(on, lambda: next(tasks, None), finished, hint)
+    wall = time.perf_counter() - t0
+    run.timings["cluster_wall_seconds"] = round(wall, 3)
+    run.timings["cluster_member_seconds"] = round(sum(member_seconds), 3)
+    log(
+        f"Cluster: {wall:.1f} s wall for {sum(member_seconds):.1f} s of member time "
+        f"({len(todo)} members on {on.slots} worker(s), {sum(member_seconds) / max(wall, 1e-9):.2f}x)",
+        1,
+    )
 
 
 def _finish(run: _Run, test) -> dict:

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import functools
 import math
 import os
 import platform
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -54,15 +57,18 @@ from optuna.visualization.matplotlib import (
     plot_slice,
 )
 
-from ottotrain import runs
+from ottotrain import engine, runs
 from ottotrain.config import Config, config_to_dict, dump_yaml, get_path, trial_config
 from ottotrain.config.diff import config_changes, format_change
-from ottotrain.errors import ConfigError, RunError, Stopped, TrainingError
+from ottotrain.data import TrainData
+from ottotrain.errors import ConfigError, RunError, Stopped, TrainingError, first_line
 from ottotrain.io import atomic_path, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.resume import check_resumable
+from ottotrain.workflows import cluster
 from ottotrain.workflows import study as places
+from ottotrain.workflows.common import load_data
 from ottotrain.workflows.cv import run_cv
 from ottotrain.workflows.fit import Prepared, fit, prepare
 from ottotrain.workflows.study import Place
@@ -156,30 +162,53 @@ class _TrialData:
     or the seed). Without the test rows: a trial's submission would cost the study time
     (on Otto, the test rows' KNN features take longer than a trial's training)."""
 
-    def __init__(self):
+    def __init__(self, train: TrainData | None = None):
         self.key: str | None = None
         self.prepared: Prepared | None = None
+        self.train = train  # the table, when it came from the client (a cluster worker)
 
     def __call__(self, cfg: Config) -> Prepared:
         key = f"{cfg.seed}:{cfg.data.model_dump_json()}"
         if key != self.key:
             self.key, self.prepared = None, None  # the old arrays go before the new ones come
-            self.prepared, self.key = prepare(cfg, test=False), key
+            # prepare() drops the table's features once preprocessed: it gets a copy of the record
+            loaded = None if self.train is None else (dataclasses.replace(self.train), None)
+            self.prepared, self.key = prepare(cfg, test=False, loaded=loaded), key
         return self.prepared
+
+
+def _train_trial(trial_cfg: Config, folds: int | None, run_dir: Path, report, data: _TrialData) -> float:
+    """Train one trial into ``run_dir`` (a fit, or a cv run of ``folds`` folds); its value.
+    ``report(value, step)`` gets every epoch's (every fold's) score and may raise ``Stopped``
+    (pruned)."""
+    quiet = Log(0)
+    if folds is None:
+        result = fit(
+            trial_cfg,
+            run_dir=run_dir,
+            log=quiet,
+            on_epoch=lambda row: report(row.val_loss, row.epoch - 1),
+            prepared=data(trial_cfg),
+        )
+        return result["val_log_loss"]
+    result = run_cv(
+        trial_cfg,
+        folds=folds,
+        seeds=1,
+        run_dir=run_dir,
+        log=quiet,
+        on_member=lambda fold, _seed, rec: report(rec.val_log_loss, fold),
+        test=False,
+        loaded=None if data.train is None else (data.train, None),
+    )
+    return result["fold_log_loss_mean"]
 
 
 def _objective(cfg: Config, study_dir: Path, place: Place):
     data = _TrialData()
-    folds = cfg.tune.cv_folds
 
     def objective(trial):
-        params = {key: _suggest(trial, key, search) for key, search in cfg.tune.space.items()}
-        run_dir = study_dir / TRIALS / f"trial-{trial.number:04d}"
-        trial_cfg = trial_config(cfg, params)
-        for key, value in places.trial_owner().items():
-            trial.set_user_attr(key, value)
-        # On a database the other machines' trials are listed too: name the directory whole.
-        trial.set_user_attr("run_dir", str(run_dir if place.is_database else run_dir.relative_to(study_dir)))
+        run_dir, trial_cfg = _start_trial(cfg, study_dir, place, trial)
 
         def report(value, step):
             if value is None or not math.isfinite(value):
@@ -188,31 +217,122 @@ def _objective(cfg: Config, study_dir: Path, place: Place):
             if trial.should_prune():
                 raise Stopped("pruned", f"pruned after step {step + 1}")
 
-        quiet = Log(0)
         try:
-            if folds is None:
-                result = fit(
-                    trial_cfg,
-                    run_dir=run_dir,
-                    log=quiet,
-                    on_epoch=lambda row: report(row.val_loss, row.epoch - 1),
-                    prepared=data(trial_cfg),
-                )
-                return result["val_log_loss"]
-            result = run_cv(
-                trial_cfg,
-                folds=folds,
-                seeds=1,
-                run_dir=run_dir,
-                log=quiet,
-                on_member=lambda fold, _seed, rec: report(rec.val_log_loss, fold),
-                test=False,
-            )
-            return result["fold_log_loss_mean"]
+            return _train_trial(trial_cfg, cfg.tune.cv_folds, run_dir, report, data)
         except Stopped:
             raise optuna.TrialPruned() from None
 
     return objective
+
+
+def _start_trial(cfg: Config, study_dir: Path, place: Place, trial) -> tuple[Path, Config]:
+    """A new trial's values suggested and its owner recorded; its run directory and config."""
+    params = {key: _suggest(trial, key, search) for key, search in cfg.tune.space.items()}
+    run_dir = study_dir / TRIALS / f"trial-{trial.number:04d}"
+    for key, value in places.trial_owner().items():
+        trial.set_user_attr(key, value)
+    # On a database the other machines' trials are listed too: name the directory whole.
+    trial.set_user_attr("run_dir", str(run_dir if place.is_database else run_dir.relative_to(study_dir)))
+    return run_dir, trial_config(cfg, params)
+
+
+# --------------------------------------------------------------------------------------
+# Trials on a Dask cluster: asked and told here, trained on the workers
+
+
+@dataclass
+class TrialJob:
+    """One trial for a cluster worker, as plain data."""
+
+    cfg: Config  # the study's config (its tune section: the objective, the pruner)
+    trial_cfg: Config  # the trial's
+    number: int
+    study_name: str
+    finished: list  # the study's finished trials when this one was asked: what its pruner sees
+
+
+@dataclass
+class TrialOutcome:
+    """What a worker's trial came to: its value, or pruned, or the line that failed it."""
+
+    value: float | None
+    reports: list[tuple[int, float]]  # (step, value) as the pruner got them
+    pruned: bool = False
+    error: str | None = None
+
+
+def trial_task(job: TrialJob, train: TrainData, client_versions: dict, threads: int) -> cluster.TaskResult:
+    """On a cluster worker: train one trial; its run directory's files come back."""
+    cluster.check_worker(client_versions)
+    return cluster.run_task(f"trial-{job.number:04d}", threads, functools.partial(_trial_in, job, train))
+
+
+def _trial_in(job: TrialJob, train: TrainData, out: Path) -> TrialOutcome:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The pruner decides against a copy of the study as it was when the trial was asked.
+    mirror = optuna.create_study(direction="minimize", pruner=_pruner(job.cfg), study_name=job.study_name)
+    mirror.add_trials(job.finished)
+    trial = mirror.ask()
+    reports = []
+
+    def report(value, step):
+        if value is None or not math.isfinite(value):
+            return
+        reports.append((step, value))
+        trial.report(value, step)
+        if trial.should_prune():
+            raise Stopped("pruned", f"pruned after step {step + 1}")
+
+    try:
+        run_dir = out / TRIALS / f"trial-{job.number:04d}"
+        value = _train_trial(job.trial_cfg, job.cfg.tune.cv_folds, run_dir, report, _TrialData(train))
+        return TrialOutcome(value, reports)
+    except Stopped:
+        return TrialOutcome(None, reports, pruned=True)
+    except (RunError, ConfigError, TrainingError) as e:
+        return TrialOutcome(None, reports, error=first_line(e))
+
+
+def _optimize_on_cluster(cfg: Config, study_dir: Path, study, place: Place, on: cluster.Cluster, log: Log):
+    """Trials on the cluster's workers, one per worker at a time, until the study has
+    ``tune.trials`` finished ones; each asked and told here, on the study's own storage."""
+    total = cfg.tune.trials
+    deadline = None if cfg.tune.timeout is None else time.time() + cfg.tune.timeout
+    if _finished(study) >= total:
+        return
+    train, _ = load_data(cfg, test=False)
+    data, here = cluster.scatter(on, train), cluster.versions()
+    asked = {}
+    progress = _progress(log, total, cfg, study_dir, place)
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def next_task():
+        if _finished(study) + len(asked) >= total or (deadline is not None and time.time() >= deadline):
+            return None
+        trial = study.ask()
+        _, trial_cfg = _start_trial(cfg, study_dir, place, trial)
+        name = f"trial-{trial.number:04d}"
+        asked[name] = trial
+        job = TrialJob(cfg, trial_cfg, trial.number, place.name, study.get_trials(states=finished_states))
+        return name, trial_task, (job, data, here, on.threads)
+
+    def done(result: cluster.TaskResult):
+        trial, outcome = asked.pop(result.name), result.value
+        cluster.write_files(study_dir, result.files, last=f"{TRIALS}/{result.name}/{runs.STATUS}")
+        trial.set_user_attr("worker", result.host)
+        for step, value in outcome.reports:
+            trial.report(value, step)
+        if outcome.error is not None:
+            log(f"trial {trial.number}: failed on {result.host}: {outcome.error}", 1)
+            study.tell(trial, state=TrialState.FAIL)
+        elif outcome.pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, outcome.value)
+        progress(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
+
+    hint = f"continue with: ottotrain tune --resume {study_dir} --scheduler ADDRESS"
+    cluster.run_tasks(on, next_task, done, hint, in_flight=on.slots)
 
 
 def _progress(log: Log, total: int, cfg: Config, study_dir: Path, place: Place):
@@ -415,8 +535,8 @@ def _optimize(cfg: Config, study_dir: Path, study, place: Place, log: Log):
     )
 
 
-def _worker_env(place: Place, workers: int, timeout: float | None) -> dict:
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+def _worker_env(place: Place, workers: int, timeout: float | None, threads: int | None = None) -> dict:
+    threads = str(threads or cluster.default_threads(workers))
     env = dict(
         os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads
     )
@@ -428,14 +548,16 @@ def _worker_env(place: Place, workers: int, timeout: float | None) -> dict:
     return env
 
 
-def _run_workers(cfg: Config, study_dir: Path, place: Place, workers: int, seed_offset: int, log: Log):
+def _run_workers(
+    cfg: Config, study_dir: Path, place: Place, workers: int, seed_offset: int, log: Log, threads: int | None
+):
     """``workers`` processes on the study, each with its share of the cores for TensorFlow.
 
     A worker killed by a signal (the OOM killer, a kill -9) costs only its trial: that is
     recorded failed and queued again, and a new worker takes its place while the study
     still needs trials.
     """
-    env = _worker_env(place, workers, cfg.tune.timeout)
+    env = _worker_env(place, workers, cfg.tune.timeout, threads)
     cmd = [sys.executable, "-m", "ottotrain", "tune", "--resume", str(study_dir), "--worker"]
     cmd += [] if log.verbosity else ["-q"]
 
@@ -515,6 +637,8 @@ def tune(
     storage: str | None = None,
     study_name: str | None = None,
     keep: int | None = None,
+    scheduler: str | None = None,
+    member_threads: int | None = None,
 ) -> dict:
     """Run (or continue, or join) a study of ``cfg.tune``; return its metrics, with ``run_dir``.
 
@@ -528,14 +652,41 @@ def tune(
             several machines make one study (default: the study directory's journal file).
         study_name: the study's name in ``storage`` (default: ``<name>-tune``).
         keep: keep only the run directories of the best ``keep`` trials.
+        scheduler: train the trials on this Dask scheduler's workers (tcp://HOST:PORT), one
+            per worker at a time; the study stays here, on its storage.
+        member_threads: TensorFlow threads per trial (default: the cores shared out among
+            the trials that run at once).
     """
     log = log or Log(1)
-    started = time.time()
     if cfg.tune is None:
         raise ConfigError(
             f"{cfg.source}: no tune section; add tune: {{trials: 20, space: "
             "{train.batch_size: {choice: [64, 128, 256]}}}} (see README, 'ottotrain tune')"
         )
+    cluster.check_options(scheduler, workers if workers > 1 else None)
+    if scheduler is None:
+        args = (cfg, study_dir, runs_root, resume, log, config_name, workers, storage, study_name, keep)
+        return _tune(*args, on=None, threads=member_threads)
+    # The cluster first: a study whose scheduler cannot be reached is not started.
+    with cluster.open_cluster(scheduler, None, member_threads, log) as on:
+        return _tune(cfg, study_dir, runs_root, resume, log, config_name, 1, storage, study_name, keep, on=on)
+
+
+def _tune(
+    cfg: Config,
+    study_dir,
+    runs_root,
+    resume,
+    log: Log,
+    config_name: str,
+    workers: int,
+    storage: str | None,
+    study_name: str | None,
+    keep: int | None,
+    on: cluster.Cluster | None,
+    threads: int | None = None,
+) -> dict:
+    started = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
         if study_name is not None:
@@ -575,11 +726,15 @@ def tune(
         return f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
 
     with running(study_dir, log, {"kind": KIND}, interrupted):
-        if workers > 1:
-            _run_workers(cfg, study_dir, place, workers, seed_offset, log)
+        if on is not None:
+            _optimize_on_cluster(cfg, study_dir, study, place, on, log)
+        elif workers > 1:
+            _run_workers(cfg, study_dir, place, workers, seed_offset, log, threads)
             study, _ = _open_study(cfg, study_dir, place)  # what the workers wrote
             places.retry_dead(study, places.dead_here(study, place), log, "its worker died")
         else:
+            if threads is not None:
+                engine.env.use_threads(threads)
             if seed_offset:
                 study, _ = _open_study(cfg, study_dir, place, seed_offset)
             _optimize(cfg, study_dir, study, place, log)
