@@ -80,25 +80,36 @@ def _text(v, col, where):
 
 def to_columns(instances: list, schema: ModelSchema) -> dict[str, np.ndarray]:
     """The instances as one array per signature input: float32 numbers, or strings (object)."""
-    names = {c.name for c in schema.columns}
-    ignored = set(schema.ignored)
-    values = {c.name: [] for c in schema.columns}
+    known = {c.name for c in schema.columns} | set(schema.ignored)
     for i, row in enumerate(instances):
-        where = f"instance {i}"
         if not isinstance(row, dict):
-            raise RequestError(f"{where}: expected an object {{column: value, ...}}, got {fmt(row)}")
-        for k in row:
-            if k not in names and k not in ignored:
-                raise RequestError(f"{where}: unknown column {fmt(k)}{did_you_mean(k, names)}")
-        for c in schema.columns:
-            if c.name not in row:
-                raise RequestError(f"{where}: missing column '{c.name}'")
-            v = row[c.name]
-            values[c.name].append(_text(v, c, where) if c.kind == CATEGORICAL else _number(v, c, where))
-    return {
-        c.key: np.array(values[c.name], dtype=object if c.kind == CATEGORICAL else np.float32)
-        for c in schema.columns
-    }
+            raise RequestError(f"instance {i}: expected an object {{column: value, ...}}, got {fmt(row)}")
+        if not known.issuperset(row):
+            k = next(k for k in row if k not in known)
+            raise RequestError(f"instance {i}: unknown column {fmt(k)}{did_you_mean(k, sorted(known))}")
+    out = {}
+    for c in schema.columns:
+        try:
+            values = [row[c.name] for row in instances]
+        except KeyError:
+            i = next(i for i, row in enumerate(instances) if c.name not in row)
+            raise RequestError(f"instance {i}: missing column '{c.name}'") from None
+        out[c.key] = _text_column(values, c) if c.kind == CATEGORICAL else _number_column(values, c)
+    return out
+
+
+def _number_column(values, col) -> np.ndarray:
+    if set(map(type, values)) <= {float, int}:  # the common case, checked at C speed
+        x = np.asarray(values, dtype=np.float32)
+        if np.isfinite(x).all():
+            return x
+    return np.array([_number(v, col, f"instance {i}") for i, v in enumerate(values)], dtype=np.float32)
+
+
+def _text_column(values, col) -> np.ndarray:
+    if set(map(type, values)) <= {str}:
+        return np.array(values, dtype=object)
+    return np.array([_text(v, col, f"instance {i}") for i, v in enumerate(values)], dtype=object)
 
 
 def predictions(proba: np.ndarray, classes: list[str]) -> list[dict]:
