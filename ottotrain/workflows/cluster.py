@@ -180,11 +180,9 @@ def _in_member_process(threads: int, fn: Callable, *args):
         _send(proc.stdin, (fn, args))
         ok, value = _receive(proc.stdout)
     except (EOFError, OSError):
-        _member_process.clear()
-        raise RunError(
-            f"worker {get_worker().address}: its member process (pid {proc.pid}) died "
-            f"(exit status {proc.wait()}: killed, or out of memory?)"
-        ) from None
+        # Killed (the OOM killer takes the biggest process): as if its worker had been, so
+        # that Dask runs the task again elsewhere, and stops after ALLOWED_FAILURES deaths.
+        os._exit(1)
     if not ok:
         raise value
     return value
@@ -284,7 +282,7 @@ def open_cluster(
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=":0",  # no dashboard clash with another cluster
                     silence_logs=logging.CRITICAL,
                     # Read by TensorFlow at its start; each task sets (and checks) it too.
                     env={

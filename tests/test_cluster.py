@@ -1,0 +1,300 @@
+"""cv members and tune trials on a real Dask cluster on loopback, against the serial runs."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import error_line, run_cli, tiny_config
+
+DASK = str(Path(sys.executable).with_name("dask"))
+FOLDS, SEEDS = 2, 2
+RECORDS = "fold*-seed?.json"  # the members' records: each one's "finished" marker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Cluster:
+    """A ``dask scheduler`` and a ``dask worker`` (``--nworkers N``, one thread each) on 127.0.0.1."""
+
+    def __init__(self, tmp: Path, workers: int):
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OTTOTRAIN_CACHE=str(tmp / "cache"))
+        common = {"env": env, "start_new_session": True, "stdout": subprocess.DEVNULL}
+        log = open(tmp / "dask.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.log = log
+        port = self.address.rsplit(":", 1)[1]
+        self.scheduler = subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], stderr=log, **common
+        )
+        self.workers = subprocess.Popen(
+            [DASK, "worker", self.address, "--nthreads", "1", "--nworkers", str(workers)]
+            + ["--no-dashboard", "--host", "127.0.0.1", "--death-timeout", "60"],
+            stderr=log,
+            **common,
+        )
+        from distributed import Client
+
+        self.client = Client(self.address, timeout=60, set_as_default=False)
+        self.client.wait_for_workers(workers, timeout=60)
+
+    def pids(self) -> dict:
+        return self.client.run(os.getpid)
+
+    def stop(self):
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=5)
+        for p in (self.workers, self.scheduler):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = _Cluster(tmp_path_factory.mktemp("dask"), workers=2)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def threads():
+    """This process's TensorFlow threads: the serial runs here use them, so the workers do too."""
+    from ottotrain import engine
+
+    return engine.env.intra_op_threads()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """300 rows, 100 test rows, Dense(8), 2 epochs: a config and its data."""
+    from ottotrain.data.synth import make_data
+
+    d = tmp_path_factory.mktemp("small")
+    train, test = make_data(d, rows=300, seed=3, test_rows=100)
+    cfg = tiny_config({"train": train, "test": test}, epochs=2)
+    cfg["model"]["layers"][0]["Dense"]["units"] = 8
+    path = d / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial_cv(small, threads, tmp_path_factory):
+    from ottotrain.config import load_config
+    from ottotrain.log import Log
+    from ottotrain.workflows.cv import run_cv
+
+    run_dir = tmp_path_factory.mktemp("serial") / "run"
+    run_cv(load_config(small), FOLDS, SEEDS, run_dir=run_dir, log=Log(0), member_threads=threads)
+    return run_dir
+
+
+def _files(run_dir: Path) -> list[str]:
+    return sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
+
+
+def _same_predictions(a: Path, b: Path):
+    for name in ("oof.csv", "submission.csv"):
+        x, y = pd.read_csv(a / name), pd.read_csv(b / name)
+        assert list(x.columns) == list(y.columns)
+        assert np.array_equal(x.iloc[:, 0], y.iloc[:, 0])
+        numeric = [c for c in x.columns if c.startswith("Class_")]
+        np.testing.assert_allclose(x[numeric].to_numpy(), y[numeric].to_numpy(), atol=1e-6, rtol=0)
+
+
+def _kill_when_busy(cluster: _Cluster, done: threading.Event, killed: list):
+    """SIGKILL the first worker seen running a task, 1 s into it."""
+    pids = cluster.pids()
+    while not done.is_set():
+        busy = [w for w, tasks in cluster.client.processing().items() if tasks]
+        if busy:
+            time.sleep(1)
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(busy[0])
+            return
+        time.sleep(0.05)
+
+
+def test_cv_on_a_cluster_with_a_killed_worker_matches_the_serial_run(
+    small, serial_cv, cluster, threads, tmp_path
+):
+    """Same files, same predictions (1e-6), though a worker was SIGKILLed in mid-member."""
+    import io
+
+    from ottotrain.config import load_config
+    from ottotrain.log import Log
+    from ottotrain.workflows.cv import run_cv
+
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_busy, args=(cluster, done, killed), daemon=True)
+    killer.start()
+    out = io.StringIO()
+    try:
+        m = run_cv(
+            load_config(small), FOLDS, SEEDS, run_dir=tmp_path / "run", log=Log(1, out),
+            member_threads=threads, scheduler=cluster.address,
+        )  # fmt: skip
+    finally:
+        done.set()
+        killer.join(10)
+    assert killed, "no worker was busy to kill"
+    assert m["n_models"] == FOLDS * SEEDS
+    assert _files(tmp_path / "run") == _files(serial_cv)
+    _same_predictions(tmp_path / "run", serial_cv)
+    text = out.getvalue()
+    assert text.count(" s on ") == FOLDS * SEEDS  # one line per member: where, how long
+    assert "wall for" in text
+    cv_json = yaml.safe_load((tmp_path / "run" / "cv.json").read_text())
+    assert cv_json["member_threads"] == threads
+
+
+def _tune_config(small: Path, tmp: Path) -> Path:
+    cfg = yaml.safe_load(small.read_text())
+    cfg["tune"] = {
+        "trials": 2,
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "space": {
+            "model.layers[0].Dense.units": {"int": [4, 16]},
+            "train.optimizer.learning_rate": {"float": [0.001, 0.05], "log": True},
+        },
+    }
+    path = tmp / "tune.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_tune_on_a_cluster_matches_the_serial_study(small, cluster, threads, tmp_path):
+    """Trials asked and told here, trained on the workers: the same values, the same trial files."""
+    from ottotrain.config import load_config
+    from ottotrain.log import Log
+    from ottotrain.workflows.tune import tune
+
+    cfg = load_config(_tune_config(small, tmp_path))
+    here = tune(cfg, study_dir=tmp_path / "serial", log=Log(0), member_threads=threads)
+    there = tune(
+        cfg, study_dir=tmp_path / "cluster", log=Log(0), member_threads=threads, scheduler=cluster.address
+    )
+    assert (here["best_trial"], here["trials"]) == (there["best_trial"], there["trials"])
+    a, b = pd.read_csv(tmp_path / "serial" / "trials.csv"), pd.read_csv(tmp_path / "cluster" / "trials.csv")
+    np.testing.assert_allclose(a["value"], b["value"], atol=1e-6, rtol=0)
+    assert a.drop(columns=["value", "seconds"]).equals(b.drop(columns=["value", "seconds"]))
+    assert _files(tmp_path / "serial" / "trials") == _files(tmp_path / "cluster" / "trials")
+
+
+@pytest.mark.parametrize(
+    "theirs, message",
+    [
+        ({"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}, None),
+        (
+            {"ottotrain": "1.0.0", "keras": "3.14.0", "tensorflow": "2.21.0"},
+            "worker tcp://10.0.0.7:4001: runs keras 3.14.0, this client keras 3.15.1; install the same",
+        ),
+        (
+            {"ottotrain": "0.9.0", "keras": "3.15.1", "tensorflow": "2.20.0"},
+            "worker tcp://10.0.0.7:4001: runs ottotrain 0.9.0, tensorflow 2.20.0, this client "
+            "ottotrain 1.0.0, tensorflow 2.21.0;",
+        ),
+        (
+            {"ottotrain": "1.0.0"},
+            "runs keras none, tensorflow none, this client keras 3.15.1, tensorflow 2.21.0",
+        ),
+    ],
+)
+def test_a_worker_with_other_versions_is_refused_in_one_line(theirs, message):
+    from ottotrain.workflows.cluster import version_mismatch
+
+    here = {"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}
+    line = version_mismatch(here, {"tcp://10.0.0.7:4001": theirs})
+    if message is None:
+        assert line is None
+    else:
+        assert message in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--scheduler and --workers: give one"),
+        (["--scheduler", "127.0.0.1:8786"], "--scheduler 127.0.0.1:8786: expected a scheduler address"),
+    ],
+)
+def test_cluster_options_refused_in_one_line(small, args, message):
+    assert message in error_line(run_cli("cv", small, *args))
+
+
+def test_a_tensorflow_running_with_other_threads_is_refused(threads):
+    from ottotrain import engine
+    from ottotrain.errors import RunError
+
+    engine.env.tf.constant(1.0) + 1  # TensorFlow has started
+    with pytest.raises(
+        RunError, match=f"already runs with {threads} intra-op threads here.*--member-threads"
+    ):
+        engine.env.use_threads(threads + 1)
+    engine.env.use_threads(threads)  # its own count: fine
+
+
+def test_cv_workers_starts_and_stops_a_local_cluster(small, serial_cv, threads, tmp_path):
+    """--workers 2: a local cluster for the run; its members are the serial run's, to 1e-6."""
+    run_dir = tmp_path / "run"
+    r = run_cli(
+        "cv", small, "--folds", FOLDS, "--seeds", 1, "--workers", 2,
+        "--member-threads", threads, "--run-dir", run_dir,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "a local cluster of 2 workers" in r.stderr
+    for fold in range(1, FOLDS + 1):
+        mine, serial = (
+            yaml.safe_load((d / "models" / f"fold{fold}-seed1.json").read_text())
+            for d in (run_dir, serial_cv)
+        )
+        assert mine["val_log_loss"] == pytest.approx(serial["val_log_loss"], abs=1e-6)
+    status = yaml.safe_load((run_dir / "status.json").read_text())
+    assert status["status"] == "finished" and status["member_threads"] == threads
+
+
+def test_scheduler_going_away_stops_with_one_line_and_resumes(small, serial_cv, cluster, threads, tmp_path):
+    """The last test of the module: it kills the module's scheduler. Resumed here, serially."""
+    run_dir = tmp_path / "run"
+
+    def kill_scheduler():  # once the first member's record came back
+        while not list((run_dir / "models").glob(RECORDS)) and cluster.scheduler.poll() is None:
+            time.sleep(0.05)
+        os.killpg(cluster.scheduler.pid, signal.SIGKILL)
+
+    cluster.client.close()  # this test's own client would only complain
+
+    killer = threading.Thread(target=kill_scheduler, daemon=True)
+    killer.start()
+    try:
+        r = run_cli(
+            "cv", small, "--folds", FOLDS, "--seeds", SEEDS, "--scheduler", cluster.address,
+            "--member-threads", threads, "--run-dir", run_dir,
+        )  # fmt: skip
+    finally:
+        killer.join(60)
+    line = error_line(r)
+    assert "the Dask scheduler went away" in line and f"ottotrain cv --resume {run_dir}" in line
+    finished = sorted(p.name for p in (run_dir / "models").glob(RECORDS))
+    assert 1 <= len(finished) < FOLDS * SEEDS
+    r = run_cli("cv", "--resume", run_dir)  # the recorded member threads: this process's
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("finished earlier, reused") == len(finished)
+    _same_predictions(run_dir, serial_cv)
