@@ -44,7 +44,7 @@ from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
 from ottotrain import __version__, engine
-from ottotrain.errors import ConfigError, RunError
+from ottotrain.errors import ConfigError, RunError, first_line
 from ottotrain.io import atomic_path
 from ottotrain.log import Log
 
@@ -297,7 +297,14 @@ def open_cluster(
         with _closing(client):
             address = client.scheduler.address
             info = _workers(client, address, wait=workers is None)
-            wrong = version_mismatch(versions(), client.run(versions))
+            try:
+                theirs = client.run(versions)
+            except Exception as e:  # e.g. a worker without ottotrain, or an older one
+                raise RunError(
+                    f"{address}: a worker could not run ottotrain's version check ({first_line(e)}); "
+                    f"install ottotrain {__version__} on every worker"
+                ) from None
+            wrong = version_mismatch(versions(), theirs)
             if wrong:
                 raise RunError(wrong)
             for w, nthreads in info.items():

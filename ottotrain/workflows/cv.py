@@ -12,7 +12,7 @@ seeds of one recipe do.
 
 The run directory holds, besides ``config.yaml`` and ``status.json`` (``"kind": "cv"``)::
 
-    cv.json                       folds, seeds and the member list
+    cv.json                       folds, seeds, member threads and the member list
     folds.csv                     id, fold (1-based) of every training row
     models/fold1-seed1.keras      each member's best model ...
     models/fold1-seed1.preprocess.json   ... its preprocessing ...
@@ -27,6 +27,11 @@ Every training row gets exactly one out-of-fold (OOF) prediction: the average of
 ``seeds`` members that did not see it. Resuming (``ottotrain cv --resume RUN_DIR``)
 reuses every finished member and continues the unfinished one from its last completed
 epoch (its work folder, ``work/<member>/``).
+
+With ``--workers N`` or ``--scheduler`` the members train on Dask workers
+(``workflows.cluster``), each through the same ``train_member_files`` in a temporary
+folder there; the client writes the files that come back, and the run directory is the
+one a serial run writes.
 """
 
 from __future__ import annotations
