@@ -174,15 +174,15 @@ class _Preprocess(tf.Module):
         return tf.reshape(out.concat(), [n, width])
 
     def _knn_chunk(self, qc, ks):
-        ref = self.ref
-        g = tf.matmul(qc, ref, transpose_b=True) * -2.0 + self.ref_norms  # |r|^2 - 2 q.r, as numpy ranks
         starts = np.concatenate([[0], np.cumsum(self.ref_counts)]).tolist()
         outs = []
         for c in range(len(self.ref_counts)):
             lo, hi = starts[c], starts[c + 1]
+            ref = self.ref[lo:hi]  # one class's rows: a contiguous block
             kk = min(max(ks), hi - lo)
-            _, idx = tf.math.top_k(-g[:, lo:hi], kk)
-            diff = tf.gather(ref[lo:hi], idx) - qc[:, None, :]
+            g = tf.matmul(qc, ref, transpose_b=True) * -2.0 + self.ref_norms[lo:hi]  # |r|^2 - 2 q.r
+            _, idx = tf.math.top_k(-g, kk)
+            diff = tf.gather(ref, idx) - qc[:, None, :]
             d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
             # numpy's cumsum is float32, its division by the counts float64
             mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
