@@ -2,7 +2,7 @@
 
 The client (the ``ottotrain`` process) keeps the run directory; the workers need no shared
 filesystem and no access to the data files. The training data goes to the workers once per
-run (scattered); each task trains one member (or trial) through the same code a serial run
+run (as a worker plugin); each task trains one member (or trial) through the same code a serial run
 uses, in a temporary folder on its worker, and returns that folder's files as bytes, which
 the client writes into the run directory as a serial run would have. A worker runs one
 task at a time (``nthreads=1``): Keras' seeds and graphs are per process.
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
@@ -359,13 +359,44 @@ def _workers(client: Client, address: str, wait: bool) -> dict[str, int]:
     return {w: d["nthreads"] for w, d in client.scheduler_info(n_workers=-1)["workers"].items()}
 
 
-def scatter(cluster: Cluster, data) -> object:
-    """Send ``data`` to every worker once (a worker that joins later gets it from a peer).
+# The runs' training data in this worker process, by token (see ``shared_data``).
+_run_data: dict[str, object] = {}
 
-    To every worker, not one: a scattered value lives only where it was sent, and a killed
-    worker that held the only copy would take it with it.
+
+class _RunData(WorkerPlugin):
+    """A run's training data, kept in every worker process, those that join later included."""
+
+    def __init__(self, token: str, data):
+        self.name = f"ottotrain-data-{token}"
+        self.token, self.data = token, data
+
+    def setup(self, worker):
+        _run_data[self.token] = self.data
+
+    def teardown(self, worker):
+        _run_data.pop(self.token, None)
+
+
+@contextlib.contextmanager
+def shared_data(cluster: Cluster, data) -> Iterator[str]:
+    """Send ``data`` to every worker once for the block; yield the token a task finds it by.
+
+    A worker plugin, not a scattered value: the scheduler hands it to a worker that joins or
+    restarts later, and a killed worker takes no data with it (Dask keeps one replica of a
+    scattered value, which would be gone with its worker).
     """
-    return cluster.client.scatter(data, broadcast=True, hash=False)
+    plugin = _RunData(uuid.uuid4().hex[:12], data)
+    cluster.client.register_plugin(plugin)
+    try:
+        yield plugin.token
+    finally:
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing left to unregister
+            cluster.client.unregister_worker_plugin(plugin.name)
+
+
+def run_data(token: str):
+    """In a task: the data that ``shared_data`` sent to this worker."""
+    return _run_data[token]
 
 
 def run_tasks(

@@ -208,12 +208,12 @@ def _train_member(run: _Run, fold: int, seed_index: int) -> MemberRecord:
     return record
 
 
-def member_task(
-    spec: MemberSpec, data: FoldedData, client_versions: dict, threads: int
-) -> cluster.TaskResult:
-    """On a cluster worker: train one member from scratch; its run-directory files come back."""
+def member_task(spec: MemberSpec, data: str, client_versions: dict, threads: int) -> cluster.TaskResult:
+    """On a cluster worker: train one member from scratch (``data``: the run's ``FoldedData``,
+    by its ``cluster.shared_data`` token); its run-directory files come back."""
     cluster.check_worker(client_versions)
-    return cluster.run_task(spec.name, threads, functools.partial(_member_in, spec, data))
+    work = functools.partial(_member_in, spec, cluster.run_data(data))
+    return cluster.run_task(spec.name, threads, work)
 
 
 def _member_in(spec: MemberSpec, data: FoldedData, out: Path) -> MemberRecord:
@@ -436,12 +436,8 @@ def _train_on_cluster(run: _Run, on: cluster.Cluster, plan, todo, on_member) -> 
     log, run_dir = run.log, run.run_dir
     if not todo:
         return
-    data = cluster.scatter(on, run.data)
     here = cluster.versions()
     where = {member_name(f, s): (i, f, s) for i, f, s in todo}
-    tasks = iter(
-        [(name, member_task, (run.spec(f, s), data, here, run.threads)) for name, (_, f, s) in where.items()]
-    )
     t0, member_seconds, done = time.perf_counter(), [], 0
     log(f"{len(todo)} members to train on {on.slots} worker(s)", 1)
 
@@ -462,7 +458,10 @@ def _train_on_cluster(run: _Run, on: cluster.Cluster, plan, todo, on_member) -> 
             on_member(f, s, rec)
 
     hint = f"continue with: ottotrain cv --resume {run_dir} (with --scheduler or --workers)"
-    cluster.run_tasks(on, lambda: next(tasks, None), finished, hint)
+    with cluster.shared_data(on, run.data) as data:
+        specs = ((name, run.spec(f, s)) for name, (_, f, s) in where.items())
+        tasks = ((name, member_task, (spec, data, here, run.threads)) for name, spec in specs)
+        cluster.run_tasks(on, lambda: next(tasks, None), finished, hint)
     wall = time.perf_counter() - t0
     run.timings["cluster_wall_seconds"] = round(wall, 3)
     run.timings["cluster_member_seconds"] = round(sum(member_seconds), 3)

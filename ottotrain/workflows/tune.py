@@ -261,10 +261,12 @@ class TrialOutcome:
     error: str | None = None
 
 
-def trial_task(job: TrialJob, train: TrainData, client_versions: dict, threads: int) -> cluster.TaskResult:
-    """On a cluster worker: train one trial; its run directory's files come back."""
+def trial_task(job: TrialJob, train: str, client_versions: dict, threads: int) -> cluster.TaskResult:
+    """On a cluster worker: train one trial (``train``: the ``TrainData``, by its
+    ``cluster.shared_data`` token); its run directory's files come back."""
     cluster.check_worker(client_versions)
-    return cluster.run_task(f"trial-{job.number:04d}", threads, functools.partial(_trial_in, job, train))
+    work = functools.partial(_trial_in, job, cluster.run_data(train))
+    return cluster.run_task(f"trial-{job.number:04d}", threads, work)
 
 
 def _trial_in(job: TrialJob, train: TrainData, out: Path) -> TrialOutcome:
@@ -301,7 +303,7 @@ def _optimize_on_cluster(cfg: Config, study_dir: Path, study, place: Place, on: 
     if _finished(study) >= total:
         return
     train, _ = load_data(cfg, test=False)
-    data, here = cluster.scatter(on, train), cluster.versions()
+    here = cluster.versions()
     asked = {}
     progress = _progress(log, total, cfg, study_dir, place)
     finished_states = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -332,7 +334,8 @@ def _optimize_on_cluster(cfg: Config, study_dir: Path, study, place: Place, on: 
         progress(study, next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
 
     hint = f"continue with: ottotrain tune --resume {study_dir} --scheduler ADDRESS"
-    cluster.run_tasks(on, next_task, done, hint, in_flight=on.slots)
+    with cluster.shared_data(on, train) as data:
+        cluster.run_tasks(on, next_task, done, hint, in_flight=on.slots)
 
 
 def _progress(log: Log, total: int, cfg: Config, study_dir: Path, place: Place):
