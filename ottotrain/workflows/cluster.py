@@ -390,8 +390,11 @@ def shared_data(cluster: Cluster, data) -> Iterator[str]:
     try:
         yield plugin.token
     finally:
-        with contextlib.suppress(Exception):  # a lost scheduler: nothing left to unregister
-            cluster.client.unregister_worker_plugin(plugin.name)
+        # A local cluster is closed next, with the data; workers it is stopping would only
+        # make an unregistering broadcast fail loudly.
+        if not cluster.local:
+            with contextlib.suppress(Exception):  # a lost scheduler: nothing left to unregister
+                cluster.client.unregister_worker_plugin(plugin.name)
 
 
 def run_data(token: str):
