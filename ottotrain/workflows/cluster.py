@@ -28,6 +28,7 @@ import logging
 import os
 import pickle
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -216,6 +217,7 @@ def serve_member_process() -> None:
     """A member process: run the calls its worker sends until the worker closes the pipe or dies."""
     requests, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a print goes to stderr, never into the replies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the client's to handle
     parent = os.getppid()
 
     def orphaned():  # a killed worker (SIGKILL) takes its member process with it
@@ -277,20 +279,21 @@ def open_cluster(
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
             if workers is not None:
                 threads = threads or default_threads(workers)
-                local = LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=":0",  # no dashboard clash with another cluster
-                    silence_logs=logging.CRITICAL,
-                    # Read by TensorFlow at its start; each task sets (and checks) it too.
-                    env={
-                        "TF_NUM_INTRAOP_THREADS": str(threads),
-                        "TF_NUM_INTEROP_THREADS": "1",
-                        "OMP_NUM_THREADS": str(threads),
-                    },
-                )
+                with _ignoring_sigint():  # inherited by the workers: a Ctrl-C is the client's
+                    local = LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=":0",  # no dashboard clash with another cluster
+                        silence_logs=logging.CRITICAL,
+                        # Read by TensorFlow at its start; each task sets (and checks) it too.
+                        env={
+                            "TF_NUM_INTRAOP_THREADS": str(threads),
+                            "TF_NUM_INTEROP_THREADS": "1",
+                            "OMP_NUM_THREADS": str(threads),
+                        },
+                    )
                 client = Client(local)
             else:
                 client = _connect(scheduler)
@@ -324,6 +327,21 @@ def open_cluster(
             with contextlib.suppress(Exception):
                 local.close(timeout=10)
         quiet.setLevel(level)
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    """SIGINT ignored for the block (in the main thread): processes started in it inherit that,
+    so a terminal's Ctrl-C, sent to the whole process group, reaches only the client, which
+    stops the local cluster itself (without a traceback from every worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager
