@@ -9,18 +9,19 @@ For one finished run (an all-numeric table such as Otto's):
    ``tf.saved_model.load`` and called once on all rows; the largest difference between them;
    the SavedModel's median time for one row (50 calls);
 3. ``ottotrain serve EXPORT --port 0`` in a child process, then for 1-row and 256-row requests
-   with 1 and 16 concurrent clients (threads of this process, one httpx connection each):
+   with 1 and 16 concurrent clients (threads of this process, one httpx connection each, TCP_NODELAY):
    requests and rows per second, p50 and p99 latency. Each of the four loads runs for at most
    ``--seconds`` seconds and ``--max-requests`` requests, after 3 warm-up requests per client.
 
 Client and server share the machine's cores. Prints one JSON line.
 
-    python bench/serve_load.py RUN_DIR TEST_CSV [--seconds 10] [--max-requests 3000]
+    python bench/serve_load.py RUN_DIR TEST_CSV [--seconds 10] [--max-requests 3000] [--http-only]
 """
 
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,19 +36,29 @@ def _pct(xs, q):
     return round(float(np.percentile(np.asarray(xs) * 1000, q)), 2)
 
 
+def test_rows(run_dir, test, export_dir):
+    """(the test file's feature rows as predict reads them, the export's column names)."""
+    from ottotrain.data import load_test, missing_allowed
+    from ottotrain.serving.schema import ModelSchema
+    from ottotrain.workflows.predictor import open_run
+
+    s = open_run(run_dir).state
+    _, x = load_test(test, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
+    schema = ModelSchema.read(export_dir)
+    assert all(c.kind == "numeric" for c in schema.columns), "this bench feeds numeric columns only"
+    return x, [c.name for c in schema.columns]
+
+
 def in_process(run_dir, test, export_dir):
     from ottotrain import engine
-    from ottotrain.data import load_test, missing_allowed
     from ottotrain.features import knn
     from ottotrain.serving.schema import ModelSchema
     from ottotrain.workflows.predict import predict
     from ottotrain.workflows.predictor import open_run
 
     predictor = open_run(run_dir)
-    s = predictor.state
-    _, x = load_test(test, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
+    x, names = test_rows(run_dir, test, export_dir)
     schema = ModelSchema.read(export_dir)
-    assert all(c.kind == "numeric" for c in schema.columns), "this bench feeds numeric columns only"
     cols = {c.key: x[:, j] for j, c in enumerate(schema.columns)}
     knn._MEMO.clear()  # KNN features are memoised per process: each timing computes its own
     t = time.perf_counter()
@@ -82,7 +93,7 @@ def in_process(run_dir, test, export_dir):
             "savedmodel_1_row_p50_ms": _pct(one, 50),
         },
         x,
-        [c.name for c in schema.columns],
+        names,
     )
 
 
@@ -94,8 +105,12 @@ def load(url, bodies, clients, seconds, max_requests):
     start = threading.Barrier(clients + 1)  # every client warmed up: the clock starts
     clock = {}
 
+    # httpx writes a request's headers and body separately: with Nagle's algorithm on, the body
+    # could wait for the server's delayed ACK (curl sets TCP_NODELAY too).
+    nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
     def client(i):
-        with httpx.Client(timeout=120) as c:
+        with httpx.Client(timeout=120, transport=httpx.HTTPTransport(socket_options=nodelay)) as c:
             for j in range(3):
                 assert c.post(url, content=bodies[(i + j) % len(bodies)]).status_code == 200
             start.wait()
@@ -138,6 +153,7 @@ def main():
     ap.add_argument("test")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-requests", type=int, default=3000)
+    ap.add_argument("--http-only", action="store_true", help="Skip step 2 (minutes for a KNN run).")
     args = ap.parse_args()
 
     from ottotrain.workflows.export import export
@@ -151,7 +167,10 @@ def main():
             "seconds": res["seconds"],
             "knn_members": res["knn_members"],
         }
-        out["in_process"], x, names = in_process(args.run_dir, args.test, export_dir)
+        if args.http_only:
+            x, names = test_rows(args.run_dir, args.test, export_dir)
+        else:
+            out["in_process"], x, names = in_process(args.run_dir, args.test, export_dir)
 
         proc = subprocess.Popen(
             [sys.executable, "-m", "ottotrain", "serve", str(export_dir), "--port", "0", "--name", "m"],

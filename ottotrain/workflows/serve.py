@@ -86,7 +86,10 @@ def server(app) -> _Server:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket at host:port (port 0: a free one), or a one-line error."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on each connection (it checks the protocol);
+    # without it a kept-alive connection's responses waited ~40 ms for delayed ACKs.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
