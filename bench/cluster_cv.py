@@ -1,4 +1,4 @@
-"""cv of configs/mlp.yaml on Otto, serially and on a local Dask cluster (``--workers 2``), side by side.
+"""cv of configs/tutorial-mlp.yaml on Otto, serially and on a local Dask cluster (``--workers 2``).
 
     python bench/cluster_cv.py [--train /work/shared/otto/train.csv.gz] [--folds 5] [--seeds 4]
 
@@ -53,7 +53,7 @@ def main():
     p.add_argument("--seeds", type=int, default=4)
     a = p.parse_args()
     common = [
-        str(ROOT / "configs" / "mlp.yaml"),
+        str(ROOT / "configs" / "tutorial-mlp.yaml"),
         "--set", f"data.train={a.train}", "--set", "data.test=null",
         "--folds", str(a.folds), "--seeds", str(a.seeds),
     ]  # fmt: skip

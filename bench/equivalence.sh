@@ -13,7 +13,7 @@ ot() { "$py" -m ottotrain "$@"; }
 ot make-data "$out/data" --rows 6000 --test-rows 2000 --seed 3 >/dev/null
 data=(--set "data.train=$out/data/train.csv" --set "data.test=$out/data/test.csv")
 # The tutorial MLP as shipped (SGD, early stopping), 8 epochs.
-ot fit "$root/configs/mlp.yaml" "${data[@]}" --set train.epochs=8 --run-dir "$out/mlp" -q >/dev/null
+ot fit "$root/configs/tutorial-mlp.yaml" "${data[@]}" --set train.epochs=8 --run-dir "$out/mlp" -q >/dev/null
 # A cv run: 3 folds x 2 seeds, a variant with TF-IDF and another with KNN features, dropout.
 cat > "$out/cv.yaml" <<YAML
 name: eq-cv

@@ -1,4 +1,4 @@
-"""Public tables with text columns: the tutorial's configs/mlp.yaml against LightGBM, same split.
+"""Public tables with text columns: configs/mlp.yaml (or another config) against LightGBM, same split.
 
     python bench/public_tables.py DIR [CONFIG]
 

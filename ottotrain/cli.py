@@ -123,7 +123,7 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
     \b
     Examples:
       ottotrain fit configs/mlp.yaml
-      ottotrain fit configs/mlp.yaml --set train.epochs=5 --set model.layers[0].Dense.units=256
+      ottotrain fit configs/mlp.yaml --set train.epochs=5 --set model.layers[1].Dense.units=256
       ottotrain fit configs/otto.yaml --smoke
       ottotrain fit --resume runs/mlp-20261128-101500
     """
@@ -177,6 +177,63 @@ def predict(run_dir, test_csv, output):
         err=True,
     )
     click.echo(result["output"])
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--no-knn-members",
+    is_flag=True,
+    help="Leave out a cv run's members that use data.knn (a smaller, faster export).",
+)
+def export(run_dir, out_dir, no_knn_members):
+    """Write RUN_DIR as a TensorFlow SavedModel in OUT_DIR: raw columns in, probabilities out.
+
+    \b
+    Example:
+      ottotrain export runs/mlp-20261128-101500 exports/mlp
+    """
+    from ottotrain.workflows.export import export as run_export
+
+    result = run_export(run_dir, out_dir, no_knn_members)
+    click.echo(
+        f"{result['members']} model(s) ({result['knn_members']} with KNN features), "
+        f"{result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s",
+        err=True,
+    )
+    click.echo(result["output"])
+
+
+@main.command()
+@click.argument("target", metavar="RUN_DIR|EXPORT_DIR", type=click.Path(file_okay=False))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 opens it to the network.",
+)
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="0: a free one.")
+@click.option("--name", help="Model name in the URLs [default: the directory's name].")
+@click.option("--no-knn-members", is_flag=True, help="A cv run directory: leave out its KNN members.")
+def serve(target, host, port, name, no_knn_members):
+    """Serve a run or an export over HTTP: POST /v1/models/NAME:predict (TensorFlow Serving's shape).
+
+    \b
+    Example:
+      ottotrain serve exports/mlp --port 8501
+      curl -d '{"instances": [{"feat_1": 0, ...}]}' localhost:8501/v1/models/mlp:predict
+    """
+    import signal
+
+    from ottotrain.workflows.serve import serve as run_serve
+
+    try:
+        stopped = run_serve(target, host, port, name, no_knn_members, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:  # Ctrl-C while the model was loading
+        stopped = signal.SIGINT
+    click.echo(f"stopped ({stopped.name if stopped is not None else 'shut down'})", err=True)
+    sys.exit(130 if stopped == signal.SIGINT else 0)
 
 
 @main.command()
@@ -275,10 +332,42 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     type=click.Path(file_okay=False),
     help="Continue an interrupted cv run (finished models are reused).",
 )
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Train the members on a running Dask cluster (workers started with --nthreads 1).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Train the members on a local cluster of N worker processes, stopped at the end.",
+)
+@click.option(
+    "--member-threads",
+    type=click.IntRange(1),
+    metavar="N",
+    help="TensorFlow threads per member (recorded; results' last bits depend on it) [default: "
+    "the cores shared out among the members that run at once].",
+)
 @json_option
 @quiet_option
 @verbose_option
-def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
+def cv(
+    config,
+    folds,
+    seeds,
+    overrides,
+    run_dir,
+    runs_root,
+    smoke,
+    resume,
+    scheduler,
+    workers,
+    member_threads,
+    as_json,
+    quiet,
+    verbose,
+):
     """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
 
     Each model trains on K-1 folds and early-stops on the held-out fold
@@ -293,6 +382,8 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
       ottotrain cv configs/otto-cv.yaml
       ottotrain cv configs/otto.yaml --folds 5 --seeds 3 --set data.transform=anscombe
       ottotrain cv --resume runs/otto-cv-20261128-101500
+      ottotrain cv configs/otto-cv.yaml --workers 2
+      ottotrain cv configs/otto-cv.yaml --scheduler tcp://10.0.0.5:8786
     """
     cfg, name = _training_config(config, overrides, resume, run_dir)
     from ottotrain.workflows.cv import run_cv
@@ -308,6 +399,9 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
         resume=resume,
         log=_log(quiet, verbose),
         config_name=name,
+        member_threads=member_threads,
+        scheduler=scheduler,
+        workers=workers,
     )
     if as_json:
         _echo_json(result)
@@ -350,6 +444,17 @@ def cv(config, folds, seeds, overrides, run_dir, runs_root, smoke, resume, as_js
 @click.option(
     "--keep", type=click.IntRange(1), metavar="K", help="Keep only the run directories of the best K trials."
 )
+@click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Train the trials on a running Dask cluster, one per worker at a time; the study stays here.",
+)
+@click.option(
+    "--member-threads",
+    type=click.IntRange(1),
+    metavar="N",
+    help="TensorFlow threads per trial [default: the cores shared out among the trials that run at once].",
+)
 @click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
 @json_option
 @quiet_option
@@ -364,6 +469,8 @@ def tune(
     storage,
     study_name,
     keep,
+    scheduler,
+    member_threads,
     worker,
     as_json,
     quiet,
@@ -383,6 +490,7 @@ def tune(
       ottotrain tune configs/quickstart-tune.yaml --set tune.trials=5 --keep 3
       ottotrain tune --resume runs/otto-tune-20261201-101500 --set tune.trials=40
       PGPASSWORD=... ottotrain tune configs/otto-tune.yaml --storage postgresql://me@db:5432/optuna
+      ottotrain tune configs/otto-tune.yaml --scheduler tcp://10.0.0.5:8786
     """
     cfg, name = _training_config(config, overrides, resume, study_dir)
     from ottotrain.workflows.tune import tune as run_tune
@@ -402,6 +510,8 @@ def tune(
         storage=storage,
         study_name=study_name,
         keep=keep,
+        scheduler=scheduler,
+        member_threads=member_threads,
     )
     if as_json:
         _echo_json(result)
