@@ -15,7 +15,7 @@ from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.categories import fit_category, indices
 from ottotrain.runs.safety import check_model_file
-from tests.conftest import error_line, tiny_config
+from tests.conftest import ROOT, error_line, tiny_config
 
 N = 40
 
@@ -210,6 +210,24 @@ def test_a_table_with_categories_fits_predicts_and_summarises(cat_data, cli, wri
     np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), atol=1e-6)
     assert "CategoryEmbedding" in cli("summary", run).stdout
     assert cli("evaluate", run, cat_data["train"]).exit_code == 0
+
+
+def test_mlp_yaml_on_a_table_without_numbers_leaves_its_numeric_embedding_out(cli, tmp_path):
+    """configs/mlp.yaml opens with a PiecewiseLinearEmbedding: a table of categories only
+    still fits and predicts, with one line saying the embedding is left out."""
+    df = pd.DataFrame(
+        {"c": COLOR, "d": [f"v{i % 3}" for i in range(N)], "t": ["AB"[i % 2] for i in range(N)]}
+    )
+    df.to_csv(tmp_path / "train.csv", index=False)
+    df.drop(columns="t").to_csv(tmp_path / "test.csv", index=False)
+    sets = [f"data.train={tmp_path / 'train.csv'}", f"data.test={tmp_path / 'test.csv'}"]
+    sets += ["data.id_column=null", "data.target_column=t", "train.epochs=1"]
+    args = [a for s in sets for a in ("--set", s)]
+    r = cli("fit", ROOT / "configs" / "mlp.yaml", *args, "--run-dir", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    assert "no numeric column to embed; model.layers[0] (PiecewiseLinearEmbedding) is left out" in r.stderr
+    assert "PiecewiseLinearEmbedding" not in (tmp_path / "run" / "summary.txt").read_text()
+    assert len(pd.read_csv(tmp_path / "run" / "submission.csv")) == N
 
 
 def test_check_prints_every_column_and_the_input_block(cat_data, cli, write_config):

@@ -154,7 +154,9 @@ def _layers(cfg, sizes, inputs) -> list[tuple[str, object]]:
         name, args = check_layer(i, item)
         path = f"model.layers[{i}].{name}"
         if name in OWN_LAYERS:
-            out.append((path, _embedding(cfg, path, name, args, sizes, inputs)))
+            layer = _embedding(cfg, path, name, args, sizes, inputs)
+            if layer is not None:
+                out.append((path, layer))
             continue
         cls = _keras_class(keras.layers, name)
         if cls is None or not issubclass(cls, keras.layers.Layer):
@@ -168,10 +170,11 @@ def _layers(cfg, sizes, inputs) -> list[tuple[str, object]]:
 
 
 def _embedding(cfg, path: str, name: str, args: dict, sizes, inputs):
-    """A numeric embedding that opens the layer list: it embeds the numeric block only."""
+    """A numeric embedding that opens the layer list: it embeds the numeric block only, and
+    is left out (None) for a table without numeric columns (``data_notes`` says so)."""
     columns = inputs.numeric if inputs is not None else sizes["n_features"]
     if columns == 0:
-        raise ConfigError(f"{cfg.source}: {path}: the data has no numeric column to embed; remove {name}")
+        return None
     if name == "PeriodicEmbedding":
         return PeriodicEmbedding(
             args["frequencies"],

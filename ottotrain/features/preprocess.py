@@ -265,7 +265,8 @@ class Preprocessor:
     def fit_bins(self, z, bins: int) -> None:
         """Quantile bins of the numeric block of ``z`` (transformed training rows), for a
         PiecewiseLinearEmbedding; kept in the state (preprocess.json)."""
-        self.state.bins = quantile_edges(z[:, : self.numeric_width], bins)
+        if self.numeric_width:  # none: the embedding is left out of the model
+            self.state.bins = quantile_edges(z[:, : self.numeric_width], bins)
 
     def describe_inputs(self) -> str:
         """The input block in words: what each part of the model's input is."""

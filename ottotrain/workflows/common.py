@@ -11,6 +11,7 @@ import numpy as np
 
 from ottotrain import runs
 from ottotrain.config import Config, check_layer, config_to_dict, dump_yaml
+from ottotrain.config.schema import OWN_LAYERS
 from ottotrain.data import TrainData, data_paths, load_test, load_train
 from ottotrain.errors import ConfigError, DataError
 from ottotrain.features import Preprocessor
@@ -176,6 +177,10 @@ def data_notes(cfg: Config, train: TrainData, test) -> list[str]:
     """The warning lines about the data: columns dropped or read oddly at fit, test rows with
     missing numbers where the training rows had none, categories the training rows lacked."""
     notes = list(train.notes)
+    first = cfg.model.layers[0] if cfg.model.layers else None
+    embedding = next(iter(first), None) if isinstance(first, dict) else None
+    if embedding in OWN_LAYERS and len(train.types.categorical) == len(train.features):
+        notes.append(f"{train.path}: no numeric column to embed; model.layers[0] ({embedding}) is left out")
     if test is None or train.x is None:
         return notes
     path, types = data_paths(cfg.data)[1], train.types

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ottotrain import engine, runs
 from ottotrain.config import load_config, member_config
-from ottotrain.data import load_train
+from ottotrain.data import load_train, train_val_split
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.preprocess import KnnState
@@ -19,18 +19,20 @@ def data_sizes(cfg):
     """(model input width, number of classes, the ``InputBlock`` of embeddings or None, the
     inputs in words).
 
-    The preprocessing is fitted on every training row, as a fit would on its training
-    part: the "was missing" columns and the categories' encodings depend on the data. KNN
+    The preprocessing is fitted on the training part of fit's split, as fit fits it: the
+    "was missing" columns, the categories' encodings and the bins depend on those rows. KNN
     features are counted, not computed (one per class and k).
     """
     train = load_train(cfg.data)
     data_cfg = cfg.data.model_copy(update={"knn": None})
     try:
-        pre = Preprocessor.fit(train.x, data_cfg, train.features, train.classes, train.y, train.types)
+        tr, _ = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
+        x = train.x[tr]
+        pre = Preprocessor.fit(x, data_cfg, train.features, train.classes, train.y[tr], train.types)
     except DataError as e:
         raise DataError(f"{train.path}: {e}") from None
     if bins := first_layer_bins(cfg):  # a PiecewiseLinearEmbedding's bins, as fit finds them
-        pre.fit_bins(pre.transform(train.x), bins)
+        pre.fit_bins(pre.transform(x), bins)
     if cfg.data.knn:  # counted only: no reference rows
         pre.state.knn = KnnState(list(cfg.data.knn.k), "")
     return pre.n_outputs, len(train.classes), pre.input_block(), pre.describe_inputs()
