@@ -114,7 +114,7 @@ def first_bad_row(mask: np.ndarray) -> int:
 
 
 # pandas' default missing-value markers, so that the fast path reads what pd.read_csv reads.
-_NA_VALUES = [
+NA_VALUES = [
     "",
     "#N/A",
     "#N/A N/A",
@@ -148,7 +148,7 @@ def _read_csv_arrow(path: Path, usecols=None, na_values=()):
     which retries with pandas for a message with a line number.
     """
     convert = pacsv.ConvertOptions(
-        null_values=[*_NA_VALUES, *na_values],
+        null_values=[*NA_VALUES, *na_values],
         strings_can_be_null=True,
         include_columns=list(usecols) if usecols is not None else None,
     )
@@ -230,7 +230,7 @@ def _read_fast(path: Path, features, others, allow_missing=False):
     convert = pacsv.ConvertOptions(
         column_types={f: pa.float32() for f in features},
         include_columns=columns,
-        null_values=_NA_VALUES,
+        null_values=NA_VALUES,
         strings_can_be_null=True,
     )
     try:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ottotrain.data.columnar import columnar_format, read_arrow, row_place
-from ottotrain.data.csv import _NA_VALUES, _checked_matrix, check_features, read_table
+from ottotrain.data.csv import NA_VALUES, _checked_matrix, check_features, read_table
 from ottotrain.errors import DataError
 
 NUMERIC, CATEGORICAL, DROP = "numeric", "categorical", "drop"
@@ -113,7 +113,7 @@ def _read_csv(path: Path, columns, types: dict, na_values) -> pa.Table:
     convert = pacsv.ConvertOptions(
         column_types=types,
         include_columns=columns,
-        null_values=[*_NA_VALUES, *na_values],
+        null_values=[*NA_VALUES, *na_values],
         strings_can_be_null=True,
     )
     return pacsv.read_csv(str(path), convert_options=convert)

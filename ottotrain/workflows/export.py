@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ottotrain import __version__, engine
 from ottotrain.data import missing_allowed
-from ottotrain.data.csv import _NA_VALUES
+from ottotrain.data.csv import NA_VALUES
 from ottotrain.errors import DataError, RunError
 from ottotrain.serving.schema import (
     CATEGORICAL,
@@ -53,7 +53,7 @@ def schema_for(predictor: Predictor, members) -> ModelSchema:
     cats = {c.column for c in s.categorical or ()}
     keys = signature_keys(s.features)
     tokens = s.na_tokens or {}
-    numeric_text = [v for v in (*_NA_VALUES, *(s.na_values or ())) if v]  # "" is no number in JSON
+    numeric_text = [v for v in (*NA_VALUES, *(s.na_values or ())) if v]  # "" is no number in JSON
     columns = [
         Column(f, keys[f], CATEGORICAL, True)
         if f in cats
@@ -85,7 +85,7 @@ def open_graph(run_dir, no_knn_members=False):
         for m in members
     ]
     inputs = [engine.export.GraphInput(c.name, c.key, c.kind == CATEGORICAL) for c in schema.columns]
-    na_text = [*_NA_VALUES, *(predictor.state.na_values or ())]  # a categorical cell read as missing
+    na_text = [*NA_VALUES, *(predictor.state.na_values or ())]  # a categorical cell read as missing
     module = engine.export.build(graph_members, inputs, predictor.state.classes, na_text)
     return module, schema
 
