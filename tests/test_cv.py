@@ -101,6 +101,41 @@ def test_each_member_is_trained_on_other_folds_only(cv_run):
     assert all(r["n_train"] + r["n_val"] == 600 for r in recs)
 
 
+def test_members_save_their_oof_predictions_and_a_run_without_them_gives_the_same_table(cv_run, tmp_path):
+    """Each member's .oof.npz is what its model predicts on its fold's rows; a run whose members
+    lack it (finished by ottotrain 1.0) gets the same OOF table from the models."""
+    from ottotrain import engine
+    from ottotrain.config import load_config
+    from ottotrain.data import load_train
+    from ottotrain.features import Preprocessor
+    from ottotrain.runs.artifacts import read_member_oof
+    from ottotrain.workflows.cv import _member_oof
+
+    train = load_train(load_config(cv_run / "config.yaml").data)
+    folds = pd.read_csv(cv_run / "folds.csv")["fold"].to_numpy()
+    for f in range(1, FOLDS + 1):
+        name = f"fold{f}-seed2"
+        pre = Preprocessor.from_json((cv_run / "models" / f"{name}.preprocess.json").read_text())
+        model = engine.inference.load_model(cv_run / "models" / f"{name}.keras")
+        again = engine.inference.predict_proba(model, pre.transform(train.x[folds == f]))
+        saved = read_member_oof(cv_run / "models" / f"{name}.oof.npz")
+        assert saved.shape == again.shape and np.abs(saved - again).max() < 1e-6
+
+    old = tmp_path / "old"
+    shutil.copytree(cv_run, old)
+    for p in (old / "models").glob("*.oof.npz"):
+        p.unlink()
+    np.savez(old / "models" / "fold1-seed1.oof.npz", proba=np.zeros((3, 2)))
+    with pytest.raises(Exception, match=r"fold1-seed1.oof.npz: holds probabilities of shape \(3, 2\)"):
+        _member_oof(old, "fold1-seed1", None, train.x[folds == 1], 9)
+    (old / "models" / "fold1-seed1.oof.npz").unlink()
+    for f in range(1, FOLDS + 1):
+        pre = Preprocessor.from_json((old / "models" / f"fold{f}-seed1.preprocess.json").read_text())
+        from_model = _member_oof(old, f"fold{f}-seed1", pre, train.x[folds == f], 9)
+        saved = read_member_oof(cv_run / "models" / f"fold{f}-seed1.oof.npz")
+        assert np.abs(from_model - saved).max() < 1e-6
+
+
 def test_cv_variants_vary_the_members(cv_run):
     cv = json.loads((cv_run / "cv.json").read_text())
     assert cv["seeds"] == SEEDS  # one seed per variant when --seeds is not given

@@ -20,6 +20,18 @@ def write_history(path, history: list[EpochRow]):
         pd.DataFrame([asdict(r) for r in history], columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
+def write_member_oof(path, proba):
+    """A cv member's probabilities on its validation fold (``models/<member>.oof.npz``), in
+    the fold's row order; saved with the member, so that the run's end loads no model for them."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, proba=np.asarray(proba))
+
+
+def read_member_oof(path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        return z["proba"]
+
+
 def write_predictions(path, proba, columns, leading: dict):
     """A table of probabilities with some leading columns (ids, folds, targets), atomically:
     Parquet or Arrow IPC (Feather) by the name's suffix, else CSV (gzip for ``.gz``)."""

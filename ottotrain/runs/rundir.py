@@ -190,12 +190,14 @@ def check_safe(run_dir):
     """
     for p in Path(run_dir).rglob("*"):
         if p.is_file() and not TEMP_NAME.fullmatch(p.name):
-            # The resume checkpoints and the KNN reference rows are .npz files that np.load
-            # reads with pickles refused.
+            # The resume checkpoints, the KNN reference rows and cv members' OOF predictions
+            # are .npz files that np.load reads with pickles refused.
             if p.suffix.lower() in UNSAFE_SUFFIXES and not (
                 p.parent.name == "state"
                 and re.fullmatch(r"(epoch|best)-\d{5,}\.npz", p.name)
                 or re.fullmatch(r"knn-[0-9a-f]{16}\.npz", p.name)
+                or p.parent.name == "models"
+                and re.fullmatch(r"fold\d+-seed\d+\.oof\.npz", p.name)
             ):
                 raise RunError(
                     f"{p}: unexpected file type '{p.suffix}' in a run directory; "

@@ -18,6 +18,7 @@ The run directory holds, besides ``config.yaml`` and ``status.json`` (``"kind": 
     models/fold1-seed1.preprocess.json   ... its preprocessing ...
     models/fold1-seed1.json       ... its scores (written last: the "done" marker)
     models/fold1-seed1.history.csv
+    models/fold1-seed1.oof.npz    its probabilities on fold 1's rows
     oof.csv                       id, fold, target, one probability per class
     metrics.json                  oof_log_loss, oof_accuracy, per-fold scores, members
     ensemble.json                 the members ``predict`` averages
@@ -56,7 +57,14 @@ from ottotrain.io import atomic_path, read_json, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_FILE, CV_KIND, ENSEMBLE_FILE, FOLDS_FILE, MODELS, OOF_FILE, WORK
-from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
+from ottotrain.runs.artifacts import (
+    read_member_oof,
+    versions,
+    write_history,
+    write_member_oof,
+    write_predictions,
+    write_submission,
+)
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import MemberRecord
 from ottotrain.workflows import cluster
@@ -193,6 +201,7 @@ def train_member_files(
     # "finished" marker) last.
     pre.save(models / f"{name}.preprocess.json")
     write_history(models / f"{name}.history.csv", state.history)
+    write_member_oof(models / f"{name}.oof.npz", result.val_proba)
     os.replace(result.model_path, models / f"{name}.keras")
     record.save(models / f"{name}.json")
     return record
@@ -472,6 +481,24 @@ def _train_on_cluster(run: _Run, on: cluster.Cluster, plan, todo, on_member) -> 
     )
 
 
+def _member_oof(run_dir: Path, name: str, pre: Preprocessor, x_val, n_classes: int) -> np.ndarray:
+    """A member's OOF probabilities: as it saved them, or (a member finished by ottotrain 1.0
+    or before its ``.oof.npz`` existed) predicted again from its model."""
+    path = run_dir / MODELS / f"{name}.oof.npz"
+    if path.exists():
+        p = read_member_oof(path)
+        if p.shape != (len(x_val), n_classes):
+            raise RunError(
+                f"{path}: holds probabilities of shape {p.shape}, expected ({len(x_val)}, {n_classes}) "
+                "(its fold's rows x classes); folds.csv or models/ are damaged"
+            )
+        return p
+    model = engine.inference.load_model(run_dir / MODELS / f"{name}.keras")
+    p = engine.inference.predict_proba(model, pre.transform(x_val))
+    engine.env.keras.backend.clear_session()
+    return p
+
+
 def _finish(run: _Run, test) -> dict:
     """Average the members: OOF predictions, scores, test submission, ensemble manifest."""
     cfg, run_dir, train, fold_of, log = run.cfg, run.run_dir, run.train, run.fold_of, run.log
@@ -490,12 +517,12 @@ def _finish(run: _Run, test) -> dict:
         for s in range(seeds):
             name = member_name(f, s)
             path = run_dir / MODELS / f"{name}.preprocess.json"
-            pre = Preprocessor.from_json(path.read_text(), path)
-            model = engine.inference.load_model(run_dir / MODELS / f"{name}.keras")
-            per_seed[s, va] = engine.inference.predict_proba(model, pre.transform(train.x[va]))
+            pre, model = Preprocessor.from_json(path.read_text(), path), None
+            per_seed[s, va] = _member_oof(run_dir, name, pre, train.x[va], n_classes)
             oof[va] += per_seed[s, va]
             count[va] += 1
             if p_test is not None:
+                model = engine.inference.load_model(run_dir / MODELS / f"{name}.keras")
                 key = pre.to_json()  # seeds of a fold share it, unless cv.variants differ
                 if key not in x_test:
                     x_test[key] = pre.transform(test[1])
@@ -512,7 +539,8 @@ def _finish(run: _Run, test) -> dict:
                     "weight": 1.0,
                 }
             )
-            engine.env.keras.backend.clear_session()  # free the member's graph
+            if model is not None:
+                engine.env.keras.backend.clear_session()  # free the member's graph
     if not (count == seeds).all():
         raise RunError(
             f"{run_dir}: a training row has {count.min()} out-of-fold predictions, "
