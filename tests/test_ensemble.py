@@ -152,5 +152,18 @@ def test_cv_of_an_ensemble_with_periodic_embeddings(kind, tiny_data, tmp_path, c
     r = cli("cv", write_config(cfg), "--folds", 2, "--runs-root", tmp_path / "runs", "-q")
     assert r.exit_code == 0, r.output
     (run,) = (tmp_path / "runs").iterdir()
-    assert cli("evaluate", run, tiny_data["train"], "-q").exit_code == 0
+    r = cli("evaluate", run, tiny_data["train"], "--json")
+    assert r.exit_code == 0, r.output
     assert "Ensemble: 2 members" in cli("summary", run).stdout
+    # Each member's log loss alone: member j of both fold models together; their mean is the run's.
+    from ottotrain.data import load_labelled
+    from ottotrain.metrics import log_loss
+    from ottotrain.workflows.predictor import open_run
+
+    predictor = open_run(run)
+    x, y = load_labelled(tiny_data["train"], predictor.state)
+    each = predictor.member_proba(x)
+    assert each.shape == (2, len(y), 9) and not np.allclose(each[0], each[1])
+    assert np.abs(each.mean(axis=0) - predictor.predict_proba(x)).max() < 1e-5
+    assert json.loads(r.stdout)["member_log_loss"] == [round(log_loss(y, p), 6) for p in each]
+    assert "2 ensemble members alone: log_loss" in cli("evaluate", run, tiny_data["train"]).stdout

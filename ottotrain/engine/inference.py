@@ -33,3 +33,19 @@ def load_model(path):
 def predict_proba(model, x, batch_size=8192) -> np.ndarray:
     """Class probabilities, rows summing to 1 (in float64)."""
     return proba_rows(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def member_probas(model, x, batch_size=8192) -> np.ndarray | None:
+    """A TabM-style ensemble's members' class probabilities on the rows ``x`` (one matrix, as
+    ``Preprocessor.transform`` gives it): (k, rows, classes), each row summing to 1; None for
+    a model without ``model.ensemble``."""
+    means = [layer for layer in model.layers if isinstance(layer, ensemble.EnsembleMean)]
+    if not means:
+        return None
+    (features,) = model.inputs
+    members = keras.Model(features, means[-1].input)  # (k, b, C): before the mean
+    parts = [
+        keras.ops.convert_to_numpy(members(x[i : i + batch_size], training=False))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.stack([proba_rows(m) for m in np.concatenate(parts, axis=1)])

@@ -23,7 +23,8 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
     Returns:
         dict with ``log_loss`` (Kaggle's), ``accuracy``, ``per_class`` (precision,
         recall, f1, support per class) and ``confusion`` (rows: true class,
-        columns: predicted class).
+        columns: predicted class); with ``model.ensemble``, ``member_log_loss``: each
+        TabM-style member's log loss alone (member j of every model of a cv run together).
     """
     log = log or Log(0)
     predictor = open_run(run_dir)
@@ -37,6 +38,8 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
     labels = list(range(len(classes)))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     cm = confusion_matrix(y, pred, labels=labels)
+    members = predictor.member_proba(x)
+    extra = {} if members is None else {"member_log_loss": [round(log_loss(y, p), 6) for p in members]}
     return {
         "run_dir": str(run_dir),
         "data": str(data_csv),
@@ -54,6 +57,7 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
             for c, p, r, f, s in zip(classes, prec, rec, f1, support)
         ],
         "confusion": {"classes": classes, "matrix": cm.astype(int).tolist()},
+        **extra,
     }
 
 
@@ -63,6 +67,13 @@ def format_evaluation(result: dict, brief: bool = False) -> str:
     lines = [f"log_loss={r['log_loss']:.4f} accuracy={r['accuracy']:.4f} rows={r['rows']}"]
     if brief:
         return lines[0]
+    if "member_log_loss" in r:
+        each = r["member_log_loss"]
+        lines.append(
+            f"{len(each)} ensemble members alone: log_loss "
+            + " ".join(f"{v:.4f}" for v in each)
+            + f" (mean {sum(each) / len(each):.4f}; together {r['log_loss']:.4f})"
+        )
     classes = r["confusion"]["classes"]
     w = max(len("class"), *(len(c) for c in classes))
     lines += ["", f"{'class':<{w}}  precision  recall      f1  support"]

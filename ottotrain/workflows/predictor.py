@@ -64,6 +64,19 @@ class Predictor:
             p = q if p is None else p + q
         return p
 
+    def member_proba(self, x) -> np.ndarray | None:
+        """For models with ``model.ensemble``: member j's probabilities, (k, rows, classes),
+        averaged over the run's models as ``predict_proba`` averages them; else None."""
+        total = sum(m.weight for m in self.members)
+        p = None
+        for m in self.members:
+            q = engine.inference.member_probas(m.model, m.pre.transform(x))
+            if q is None or (p is not None and q.shape != p.shape):
+                return None
+            q = q * (m.weight / total)
+            p = q if p is None else p + q
+        return p
+
 
 def _fit_members(run_dir: Path, info: dict) -> list[Member]:
     if info["status"] not in (FINISHED, INTERRUPTED) or not (run_dir / "model.keras").exists():
