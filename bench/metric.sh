@@ -76,3 +76,17 @@ time ottotrain cv configs/otto-tabm.yaml --seeds 1 $DATA --run-dir "$OUT/TB1"
 python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/TB1"
 TB="$DATA --set data.test=null --set model.ensemble.shared_batches=true"
 time ottotrain cv configs/otto-tabm.yaml --seeds 1 $TB --run-dir "$OUT/TB2"
+# 8. Issue 18, the afternoon of 2026-12-02: the tuned body as 4 members (TB3, alone, timed),
+#    otto-tabm.yaml again and its embedding ablation two at a time with one thread each
+#    (TB1b, TBple), its k ablation and the K3 bag on 2 local Dask workers, then the blend.
+#    (The fit on the split that chose TB3 and TBple's probe: `ottotrain fit CONFIG $S`.)
+sed -e 's/^name: otto-tuned/name: otto-tabm-tuned/' -e 's/^model:/model:\n  ensemble: {k: 4, kind: batch}/' \
+    configs/otto-tuned.yaml > "$OUT/otto-tabm-tuned.yaml"
+time ottotrain cv "$OUT/otto-tabm-tuned.yaml" --seeds 1 $DATA --run-dir "$OUT/TB3"
+TF_NUM_INTRAOP_THREADS=1 ottotrain cv configs/otto-tabm.yaml --seeds 1 $S --run-dir "$OUT/TB1b" &
+TF_NUM_INTRAOP_THREADS=1 ottotrain cv bench/configs/otto-tabm-ple.yaml --seeds 1 $S --run-dir "$OUT/TBple" &
+wait
+ottotrain cv configs/otto-tabm.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=2 --run-dir "$OUT/TBk2"
+time ottotrain cv configs/otto-cv.yaml --workers 2 $DATA --run-dir "$OUT/K3c"
+ottotrain blend "$OUT/TB1b" "$OUT/K3c" --temperature
+python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/TB1b" "$OUT/TB3"
