@@ -35,13 +35,16 @@ def predict_proba(model, x, batch_size=8192) -> np.ndarray:
     return proba_rows(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def member_probas(model, x, batch_size=8192) -> np.ndarray | None:
+def ensemble_size(model) -> int | None:
+    """k of a model with ``model.ensemble``, else None."""
+    starts = [layer for layer in model.layers if isinstance(layer, ensemble.EnsembleStart)]
+    return starts[0].k if starts else None
+
+
+def member_probas(model, x, batch_size=8192) -> np.ndarray:
     """A TabM-style ensemble's members' class probabilities on the rows ``x`` (one matrix, as
-    ``Preprocessor.transform`` gives it): (k, rows, classes), each row summing to 1; None for
-    a model without ``model.ensemble``."""
+    ``Preprocessor.transform`` gives it): (k, rows, classes), each row summing to 1."""
     means = [layer for layer in model.layers if isinstance(layer, ensemble.EnsembleMean)]
-    if not means:
-        return None
     (features,) = model.inputs
     members = keras.Model(features, means[-1].input)  # (k, b, C): before the mean
     parts = [

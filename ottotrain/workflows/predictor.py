@@ -50,30 +50,35 @@ class Predictor:
         """What every member's preprocessing agrees on: features, classes, id and target columns."""
         return self.members[0].pre.state
 
-    def predict_proba(self, x) -> np.ndarray:
-        """Weighted average of the members' class probabilities for raw feature rows ``x``."""
-        total = sum(m.weight for m in self.members)
-        p = None
+    def _transformed(self, x):
+        """Each member with the rows ``x`` as its preprocessing transforms them."""
         cache = {}
         for m in self.members:
             key = m.pre.to_json()
             if key not in cache:
                 cache.clear()  # members of one fold are adjacent: keep one transform at a time
                 cache[key] = m.pre.transform(x)
-            q = engine.inference.predict_proba(m.model, cache[key]) * (m.weight / total)
+            yield m, cache[key]
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Weighted average of the members' class probabilities for raw feature rows ``x``."""
+        total = sum(m.weight for m in self.members)
+        p = None
+        for m, xm in self._transformed(x):
+            q = engine.inference.predict_proba(m.model, xm) * (m.weight / total)
             p = q if p is None else p + q
         return p
 
     def member_proba(self, x) -> np.ndarray | None:
         """For models with ``model.ensemble``: member j's probabilities, (k, rows, classes),
         averaged over the run's models as ``predict_proba`` averages them; else None."""
+        sizes = {engine.inference.ensemble_size(m.model) for m in self.members}
+        if len(sizes) != 1 or None in sizes:
+            return None
         total = sum(m.weight for m in self.members)
         p = None
-        for m in self.members:
-            q = engine.inference.member_probas(m.model, m.pre.transform(x))
-            if q is None or (p is not None and q.shape != p.shape):
-                return None
-            q = q * (m.weight / total)
+        for m, xm in self._transformed(x):
+            q = engine.inference.member_probas(m.model, xm) * (m.weight / total)
             p = q if p is None else p + q
         return p
 
