@@ -50,24 +50,9 @@ class Predictor:
         """What every member's preprocessing agrees on: features, classes, id and target columns."""
         return self.members[0].pre.state
 
-    def _transformed(self, x):
-        """Each member with the rows ``x`` as its preprocessing transforms them."""
-        cache = {}
-        for m in self.members:
-            key = m.pre.to_json()
-            if key not in cache:
-                cache.clear()  # members of one fold are adjacent: keep one transform at a time
-                cache[key] = m.pre.transform(x)
-            yield m, cache[key]
-
     def predict_proba(self, x) -> np.ndarray:
         """Weighted average of the members' class probabilities for raw feature rows ``x``."""
-        total = sum(m.weight for m in self.members)
-        p = None
-        for m, xm in self._transformed(x):
-            q = engine.inference.predict_proba(m.model, xm) * (m.weight / total)
-            p = q if p is None else p + q
-        return p
+        return self._average(x, engine.inference.predict_proba)
 
     def member_proba(self, x) -> np.ndarray | None:
         """For models with ``model.ensemble``: member j's probabilities, (k, rows, classes),
@@ -75,10 +60,19 @@ class Predictor:
         sizes = {engine.inference.ensemble_size(m.model) for m in self.members}
         if len(sizes) != 1 or None in sizes:
             return None
+        return self._average(x, engine.inference.member_probas)
+
+    def _average(self, x, proba) -> np.ndarray:
+        """The members' ``proba(model, rows)``, weighted; each member's rows transformed by its
+        preprocessing, one transform at a time (members of one fold are adjacent and share it)."""
         total = sum(m.weight for m in self.members)
-        p = None
-        for m, xm in self._transformed(x):
-            q = engine.inference.member_probas(m.model, xm) * (m.weight / total)
+        p, cache = None, {}
+        for m in self.members:
+            key = m.pre.to_json()
+            if key not in cache:
+                cache.clear()
+                cache[key] = m.pre.transform(x)
+            q = proba(m.model, cache[key]) * (m.weight / total)
             p = q if p is None else p + q
         return p
 
