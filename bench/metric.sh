@@ -87,6 +87,7 @@ TF_NUM_INTRAOP_THREADS=1 ottotrain cv configs/otto-tabm.yaml --seeds 1 $S --run-
 TF_NUM_INTRAOP_THREADS=1 ottotrain cv bench/configs/otto-tabm-ple.yaml --seeds 1 $S --run-dir "$OUT/TBple" &
 wait
 ottotrain cv configs/otto-tabm.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=2 --run-dir "$OUT/TBk2"
+ottotrain cv configs/otto-tabm.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=8 --run-dir "$OUT/TBk8"   # stopped after 4 folds
 time ottotrain cv configs/otto-cv.yaml --workers 2 $DATA --run-dir "$OUT/K3c"
 ottotrain blend "$OUT/TB1b" "$OUT/K3c" --temperature
 python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/TB1b" "$OUT/TB3"
