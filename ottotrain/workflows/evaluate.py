@@ -32,13 +32,12 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
     x, y = load_labelled(data_csv, state)
     what = f"the {len(predictor.members)} models of {run_dir}" if predictor.kind == CV_KIND else str(run_dir)
     log(f"Scoring {len(y):,} rows of {data_csv} with {what}", 1)
-    proba = predictor.predict_proba(x)
+    proba, members = predictor.predict_with_members(x)
     classes = list(state.classes)
     pred = proba.argmax(axis=1)
     labels = list(range(len(classes)))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     cm = confusion_matrix(y, pred, labels=labels)
-    members = predictor.member_proba(x)
     extra = {} if members is None else {"member_log_loss": [round(log_loss(y, p), 6) for p in members]}
     return {
         "run_dir": str(run_dir),
