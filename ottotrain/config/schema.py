@@ -293,7 +293,11 @@ class _Optimizer(_KerasPart):
     global_clipnorm: float | None = Field(
         None, description="Clip all gradients together to this global norm."
     )
-    use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")
+    use_ema: bool = Field(
+        False,
+        description="Keep an exponential moving average of the weights: each epoch is scored, "
+        "checkpointed and kept with the average, training goes on from the weights themselves.",
+    )
     ema_momentum: float = Field(0.99, description="Momentum of that average (use_ema).")
     ema_overwrite_frequency: int | None = Field(
         None, description="Every this many steps, replace the weights by their average (use_ema)."

@@ -36,6 +36,31 @@ class Progress(keras.callbacks.Callback):
                 self.bar.update(batch + 1, [(k, v) for k, v in (logs or {}).items()])
 
 
+class AveragedWeights(keras.callbacks.Callback):
+    """With the optimizer's ``use_ema``: each epoch is scored (and kept) with the weights'
+    moving average, while training goes on from the weights themselves.
+
+    Keras replaces the weights by their average at the end of every ``fit`` call, which
+    in a loop of one-epoch calls would restart each epoch from the average. So at the
+    epoch's end this keeps the trained weights, puts the average in for the callbacks after
+    it (validation, TensorBoard), and ``restore`` puts the trained weights back before the
+    next epoch. It must come first in the callback list.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.trained = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        weights = self.model.trainable_variables
+        self.trained = [v.numpy() for v in weights]
+        self.model.optimizer.finalize_variable_values(weights)
+
+    def restore(self):
+        for v, a in zip(self.model.trainable_variables, self.trained):
+            v.assign(a)
+
+
 class Validation(keras.callbacks.Callback):
     """Scores the validation rows at the end of every epoch.
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from ottotrain.engine import checkpoints
-from ottotrain.engine.callbacks import Progress, Validation
+from ottotrain.engine.callbacks import AveragedWeights, Progress, Validation
 from ottotrain.engine.env import keras, tf
 from ottotrain.engine.schedules import better, monitor_mode, plateau_update, schedule_lr
 from ottotrain.errors import TrainingError
@@ -150,6 +150,7 @@ def _train_epochs(model, job, log, state, callbacks):
     ens = cfg.model.ensemble
     members = ens.k if ens is not None else 1  # k = 1 builds the plain model: one order
     batches = EpochBatches(arrays.x_train, y_train, t.batch_size, members)
+    averaged = AveragedWeights() if getattr(model.optimizer, "use_ema", False) else None
 
     best_weights = None  # the best epoch's model variables, kept in memory
     if state.best_file and (state_dir / state.best_file).is_file():
@@ -176,7 +177,12 @@ def _train_epochs(model, job, log, state, callbacks):
                     verbose=0,
                     shuffle=False,
                     class_weight=class_weight,
-                    callbacks=[validation, Progress(log, epoch, t.epochs, steps), *callbacks],
+                    callbacks=[
+                        *([averaged] if averaged else []),
+                        validation,
+                        Progress(log, epoch, t.epochs, steps),
+                        *callbacks,
+                    ],
                 )
             logs = {k: float(v[-1]) for k, v in h.history.items()}
             row = EpochRow(
@@ -226,9 +232,14 @@ def _train_epochs(model, job, log, state, callbacks):
             # Resume point: weights + optimizer first, then the JSON that points at them, then
             # the old files go. None of these per-epoch writes is fsynced: atomic renames already
             # make them safe against a killed process; model.keras is synced once, at the end.
+            # `values` are the weights just scored (their moving average with use_ema); the
+            # resume point holds the trained ones, from which the next epoch goes on.
             values = [v.numpy() for v in model.variables]
+            if averaged:
+                averaged.restore()
+            trained = [v.numpy() for v in model.variables] if averaged else values
             ckpt = state_dir / f"epoch-{epoch + 1:05d}.npz"
-            checkpoints.write_arrays(ckpt, values + [v.numpy() for v in model.optimizer.variables])
+            checkpoints.write_arrays(ckpt, trained + [v.numpy() for v in model.optimizer.variables])
             if improved:
                 best_weights = values
                 state.best_file = f"best-{epoch + 1:05d}.npz"
@@ -262,6 +273,8 @@ def _train_epochs(model, job, log, state, callbacks):
     state.kept_epoch = state.best_epoch
     if es is not None and not es.restore_best_weights and state.history:
         state.kept_epoch = state.epoch
+        if averaged:  # the last epoch as it was scored: its weights' average
+            model.optimizer.finalize_variable_values(model.trainable_variables)
     elif best_weights is not None:
         checkpoints.assign(model.variables, best_weights, state_dir / state.best_file)
     if state.history:
