@@ -72,10 +72,10 @@ ottotrain fit configs/otto.yaml $S --run-dir "$OUT/P-plain" -q --json
 ottotrain fit configs/otto.yaml $S --set 'model.ensemble={k: 4}' --run-dir "$OUT/P-k4" -q --json
 ottotrain fit configs/otto.yaml $S --set 'model.ensemble={k: 8}' --set 'model.layers[1].Dense.units=256' \
     --set 'model.layers[3].Dense.units=256' --set 'model.layers[5].Dense.units=256' --run-dir "$OUT/P-k8w256" -q --json
-time ottotrain cv configs/otto-tabm.yaml --seeds 1 $DATA --run-dir "$OUT/TB1"
-python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/TB1"
+time ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 $DATA --run-dir "$OUT/TB1"
+python bench/tune_holdout.py --config bench/configs/otto-tabm-d03.yaml --train "$OTTO/train.csv.gz" "$OUT/O1b" "$OUT/TB1"
 TB="$DATA --set data.test=null --set model.ensemble.shared_batches=true"
-time ottotrain cv configs/otto-tabm.yaml --seeds 1 $TB --run-dir "$OUT/TB2"
+time ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 $TB --run-dir "$OUT/TB2"
 # 8. Issue 18, the afternoon of 2026-12-02: the tuned body as 4 members (TB3, alone, timed),
 #    otto-tabm.yaml again and its embedding ablation two at a time with one thread each
 #    (TB1b, TBple), its k ablation and the K3 bag on 2 local Dask workers, then the blend.
@@ -83,11 +83,28 @@ time ottotrain cv configs/otto-tabm.yaml --seeds 1 $TB --run-dir "$OUT/TB2"
 sed -e 's/^name: otto-tuned/name: otto-tabm-tuned/' -e 's/^model:/model:\n  ensemble: {k: 4, kind: batch}/' \
     configs/otto-tuned.yaml > "$OUT/otto-tabm-tuned.yaml"
 time ottotrain cv "$OUT/otto-tabm-tuned.yaml" --seeds 1 $DATA --run-dir "$OUT/TB3"
-TF_NUM_INTRAOP_THREADS=1 ottotrain cv configs/otto-tabm.yaml --seeds 1 $S --run-dir "$OUT/TB1b" &
+TF_NUM_INTRAOP_THREADS=1 ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 $S --run-dir "$OUT/TB1b" &
 TF_NUM_INTRAOP_THREADS=1 ottotrain cv bench/configs/otto-tabm-ple.yaml --seeds 1 $S --run-dir "$OUT/TBple" &
 wait
-ottotrain cv configs/otto-tabm.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=2 --run-dir "$OUT/TBk2"
-ottotrain cv configs/otto-tabm.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=8 --run-dir "$OUT/TBk8"   # stopped after 4 folds
+ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=2 --run-dir "$OUT/TBk2"
+ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 --workers 2 $S --set model.ensemble.k=8 --run-dir "$OUT/TBk8"   # stopped after 4 folds
 time ottotrain cv configs/otto-cv.yaml --workers 2 $DATA --run-dir "$OUT/K3c"
 ottotrain blend "$OUT/TB1b" "$OUT/K3c" --temperature
-python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/TB1b" "$OUT/TB3"
+python bench/tune_holdout.py --config bench/configs/otto-tabm-d03.yaml --train "$OTTO/train.csv.gz" "$OUT/TB1b" "$OUT/TB3"
+# 9. Issue 18, the evening of 2026-12-02 (another, slower 2-core machine): four fits on the
+#    choosing split, two at a time with one thread each (body Dropout 0.2, batch 256, the
+#    weights' moving average at 0.99 and 0.995; the last two stopped for time), then the
+#    winner, now configs/otto-tabm.yaml, and the old recipe side by side on the 5 folds, one
+#    thread each, both with test predictions and timed, then the rows outside the split.
+TF_NUM_INTRAOP_THREADS=1 ottotrain fit bench/configs/otto-tabm-d03.yaml $S --set train.batch_size=256 -q --json &
+TF_NUM_INTRAOP_THREADS=1 ottotrain fit configs/otto-tabm.yaml $S -q --json &
+wait
+for m in 0.99 0.995; do
+    TF_NUM_INTRAOP_THREADS=1 ottotrain fit bench/configs/otto-tabm-d03.yaml $S --set train.optimizer.use_ema=true \
+        --set train.optimizer.ema_momentum=$m -q --json &
+done
+wait
+TF_NUM_INTRAOP_THREADS=1 /usr/bin/time -v ottotrain cv configs/otto-tabm.yaml --seeds 1 $DATA --run-dir "$OUT/TB4" &
+TF_NUM_INTRAOP_THREADS=1 /usr/bin/time -v ottotrain cv bench/configs/otto-tabm-d03.yaml --seeds 1 $DATA --run-dir "$OUT/TB1c" &
+wait
+python bench/tune_holdout.py --config configs/otto-tabm.yaml --train "$OTTO/train.csv.gz" "$OUT/TB1c" "$OUT/TB4"
