@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ottotrain import engine
-from ottotrain.config import Config, normalize_named
-from ottotrain.config.schema import EarlyStoppingConfig, LrSchedule
+from ottotrain.config import Config
+from ottotrain.config.train_section import EarlyStoppingConfig, LrSchedule
 from ottotrain.data import data_paths
 from ottotrain.data.tables import ColumnInfo, column_info
 from ottotrain.log import Log
@@ -145,8 +145,6 @@ def check(cfg: Config, log=None) -> CheckResult:
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     warnings = [*_warnings(cfg, model, arrays, classes, counts, test_path), *data.notes]
 
-    t = cfg.train
-    opt_name, opt_args = normalize_named(t.optimizer)
     return CheckResult(
         config=cfg.source,
         train=TrainSummary(
@@ -167,21 +165,24 @@ def check(cfg: Config, log=None) -> CheckResult:
         ),
         test=TestSummary(str(test_path), int(len(x_test[0]))) if x_test is not None else None,
         model=ModelSummary(int(model.count_params()), trainable, engine.build.summary_text(model)),
-        fit=FitPlan(
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            steps_per_epoch=-(-len(arrays.y_train) // t.batch_size),
-            optimizer={"name": opt_name, **opt_args},
-            loss=normalize_named(t.loss)[0],
-            early_stopping=t.early_stopping,
-            checkpoint_monitor=t.checkpoint.monitor,
-            lr_schedule=t.lr_schedule,
-            class_weight=t.class_weight,
-            preprocessing=Preprocessing(
-                cfg.data.transform, cfg.data.tfidf, cfg.data.knn.k if cfg.data.knn else None, cfg.data.scaling
-            ),
-        ),
+        fit=_fit_plan(cfg, len(arrays.y_train)),
         warnings=warnings,
+    )
+
+
+def _fit_plan(cfg: Config, train_rows: int) -> FitPlan:
+    t, d = cfg.train, cfg.data
+    return FitPlan(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        steps_per_epoch=-(-train_rows // t.batch_size),
+        optimizer=t.optimizer.given(),
+        loss=t.loss.name,
+        early_stopping=t.early_stopping,
+        checkpoint_monitor=t.checkpoint.monitor,
+        lr_schedule=t.lr_schedule,
+        class_weight=t.class_weight,
+        preprocessing=Preprocessing(d.transform, d.tfidf, d.knn.k if d.knn else None, d.scaling),
     )
 
 
