@@ -3,7 +3,7 @@
 Checked against ``keras_spec.json``, a static table of Keras signatures made by
 tools/gen_keras_spec.py from the Keras ottotrain is tested with, so that no Keras import
 is needed to validate a config. (The optimizer and the loss are typed sections of the
-schema, ``config/schema.py``.)
+schema made from the same table, ``config/optimizers_losses.py``.)
 
 The table is only trusted for the Keras it was made from. When the installed Keras
 (its package metadata: no import) is another version, layers are checked by name only:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ottotrain.config.schema import OWN_LAYERS, SYMBOLS
+from ottotrain.config.model_section import OWN_LAYERS, SYMBOLS
 from ottotrain.errors import did_you_mean, fmt
 
 
@@ -265,7 +265,7 @@ def _own_layer(i: int, name: str, args) -> dict:
 
 def normalize_named(value, default_key="name") -> tuple[str, dict]:
     """Split ``'sgd'``, ``{name: sgd, ...}`` or a typed optimizer/loss into (name, kwargs)."""
-    if hasattr(value, "given"):  # a typed section of the schema (schema._KerasPart)
+    if hasattr(value, "given"):  # a typed section (optimizers_losses.KerasPart)
         value = value.given()
     if isinstance(value, str):
         return value, {}
