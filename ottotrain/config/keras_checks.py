@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ottotrain.config.model_section import OWN_LAYERS, SYMBOLS
+from ottotrain.config.validation import unknown
 from ottotrain.errors import did_you_mean, fmt
 
 
@@ -96,22 +97,14 @@ def _check_named(path, value, family, what):
     names = sorted(set(aliases) | {n for n in table if n[0].isupper()})
     if isinstance(value, str):
         if value not in table and value not in aliases:
-            raise PathError(
-                path,
-                f"unknown {what} '{value}'{did_you_mean(value, names)}; known: {', '.join(sorted(aliases))}",
-            )
+            raise PathError(path, unknown(what, value, names, sorted(aliases)))
         return
     if isinstance(value, dict):
         if "name" not in value:
             raise PathError(path, f"a {what} mapping needs a 'name', e.g. {{name: l2, l2: 0.0001}}")
         name = value["name"]
         if not isinstance(name, str) or (name not in table and name not in aliases):
-            raise PathError(
-                f"{path}.name",
-                f"unknown {what} {fmt(name)}"
-                f"{did_you_mean(name, names) if isinstance(name, str) else ''}; "
-                f"known: {', '.join(sorted(aliases))}",
-            )
+            raise PathError(f"{path}.name", unknown(what, name, names, sorted(aliases)))
         params = table.get(name) or table[aliases[name]]
         _check_args(path, {k: v for k, v in value.items() if k != "name"}, params, f"{what} '{name}'")
         return
@@ -172,12 +165,7 @@ def _check_names(path, key, value):
     if key in ("activation", "recurrent_activation"):
         acts = keras_spec()["activations"]
         if not isinstance(value, str) or value not in acts:
-            raise PathError(
-                path,
-                f"unknown activation {fmt(value)}"
-                f"{did_you_mean(value, acts) if isinstance(value, str) else ''}; "
-                f"known: {', '.join(acts)}",
-            )
+            raise PathError(path, unknown("activation", value, acts))
     for suffix, family, what in _NAMED_FAMILIES:
         if key.endswith(suffix) or key == suffix[1:]:
             _check_named(path, value, family, what)
@@ -210,10 +198,7 @@ def check_layer(i: int, item) -> tuple[str, dict]:
         )
     if not isinstance(name, str) or name not in layers:
         raise PathError(
-            path,
-            f"unknown layer {fmt(name)}"
-            f"{did_you_mean(name, layers) if isinstance(name, str) else ''}; "
-            f"the layers that fit a row of features: {', '.join(sorted(layers))}",
+            path, unknown("layer", name, sorted(layers), label="the layers that fit a row of features")
         )
     params = layers[name]
     required = [k for k, v in params.items() if v.get("required")]
@@ -263,14 +248,10 @@ def _own_layer(i: int, name: str, args) -> dict:
         raise PathError(f"{path}.{where}" if where else path, f"{err['msg']}{hint}") from None
 
 
-def normalize_named(value, default_key="name") -> tuple[str, dict]:
-    """Split ``'sgd'``, ``{name: sgd, ...}`` or a typed optimizer/loss into (name, kwargs)."""
-    if hasattr(value, "given"):  # a typed section (optimizers_losses.KerasPart)
-        value = value.given()
-    if isinstance(value, str):
-        return value, {}
+def normalize_named(value: dict) -> tuple[str, dict]:
+    """Split ``{name: l2, l2: 0.01}`` into its name and the other arguments."""
     value = dict(value)
-    return value.pop(default_key, None), value
+    return value.pop("name", None), value
 
 
 def check_keras_parts(cfg) -> None:

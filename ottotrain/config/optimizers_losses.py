@@ -18,8 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator, model_serializer
 
 from ottotrain.config.keras_checks import keras_spec
-from ottotrain.config.validation import Strict, error_below
-from ottotrain.errors import did_you_mean, fmt
+from ottotrain.config.validation import Strict, error_below, unknown
+from ottotrain.errors import fmt
 
 
 class KerasPart(Strict):
@@ -293,10 +293,11 @@ def named_tree(v, family: str):
     if tag is None:
         unfit = next((why for cls, why in UNFIT[family].items() if _key(cls) == _key(name)), None)
         known = sorted(set(_NAMES[family].values()))
-        listed = f"{hint}known: {', '.join(known)}"
         if unfit:
-            raise error_below(where, f"{what} {fmt(name)} cannot be used: {unfit}; {listed}", name)
-        raise error_below(where, f"unknown {what} {fmt(name)}{did_you_mean(name, known)}; {listed}", name)
+            raise error_below(
+                where, f"{what} {fmt(name)} cannot be used: {unfit}; {hint}known: {', '.join(known)}", name
+            )
+        raise error_below(where, unknown(what, name, known, label=f"{hint}known"), name)
     tree["name"] = tag
     return tree
 
