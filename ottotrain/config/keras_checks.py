@@ -58,7 +58,7 @@ def spec_note() -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Layers, optimizer, loss: checked against keras_spec.json.
+# Layers and their initializers, regularizers and constraints: checked against keras_spec.json.
 
 
 class PathError(Exception):
@@ -121,7 +121,7 @@ _NAMED_FAMILIES = (
 
 
 # Arguments whose Keras default is an integer but that take any number.
-_NUMERIC_ARGS = ("max_value", "fill_value")
+NUMERIC_ARGS = ("max_value", "fill_value", "adam_lr_ratio")
 
 
 def _check_args(path, args, params, owner):
@@ -140,7 +140,7 @@ def _check_args(path, args, params, owner):
         if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
             raise PathError(f"{path}.{key}", f"must be a name or mapping, got {fmt(value)}")
         default = p.get("default")
-        if key in _NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
+        if key in NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
             default = float(default)  # Keras declares e.g. MaxNorm(max_value=2): any number works
         if not p.get("object") and not _type_ok(value, default) and value not in SYMBOLS:
             raise PathError(f"{path}.{key}", f"must be {_type_name(default)}, got {fmt(value)}")

@@ -4,8 +4,7 @@ The sections are made from keras_spec.json, the table tools/gen_keras_spec.py ma
 the installed Keras: its classes, their constructor arguments and Keras' defaults, so the
 schema and the table cannot disagree. What the table lacks is written here: a sentence per
 class and per argument (the docs and ``ottotrain schema`` show them), the type of an
-argument whose default says too little (null, or an integer that may be any number), and
-the classes a config cannot use, with the reason. Only the arguments a config gives are
+argument whose default is null, and the classes a config cannot use, with the reason. Only the arguments a config gives are
 passed to Keras and saved in a run's config.yaml, so the defaults document Keras' and never
 replace them.
 """
@@ -17,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_serializer
 
-from ottotrain.config.keras_checks import keras_spec
+from ottotrain.config.keras_checks import NUMERIC_ARGS, keras_spec
 from ottotrain.config.validation import Strict, error_below, unknown
 from ottotrain.errors import fmt
 
@@ -197,8 +196,8 @@ OWN_MEANING = {
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
 
-# Types the Keras default does not tell (null, or an integer where any number works);
-# the others are the default's type.
+# Types the Keras default does not tell (null); the others are the default's type (a number
+# for an integer default of keras_checks.NUMERIC_ARGS).
 TYPES = {
     "weight_decay": float | None,
     "clipnorm": float | None,
@@ -207,7 +206,6 @@ TYPES = {
     "ema_overwrite_frequency": int | None,
     "loss_scale_factor": float | None,
     "gradient_accumulation_steps": int | None,
-    "adam_lr_ratio": float,
     "exclude_layers": list[str] | None,
     "reduction": Literal[REDUCTIONS] | None,
     "dtype": str | None,
@@ -230,7 +228,8 @@ def _section(family: str, cls_name: str, base: type) -> type:
     for arg in args:
         default = params[arg].get("default")
         own = f"{cls_name}.{arg}"
-        annotations[arg] = TYPES.get(own) or TYPES.get(arg) or (Any if default is None else type(default))
+        plain = float if arg in NUMERIC_ARGS else Any if default is None else type(default)
+        annotations[arg] = TYPES.get(own) or TYPES.get(arg) or plain
         text = OWN_MEANING.get(own) or ARGUMENTS[family].get(arg)
         fields[arg] = Field(default, description=text)
     aliases = keras_spec()["aliases"][family]  # the names Keras resolves: the sections' tags
