@@ -48,14 +48,12 @@ def new_beside(path, suffix: str, folder=False) -> str:
     path = Path(path)
     for _ in range(100):
         tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}")
-        try:
+        with contextlib.suppress(FileExistsError):  # taken: draw another name
             if folder:
                 os.mkdir(tmp, 0o777)
             else:
                 os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return tmp
-        except FileExistsError:
-            continue
     raise FileExistsError(f"{path.parent}: no free temporary name beside {path.name}")
 
 
