@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import error_line as _error_line
-from tests.conftest import tiny_config
+from tests.conftest import load_tool, tiny_config
 
 
 def _set(tree, dotted, value):
@@ -350,21 +350,10 @@ def test_cv_member_config_applies_variants_in_turn(tiny_data, write_config):
 # docs/config.md, generated from the schema by tools/config_reference.py
 
 
-def _reference_tool():
-    import importlib.util
-
-    from tests.conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "tools" / "config_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_docs_config_md_is_generated_from_the_schema():
     from ottotrain.config import Config
 
-    tool = _reference_tool()
+    tool = load_tool("config_reference")
     assert tool.stale() == [], "run: python tools/config_reference.py --write"
     page = tool.DOC.read_text(encoding="utf-8")
     for key in ("data.train", "train.optimizer", "model.ensemble.k", "tune.space.<key>.choice"):
@@ -374,7 +363,7 @@ def test_docs_config_md_is_generated_from_the_schema():
 
 
 def test_the_reference_tool_writes_the_doc_and_only_a_readme_that_holds_the_markers(tmp_path, monkeypatch):
-    tool = _reference_tool()
+    tool = load_tool("config_reference")
     readme, doc = tmp_path / "README.md", tmp_path / "docs" / "config.md"
     doc.parent.mkdir()
     monkeypatch.setattr(tool, "ROOT", tmp_path)

@@ -6,23 +6,15 @@ Keras is imported, so a table from another Keras would check them against the wr
 signatures (ottotrain then checks layers by name only, see config/keras_checks.py).
 """
 
-import importlib.util
 import subprocess
 import sys
 import typing
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_tool
 
 REGENERATE = "run: python tools/gen_keras_spec.py"
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("gen_keras_spec", ROOT / "tools" / "gen_keras_spec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports no Keras: main() does
-    return module
 
 
 def test_keras_spec_was_made_from_the_installed_keras():
@@ -57,7 +49,7 @@ def test_spec_has_the_curated_layers():
     from ottotrain.config import keras_spec
 
     layers = keras_spec()["layers"]
-    assert sorted(layers) == sorted(_generator().LAYERS)
+    assert sorted(layers) == sorted(load_tool("gen_keras_spec").LAYERS)
     for name in (
         "Dense",
         "Dropout",
