@@ -4,9 +4,9 @@ The sections are made from keras_spec.json, the table tools/gen_keras_spec.py ma
 the installed Keras: its classes, their constructor arguments and Keras' defaults, so the
 schema and the table cannot disagree. What the table lacks is written here: a sentence per
 class and per argument (the docs and ``ottotrain schema`` show them), the type of an
-argument whose default is null, and the classes a config cannot use, with the reason. Only the arguments a config gives are
-passed to Keras and saved in a run's config.yaml, so the defaults document Keras' and never
-replace them.
+argument whose default does not tell it, and the classes a config cannot use, with the
+reason. Only the arguments a config gives are passed to Keras and saved in a run's
+config.yaml, so the defaults document Keras' and never replace them.
 """
 
 from __future__ import annotations
@@ -196,8 +196,8 @@ OWN_MEANING = {
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none")
 
-# Types the Keras default does not tell (null); the others are the default's type (a number
-# for an integer default of keras_checks.NUMERIC_ARGS).
+# Types the Keras default does not tell (it is null, or the argument also takes null or only
+# some strings); the others are the default's type (any number for keras_checks.NUMERIC_ARGS).
 TYPES = {
     "weight_decay": float | None,
     "clipnorm": float | None,
