@@ -67,26 +67,25 @@ class PathError(Exception):
         self.path, self.message = path, message
 
 
+# The type a Keras default stands for: the values that fit it, and how a message names it.
+_KINDS = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    list: ((list,), "a list"),
+}
+
+
 def _type_ok(value, default) -> bool:
-    if value is None or default is None:
+    if value is None or type(default) not in _KINDS:
         return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, list):
-        return isinstance(value, list)
-    return True
+    kinds = _KINDS[type(default)][0]
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
 
 
 def _type_name(default) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(
-        type(default), "a value"
-    )
+    return _KINDS[type(default)][1] if type(default) in _KINDS else "a value"
 
 
 def _check_named(path, value, family, what):
