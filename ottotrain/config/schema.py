@@ -13,41 +13,31 @@ import re
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from ottotrain.config.cv_section import VARIANT_FIXED, CvConfig
-from ottotrain.config.data_section import DataConfig, KnnConfig, SyntheticConfig
-from ottotrain.config.model_section import OWN_LAYERS, SYMBOLS, ModelConfig
-from ottotrain.config.optimizers_losses import LOSSES, OPTIMIZERS, UNFIT
-from ottotrain.config.train_section import (
-    METRICS,
-    Cosine,
-    Exponential,
-    LinearWarmup,
-    ReduceOnPlateau,
-    TrainConfig,
+from ottotrain.config import (
+    cv_section,
+    data_section,
+    model_section,
+    optimizers_losses,
+    train_section,
+    tune_section,
 )
+from ottotrain.config.cv_section import CvConfig
+from ottotrain.config.data_section import DataConfig
+from ottotrain.config.model_section import ModelConfig
+from ottotrain.config.train_section import TrainConfig
 from ottotrain.config.tune_section import TuneConfig
 from ottotrain.config.validation import Strict
 
-# Imported from here elsewhere (engine, workflows, tests): the sections' own modules hold them.
-__all__ = [
-    "LOSSES",
-    "METRICS",
-    "OPTIMIZERS",
-    "OWN_LAYERS",
-    "SYMBOLS",
-    "UNFIT",
-    "VARIANT_FIXED",
-    "Config",
-    "Cosine",
-    "CvConfig",
-    "DataConfig",
-    "Exponential",
-    "KnnConfig",
-    "LinearWarmup",
-    "ReduceOnPlateau",
-    "SyntheticConfig",
-    "TrainConfig",
-]
+_SECTIONS = (data_section, model_section, train_section, optimizers_losses, cv_section, tune_section)
+
+
+def __getattr__(name: str):
+    """Every section's public names, from here too: the engine, the workflows and the tests
+    import them as ``from ottotrain.config.schema import OWN_LAYERS`` (PEP 562)."""
+    for module in _SECTIONS:
+        if not name.startswith("_") and hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Config(Strict):
