@@ -6,6 +6,7 @@ Keras is imported, so a table from another Keras would check them against the wr
 signatures (ottotrain then checks layers by name only, see config/keras_checks.py).
 """
 
+import re
 import subprocess
 import sys
 import typing
@@ -230,3 +231,33 @@ def test_typed_sections_accept_every_spelling_the_table_did():
             continue
         loss = TrainConfig.model_validate({"loss": name}).loss
         assert loss.keras_class.lower() == name.replace("_", "").lower()
+
+
+# The types the sections get: the Keras default's, or TYPES' where the default does not tell.
+@pytest.mark.parametrize(
+    "train, fragment",
+    [
+        ({"optimizer": {"name": "muon", "adam_lr_ratio": 0.5}}, None),  # an int default, any number
+        ({"optimizer": {"name": "muon", "ns_steps": 2.5}}, "train.optimizer.ns_steps: must be an integer"),
+        ({"optimizer": {"name": "adamw", "weight_decay": None}}, None),  # 0.004 by default, null: none
+        ({"optimizer": {"name": "sgd", "clipnorm": "x"}}, "train.optimizer.clipnorm: must be a number"),
+        ({"optimizer": {"name": "muon", "exclude_layers": ["dense"]}}, None),
+        ({"optimizer": {"name": "muon", "exclude_layers": "dense"}}, "exclude_layers: must be a list"),
+        ({"loss": {"name": "dice", "axis": [1]}}, None),
+        ({"loss": {"name": "categorical_crossentropy", "axis": [1]}}, "train.loss.axis: must be an integer"),
+        ({"loss": {"name": "huber", "reduction": "avg"}}, "train.loss.reduction: must be one of"),
+        ({"loss": {"name": "huber", "dtype": 16}}, "train.loss.dtype: must be a string"),
+    ],
+)
+def test_section_types_follow_the_keras_default_or_types(train, fragment):
+    from ottotrain.config import validate_tree
+    from ottotrain.errors import ConfigError
+
+    tree = {"data": {"train": "x.csv"}, "model": {"layers": [{"Dense": {"units": 3}}]}, "train": train}
+    if fragment is None:
+        cfg = validate_tree(tree)
+        part = cfg.train.optimizer if "optimizer" in train else cfg.train.loss
+        assert part.arguments() == {k: v for k, v in next(iter(train.values())).items() if k != "name"}
+    else:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            validate_tree(tree)
