@@ -1,4 +1,4 @@
-"""Summarise finished (or partly finished) cv runs for bench/RESULTS_METRIC.md.
+"""Summarise finished (or partly finished) cv runs for bench/results/metric.md.
 
 For each run: OOF log loss / accuracy of the ensemble, per-fold mean ± std, the
 single-model OOF log loss of each seed (its K fold models alone, no bagging,

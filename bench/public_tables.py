@@ -3,7 +3,7 @@
     python bench/public_tables.py DIR [CONFIG]
     python bench/public_tables.py --smoke    # one generated table with categorical columns, 2 epochs
 
-DIR holds public CSVs that the project does not ship (bench/RESULTS_AB.md says where they
+DIR holds public CSVs that the project does not ship (bench/results/side_by_side.md says where they
 come from). For each table listed in TABLES that is in DIR: a stratified 80/20 split
 (seed 0) into DIR/split/<name>/train.csv, test.csv (no target) and holdout.csv (the test
 rows with their target); then, with nothing but --set of paths, id and target,
