@@ -226,7 +226,7 @@ class Run:
 
     @property
     def command(self) -> str:
-        return quote([PY, BENCH / self.script, *self.argv])
+        return quote(["bash" if self.script.endswith(".sh") else PY, BENCH / self.script, *self.argv])
 
     def record(self, topic: str, title: str, body: str, key: str = "", data: str = "") -> Path:
         """Write this run's results as its generated block of ``<results>/<topic>.md``; the path."""

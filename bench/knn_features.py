@@ -10,6 +10,7 @@ cores; prints one JSON line (seconds per side, their ratio, the largest differen
 
     python bench/knn_features.py TRAIN_CSV [TEST_CSV] [--rows N]
     python bench/knn_features.py             # the real Otto files where common.otto_files finds them
+    python bench/knn_features.py --quick     # their first 20,000 training and test rows
     python bench/knn_features.py --smoke     # 2,000 generated rows
 
 Writes its block of bench/results/metric.md.
@@ -52,12 +53,12 @@ def main(argv=None):
     ap = common.parser(__doc__)
     ap.add_argument("train", nargs="?")
     ap.add_argument("test", nargs="?")
-    ap.add_argument("--rows", type=int, default=None, help="use the first N training rows")
+    ap.add_argument("--rows", type=int, default=None, help="use the first N training (and test) rows")
     a = ap.parse_args(argv)
     r = common.Run.start(__file__, argv, a)
     with common.scratch() as work:
         d = common.Data(a.train, a.test, f"{a.train}, {a.test}", True) if a.train else common.data(r, work)
-        res = compare(str(d.train), d.test and str(d.test), a.rows)
+        res = compare(str(d.train), d.test and str(d.test), a.rows or r.pick(None, 20_000, None))
     print(json.dumps(res))
     diff, far = res["max_abs_diff"], res["max_abs_diff_not_duplicates"]
     rows = [(k, n, f"{diff[k]:.2g}", f"{far[k]:.2g}") for k, n in res["queries"].items()]
@@ -76,7 +77,7 @@ def compare(train, test, nrows) -> dict:
 
     dc = DataConfig(train=train, test=test)
     data = load_train(dc, nrows=nrows)
-    x_test = load_test(test, dc.id_column, dc.target_column, data.features)[1] if test else None
+    x_test = load_test(test, dc.id_column, dc.target_column, data.features, nrows=nrows)[1] if test else None
     folds = fold_assignment(data.y, 5, 42)
     tr, va = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
     ks, n_cls = [1, 2, 4, 8, 16], len(data.classes)

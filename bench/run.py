@@ -42,6 +42,7 @@ class Bench:
         needs: what its real run needs beyond the repository; the option of run.py that gives it.
             Without it, the suite runs its ``--smoke`` (a shell script: nothing).
         key: tells two entries of one script apart (another mode of it).
+        output: for a script that only prints, the title under which run.py records its output.
     """
 
     script: str
@@ -51,6 +52,7 @@ class Bench:
     driven_by: str = ""
     needs: str = ""
     key: str = ""
+    output: str = ""
 
     @property
     def name(self) -> str:
@@ -94,7 +96,13 @@ SUITE = (
     Bench("missing_cost.py", "side_by_side"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),
-    Bench("equivalence.sh", "side_by_side", ("$SCRATCH",), ("$SCRATCH",)),
+    Bench(
+        "equivalence.sh",
+        "side_by_side",
+        ("$SCRATCH",),
+        ("$SCRATCH",),
+        output="Same config, same seed: a sha256 per artifact (compare with another checkout's)",
+    ),
     Bench(
         "public_tables.py",
         "side_by_side",
@@ -153,11 +161,15 @@ def run_one(b: Bench, mode: str, opts, work: Path) -> Outcome:
     scratch = work / re.sub(r"\W", "-", b.name)
     cmd = [str(scratch) if c == "$SCRATCH" else c for c in cmd]
     print(f"\n=== {common.quote(cmd)}", flush=True)
-    t0 = time.perf_counter()
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
-    return Outcome(
-        b.name, common.quote(cmd).replace(str(work) + "/", "$SCRATCH/"), rc, time.perf_counter() - t0, note
-    )
+    argv = [c.replace(str(scratch), "$SCRATCH") for c in cmd[2:]]
+    run = common.Run(b.script, argv, mode == "smoke", mode == "quick", common.RESULTS if mode == "full"
+                     else common.OUT / mode)  # fmt: skip
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if b.output else None, text=True)
+    if b.output and p.returncode == 0:
+        print(p.stdout, flush=True)
+        run.record(b.topic, b.output, "```\n" + p.stdout.replace(str(scratch) + "/", "").strip() + "\n```")
+    shown = common.quote(cmd).replace(str(work) + "/", "$SCRATCH/")
+    return Outcome(b.name, shown, p.returncode, time.perf_counter() - run.t0, note)
 
 
 def summary(outcomes: list[Outcome], mode: str) -> str:
