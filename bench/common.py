@@ -16,11 +16,15 @@ recorded by hand from hours-long runs, with their commands) stays as it is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import importlib.util
+import io
 import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -161,22 +165,81 @@ def timed(cmd: Sequence, env: dict | None = None, cwd: Path = ROOT, check: bool 
 
     The child runs under a small wrapper process, so that the peak RSS (``RUSAGE_CHILDREN`` of
     the wrapper) is this command's alone, not the largest of all the children run so far.
+    In a ``--smoke`` run, a command that would start TensorFlow runs in this process instead
+    (``in_process``; its peak RSS is then this process's): one TensorFlow import for all.
     """
-    wrapper = (
-        "import json,resource,subprocess,sys,time;t=time.perf_counter();"
-        "p=subprocess.run(sys.argv[1:],capture_output=True);w=time.perf_counter()-t;"
-        "sys.stdout.write(json.dumps({'rc':p.returncode,'wall':w,"
-        "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
-        "'out':p.stdout.decode(),'err':p.stderr.decode()}))"
-    )
-    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    p = subprocess.run([PY, "-c", wrapper, *map(str, cmd)], cwd=cwd, env=e, capture_output=True, text=True)
-    if p.returncode:
-        raise SystemExit(f"benchmark wrapper failed: {p.stderr[-2000:]}")
-    r = json.loads(p.stdout)
+    if SMOKE_IN_PROCESS and env is None and _python_entry(cmd):
+        t0 = time.perf_counter()
+        rc, out, err = in_process(cmd)
+        r = {"rc": rc, "wall": time.perf_counter() - t0, "out": out, "err": err}
+        r["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        wrapper = (
+            "import json,resource,subprocess,sys,time;t=time.perf_counter();"
+            "p=subprocess.run(sys.argv[1:],capture_output=True);w=time.perf_counter()-t;"
+            "sys.stdout.write(json.dumps({'rc':p.returncode,'wall':w,"
+            "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
+            "'out':p.stdout.decode(),'err':p.stderr.decode()}))"
+        )
+        e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+        p = subprocess.run(
+            [PY, "-c", wrapper, *map(str, cmd)], cwd=cwd, env=e, capture_output=True, text=True
+        )
+        if p.returncode:
+            raise SystemExit(f"benchmark wrapper failed: {p.stderr[-2000:]}")
+        r = json.loads(p.stdout)
     if check and r["rc"] != 0:
         raise SystemExit(f"command failed ({r['rc']}): {quote(cmd)}\n{r['err'][-3000:]}")
     return r["wall"], r["rss"], r["out"], r["err"]
+
+
+# Set by ``Run.start`` for a --smoke run: see ``timed``.
+SMOKE_IN_PROCESS = False
+
+
+def _python_entry(cmd: Sequence) -> list[str] | None:
+    """``["ottotrain", ARGS...]`` or ``[SCRIPT.py, ARGS...]`` for the commands ``in_process`` runs."""
+    cmd = [str(c) for c in cmd]
+    if Path(cmd[0]).name == "ottotrain":
+        return ["ottotrain", *cmd[1:]]
+    if cmd[0] == PY and cmd[1:3] == ["-m", "ottotrain"]:
+        return ["ottotrain", *cmd[3:]]
+    if cmd[0] == PY and cmd[1].endswith(".py") and Path(cmd[1]).parent == BENCH:
+        return cmd[1:]
+    return None
+
+
+def load_script(path: Path):
+    """bench/SCRIPT.py as a module (its ``main(argv)`` is its command line)."""
+    name = f"bench_{Path(path).stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and tf.function look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def in_process(cmd: Sequence) -> tuple[int, str, str]:
+    """Run ``ottotrain ARGS`` or ``python bench/SCRIPT.py ARGS`` here: (exit code, stdout, stderr)."""
+    import click
+
+    from ottotrain.cli import main as cli
+
+    entry = _python_entry(cmd)
+    out, err = io.StringIO(), io.StringIO()
+    rc = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if entry[0] == "ottotrain":
+                cli(entry[1:], standalone_mode=False)
+            else:
+                load_script(Path(entry[0])).main(entry[1:])
+        except click.ClickException as e:
+            e.show()
+            rc = e.exit_code
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+    return rc, out.getvalue(), err.getvalue()
 
 
 def ottotrain(*args) -> list[str]:
@@ -218,6 +281,8 @@ class Run:
         argv = list(sys.argv[1:] if argv is None else argv)
         # Only a real run's figures go to bench/results/; a shorter pass's are not to be reported.
         default = OUT / "smoke" if args.smoke else OUT / "quick" if args.quick else RESULTS
+        global SMOKE_IN_PROCESS
+        SMOKE_IN_PROCESS = args.smoke
         return cls(Path(file).name, argv, args.smoke, args.quick, args.results or default)
 
     def pick(self, full, quick, smoke):

@@ -17,8 +17,6 @@ Needs lightgbm (the ``bench`` extra). Writes its block of bench/results/side_by_
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -59,24 +57,14 @@ def ottotrain(out: Path, target: str, config: Path, extra=()) -> tuple[float, fl
         f"data.target_column={target}",
         *extra,
     ]
-    cmd = [sys.executable, "-m", "ottotrain", "fit", str(config), "--runs-root", str(out / "runs")]
-    t0 = time.perf_counter()
-    r = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if r.returncode:
-        raise SystemExit(f"fit failed on {out}:\n{r.stderr[-2000:]}")
-    run = r.stdout.strip().splitlines()[-1]
-    for line in r.stderr.splitlines():
+    cmd = common.ottotrain("fit", config, "--runs-root", out / "runs")
+    wall, _, stdout, stderr = common.timed([*cmd, *(a for s in sets for a in ("--set", s))])
+    run = stdout.strip().splitlines()[-1]
+    for line in stderr.splitlines():
         if line.startswith("Warning"):
             print("   ", line[:200])
-    ev = subprocess.run(
-        [sys.executable, "-m", "ottotrain", "evaluate", run, str(out / "holdout.csv"), "--json"],
-        capture_output=True,
-        text=True,
-    )
-    if ev.returncode:
-        raise SystemExit(f"evaluate failed on {out}:\n{ev.stderr[-2000:]}")
-    return json.loads(ev.stdout)["log_loss"], wall
+    _, _, ev, _ = common.timed(common.ottotrain("evaluate", run, out / "holdout.csv", "--json"))
+    return json.loads(ev)["log_loss"], wall
 
 
 def lightgbm(tr: pd.DataFrame, te: pd.DataFrame, target: str) -> tuple[float, float]:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,24 +45,16 @@ def q(cmd) -> str:
 
 
 def run(cmd, record=True, env=None, check=True):
-    """Run a command; return (wall seconds, stdout, stderr)."""
-    cmd = [str(c) for c in cmd]
+    """Run a command (``common.timed``); return (wall seconds, stdout, stderr)."""
+    wall, _, out, err = peak_rss(cmd, record, env, check)
+    return wall, out, err
+
+
+def peak_rss(cmd, record=True, env=None, check=True):
+    """(wall, peak RSS MiB of exactly this command, stdout, stderr); the command is recorded."""
     if record and q(cmd) not in COMMANDS:
         COMMANDS.append(q(cmd))
-    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if check and p.returncode != 0:
-        raise SystemExit(f"command failed ({p.returncode}): {q(cmd)}\n{p.stderr[-3000:]}")
-    return wall, p.stdout, p.stderr
-
-
-def peak_rss(cmd):
-    """(wall, peak RSS MiB of exactly this command, stdout, stderr)."""
-    if q(cmd) not in COMMANDS:
-        COMMANDS.append(q(cmd))
-    return common.timed(cmd)
+    return common.timed(cmd, env=env, check=check)
 
 
 # --------------------------------------------------------------------------------------
@@ -860,6 +850,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     out.write_text(report(doc))
+    print(report(doc))
     print(f"wrote {out}", file=sys.stderr)
 
 

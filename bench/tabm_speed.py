@@ -22,8 +22,6 @@ compile) and the mean of the other two.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import common
@@ -48,11 +46,7 @@ def epoch_seconds(d: Path, name: str, cfg: dict, all_epochs: bool = False):
     path = d / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = d / "runs" / name
-    subprocess.run(
-        [sys.executable, "-m", "ottotrain", "fit", str(path), "--run-dir", str(run), "-q"],
-        check=True,
-        capture_output=True,
-    )
+    common.timed(common.ottotrain("fit", path, "--run-dir", run, "-q"))
     seconds = pd.read_csv(run / "history.csv")["seconds"]
     return seconds if all_epochs else float(seconds.iloc[-1])
 

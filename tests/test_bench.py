@@ -1,13 +1,14 @@
 """Every benchmark script in bench/ runs: its ``--smoke``, so that a changed signature breaks a test
 here and not the benchmark suite weeks later (bench/run.py).
 
-The Python scripts' smokes run in this process, one after another (TensorFlow is imported once
-for all of them, not once per script); what they start themselves (``ottotrain fit`` and the
-like, timed in fresh processes as in their real runs) still runs as subprocesses. The shell
-script runs under bash.
+The Python scripts' smokes run in this process, one after another, and so do the ``ottotrain``
+commands and probe scripts they time (``common.timed`` runs them in-process in a --smoke run):
+TensorFlow is imported once for all of them, not once per command. What a script starts
+itself otherwise (cluster_cv.py's cv runs and Dask workers) and the shell script run as
+subprocesses.
 """
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,19 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))  # the scripts import `common` as they do when run as bench/SCRIPT.py
+common = importlib.import_module("common")
+suite = common.load_script(BENCH / "run.py")
 
-
-def load(script: str):
-    """bench/SCRIPT.py as a module (its ``main(argv)`` is the command line's)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCH / script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and tf.function look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-suite = load("run.py")
-common = sys.modules["common"]
 
 # What each smoke must leave in the results folder (besides succeeding): the topic file with
 # its block, or (speed.py) the whole generated file. Scripts that only print leave nothing.
@@ -58,7 +49,7 @@ def test_the_suite_covers_every_script():
 def test_smoke(script, tmp_path, monkeypatch, capfd):
     if script in NOT_HERE:
         pytest.skip(NOT_HERE[script])
-    if not suite.has_smoke(script):
+    if not script.endswith(".sh") and not suite.has_smoke(script):
         pytest.skip(f"bench/{script} has no --smoke yet")
     if script in NEEDS:
         pytest.importorskip(NEEDS[script], reason="the 'bench' extra (pip install -e '.[bench]')")
@@ -68,7 +59,7 @@ def test_smoke(script, tmp_path, monkeypatch, capfd):
         assert p.returncode == 0, p.stderr[-3000:]
         assert p.stdout.strip()
     else:
-        load(script).main(["--smoke"])
+        common.load_script(BENCH / script).main(["--smoke"])
         assert capfd.readouterr().out.strip(), f"{script} --smoke printed nothing"
     if script in WRITES:
         name, marker = WRITES[script]
