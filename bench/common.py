@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -219,6 +220,18 @@ def load_script(path: Path):
     return module
 
 
+def call_main(module, argv: list[str]):
+    """``module.main(argv)``; for a script whose ``main()`` reads ``sys.argv`` itself, with that set."""
+    if inspect.signature(module.main).parameters:
+        return module.main(argv)
+    saved = sys.argv
+    sys.argv = [module.__file__, *argv]
+    try:
+        return module.main()
+    finally:
+        sys.argv = saved
+
+
 def in_process(cmd: Sequence) -> tuple[int, str, str]:
     """Run ``ottotrain ARGS`` or ``python bench/SCRIPT.py ARGS`` here: (exit code, stdout, stderr)."""
     import click
@@ -233,7 +246,7 @@ def in_process(cmd: Sequence) -> tuple[int, str, str]:
             if entry[0] == "ottotrain":
                 cli(entry[1:], standalone_mode=False)
             else:
-                load_script(Path(entry[0])).main(entry[1:])
+                call_main(load_script(Path(entry[0])), entry[1:])
         except click.ClickException as e:
             e.show()
             rc = e.exit_code

@@ -9,17 +9,12 @@ row itself can be dropped. Both sides run in this process, one after the other, 
 cores; prints one JSON line (seconds per side, their ratio, the largest difference).
 
     python bench/knn_features.py TRAIN_CSV [TEST_CSV] [--rows N]
-    python bench/knn_features.py             # the real Otto files where common.otto_files finds them
-    python bench/knn_features.py --quick     # their first 20,000 training and test rows
-    python bench/knn_features.py --smoke     # 2,000 generated rows
-
-Writes its block of bench/results/metric.md.
 """
 
+import argparse
 import json
 import time
 
-import common
 import numpy as np
 
 
@@ -49,39 +44,24 @@ def sklearn_features(ref_x, ref_y, q, ks, n_classes, leave_out=None):
     return out.reshape(len(q), -1)
 
 
-def main(argv=None):
-    ap = common.parser(__doc__)
-    ap.add_argument("train", nargs="?")
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train")
     ap.add_argument("test", nargs="?")
-    ap.add_argument("--rows", type=int, default=None, help="use the first N training (and test) rows")
-    a = ap.parse_args(argv)
-    r = common.Run.start(__file__, argv, a)
-    with common.scratch() as work:
-        d = common.Data(a.train, a.test, f"{a.train}, {a.test}", True) if a.train else common.data(r, work)
-        res = compare(str(d.train), d.test and str(d.test), a.rows or r.pick(None, 20_000, None))
-    print(json.dumps(res))
-    diff, far = res["max_abs_diff"], res["max_abs_diff_not_duplicates"]
-    rows = [(k, n, f"{diff[k]:.2g}", f"{far[k]:.2g}") for k, n in res["queries"].items()]
-    body = (
-        f"ottotrain {res['ottotrain_seconds']:.2f} s, scikit-learn {res['sklearn_seconds']:.2f} s: ratio "
-        f"**{res['ratio']:.2f}**, {res['train_rows']:,} reference rows.\n\n"
-        + common.table(("queries", "rows", "largest difference", "the same, rows not duplicated"), rows)
-    )
-    r.record("metric", "Nearest-neighbour features: ottotrain against scikit-learn", body, data=d.label)
+    ap.add_argument("--rows", type=int, default=None, help="use the first N training rows")
+    a = ap.parse_args()
 
-
-def compare(train, test, nrows) -> dict:
     from ottotrain.config import DataConfig
     from ottotrain.data import fold_assignment, load_test, load_train
     from ottotrain.features import knn
 
-    dc = DataConfig(train=train, test=test)
-    data = load_train(dc, nrows=nrows)
-    x_test = load_test(test, dc.id_column, dc.target_column, data.features, nrows=nrows)[1] if test else None
+    dc = DataConfig(train=a.train, test=a.test)
+    data = load_train(dc, nrows=a.rows)
+    x_test = load_test(a.test, dc.id_column, dc.target_column, data.features)[1] if a.test else None
     folds = fold_assignment(data.y, 5, 42)
     tr, va = np.flatnonzero(folds != 0), np.flatnonzero(folds == 0)
     ks, n_cls = [1, 2, 4, 8, 16], len(data.classes)
-    queries = {"train": data.x[tr], "val": data.x[va], **({"test": x_test} if test else {})}
+    queries = {"train": data.x[tr], "val": data.x[va], **({"test": x_test} if a.test else {})}
     res = {"train_rows": len(tr), "queries": {k: len(v) for k, v in queries.items()}}
 
     t0 = time.perf_counter()
@@ -106,7 +86,7 @@ def compare(train, test, nrows) -> dict:
     res["max_abs_diff_not_duplicates"] = {
         k: float(np.abs(ours[k] - theirs[k])[far[k]].max()) for k in queries
     }
-    return res
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def _fill(arg: str, opts) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: str(getattr(opts, m.group(1))), arg)
 
 
+OTTO = "the real Otto files (--otto DIR; by default ../shared/otto/ or data/otto/ when there)"
 HOURS = (
     "hours of training on the real data (--long: bench/metric.sh; each script's own command in its docstring)"
 )
@@ -92,7 +93,13 @@ SUITE = (
     Bench("data_load.py", None, driven_by="speed.py"),
     Bench("pipeline_autotune.py", None, driven_by="speed.py"),
     Bench("adam_fused.py", "probes"),
-    Bench("knn_features.py", "metric"),
+    Bench(
+        "knn_features.py",
+        "metric",
+        ("{otto}/train.csv.gz", "{otto}/test.csv.gz"),
+        ("{otto}/train.csv.gz", "--rows", "20000"),
+        needs=OTTO,
+    ),  # fmt: skip
     Bench("missing_cost.py", "side_by_side"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),
@@ -124,7 +131,7 @@ SUITE = (
     Bench("metric_lgbm.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("metric_report.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("tune_holdout.py", "metric", driven_by="metric.sh", needs=HOURS),
-    Bench("metric.sh", "metric", ("{otto_dir}", "$SCRATCH"), ("{otto_dir}", "$SCRATCH"), needs=HOURS),
+    Bench("metric.sh", "metric", ("{otto}", "$SCRATCH"), ("{otto}", "$SCRATCH"), needs=HOURS),
 )
 # Not benchmarks: the shared helper and this entry.
 NOT_BENCHMARKS = ("common.py", "run.py")
@@ -290,9 +297,10 @@ def main(argv=None) -> int:
     ap.add_argument("--serve-run", help="serve_load.py's finished run")
     ap.add_argument("--serve-test", help="serve_load.py's test CSV")
     ap.add_argument("--long", action="store_true", help="also the metric experiments: hours")
+    ap.add_argument("--otto", help="the folder of the real Otto train.csv.gz and test.csv.gz")
     opts = ap.parse_args(argv)
-    real = common.otto_files()
-    opts.otto_dir = real.train.parent if real else ROOT.parent / "shared" / "otto"
+    if opts.otto is None and (real := common.otto_files()) is not None and real.train.name == "train.csv.gz":
+        opts.otto = str(real.train.parent)
     if opts.readme:
         print(write_readme())
         return 0

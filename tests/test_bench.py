@@ -27,7 +27,6 @@ suite = common.load_script(BENCH / "run.py")
 WRITES = {
     "speed.py": ("speed.md", "## 7. Growth"),
     "adam_fused.py": ("probes.md", "<!-- begin adam_fused.py -->"),
-    "knn_features.py": ("metric.md", "<!-- begin knn_features.py -->"),
     "missing_cost.py": ("side_by_side.md", "<!-- begin missing_cost.py -->"),
     "categorical_load.py": ("side_by_side.md", "<!-- begin categorical_load.py -->"),
     "before_after.py": ("side_by_side.md", "<!-- begin before_after.py -->"),
@@ -45,7 +44,14 @@ def test_the_suite_covers_every_script():
     assert covered == suite.scripts(), "a script in bench/ that bench/run.py does not run: add it to SUITE"
 
 
-@pytest.mark.parametrize("script", suite.scripts())
+# Their smokes start cv runs and Dask workers in subprocesses, or run a whole shell script: the
+# project's 'slow' mark, so that `-m "not slow"` leaves them out while editing.
+SLOW = ("cluster_cv.py", "equivalence.sh")
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in suite.scripts()]
+)
 def test_smoke(script, tmp_path, monkeypatch, capfd):
     if script in NOT_HERE:
         pytest.skip(NOT_HERE[script])
@@ -59,7 +65,7 @@ def test_smoke(script, tmp_path, monkeypatch, capfd):
         assert p.returncode == 0, p.stderr[-3000:]
         assert p.stdout.strip()
     else:
-        common.load_script(BENCH / script).main(["--smoke"])
+        common.call_main(common.load_script(BENCH / script), ["--smoke"])
         assert capfd.readouterr().out.strip(), f"{script} --smoke printed nothing"
     if script in WRITES:
         name, marker = WRITES[script]
