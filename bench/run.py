@@ -65,7 +65,7 @@ class Bench:
         if mode == "smoke" or (self.needs and not _given(self.needs, opts)):
             if shell:
                 return None if self.needs else ["bash", str(BENCH / self.script), "$SCRATCH"]
-            return smoke if mode == "smoke" or not self.driven_by or self.needs else None
+            return smoke
         if self.driven_by:
             return None
         args = [_fill(a, opts) for a in (self.full if mode == "full" else self.quick)]
