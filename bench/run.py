@@ -162,7 +162,9 @@ def run_one(b: Bench, mode: str, opts, work: Path) -> Outcome:
     smoke_instead = mode != "smoke" and b.needs and not _given(b.needs, opts)
     note = f"--smoke only: needs {b.needs}" if smoke_instead else ""
     if cmd is None:
-        return Outcome(b.name, "", None, 0.0, note or f"runs inside {b.driven_by}")
+        return Outcome(
+            b.name, "", None, 0.0, f"runs inside {b.driven_by}" if b.driven_by else f"needs {b.needs}"
+        )
     if cmd[-1] == "--smoke" and not has_smoke(b.script):
         return Outcome(b.name, common.quote(cmd), None, 0.0, "has no --smoke yet")
     scratch = work / re.sub(r"\W", "-", b.name)
