@@ -105,7 +105,7 @@ def serial_cv(small, threads, tmp_path_factory):
     from ottotrain.workflows.cv import run_cv
 
     run_dir = tmp_path_factory.mktemp("serial") / "run"
-    run_cv(load_config(small), FOLDS, SEEDS, run_dir=run_dir, log=Log(0), member_threads=threads)
+    run_cv(load_config(small), folds=FOLDS, seeds=SEEDS, run_dir=run_dir, log=Log(0), member_threads=threads)
     return run_dir
 
 
@@ -151,14 +151,14 @@ def test_cv_on_a_cluster_with_a_killed_worker_matches_the_serial_run(
     out = io.StringIO()
     try:
         m = run_cv(
-            load_config(small), FOLDS, SEEDS, run_dir=tmp_path / "run", log=Log(1, out),
+            load_config(small), folds=FOLDS, seeds=SEEDS, run_dir=tmp_path / "run", log=Log(1, out),
             member_threads=threads, scheduler=cluster.address,
         )  # fmt: skip
     finally:
         done.set()
         killer.join(10)
     assert killed, "no worker was busy to kill"
-    assert m["n_models"] == FOLDS * SEEDS
+    assert m.n_models == FOLDS * SEEDS
     assert _files(tmp_path / "run") == _files(serial_cv)
     _same_predictions(tmp_path / "run", serial_cv)
     text = out.getvalue()
@@ -202,30 +202,41 @@ def test_tune_on_a_cluster_matches_the_serial_study(small, cluster, threads, tmp
     assert _files(tmp_path / "serial" / "trials") == _files(tmp_path / "cluster" / "trials")
 
 
+HERE = {"ottotrain": "2.0.0", "ottotrain source": "0123456789ab", "keras": "3.15.1", "tensorflow": "2.21.0"}
+
+
 @pytest.mark.parametrize(
     "theirs, message",
     [
-        ({"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}, None),
+        (HERE, None),
         (
-            {"ottotrain": "1.0.0", "keras": "3.14.0", "tensorflow": "2.21.0"},
+            HERE | {"keras": "3.14.0"},
             "worker tcp://10.0.0.7:4001: runs keras 3.14.0, this client keras 3.15.1; install the same",
         ),
         (
-            {"ottotrain": "0.9.0", "keras": "3.15.1", "tensorflow": "2.20.0"},
-            "worker tcp://10.0.0.7:4001: runs ottotrain 0.9.0, tensorflow 2.20.0, this client "
-            "ottotrain 1.0.0, tensorflow 2.21.0;",
+            HERE | {"ottotrain": "1.0.0", "tensorflow": "2.20.0"},
+            "worker tcp://10.0.0.7:4001: runs ottotrain 1.0.0, tensorflow 2.20.0, this client "
+            "ottotrain 2.0.0, tensorflow 2.21.0;",
         ),
         (
-            {"ottotrain": "1.0.0"},
+            HERE | {"ottotrain source": "ba9876543210"},
+            "runs ottotrain source ba9876543210, this client ottotrain source 0123456789ab;",
+        ),
+        (
+            {"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"},  # a 1.0 worker: no hash
+            "runs ottotrain 1.0.0, ottotrain source none, this client ottotrain 2.0.0, "
+            "ottotrain source 0123456789ab;",
+        ),
+        (
+            {"ottotrain": "2.0.0", "ottotrain source": "0123456789ab"},
             "runs keras none, tensorflow none, this client keras 3.15.1, tensorflow 2.21.0",
         ),
     ],
 )
 def test_a_worker_with_other_versions_is_refused_in_one_line(theirs, message):
-    from ottotrain.workflows.cluster import version_mismatch
+    from ottotrain.execute import version_mismatch
 
-    here = {"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}
-    line = version_mismatch(here, {"tcp://10.0.0.7:4001": theirs})
+    line = version_mismatch(HERE, {"tcp://10.0.0.7:4001": theirs})
     if message is None:
         assert line is None
     else:
