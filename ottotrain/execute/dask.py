@@ -36,9 +36,10 @@ import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
+from distributed.security import Security
 
 from ottotrain import __version__
-from ottotrain.errors import RunError, first_line
+from ottotrain.errors import ConfigError, RunError, first_line
 from ottotrain.execute.jobs import RERUNS, Done, Executor, cores, default_threads, thread_env
 from ottotrain.execute.member_process import in_member_process
 from ottotrain.execute.versions import nthreads_line, version_mismatch, versions
@@ -260,9 +261,16 @@ def _closing(client: Client):
 
 
 def _connect(scheduler: str) -> Client:
+    # tls:// takes its certificates from Dask's configuration (docs/cluster.md).
+    security = Security()
+    if scheduler.startswith("tls://") and not (security.tls_ca_file and security.tls_client_cert):
+        raise ConfigError(
+            f"--scheduler {scheduler}: Dask's configuration names no TLS certificates; set "
+            "distributed.comm.tls.ca-file, .client.cert and .client.key (or their "
+            "DASK_DISTRIBUTED__COMM__TLS__* variables), see docs/cluster.md"
+        )
     try:
-        # tls:// takes its certificates from Dask's configuration (distributed.comm.tls.*).
-        return Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        return Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False, security=security)
     except (OSError, TimeoutError) as e:
         raise RunError(
             f"--scheduler {scheduler}: no Dask scheduler answered within {CONNECT_TIMEOUT} s "

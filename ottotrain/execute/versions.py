@@ -19,8 +19,12 @@ VERSIONED = ("ottotrain", SOURCE, "keras", "tensorflow")  # what client and work
 
 @functools.cache
 def source_hash() -> str:
-    """A hash of ottotrain's own files (code and package data), the first 12 hex digits."""
-    root = Path(__file__).resolve().parents[1]
+    """A hash of this ottotrain's own files (code and package data), 12 hex digits."""
+    return tree_hash(Path(__file__).resolve().parents[1])
+
+
+def tree_hash(root: Path) -> str:
+    """A hash of the files under ``root`` (their paths and contents; no bytecode), 12 hex digits."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
