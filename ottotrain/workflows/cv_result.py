@@ -103,7 +103,7 @@ class CvResult:
             "versions": self.versions,
         }
 
-    def __getitem__(self, key: str):  # workflows.tune reads results by key until it moves
+    def __getitem__(self, key: str):  # 1.x read results as dicts: result["run_dir"] still works
         return getattr(self, key)
 
 

@@ -65,7 +65,7 @@ class FitResult:
         """The ``metrics.json`` content."""
         return {k: v for k, v in vars(self).items() if k != "run_dir"}
 
-    def __getitem__(self, key: str):  # workflows.tune reads results by key until it moves
+    def __getitem__(self, key: str):  # 1.x read results as dicts: result["run_dir"] still works
         return getattr(self, key)
 
 
