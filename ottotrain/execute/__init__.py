@@ -24,8 +24,6 @@ from ottotrain.execute.jobs import (
     Executor,
     InProcess,
     Job,
-    OnDone,
-    cores,
     default_threads,
     thread_env,
 )
@@ -39,9 +37,7 @@ __all__ = [
     "Executor",
     "InProcess",
     "Job",
-    "OnDone",
     "check_options",
-    "cores",
     "default_threads",
     "open_executor",
     "thread_env",
