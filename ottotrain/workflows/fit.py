@@ -31,6 +31,7 @@ from ottotrain.runs.state import TrainState
 from ottotrain.workflows import plots
 from ottotrain.workflows.average import Member, average
 from ottotrain.workflows.common import (
+    ReadsAsDict,
     begin,
     class_weights,
     create_run_dir,
@@ -41,7 +42,7 @@ from ottotrain.workflows.common import (
 
 
 @dataclass(frozen=True)
-class FitResult:
+class FitResult(ReadsAsDict):
     """What a fit scored (``metrics.json``, in this order) and where it is."""
 
     val_log_loss: float
@@ -64,9 +65,6 @@ class FitResult:
     def metrics(self) -> dict:
         """The ``metrics.json`` content."""
         return {k: v for k, v in vars(self).items() if k != "run_dir"}
-
-    def __getitem__(self, key: str):  # 1.x read results as dicts: result["run_dir"] still works
-        return getattr(self, key)
 
 
 class Prepared(NamedTuple):
