@@ -105,6 +105,25 @@ runs_root_option = click.option(
     help="Where new run (and study) directories go.",
 )
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail.")
+# Where many jobs (cv's members, tune's trials) run: the same meaning for every command.
+scheduler_option = click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Run the jobs on a running Dask cluster (workers started with --nthreads 1); tls:// "
+    "with Dask's TLS settings. tcp:// is unauthenticated: a trusted network only.",
+)
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Run the jobs on N local worker processes (a Dask local cluster), stopped at the end.",
+)
+member_threads_option = click.option(
+    "--member-threads",
+    type=click.IntRange(1),
+    metavar="N",
+    help="TensorFlow threads per job (recorded; results' last bits depend on it) [default: "
+    "the cores shared out among the jobs that run at once].",
+)
 
 
 @main.command()
@@ -117,7 +136,7 @@ verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail
 @json_option
 @quiet_option
 @verbose_option
-def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
+def fit(config, overrides, as_json, quiet, verbose, **options):
     """Train CONFIG; write the model, metrics and submission to a run directory.
 
     \b
@@ -127,27 +146,18 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
       ottotrain fit configs/otto.yaml --smoke
       ottotrain fit --resume runs/mlp-20261128-101500
     """
-    cfg, name = _training_config(config, overrides, resume, run_dir)
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
     from ottotrain.workflows.fit import fit as run_fit
 
-    result = _interruptible(
-        run_fit,
-        cfg,
-        run_dir=run_dir,
-        runs_root=runs_root,
-        smoke=smoke,
-        resume=resume,
-        log=_log(quiet, verbose),
-        config_name=name,
-    )
+    result = _interruptible(run_fit, cfg, **options, log=_log(quiet, verbose), config_name=name)
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:
         click.echo(
-            f"val_log_loss={result['val_log_loss']:.4f} val_accuracy={result['val_accuracy']:.4f} "
-            f"best_epoch={result['best_epoch']}"
+            f"val_log_loss={result.val_log_loss:.4f} val_accuracy={result.val_accuracy:.4f} "
+            f"best_epoch={result.best_epoch}"
         )
-        click.echo(result["run_dir"])
+        click.echo(result.run_dir)
 
 
 @main.command()
@@ -332,42 +342,13 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     type=click.Path(file_okay=False),
     help="Continue an interrupted cv run (finished models are reused).",
 )
-@click.option(
-    "--scheduler",
-    metavar="tcp://HOST:PORT",
-    help="Train the members on a running Dask cluster (workers started with --nthreads 1).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    help="Train the members on a local cluster of N worker processes, stopped at the end.",
-)
-@click.option(
-    "--member-threads",
-    type=click.IntRange(1),
-    metavar="N",
-    help="TensorFlow threads per member (recorded; results' last bits depend on it) [default: "
-    "the cores shared out among the members that run at once].",
-)
+@scheduler_option
+@workers_option
+@member_threads_option
 @json_option
 @quiet_option
 @verbose_option
-def cv(
-    config,
-    folds,
-    seeds,
-    overrides,
-    run_dir,
-    runs_root,
-    smoke,
-    resume,
-    scheduler,
-    workers,
-    member_threads,
-    as_json,
-    quiet,
-    verbose,
-):
+def cv(config, overrides, as_json, quiet, verbose, **options):
     """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
 
     Each model trains on K-1 folds and early-stops on the held-out fold
@@ -385,33 +366,19 @@ def cv(
       ottotrain cv configs/otto-cv.yaml --workers 2
       ottotrain cv configs/otto-cv.yaml --scheduler tcp://10.0.0.5:8786
     """
-    cfg, name = _training_config(config, overrides, resume, run_dir)
-    from ottotrain.workflows.cv import run_cv
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
+    from ottotrain.workflows.cv import CvOptions, run_cv
 
-    result = _interruptible(
-        run_cv,
-        cfg,
-        folds=folds,
-        seeds=seeds,
-        run_dir=run_dir,
-        runs_root=runs_root,
-        smoke=smoke,
-        resume=resume,
-        log=_log(quiet, verbose),
-        config_name=name,
-        member_threads=member_threads,
-        scheduler=scheduler,
-        workers=workers,
-    )
+    result = _interruptible(run_cv, cfg, CvOptions(**options, config_name=name), log=_log(quiet, verbose))
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:
         click.echo(
-            f"oof_log_loss={result['oof_log_loss']:.4f} oof_accuracy={result['oof_accuracy']:.4f} "
-            f"fold_log_loss={result['fold_log_loss_mean']:.4f}±{result['fold_log_loss_std']:.4f} "
-            f"models={result['n_models']}"
+            f"oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f} "
+            f"fold_log_loss={result.fold_log_loss_mean:.4f}±{result.fold_log_loss_std:.4f} "
+            f"models={result.n_models}"
         )
-        click.echo(result["run_dir"])
+        click.echo(result.run_dir)
 
 
 @main.command()
