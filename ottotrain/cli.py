@@ -216,8 +216,34 @@ def export(run_dir, out_dir, no_knn_members):
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="0: a free one.")
 @click.option("--name", help="Model name in the URLs [default: the directory's name].")
 @click.option("--no-knn-members", is_flag=True, help="A cv run directory: leave out its KNN members.")
-def serve(target, host, port, name, no_knn_members):
-    """Serve a run or an export over HTTP: POST /v1/models/NAME:predict (TensorFlow Serving's shape).
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes on the port."
+)
+@click.option(
+    "--max-body", default=16 << 20, show_default=True, type=click.IntRange(1), help="Bytes per request."
+)
+@click.option(
+    "--max-rows", default=20_000, show_default=True, type=click.IntRange(1), help="Rows per request."
+)
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests waiting.")
+@click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1), help="Open ones.")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--idle-timeout", default=15.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option(
+    "--time-budget",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a request may take; past it a 503.",
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="JSON lines on stdout.")
+def serve(target, host, port, name, no_knn_members, workers, access_log, **limits):
+    """Serve a run or an export over HTTP: TensorFlow Serving's REST API and KServe's v2.
+
+    \b
+    Routes: POST /v1/models/NAME:predict, GET /v1/models/NAME[/metadata],
+    POST /v2/models/NAME/infer, GET /v2/health/ready, GET /metrics (docs/serving.md).
+    Past a limit a request gets a 413, 429 or 503 with a JSON body.
 
     \b
     Example:
@@ -226,10 +252,21 @@ def serve(target, host, port, name, no_knn_members):
     """
     import signal
 
+    from ottotrain.serving.limits import Limits
     from ottotrain.workflows.serve import serve as run_serve
 
     try:
-        stopped = run_serve(target, host, port, name, no_knn_members, log=lambda m: click.echo(m, err=True))
+        stopped = run_serve(
+            target,
+            host,
+            port,
+            name,
+            no_knn_members,
+            Limits(**limits),
+            workers=workers,
+            access_log=access_log,
+            log=lambda m: click.echo(m, err=True),
+        )
     except KeyboardInterrupt:  # Ctrl-C while the model was loading
         stopped = signal.SIGINT
     click.echo(f"stopped ({stopped.name if stopped is not None else 'shut down'})", err=True)
