@@ -89,10 +89,10 @@ class _Preprocess(tf.Module):
         if s.transform == "quantile":
             q = np.asarray(s.quantiles, dtype=np.float64)
             self.q_lo, self.q_hi = tf.constant(q), tf.constant(-q[:, ::-1].copy())
-        self.ref = ref_variable
+        self.ref = ref_variable  # (columns, norms) of the reference's knn.Layout
         if reference is not None:
             self.ref_counts = reference.counts.tolist()
-            self.ref_norms = tf.constant((reference.rows * reference.rows).sum(axis=1))
+            self.ref_starts = reference.layout.starts.tolist()
         self.tables = []  # per categorical column: value -> model index (absent: 'other' or missing)
         for c in s.categorical or ():
             init = tf.lookup.KeyValueTensorInitializer(
@@ -184,15 +184,25 @@ class _Preprocess(tf.Module):
         return tf.reshape(out.concat(), [n, width])
 
     def _knn_chunk(self, qc, ks):
-        starts = np.concatenate([[0], np.cumsum(self.ref_counts)]).tolist()
-        outs = []
-        for c in range(len(self.ref_counts)):
-            lo, hi = starts[c], starts[c + 1]
-            ref = self.ref[lo:hi]  # one class's rows: a contiguous block
-            kk = min(max(ks), hi - lo)
-            g = tf.matmul(qc, ref, transpose_b=True) * -2.0 + self.ref_norms[lo:hi]  # |r|^2 - 2 q.r
-            _, idx = tf.math.top_k(-g, kk)
-            diff = tf.gather(ref, idx) - qc[:, None, :]
+        """knn.features of the rows ``qc``, found as ``knn.ranking`` and ``knn.nearest`` find them."""
+        columns, norms = self.ref
+        used = tf.where(tf.reduce_any(tf.not_equal(qc, 0.0), axis=0))[:, 0]
+        g = tf.matmul(tf.gather(qc, used, axis=1), tf.gather(columns, used)) * -2.0 + norms
+        n, outs = tf.shape(qc)[0], []
+        for c, count in enumerate(self.ref_counts):
+            lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
+            block = g[:, lo:hi]
+            kk, w = min(max(ks), count), (hi - lo) // knn.GROUP
+            if w <= kk:
+                idx = tf.math.top_k(-block, kk)[1]
+            else:
+                mins = tf.reduce_min(tf.reshape(block, [n, knn.GROUP, w]), axis=1)
+                groups = tf.math.top_k(-mins, kk)[1]
+                cols = tf.reshape(groups[:, :, None] + w * tf.range(knn.GROUP), [n, kk * knn.GROUP])
+                pick = tf.math.top_k(-tf.gather(block, cols, batch_dims=1), kk)[1]
+                idx = tf.gather(cols, pick, batch_dims=1)
+            near = tf.transpose(tf.gather(columns, lo + idx, axis=1), [1, 2, 0])  # (rows, kk, features)
+            diff = near - qc[:, None, :]
             d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
             # numpy's cumsum is float32, its division by the counts float64
             mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
@@ -222,8 +232,12 @@ class ExportModule(tf.Module):
                 var = None
                 if m.reference is not None:
                     if m.reference.digest not in refs:
-                        refs[m.reference.digest] = tf.Variable(m.reference.rows, trainable=False, name="knn")
-                        self.references.append(refs[m.reference.digest])
+                        lay = m.reference.layout
+                        refs[m.reference.digest] = (
+                            tf.Variable(lay.columns, trainable=False, name="knn_columns"),
+                            tf.Variable(lay.norms, trainable=False, name="knn_norms"),
+                        )
+                        self.references.extend(refs[m.reference.digest])
                     var = refs[m.reference.digest]
                 by_state[key] = len(self.preprocess)
                 self.preprocess.append(_Preprocess(m.state, m.reference, var))
@@ -274,17 +288,19 @@ def save(module: ExportModule, path) -> None:
     tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve, PACKED: module.serve_packed})
 
 
-def packed_function(module_or_path):
+def packed_function(module_or_path, keys=None):
     """``f(numbers, strings=None) -> probabilities`` (rows x classes, float32 numpy) from an
     ``ExportModule`` or a SavedModel folder (loaded once, here): ``numbers`` is float32 rows x
     numeric columns, ``strings`` rows x categorical columns (in the schema's order). Thread-safe;
-    traced once for any number of rows."""
+    traced once for any number of rows. An export made before the packed signature existed
+    is called through its per-column one: ``keys`` (numeric keys, categorical keys) say how
+    the matrices split into its inputs."""
     if isinstance(module_or_path, ExportModule):
         keep = module_or_path
     else:
         keep = tf.saved_model.load(str(module_or_path))
         if not hasattr(keep, "serve_packed"):
-            raise ValueError(f"{module_or_path}: no packed signature; export the run again with this version")
+            return _per_column(keep, *keys)
     fn = keep.serve_packed.get_concrete_function()
 
     def predict(numbers, strings=None) -> np.ndarray:
@@ -292,4 +308,16 @@ def packed_function(module_or_path):
         return fn(*args)["probabilities"].numpy()
 
     predict.module = keep  # the loaded graph lives as long as the function
+    return predict
+
+
+def _per_column(keep, numeric_keys, string_keys):
+    fn = keep.signatures[SIGNATURE]
+
+    def predict(numbers, strings=None) -> np.ndarray:
+        feeds = {k: tf.constant(numbers[:, j]) for j, k in enumerate(numeric_keys)}
+        feeds |= {k: tf.constant(strings[:, j], tf.string) for j, k in enumerate(string_keys)}
+        return fn(**feeds)["probabilities"].numpy()
+
+    predict.module = keep
     return predict

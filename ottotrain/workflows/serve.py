@@ -61,7 +61,8 @@ def _load(target, no_knn_members):
                 f"{target}: --no-knn-members applies to a run directory; export it with the option"
             )
         schema = ModelSchema.read(target)
-        return engine.export.packed_function(target), schema
+        keys = [[c.key for c in schema.columns if (c.kind == CATEGORICAL) == t] for t in (False, True)]
+        return engine.export.packed_function(target, keys), schema
     if (target / STATUS).is_file():
         module, schema = open_graph(target, no_knn_members)
         return engine.export.packed_function(module), schema
