@@ -537,3 +537,58 @@ def test_serve_errors(runs, args, message):
 def test_serve_needs_a_run_or_an_export(tmp_path):
     r = run_cli("serve", tmp_path, "--port", "0")
     assert "neither a run directory (no status.json) nor an export" in error_line(r)
+
+
+def test_two_workers_answer_on_one_port_and_metrics_add_up(runs, tmp_path):
+    """`serve --workers 2`: both processes answer (their pids in the access log), /metrics sums them."""
+    export = runs["cv"][1]
+    p = subprocess.Popen(
+        [*python_cmd(), "serve", str(export), "--port", "0", "--name", "w", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(tmp_path),
+    )
+    try:
+        line = p.stderr.readline()
+        assert line.startswith("Serving w on http://127.0.0.1:") and "(2 workers, loaded in" in line, line
+        url = line.split(" on ")[1].split()[0]
+        schema = json.loads((export / "assets.extra" / "ottotrain.json").read_text())
+        row = {c["name"]: (1.0 if c["kind"] == "numeric" else "a") for c in schema["columns"]}
+
+        def ask(i):
+            with httpx.Client(timeout=60) as c:  # a new connection each time
+                return c.post(url + ":predict", json={"instances": [row]}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(ask, range(48))) == {200}
+        text = httpx.get(url.split("/v1/")[0] + "/metrics", timeout=60).text
+        total = [
+            ln
+            for ln in text.splitlines()
+            if ln.startswith('ottotrain_requests_total{code="200",route="v1_predict"')
+        ]
+        assert total and float(total[0].split()[-1]) == 48
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 0
+        pids = {json.loads(ln)["pid"] for ln in p.stdout.read().splitlines() if ln.startswith("{")}
+        assert len(pids) == 2
+        assert p.stderr.read().strip().splitlines()[-1] == "stopped (SIGTERM)"
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_a_signal_stops_the_model_queue_at_once(runs):
+    """SIGTERM's handler tells the batcher: rows not yet computed are refused, not computed."""
+    s = Served(runs["cv"][1], "stop")
+    try:
+        assert not s.app.state.service.batcher.stopping
+        s.server.handle_exit(signal.SIGTERM, None)
+        deadline = time.monotonic() + 10
+        while not s.app.state.service.batcher.stopping:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert s.server.stopped_by == signal.SIGTERM
+    finally:
+        s.stop()
