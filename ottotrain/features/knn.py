@@ -173,8 +173,11 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
             out[s : s + CHUNK, c] = np.log(np.take_along_axis(mean, idx, axis=1) + EPS)
 
     # numpy's matrix product, sort and partition release the GIL: two chunks at a time.
-    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
-        list(pool.map(chunk, range(0, len(q), CHUNK)))
+    if len(q) <= CHUNK:  # one chunk (a served request): no threads to start
+        chunk(0)
+    else:
+        with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+            list(pool.map(chunk, range(0, len(q), CHUNK)))
     res = out.reshape(len(q), -1)
     while _MEMO and sum(v.nbytes for v in _MEMO.values()) + res.nbytes > _MEMO_BYTES:
         _MEMO.pop(next(iter(_MEMO)))  # the oldest first
