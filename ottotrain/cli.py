@@ -227,8 +227,23 @@ def export(run_dir, out_dir, no_knn_members):
 )
 @click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests waiting.")
 @click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1), help="Open ones.")
-@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True))
-@click.option("--idle-timeout", default=15.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option(
+    "--batch-rows", default=512, show_default=True, type=click.IntRange(1), help="Rows per model call."
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds for a request's headers; past it a 408.",
+)
+@click.option(
+    "--idle-timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a kept-alive connection may idle.",
+)
 @click.option(
     "--time-budget",
     default=30.0,
