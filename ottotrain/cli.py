@@ -9,6 +9,7 @@ its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import click
 from ottotrain import __version__
 from ottotrain.errors import OttoTrainError
 from ottotrain.log import Log
+from ottotrain.serving.limits import DEFAULTS, Limits
 
 
 class _Group(click.Group):
@@ -205,6 +207,30 @@ def export(run_dir, out_dir, no_knn_members):
     click.echo(result["output"])
 
 
+_LIMITS_HELP = {
+    "max_body": "Bytes per request body; past it a 413.",
+    "max_rows": "Rows per request; past it a 413.",
+    "max_queue": "Requests waiting for the model; past it a 429.",
+    "max_connections": "Open connections; past it a 503.",
+    "header_timeout": "Seconds for a request's headers; past it a 408.",
+    "idle_timeout": "Seconds a kept-alive connection may idle.",
+    "time_budget": "Seconds a request may take; past it a 503.",
+    "batch_rows": "Rows per model call (a bigger request goes in chunks).",
+}
+
+
+def _limit_options(command):
+    """One option per ``serving.limits.Limits`` field, its default the field's."""
+    for field in reversed(dataclasses.fields(Limits)):
+        default = getattr(DEFAULTS, field.name)
+        kind = click.IntRange(1) if isinstance(default, int) else click.FloatRange(0, min_open=True)
+        flag = "--" + field.name.replace("_", "-")
+        command = click.option(
+            flag, default=default, show_default=True, type=kind, help=_LIMITS_HELP[field.name]
+        )(command)
+    return command
+
+
 @main.command()
 @click.argument("target", metavar="RUN_DIR|EXPORT_DIR", type=click.Path(file_okay=False))
 @click.option(
@@ -219,38 +245,7 @@ def export(run_dir, out_dir, no_knn_members):
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes on the port."
 )
-@click.option(
-    "--max-body", default=16 << 20, show_default=True, type=click.IntRange(1), help="Bytes per request."
-)
-@click.option(
-    "--max-rows", default=20_000, show_default=True, type=click.IntRange(1), help="Rows per request."
-)
-@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1), help="Requests waiting.")
-@click.option("--max-connections", default=512, show_default=True, type=click.IntRange(1), help="Open ones.")
-@click.option(
-    "--batch-rows", default=512, show_default=True, type=click.IntRange(1), help="Rows per model call."
-)
-@click.option(
-    "--header-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Seconds for a request's headers; past it a 408.",
-)
-@click.option(
-    "--idle-timeout",
-    default=15.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Seconds a kept-alive connection may idle.",
-)
-@click.option(
-    "--time-budget",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Seconds a request may take; past it a 503.",
-)
+@_limit_options
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="JSON lines on stdout.")
 def serve(target, host, port, name, no_knn_members, workers, access_log, **limits):
     """Serve a run or an export over HTTP: TensorFlow Serving's REST API and KServe's v2.
@@ -267,7 +262,6 @@ def serve(target, host, port, name, no_knn_members, workers, access_log, **limit
     """
     import signal
 
-    from ottotrain.serving.limits import Limits
     from ottotrain.workflows.serve import serve as run_serve
 
     try:

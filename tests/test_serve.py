@@ -534,6 +534,18 @@ def test_serve_errors(runs, args, message):
     assert message in error_line(r)
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-rows", "0"], "Invalid value for '--max-rows': 0 is not in the range x>=1"),
+        (["--time-budget", "0"], "Invalid value for '--time-budget': 0.0 is not in the range x>0"),
+    ],
+)
+def test_serve_limits_are_checked_before_anything_loads(tmp_path, args, message):
+    r = run_cli("serve", tmp_path, *args)
+    assert r.exit_code == 2 and message in r.output
+
+
 def test_serve_needs_a_run_or_an_export(tmp_path):
     r = run_cli("serve", tmp_path, "--port", "0")
     assert "neither a run directory (no status.json) nor an export" in error_line(r)
