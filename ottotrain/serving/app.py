@@ -90,9 +90,8 @@ class ModelService:
 
     async def body(self, request: Request, deadline: float):
         try:
-            raw = await asyncio.wait_for(
-                read_body(request, self.limits.max_body), deadline - time.monotonic()
-            )
+            async with asyncio.timeout(deadline - time.monotonic()):  # a timer, not a task
+                raw = await read_body(request, self.limits.max_body)
         except TimeoutError:
             raise RequestError(
                 "the request body did not arrive within the time budget (--time-budget)", 408

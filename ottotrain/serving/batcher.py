@@ -60,7 +60,8 @@ class Batcher:
         try:
             if self.worker is None or self.worker.done():
                 self.worker = asyncio.ensure_future(self._drain())
-            return await asyncio.wait_for(job.future, max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await job.future
         except TimeoutError:
             raise RequestError(
                 "the request took longer than its time budget (--time-budget); send fewer rows", 503
