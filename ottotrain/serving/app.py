@@ -236,31 +236,27 @@ class Observed:
         ACCESS.info(json.dumps(line, ensure_ascii=True))
 
 
-def _routes(svc: ModelService) -> list[Route]:
-    def handler(fn):
-        async def route(request: Request):
-            deadline = time.monotonic() + svc.limits.time_budget
-            try:
-                return await fn(request, deadline)
-            except RequestError as e:
-                return error(str(e), e.status)
+_ANY, _GET, _POST = ["GET", "POST", "PUT", "DELETE", "PATCH"], ["GET"], ["POST"]
 
-        return route
 
-    def allow(request, method):
-        if request.method != method:
-            raise RequestError(f"{request.method} is not allowed here; use {method}", 405)
+def _allow(request, method):
+    if request.method != method:
+        raise RequestError(f"{request.method} is not allowed here; use {method}", 405)
+
+
+def _v1_routes(svc: ModelService) -> list[tuple]:
+    """TensorFlow Serving's routes: (path, handler(request, deadline), methods)."""
 
     async def v1(request, deadline, model, version, verb):
         svc.check_name(model)
         if version != "1":
             raise RequestError(f"model {model!r} has version 1 only, not {version!r}", 404)
         if not verb:
-            allow(request, "GET")
+            _allow(request, "GET")
             return json_response(svc.status())
         if verb != "predict":
             raise RequestError(f"':{verb}' is not served here; use ':predict'", 404)
-        allow(request, "POST")
+        _allow(request, "POST")
         return await svc.predict_v1(request, deadline)
 
     async def v1_model(request, deadline):
@@ -275,6 +271,16 @@ def _routes(svc: ModelService) -> list[Route]:
         svc.check_name(request.path_params["model"])
         return json_response(svc.tf_metadata())
 
+    return [
+        ("/v1/models/{model}", v1_model, _ANY),
+        ("/v1/models/{model}/versions/{version}", v1_version, _ANY),
+        ("/v1/models/{model}/metadata", v1_metadata, _GET),
+    ]
+
+
+def _v2_routes(svc: ModelService) -> list[tuple]:
+    """The Open Inference Protocol's routes, and /healthz and /metrics."""
+
     async def v2_model(request, deadline):
         svc.check_name(request.path_params["model"])
         return json_response(svc.v2_metadata())
@@ -287,41 +293,47 @@ def _routes(svc: ModelService) -> list[Route]:
         svc.check_name(request.path_params["model"])
         return await svc.infer_v2(request, deadline)
 
-    async def live(request, deadline):
-        return json_response({"live": True})
-
     async def ready(request, deadline):
         if svc.batcher.stopping:
             return error("the server is shutting down", 503)
         return json_response({"ready": True})
 
-    async def v2_server(request, deadline):
-        return json_response({"name": "ottotrain", "version": __version__, "extensions": []})
-
-    async def health(request, deadline):
-        return json_response({"status": "ok"})
-
     async def metrics(request, deadline):
         body, media = svc.metrics.exposition()
         return Response(body, media_type=media)
 
-    both, get, post = ["GET", "POST", "PUT", "DELETE", "PATCH"], ["GET"], ["POST"]
-    table = [
-        ("/v1/models/{model}", v1_model, both),
-        ("/v1/models/{model}/versions/{version}", v1_version, both),
-        ("/v1/models/{model}/metadata", v1_metadata, get),
-        ("/v2", v2_server, get),
-        ("/v2/health/live", live, get),
-        ("/v2/health/ready", ready, get),
-        ("/v2/models/{model}", v2_model, get),
-        ("/v2/models/{model}/versions/{version}", v2_model, get),
-        ("/v2/models/{model}/ready", v2_ready, get),
-        ("/v2/models/{model}/infer", v2_infer, post),
-        ("/v2/models/{model}/versions/{version}/infer", v2_infer, post),
-        ("/healthz", health, get),
-        ("/metrics", metrics, get),
+    def constant(content):
+        async def answer(request, deadline):
+            return json_response(content)
+
+        return answer
+
+    return [
+        ("/v2", constant({"name": "ottotrain", "version": __version__, "extensions": []}), _GET),
+        ("/v2/health/live", constant({"live": True}), _GET),
+        ("/v2/health/ready", ready, _GET),
+        ("/v2/models/{model}", v2_model, _GET),
+        ("/v2/models/{model}/versions/{version}", v2_model, _GET),
+        ("/v2/models/{model}/ready", v2_ready, _GET),
+        ("/v2/models/{model}/infer", v2_infer, _POST),
+        ("/v2/models/{model}/versions/{version}/infer", v2_infer, _POST),
+        ("/healthz", constant({"status": "ok"}), _GET),
+        ("/metrics", metrics, _GET),
     ]
-    return [Route(path, handler(fn), methods=methods) for path, fn, methods in table]
+
+
+def _routes(svc: ModelService) -> list[Route]:
+    def handler(fn):
+        async def route(request: Request):
+            deadline = time.monotonic() + svc.limits.time_budget
+            try:
+                return await fn(request, deadline)
+            except RequestError as e:
+                return error(str(e), e.status)
+
+        return route
+
+    return [Route(path, handler(fn), methods=m) for path, fn, m in _v1_routes(svc) + _v2_routes(svc)]
 
 
 def make_app(name: str, schema: ModelSchema, predict, limits: Limits = DEFAULTS, access_log=False):

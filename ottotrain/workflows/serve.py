@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import queue
 import re
 import resource
 import shutil
@@ -213,6 +214,34 @@ def _worker(sock, args, ready):
     srv.run(sockets=[sock])
 
 
+def _wait_ready(procs, ready, stopped) -> bool:
+    """Whether every worker loaded its model (False: a signal came first); a worker that
+    failed or died while loading is a RunError."""
+    left = len(procs)
+    while left and not stopped:
+        try:
+            msg = ready.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode is not None]
+            if dead and not stopped:
+                raise RunError(f"a worker stopped while loading the model (exit code {dead[0]})") from None
+            continue
+        if msg != "ready":
+            raise RunError(msg.removeprefix("error: "))
+        left -= 1
+    return not left
+
+
+def _stop_all(procs):
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: each stops gracefully
+    for p in procs:
+        p.join(timeout=15)
+        if p.is_alive():
+            p.kill()
+
+
 def _supervise(sock, args, workers, url, log):
     """Start ``workers`` processes on ``sock``, restart one that dies, stop them all on a signal."""
     metrics_dir = tempfile.mkdtemp(prefix="ottotrain-metrics-")
@@ -230,14 +259,9 @@ def _supervise(sock, args, workers, url, log):
     try:
         for p in procs:
             p.start()
-        for _ in procs:
-            msg = ready.get()
-            if msg != "ready":
-                raise RunError(msg.removeprefix("error: "))
-        log(
-            f"Serving {args[1]} on {url} ({workers} workers, "
-            f"loaded in {time.perf_counter() - t0:.1f}s; Ctrl-C stops)"
-        )
+        if _wait_ready(procs, ready, stopped):
+            seconds = time.perf_counter() - t0
+            log(f"Serving {args[1]} on {url} ({workers} workers, loaded in {seconds:.1f}s; Ctrl-C stops)")
         while not stopped:
             time.sleep(0.2)
             for i, p in enumerate(procs):
@@ -245,15 +269,9 @@ def _supervise(sock, args, workers, url, log):
                     procs[i] = start()
                     procs[i].start()
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: each stops gracefully
-        for p in procs:
-            p.join(timeout=15)
-            if p.is_alive():
-                p.kill()
+        _stop_all(procs)
         for s, h in handlers.items():
             signal.signal(s, h)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return stopped[0] if stopped else None
+    return stopped[0]
