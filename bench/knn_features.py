@@ -6,9 +6,14 @@ distances to the 1..16 nearest training rows of every class, and turn them into 
 features. scikit-learn's side: one ``NearestNeighbors(algorithm="brute", n_jobs=-1)`` per
 class, the same signed-log1p rows, 17 neighbours asked for the training rows so that the
 row itself can be dropped. Both sides run in this process, one after the other, with all
-cores; prints one JSON line (seconds per side, their ratio, the largest difference).
+cores; prints one JSON line (seconds per side, their ratio, the largest difference). The
+same rows' bare float32 distance products (``q @ reference.T``, what issue 29 compares the
+features' cost with) are timed too, and a serving request's sizes (1 and 100 new rows
+against the reference: ottotrain, scikit-learn's fitted per-class ``NearestNeighbors``,
+the bare product; median milliseconds).
 
     python bench/knn_features.py TRAIN_CSV [TEST_CSV] [--rows N]
+    python bench/knn_features.py --smoke
 """
 
 import argparse
@@ -44,12 +49,61 @@ def sklearn_features(ref_x, ref_y, q, ks, n_classes, leave_out=None):
     return out.reshape(len(q), -1)
 
 
+def blas_seconds(ref, queries) -> float:
+    """The raw float32 distance products alone (every query row against every reference row)."""
+    t0 = time.perf_counter()
+    for q in queries.values():
+        for s in range(0, len(q), 512):
+            q[s : s + 512] @ ref.rows.T
+    return time.perf_counter() - t0
+
+
+def serving_sizes(ref, train_x, train_y, x, ks, n_classes, rows=(1, 100), reps=20) -> dict:
+    """Median milliseconds for one request's rows: ottotrain, scikit-learn, the bare product."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from ottotrain.features import knn
+
+    fitted = [
+        NearestNeighbors(n_neighbors=min(max(ks), int((train_y == c).sum())), algorithm="brute").fit(
+            knn.space(train_x[train_y == c])
+        )
+        for c in range(n_classes)
+    ]
+    out = {}
+    for n in rows:
+        q, times = x[:n], {"ottotrain": [], "sklearn": [], "blas": []}
+        for r in range(reps):
+            qr = q + np.float32(r)  # new rows each time: no memoised answer
+            t0 = time.perf_counter()
+            knn.features(ref, qr, ks)
+            t1 = time.perf_counter()
+            for nn in fitted:
+                nn.kneighbors(knn.space(qr))
+            t2 = time.perf_counter()
+            knn.space(qr) @ ref.rows.T
+            t3 = time.perf_counter()
+            for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                times[k].append(v * 1000)
+        out[f"{n}_rows_ms"] = {k: round(float(np.median(v)), 3) for k, v in times.items()}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("train")
+    ap.add_argument("train", nargs="?")
     ap.add_argument("test", nargs="?")
     ap.add_argument("--rows", type=int, default=None, help="use the first N training rows")
+    ap.add_argument("--smoke", action="store_true", help="generated data (3,000 rows): seconds")
     a = ap.parse_args()
+    if a.smoke:
+        import tempfile
+
+        from ottotrain.data.synth import make_data
+
+        tmp = tempfile.mkdtemp()
+        make_data(tmp, rows=3000, seed=1, test_rows=500, n_classes=4, n_features=20)
+        a.train, a.test = f"{tmp}/train.csv", f"{tmp}/test.csv"
 
     from ottotrain.config import DataConfig
     from ottotrain.data import fold_assignment, load_test, load_train
@@ -80,6 +134,9 @@ def main():
     }
     res["sklearn_seconds"] = time.perf_counter() - t0
     res["ratio"] = res["ottotrain_seconds"] / res["sklearn_seconds"]
+    res["blas_seconds"] = blas_seconds(ref, {k: knn.space(v) for k, v in queries.items()})
+    res["ottotrain_over_blas"] = res["ottotrain_seconds"] / res["blas_seconds"]
+    res["serving"] = serving_sizes(ref, data.x[tr], data.y[tr], queries["val"], ks, n_cls)
     res["max_abs_diff"] = {k: float(np.abs(ours[k] - theirs[k]).max()) for k in queries}
     # features of rows whose distance is not ~0 (duplicates amplify rounding in the log)
     far = {k: np.exp(theirs[k]) > 0.01 for k in queries}

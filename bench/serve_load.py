@@ -1,21 +1,26 @@
-"""Load on `ottotrain serve` over loopback, and the exported SavedModel against `ottotrain predict`.
+"""`ottotrain serve` over loopback HTTP against a bare Starlette app, measured interleaved in one run.
 
-For one finished run (an all-numeric table such as Otto's):
+Servers (each a child process on a free loopback port, started with default options):
+a bare Starlette/uvicorn app that echoes the request body (the framework's own cost), and
+``ottotrain serve`` for each run given: ``--plain`` (the tutorial MLP), ``--nonknn``
+(configs/otto.yaml without data.knn) and ``--knn`` (configs/otto.yaml). Each run is exported
+first and its export served (``--serve run`` serves the run directory).
 
-1. ``ottotrain export`` it to a temporary folder: its size and the seconds it took;
-2. in this process, on the same test rows: ``ottotrain predict``'s computation
-   (``Predictor.predict_proba`` on the rows already read) and the whole ``predict`` call
-   (reading the file and writing the submission too), against the SavedModel loaded with
-   ``tf.saved_model.load`` and called once on all rows; the largest difference between them;
-   the SavedModel's median time for one row (50 calls);
-3. ``ottotrain serve EXPORT --port 0`` in a child process, then for 1-row and 256-row requests
-   with 1 and 16 concurrent clients (threads of this process, one httpx connection each, TCP_NODELAY):
-   requests and rows per second, p50 and p99 latency. Each of the four loads runs for at most
-   ``--seconds`` seconds and ``--max-requests`` requests, after 3 warm-up requests per client.
+Measured, the servers taking turns round by round (so that a load change on the machine
+hits every server alike), over kept-alive connections of a minimal HTTP/1.1 client:
 
-Client and server share the machine's cores. Prints one JSON line.
+- 1-row requests, one client: p50 and p99 against the bare app's (targets: p50 within 2x,
+  p99 within 5x);
+- 100-row requests, one client: the KNN run against the non-KNN run (within 3x), and its
+  1-row p50 against the non-KNN run's (within 2 ms);
+- 16 clients sending 1-row requests: requests/s against the bare app's (at least half), p99;
+- each server's memory (RSS) after start-up and after the load (within 50 MB).
 
-    python bench/serve_load.py RUN_DIR TEST_CSV [--seconds 10] [--max-requests 3000] [--http-only]
+Every answer's status is checked (a non-200 fails the run). Prints a table to stderr and one
+JSON line to stdout; exits 1 if a target is missed (``--smoke`` only reports).
+
+    python bench/serve_load.py --plain RUN --nonknn RUN --knn RUN --test TEST_CSV [--rounds 20]
+    python bench/serve_load.py --smoke   # tiny runs it trains itself; seconds
 """
 
 import argparse
@@ -31,173 +36,296 @@ from pathlib import Path
 
 import numpy as np
 
+BARE = r"""
+import socket, sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
 
-def _pct(xs, q):
-    return round(float(np.percentile(np.asarray(xs) * 1000, q)), 2)
+async def echo(request):
+    return Response(await request.body(), media_type="application/json")
+
+app = Starlette(routes=[Route("/v1/models/{model}", echo, methods=["POST"])])
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.bind(("127.0.0.1", 0))
+print(f"Serving bare on http://127.0.0.1:{sock.getsockname()[1]}/v1/models/bare", file=sys.stderr, flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning", http="h11")).run(sockets=[sock])
+"""
 
 
-def test_rows(run_dir, test, export_dir):
-    """(the test file's feature rows as predict reads them, the export's column names)."""
+class Client:
+    """A kept-alive HTTP/1.1 connection posting bodies: the least client-side cost."""
+
+    def __init__(self, url):
+        rest = url.removeprefix("http://")
+        hostport, path = rest.split("/", 1)
+        host, port = hostport.split(":")
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
+        self.buf = b""
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        while len(self.buf) < length:
+            self.buf += self._recv()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, body
+
+    def _recv(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self):
+        self.sock.close()
+
+
+class Server:
+    def __init__(self, label, cmd):
+        self.label = label
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ)
+        )
+        line = self.proc.stderr.readline()
+        if " on http://" not in line:
+            raise SystemExit(f"{label}: the server did not start: {line}{self.proc.stderr.read()[-2000:]}")
+        self.url = line.split(" on ")[1].split()[0] + (":predict" if label != "bare" else "")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # drain its log
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def one_client(server, bodies, n, lat):
+    c = Client(server.url)
+    try:
+        for i in range(n):
+            t = time.perf_counter()
+            status, body = c.post(bodies[i % len(bodies)])
+            lat.append(time.perf_counter() - t)
+            if status != 200:
+                raise SystemExit(f"{server.label}: {status} {body[:300]!r}")
+    finally:
+        c.close()
+
+
+def many_clients(server, bodies, clients, seconds, lat) -> int:
+    """Requests answered by ``clients`` threads in ``seconds``."""
+    done, stop = [0] * clients, time.perf_counter() + seconds
+
+    def run(i):
+        c = Client(server.url)
+        try:
+            k = i
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                status, body = c.post(bodies[k % len(bodies)])
+                lat.append(time.perf_counter() - t)
+                if status != 200:
+                    raise SystemExit(f"{server.label}: {status} {body[:300]!r}")
+                done[i] += 1
+                k += clients
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done)
+
+
+def ms(xs, q):
+    return round(float(np.percentile(np.asarray(xs) * 1000, q)), 3)
+
+
+def bodies_of(x, names, rows, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        idx = rng.choice(len(x), rows, replace=len(x) < rows)
+        out.append(json.dumps({"instances": [dict(zip(names, map(float, x[i]))) for i in idx]}).encode())
+    return out
+
+
+def test_rows(test_csv, run_dir):
+    """The test file's feature rows as ``predict`` reads them, and the column names."""
     from ottotrain.data import load_test, missing_allowed
-    from ottotrain.serving.schema import ModelSchema
     from ottotrain.workflows.predictor import open_run
 
     s = open_run(run_dir).state
-    _, x = load_test(test, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
-    schema = ModelSchema.read(export_dir)
-    assert all(c.kind == "numeric" for c in schema.columns), "this bench feeds numeric columns only"
-    return x, [c.name for c in schema.columns]
+    if s.categorical:
+        raise SystemExit(f"{run_dir}: this bench sends numeric columns only")
+    _, x = load_test(test_csv, s.id_column, s.target_column, s.features, allow_missing=missing_allowed(s))
+    return np.nan_to_num(x), list(s.features)
 
 
-def in_process(run_dir, test, export_dir):
-    from ottotrain import engine
-    from ottotrain.features import knn
-    from ottotrain.serving.schema import ModelSchema
-    from ottotrain.workflows.predict import predict
-    from ottotrain.workflows.predictor import open_run
+def smoke_runs(tmp: Path) -> dict:
+    """Two tiny runs trained here on generated data (a plain MLP and one with KNN features)."""
+    import yaml
 
-    predictor = open_run(run_dir)
-    x, names = test_rows(run_dir, test, export_dir)
-    schema = ModelSchema.read(export_dir)
-    cols = {c.key: x[:, j] for j, c in enumerate(schema.columns)}
-    knn._MEMO.clear()  # KNN features are memoised per process: each timing computes its own
-    t = time.perf_counter()
-    want = predictor.predict_proba(x)
-    t_proba = time.perf_counter() - t
-    knn._MEMO.clear()
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        predict(run_dir, test, Path(tmp) / "sub.csv")
-        t_predict = time.perf_counter() - t
-    t = time.perf_counter()
-    fn = engine.export.predict_function(export_dir)
-    t_load = time.perf_counter() - t
-    fn({k: v[:1] for k, v in cols.items()})  # the first call traces nothing (a SavedModel), but warms up
-    t = time.perf_counter()
-    got = fn(cols)
-    t_saved = time.perf_counter() - t
-    one = []
-    for i in range(50):
-        t = time.perf_counter()
-        fn({k: v[i : i + 1] for k, v in cols.items()})
-        one.append(time.perf_counter() - t)
-    return (
-        {
-            "rows": len(x),
-            "predict_proba_s": round(t_proba, 3),
-            "predict_command_s": round(t_predict, 3),
-            "savedmodel_load_s": round(t_load, 3),
-            "savedmodel_call_s": round(t_saved, 3),
-            "savedmodel_over_predict_proba": round(t_saved / t_proba, 2),
-            "max_abs_diff": float(np.abs(got - want).max()),
-            "savedmodel_1_row_p50_ms": _pct(one, 50),
-        },
-        x,
-        names,
-    )
+    from ottotrain.data.synth import make_data
 
-
-def load(url, bodies, clients, seconds, max_requests):
-    """``clients`` threads posting ``bodies`` in turn until ``seconds`` or ``max_requests`` are spent."""
-    import httpx
-
-    lat, lock, count = [], threading.Lock(), [0]
-    start = threading.Barrier(clients + 1)  # every client warmed up: the clock starts
-    clock = {}
-
-    # httpx writes a request's headers and body separately: with Nagle's algorithm on, the body
-    # could wait for the server's delayed ACK (curl sets TCP_NODELAY too).
-    nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-
-    def client(i):
-        with httpx.Client(timeout=120, transport=httpx.HTTPTransport(socket_options=nodelay)) as c:
-            for j in range(3):
-                assert c.post(url, content=bodies[(i + j) % len(bodies)]).status_code == 200
-            start.wait()
-            k = i
-            while time.perf_counter() < clock["stop"]:
-                with lock:
-                    if count[0] >= max_requests:
-                        return
-                    count[0] += 1
-                t = time.perf_counter()
-                r = c.post(url, content=bodies[k % len(bodies)], headers={"content-type": "application/json"})
-                dt = time.perf_counter() - t
-                assert r.status_code == 200, r.text
-                with lock:
-                    lat.append(dt)
-                k += clients
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    clock["stop"] = float("inf")
-    start.wait()
-    t0 = time.perf_counter()
-    clock["stop"] = t0 + seconds
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    make_data(tmp / "data", rows=400, seed=3, test_rows=60, n_classes=3, n_features=8)
+    layers = [{"Dense": {"units": 16, "activation": "relu"}}, {"Dense": {"units": "n_classes"}}]
+    runs = {}
+    for label, data in (("plain", {}), ("knn", {"knn": {"k": [1, 4]}})):
+        cfg = {
+            "name": label,
+            "seed": 1,
+            "data": {"train": str(tmp / "data" / "train.csv"), **data},
+            "model": {"layers": [*layers, {"Activation": "softmax"}]},
+            "train": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 1, "batch_size": 64},
+        }
+        (tmp / f"{label}.yaml").write_text(yaml.safe_dump(cfg))
+        cmd = [
+            sys.executable,
+            "-m",
+            "ottotrain",
+            "fit",
+            str(tmp / f"{label}.yaml"),
+            "--run-dir",
+            str(tmp / label),
+            "-q",
+        ]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        runs[label] = tmp / label
     return {
-        "requests": len(lat),
-        "seconds": round(wall, 2),
-        "req_per_s": round(len(lat) / wall, 1),
-        "p50_ms": _pct(lat, 50),
-        "p99_ms": _pct(lat, 99),
+        "plain": runs["plain"],
+        "nonknn": runs["plain"],
+        "knn": runs["knn"],
+        "test": tmp / "data" / "test.csv",
     }
+
+
+def start_servers(runs: dict, tmp: Path, serve_run: bool) -> dict:
+    """The bare app and one ``ottotrain serve`` per distinct run (--smoke: nonknn is plain)."""
+    from ottotrain.workflows.export import export
+
+    servers, by_run = {"bare": Server("bare", [sys.executable, "-c", BARE])}, {}
+    for label in ("plain", "nonknn", "knn"):
+        if runs[label] in by_run:
+            servers[label] = by_run[runs[label]]
+            continue
+        target = runs[label]
+        if not serve_run:
+            target = tmp / f"export-{label}"
+            export(runs[label], target)
+        cmd = [sys.executable, "-m", "ottotrain", "serve", str(target), "--port", "0"]
+        servers[label] = by_run[runs[label]] = Server(label, cmd)
+    return servers
+
+
+def measure(servers, one, hundred, args) -> dict:
+    """Round by round, every server in turn: the latencies and counts of each load."""
+    lat1 = {k: [] for k in servers}
+    lat100 = {k: [] for k in ("nonknn", "knn")}
+    lat16, count16 = {k: [] for k in servers}, {k: 0 for k in servers}
+    for s in servers.values():  # warm-up
+        one_client(s, one, 20, [])
+    rss0 = {k: s.rss_mb() for k, s in servers.items()}
+    for r in range(args.rounds):
+        order = list(servers) if r % 2 == 0 else list(reversed(servers))
+        for k in order:
+            one_client(servers[k], one, args.requests, lat1[k])
+        for k in ("nonknn", "knn") if r % 2 == 0 else ("knn", "nonknn"):
+            one_client(servers[k], hundred, max(2, args.requests // 10), lat100[k])
+        for k in order:
+            count16[k] += many_clients(servers[k], one, 16, args.seconds, lat16[k])
+    rss1 = {k: s.rss_mb() for k, s in servers.items()}
+    seconds16 = args.rounds * args.seconds
+    return {
+        "one_row": {k: {"p50_ms": ms(v, 50), "p99_ms": ms(v, 99), "n": len(v)} for k, v in lat1.items()},
+        "hundred_rows": {
+            k: {"p50_ms": ms(v, 50), "p99_ms": ms(v, 99), "n": len(v)} for k, v in lat100.items()
+        },
+        "clients_16": {
+            k: {"req_per_s": round(count16[k] / seconds16, 1), "p99_ms": ms(lat16[k], 99)} for k in servers
+        },
+        "rss_mb": {k: {"start": round(rss0[k], 1), "after": round(rss1[k], 1)} for k in servers},
+    }
+
+
+def verdicts(m: dict) -> dict:
+    one, hundred, c16, rss = m["one_row"], m["hundred_rows"], m["clients_16"], m["rss_mb"]
+    bare = one["bare"]
+    out = {}
+    for k in ("plain", "nonknn"):
+        out[f"{k}: 1-row p50 within 2x bare"] = one[k]["p50_ms"] <= 2 * bare["p50_ms"]
+        out[f"{k}: 1-row p99 within 5x bare"] = one[k]["p99_ms"] <= 5 * bare["p99_ms"]
+        out[f"{k}: 16 clients at least half bare's req/s"] = (
+            c16[k]["req_per_s"] >= 0.5 * c16["bare"]["req_per_s"]
+        )
+    out["knn: 100-row p50 within 3x nonknn's"] = hundred["knn"]["p50_ms"] <= 3 * hundred["nonknn"]["p50_ms"]
+    out["knn: 1-row p50 within 2 ms of nonknn's"] = one["knn"]["p50_ms"] <= one["nonknn"]["p50_ms"] + 2
+    for k in ("plain", "nonknn", "knn"):
+        out[f"{k}: memory within 50 MB of start"] = rss[k]["after"] - rss[k]["start"] <= 50
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("test")
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--max-requests", type=int, default=3000)
-    ap.add_argument("--http-only", action="store_true", help="Skip step 2 (minutes for a KNN run).")
+    ap.add_argument("--plain", help="run directory: the tutorial MLP")
+    ap.add_argument("--nonknn", help="run directory: configs/otto.yaml without data.knn")
+    ap.add_argument("--knn", help="run directory: configs/otto.yaml")
+    ap.add_argument("--test", help="the test CSV whose rows are sent")
+    ap.add_argument(
+        "--serve", choices=["export", "run"], default="export", help="what ottotrain serve is given"
+    )
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=100, help="1-row requests per server per round")
+    ap.add_argument("--seconds", type=float, default=2.0, help="16-client load per server per round")
+    ap.add_argument("--smoke", action="store_true", help="tiny runs trained here; a few seconds of load")
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.requests, args.seconds = 2, 20, 0.3
+    elif not all((args.plain, args.nonknn, args.knn, args.test)):
+        ap.error("give --plain, --nonknn, --knn and --test (or --smoke)")
 
-    from ottotrain.workflows.export import export
-
-    out = {"run": args.run_dir}
     with tempfile.TemporaryDirectory() as tmp:
-        export_dir = Path(tmp) / Path(args.run_dir).name
-        res = export(args.run_dir, export_dir)
-        out["export"] = {
-            "megabytes": round(res["bytes"] / 1e6, 2),
-            "seconds": res["seconds"],
-            "knn_members": res["knn_members"],
-        }
-        if args.http_only:
-            x, names = test_rows(args.run_dir, args.test, export_dir)
-        else:
-            out["in_process"], x, names = in_process(args.run_dir, args.test, export_dir)
-
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ottotrain", "serve", str(export_dir), "--port", "0", "--name", "m"],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        tmp = Path(tmp)
+        runs = (
+            smoke_runs(tmp)
+            if args.smoke
+            else {k: Path(getattr(args, k)) for k in ("plain", "nonknn", "knn", "test")}
         )
+        x, names = test_rows(runs["test"], runs["plain"])
+        one, hundred = bodies_of(x, names, 1), bodies_of(x, names, 100, n=8)
+        servers = start_servers(runs, tmp, args.serve == "run")
         try:
-            line = proc.stderr.readline()
-            url = line.split(" on ")[1].split()[0] + ":predict"
-            rng = np.random.default_rng(0)
-            out["http"] = {}
-            for rows in (1, 256):
-                bodies = []
-                for _ in range(64):
-                    idx = rng.choice(len(x), rows, replace=False)
-                    inst = [dict(zip(names, map(float, x[i]))) for i in idx]
-                    bodies.append(json.dumps({"instances": inst}).encode())
-                for clients in (1, 16):
-                    r = load(url, bodies, clients, args.seconds, args.max_requests)
-                    r["rows_per_s"] = round(r["req_per_s"] * rows, 1)
-                    out["http"][f"{rows} row(s), {clients} client(s)"] = r
-                    print(f"{rows} row(s), {clients} client(s): {r}", file=sys.stderr, flush=True)
+            m = measure(servers, one, hundred, args)
         finally:
-            proc.terminate()
-            out["server_exit"] = proc.wait(timeout=60)
-    print(json.dumps(out))
+            for s in {id(s): s for s in servers.values()}.values():
+                s.stop()
+    m["targets"] = verdicts(m)
+    m["settings"] = {k: getattr(args, k) for k in ("serve", "rounds", "requests", "seconds", "smoke")}
+    for section in ("one_row", "hundred_rows", "clients_16", "rss_mb"):
+        for k, v in m[section].items():
+            print(f"{section:13} {k:7} {v}", file=sys.stderr)
+    for name, ok in m["targets"].items():
+        print(f"{'met   ' if ok else 'MISSED'} {name}", file=sys.stderr)
+    print(json.dumps(m))
+    if not args.smoke and not all(m["targets"].values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

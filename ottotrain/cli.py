@@ -9,6 +9,7 @@ its traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import click
 from ottotrain import __version__
 from ottotrain.errors import OttoTrainError
 from ottotrain.log import Log
+from ottotrain.serving.limits import DEFAULTS, Limits
 
 
 class _Group(click.Group):
@@ -215,6 +217,30 @@ def export(run_dir, out_dir, no_knn_members):
     click.echo(result["output"])
 
 
+_LIMITS_HELP = {
+    "max_body": "Bytes per request body; past it a 413.",
+    "max_rows": "Rows per request; past it a 413.",
+    "max_queue": "Requests waiting for the model; past it a 429.",
+    "max_connections": "Open connections; past it a 503.",
+    "header_timeout": "Seconds for a request's headers; past it a 408.",
+    "idle_timeout": "Seconds a kept-alive connection may idle.",
+    "time_budget": "Seconds a request may take; past it a 503.",
+    "batch_rows": "Rows per model call (a bigger request goes in chunks).",
+}
+
+
+def _limit_options(command):
+    """One option per ``serving.limits.Limits`` field, its default the field's."""
+    for field in reversed(dataclasses.fields(Limits)):
+        default = getattr(DEFAULTS, field.name)
+        kind = click.IntRange(1) if isinstance(default, int) else click.FloatRange(0, min_open=True)
+        flag = "--" + field.name.replace("_", "-")
+        command = click.option(
+            flag, default=default, show_default=True, type=kind, help=_LIMITS_HELP[field.name]
+        )(command)
+    return command
+
+
 @main.command()
 @click.argument("target", metavar="RUN_DIR|EXPORT_DIR", type=click.Path(file_okay=False))
 @click.option(
@@ -226,8 +252,18 @@ def export(run_dir, out_dir, no_knn_members):
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(0, 65535), help="0: a free one.")
 @click.option("--name", help="Model name in the URLs [default: the directory's name].")
 @click.option("--no-knn-members", is_flag=True, help="A cv run directory: leave out its KNN members.")
-def serve(target, host, port, name, no_knn_members):
-    """Serve a run or an export over HTTP: POST /v1/models/NAME:predict (TensorFlow Serving's shape).
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes on the port."
+)
+@_limit_options
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="JSON lines on stdout.")
+def serve(target, host, port, name, no_knn_members, workers, access_log, **limits):
+    """Serve a run or an export over HTTP: TensorFlow Serving's REST API and KServe's v2.
+
+    \b
+    Routes: POST /v1/models/NAME:predict, GET /v1/models/NAME[/metadata],
+    POST /v2/models/NAME/infer, GET /v2/health/ready, GET /metrics (docs/serving.md).
+    Past a limit a request gets a 413, 429 or 503 with a JSON body.
 
     \b
     Example:
@@ -239,7 +275,17 @@ def serve(target, host, port, name, no_knn_members):
     from ottotrain.workflows.serve import serve as run_serve
 
     try:
-        stopped = run_serve(target, host, port, name, no_knn_members, log=lambda m: click.echo(m, err=True))
+        stopped = run_serve(
+            target,
+            host,
+            port,
+            name,
+            no_knn_members,
+            Limits(**limits),
+            workers=workers,
+            access_log=access_log,
+            log=lambda m: click.echo(m, err=True),
+        )
     except KeyboardInterrupt:  # Ctrl-C while the model was loading
         stopped = signal.SIGINT
     click.echo(f"stopped ({stopped.name if stopped is not None else 'shut down'})", err=True)

@@ -44,6 +44,12 @@ for export, test in json.loads(sys.argv[1]):
         else:
             feed[c["key"]] = tf.constant([float(r[c["name"]] or "nan") for r in rows], tf.float32)
     res = fn(**feed)
+    packed = tf.saved_model.load(export).signatures["packed"]
+    num = [feed[c["key"]] for c in schema["columns"] if c["kind"] != "categorical"]
+    txt = [feed[c["key"]] for c in schema["columns"] if c["kind"] == "categorical"]
+    kw = {"numbers": tf.stack(num, axis=1)} | ({"strings": tf.stack(txt, axis=1)} if txt else {})
+    same = packed(**kw)["probabilities"].numpy() - res["probabilities"].numpy()
+    assert abs(same).max() < 1e-6, abs(same).max()
     classes = [c.decode() for c in res["classes"].numpy()[0]]
     out[export] = {"classes": classes, "p": res["probabilities"].numpy().tolist()}
 assert not any(m == "ottotrain" or m.startswith("ottotrain.") for m in sys.modules)
@@ -100,9 +106,29 @@ def _raw_columns(export, test):
     }
 
 
+def _packed_predict(export, cols):
+    """The export's packed function (what serve calls) on the raw columns: one float32 matrix in."""
+    from ottotrain import engine
+    from ottotrain.serving.schema import ModelSchema
+
+    schema = ModelSchema.read(export)
+    num = [c.key for c in schema.columns if c.kind != "categorical"]
+    txt = [c.key for c in schema.columns if c.kind == "categorical"]
+    numbers = np.stack([cols[k] for k in num], axis=1).astype(np.float32)
+    strings = np.stack([cols[k] for k in txt], axis=1) if txt else None
+    return engine.export.packed_function(export)(numbers, strings)
+
+
+def test_export_creates_missing_parent_folders(exported, tmp_path):
+    run, export, test, _ = exported["cv"]
+    out = tmp_path / "a" / "b" / "cv"
+    r = run_cli("export", run, out)
+    assert r.exit_code == 0, r.output
+    assert (out / "saved_model.pb").is_file() and [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["cv"]
+
+
 def test_knn_features_over_several_chunks_of_rows(exported):
     """More rows than one distance chunk (512), and a single row: as the Predictor gives them."""
-    from ottotrain import engine
     from ottotrain.data import load_test
     from ottotrain.workflows.predictor import open_run
 
@@ -114,17 +140,17 @@ def test_knn_features_over_several_chunks_of_rows(exported):
     )
     cols = _raw_columns(export, test)
     reps = 1100 // len(x) + 1
-    predict = engine.export.predict_function(export)
-    got = predict({k: np.concatenate([v] * reps) for k, v in cols.items()})
+    got = _packed_predict(export, {k: np.concatenate([v] * reps) for k, v in cols.items()})
     np.testing.assert_allclose(got, np.tile(predictor.predict_proba(x), (reps, 1)), atol=1e-5)
     np.testing.assert_allclose(
-        predict({k: v[3:4] for k, v in cols.items()}), predictor.predict_proba(x[3:4]), atol=1e-5
+        _packed_predict(export, {k: v[3:4] for k, v in cols.items()}),
+        predictor.predict_proba(x[3:4]),
+        atol=1e-5,
     )
 
 
 def test_no_knn_members_leaves_them_out_and_averages_the_rest(exported, tmp_path):
     """(Into an empty folder that exists: used, no temporary folder left beside it.)"""
-    from ottotrain import engine
     from ottotrain.data import load_test
     from ottotrain.workflows.predictor import open_run
 
@@ -141,7 +167,7 @@ def test_no_knn_members_leaves_them_out_and_averages_the_rest(exported, tmp_path
     assert 0 < len(predictor.members) < 4
     s = predictor.state
     _, x = load_test(test, s.id_column, s.target_column, s.features)
-    got = engine.export.predict_function(out)(_raw_columns(out, test))
+    got = _packed_predict(out, _raw_columns(out, test))
     np.testing.assert_allclose(got, predictor.predict_proba(x), atol=1e-5)
     schema = json.loads((out / "assets.extra" / "ottotrain.json").read_text())
     assert [m["knn"] for m in schema["members"]] == [False] * len(predictor.members)
@@ -156,7 +182,7 @@ def test_no_knn_members_leaves_them_out_and_averages_the_rest(exported, tmp_path
         ("fit", ["--no-knn-members"], "--no-knn-members: a fit run has one model"),
         ("cv-plain", ["--no-knn-members"], "no member of this run uses data.knn; leave the option out"),
         ("exists", [], "already exists and is not an empty folder; give a new folder name"),
-        ("no-parent", [], "does not exist; create it first"),
+        ("parent-is-a-file", [], "is a file, not a folder; give another output folder"),
         ("not-a-run", [], "status.json"),
     ],
 )
@@ -168,13 +194,15 @@ def test_export_errors_are_one_line_and_leave_nothing_behind(exported, tmp_path,
     if case == "exists":
         out.mkdir()
         (out / "file").write_text("x")
-    elif case == "no-parent":
-        out = tmp_path / "nope" / "out"
+    elif case == "parent-is-a-file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "out"
     elif case == "not-a-run":
         run = tmp_path
     r = run_cli("export", run, out, *args)
     assert message in error_line(r)
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if case == "exists" else [])
+    left = {"exists": ["out"], "parent-is-a-file": ["file"]}.get(case, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
 @pytest.mark.parametrize(

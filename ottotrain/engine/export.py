@@ -28,6 +28,10 @@ from ottotrain.features.categories import EMBEDDING, ONE_HOT
 from ottotrain.features.preprocess import Preprocessor, PreprocessState
 
 SIGNATURE = "serving_default"
+PACKED = (
+    "packed"  # the signature of two inputs: every numeric column in one matrix, every text one in another
+)
+NUMBERS, STRINGS = "numbers", "strings"
 KNN_CHUNK = knn.CHUNK  # query rows per distance matrix, as the numpy code computes them
 _QS = np.linspace(0, 1, Preprocessor.N_QUANTILES)
 
@@ -85,10 +89,10 @@ class _Preprocess(tf.Module):
         if s.transform == "quantile":
             q = np.asarray(s.quantiles, dtype=np.float64)
             self.q_lo, self.q_hi = tf.constant(q), tf.constant(-q[:, ::-1].copy())
-        self.ref = ref_variable
+        self.ref = ref_variable  # (columns, norms) of the reference's knn.Layout
         if reference is not None:
             self.ref_counts = reference.counts.tolist()
-            self.ref_norms = tf.constant((reference.rows * reference.rows).sum(axis=1))
+            self.ref_starts = reference.layout.starts.tolist()
         self.tables = []  # per categorical column: value -> model index (absent: 'other' or missing)
         for c in s.categorical or ():
             init = tf.lookup.KeyValueTensorInitializer(
@@ -96,13 +100,19 @@ class _Preprocess(tf.Module):
             )
             self.tables.append(tf.lookup.StaticHashTable(init, default_value=-1))
 
-    def __call__(self, cols: dict, na_tokens):
+    def __call__(self, numbers, strings, numeric_order, string_order, na_tokens):
+        """The model's input rows from the packed inputs: ``numbers`` (rows x numeric columns,
+        in ``numeric_order``) and ``strings`` (rows x categorical columns, in ``string_order``)."""
         s = self.state
-        z = self._numeric(tf.stack([cols[f] for f in self.numeric], axis=1)) if self.numeric else None
+        z = None
+        if self.numeric:
+            at = [numeric_order.index(f) for f in self.numeric]
+            x = numbers if at == list(range(len(numeric_order))) else tf.gather(numbers, at, axis=1)
+            z = self._numeric(x)
         if s.categorical:
             ones, embedded = [], []
             for c, table in zip(s.categorical, self.tables):
-                v = cols[c.column]
+                v = strings[:, string_order.index(c.column)]
                 found = table.lookup(v)
                 missing = tf.equal(v, "") | tf.reduce_any(tf.equal(v[:, None], na_tokens[None, :]), axis=1)
                 idx = tf.where(found >= 0, found, tf.where(missing, tf.cast(c.missing, tf.int64), 0))
@@ -174,15 +184,27 @@ class _Preprocess(tf.Module):
         return tf.reshape(out.concat(), [n, width])
 
     def _knn_chunk(self, qc, ks):
-        starts = np.concatenate([[0], np.cumsum(self.ref_counts)]).tolist()
-        outs = []
-        for c in range(len(self.ref_counts)):
-            lo, hi = starts[c], starts[c + 1]
-            ref = self.ref[lo:hi]  # one class's rows: a contiguous block
-            kk = min(max(ks), hi - lo)
-            g = tf.matmul(qc, ref, transpose_b=True) * -2.0 + self.ref_norms[lo:hi]  # |r|^2 - 2 q.r
-            _, idx = tf.math.top_k(-g, kk)
-            diff = tf.gather(ref, idx) - qc[:, None, :]
+        """knn.features of the rows ``qc``, found as ``knn.ranking`` and ``knn.nearest`` find them."""
+        # Read as tensors: a gather on the variable itself (ResourceGather) would switch it to
+        # copy-on-read, and every later read would copy the whole reference (12 ms a read).
+        columns, norms = (tf.convert_to_tensor(v) for v in self.ref)
+        used = tf.where(tf.reduce_any(tf.not_equal(qc, 0.0), axis=0))[:, 0]
+        g = tf.matmul(tf.gather(qc, used, axis=1), tf.gather(columns, used)) * -2.0 + norms
+        n, outs = tf.shape(qc)[0], []
+        for c, count in enumerate(self.ref_counts):
+            lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
+            block = g[:, lo:hi]
+            kk, w = min(max(ks), count), (hi - lo) // knn.GROUP
+            if w <= kk:
+                idx = tf.math.top_k(-block, kk)[1]
+            else:
+                mins = tf.reduce_min(tf.reshape(block, [n, knn.GROUP, w]), axis=1)
+                groups = tf.math.top_k(-mins, kk)[1]
+                cols = tf.reshape(groups[:, :, None] + w * tf.range(knn.GROUP), [n, kk * knn.GROUP])
+                pick = tf.math.top_k(-tf.gather(block, cols, batch_dims=1), kk)[1]
+                idx = tf.gather(cols, pick, batch_dims=1)
+            near = tf.transpose(tf.gather(columns, lo + idx, axis=1), [1, 2, 0])  # (rows, kk, features)
+            diff = near - qc[:, None, :]
             d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
             # numpy's cumsum is float32, its division by the counts float64
             mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
@@ -212,19 +234,43 @@ class ExportModule(tf.Module):
                 var = None
                 if m.reference is not None:
                     if m.reference.digest not in refs:
-                        refs[m.reference.digest] = tf.Variable(m.reference.rows, trainable=False, name="knn")
-                        self.references.append(refs[m.reference.digest])
+                        lay = m.reference.layout
+                        refs[m.reference.digest] = (
+                            tf.Variable(lay.columns, trainable=False, name="knn_columns"),
+                            tf.Variable(lay.norms, trainable=False, name="knn_norms"),
+                        )
+                        self.references.extend(refs[m.reference.digest])
                     var = refs[m.reference.digest]
                 by_state[key] = len(self.preprocess)
                 self.preprocess.append(_Preprocess(m.state, m.reference, var))
             self._member_pre.append(by_state[key])
+        self.numeric_columns = [i.column for i in inputs if not i.categorical]
+        self.string_columns = [i.column for i in inputs if i.categorical]
         dtype = lambda i: tf.string if i.categorical else tf.float32
         spec = {i.key: tf.TensorSpec([None], dtype(i), name=i.key) for i in inputs}
         self.serve = tf.function(self._serve, input_signature=[spec])
+        packed = [tf.TensorSpec([None, len(self.numeric_columns)], tf.float32, name=NUMBERS)]
+        if self.string_columns:
+            packed.append(tf.TensorSpec([None, len(self.string_columns)], tf.string, name=STRINGS))
+        fn = self._packed if self.string_columns else self._packed_numbers
+        self.serve_packed = tf.function(fn, input_signature=packed)
 
     def _serve(self, features):
-        cols = {i.column: features[i.key] for i in self.inputs}
-        zs = [pre(cols, self.na_tokens) for pre in self.preprocess]
+        n = tf.shape(next(iter(features.values())))[0]
+        numbers = [features[i.key] for i in self.inputs if not i.categorical]
+        numbers = tf.stack(numbers, axis=1) if numbers else tf.zeros([n, 0], tf.float32)
+        strings = [features[i.key] for i in self.inputs if i.categorical]
+        out = self._packed(numbers, tf.stack(strings, axis=1) if strings else None)
+        return {**out, "classes": tf.tile(self.class_names[None, :], [n, 1])}
+
+    def _packed_numbers(self, numbers):
+        return self._packed(numbers, None)
+
+    def _packed(self, numbers, strings):
+        zs = [
+            pre(numbers, strings, self.numeric_columns, self.string_columns, self.na_tokens)
+            for pre in self.preprocess
+        ]
         total = sum(self.weights)
         p = None
         for model, w, j in zip(self.models, self.weights, self._member_pre):
@@ -232,11 +278,7 @@ class ExportModule(tf.Module):
             q = tf.maximum(q, 0.0)  # proba_rows: clipped at 0, rows summing to 1, in float64
             q = q / tf.reduce_sum(q, axis=1, keepdims=True) * (w / total)
             p = q if p is None else p + q
-        n = tf.shape(p)[0]
-        return {
-            "probabilities": tf.cast(p, tf.float32),
-            "classes": tf.tile(self.class_names[None, :], [n, 1]),
-        }
+        return {"probabilities": tf.cast(p, tf.float32)}
 
 
 def build(members, inputs, classes, na_tokens) -> ExportModule:
@@ -244,31 +286,40 @@ def build(members, inputs, classes, na_tokens) -> ExportModule:
 
 
 def save(module: ExportModule, path) -> None:
-    """Write the SavedModel to ``path`` (a new folder)."""
-    tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve})
+    """Write the SavedModel to ``path`` (a new folder): the per-column signature, and the packed one."""
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve, PACKED: module.serve_packed})
 
 
-def predict_function(module_or_path):
-    """``f({key: 1-D array}) -> probabilities (rows x classes, float32 numpy)`` from an
-    ``ExportModule`` or a SavedModel folder (loaded once, here). Thread-safe."""
+def packed_function(module_or_path, keys=None):
+    """``f(numbers, strings=None) -> probabilities`` (rows x classes, float32 numpy) from an
+    ``ExportModule`` or a SavedModel folder (loaded once, here): ``numbers`` is float32 rows x
+    numeric columns, ``strings`` rows x categorical columns (in the schema's order). Thread-safe;
+    traced once for any number of rows. An export made before the packed signature existed
+    is called through its per-column one: ``keys`` (numeric keys, categorical keys) say how
+    the matrices split into its inputs."""
     if isinstance(module_or_path, ExportModule):
-        keep, call = module_or_path, module_or_path.serve
+        keep = module_or_path
     else:
         keep = tf.saved_model.load(str(module_or_path))
-        fn = keep.signatures[SIGNATURE]
-        call = lambda feats: fn(**feats)
-    strings = {k for k, v in call_spec(keep).items() if v.dtype == tf.string}
+        if not hasattr(keep, "serve_packed"):
+            return _per_column(keep, *keys)
+    fn = keep.serve_packed.get_concrete_function()
 
-    def predict(columns: dict) -> np.ndarray:
-        feats = {k: tf.constant(v, tf.string if k in strings else tf.float32) for k, v in columns.items()}
-        return call(feats)["probabilities"].numpy()
+    def predict(numbers, strings=None) -> np.ndarray:
+        args = (numbers,) if strings is None else (numbers, tf.constant(strings, tf.string))
+        return fn(*args)["probabilities"].numpy()
 
     predict.module = keep  # the loaded graph lives as long as the function
     return predict
 
 
-def call_spec(module) -> dict:
-    """The serving signature's inputs: {key: TensorSpec}."""
-    if isinstance(module, ExportModule):
-        return module.serve.input_signature[0]
-    return module.signatures[SIGNATURE].structured_input_signature[1]
+def _per_column(keep, numeric_keys, string_keys):
+    fn = keep.signatures[SIGNATURE]
+
+    def predict(numbers, strings=None) -> np.ndarray:
+        feeds = {k: tf.constant(numbers[:, j]) for j, k in enumerate(numeric_keys)}
+        feeds |= {k: tf.constant(strings[:, j], tf.string) for j, k in enumerate(string_keys)}
+        return fn(**feeds)["probabilities"].numpy()
+
+    predict.module = keep
+    return predict

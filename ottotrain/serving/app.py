@@ -1,145 +1,353 @@
-"""The HTTP app (Starlette): TensorFlow Serving's REST routes over one exported run.
+"""The HTTP app (Starlette): TensorFlow Serving's and KServe v2's REST routes over one model.
 
-- ``POST /v1/models/<name>:predict``: ``{"instances": [...]}`` -> ``{"predictions": [...]}``
-  (``requests.predictions``); a bad request gets a 4xx and ``{"error": message}``.
-- ``GET /v1/models/<name>``: the model's status (TensorFlow Serving's shape), its inputs and classes.
-- ``GET /healthz``: ``{"status": "ok"}`` once the model is loaded.
+TensorFlow Serving (https://www.tensorflow.org/tfx/serving/api_rest):
 
-Requests that arrive while the model is busy are batched: the next call takes every
-request waiting (up to ``MAX_BATCH_ROWS`` rows) as one batch, so 16 clients sending one
-row each cost a few model calls, not 16. No request waits for others to arrive.
+- ``POST /v1/models/<name>[/versions/1]:predict``: ``{"instances": [...]}`` ->
+  ``{"predictions": [...]}``, or ``{"inputs": {column: [...]}}`` -> ``{"outputs": {...}}``;
+- ``GET /v1/models/<name>``: the model's status, inputs and classes; ``GET .../metadata``:
+  its signatures.
+
+Open Inference Protocol / KServe v2: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/<name>``, ``/v2/models/<name>/ready``; ``POST /v2/models/<name>/infer``.
+
+And ``GET /healthz``, ``GET /metrics`` (Prometheus). Every error is a 4xx (or 503 past a
+limit) with ``{"error": message}``; no response names a path of this machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import json
+import logging
+import os
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from ottotrain import __version__
+from ottotrain.serving.batcher import Batcher
+from ottotrain.serving.limits import DEFAULTS, Limits
+from ottotrain.serving.metrics import Metrics
 from ottotrain.serving.requests import (
-    MAX_BODY_BYTES,
+    SIGNATURE,
     RequestError,
-    parse_body,
+    RequestReader,
+    columnar,
+    decode,
     predictions,
-    to_columns,
+    v2_asked,
+    v2_outputs,
 )
-from ottotrain.serving.schema import ModelSchema
+from ottotrain.serving.schema import CATEGORICAL, ModelSchema
 
-MAX_BATCH_ROWS = 8192
+ACCESS = logging.getLogger("ottotrain.access")
 _OK = {"error_code": "OK", "error_message": ""}
+_VERBS = ("predict", "classify", "regress")
 
 
-class Batcher:
-    """One model call at a time, over every request waiting for it."""
-
-    def __init__(self, predict, max_rows=MAX_BATCH_ROWS):
-        self.predict = predict
-        self.max_rows = max_rows
-        self.pending = collections.deque()  # (columns, rows, future)
-        self.worker = None
-        self.calls = 0
-
-    async def __call__(self, columns: dict, rows: int) -> np.ndarray:
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.append((columns, rows, fut))
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.ensure_future(self._drain())
-        return await fut
-
-    async def _drain(self):
-        while self.pending:
-            batch, rows = [self.pending.popleft()], 0
-            rows = batch[0][1]
-            while self.pending and rows + self.pending[0][1] <= self.max_rows:
-                batch.append(self.pending.popleft())
-                rows += batch[-1][1]
-            merged = {k: np.concatenate([b[0][k] for b in batch]) for k in batch[0][0]}
-            try:
-                proba = await run_in_threadpool(self.predict, merged)
-            except Exception as e:  # a bug, not a bad request: every request of the batch gets it
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            self.calls += 1
-            start = 0
-            for _, n, fut in batch:
-                if not fut.done():
-                    fut.set_result(proba[start : start + n])
-                start += n
+def json_response(content, status=200, headers=None) -> Response:
+    """JSON, ASCII only: a lone surrogate echoed from a request cannot break the answer."""
+    body = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+    return Response(body, status, headers, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def error(message: str, status: int, headers=None) -> Response:
+    if status in (429, 503) and not headers:
+        headers = {"retry-after": "1"}
+    return json_response({"error": message}, status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > limit:
-        raise RequestError(f"request body of {int(size):,} bytes; at most {limit:,}", 413)
+        raise RequestError(f"request body of {int(size):,} bytes; at most {limit:,} (--max-body)", 413)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise RequestError(f"request body over {limit:,} bytes", 413)
+            raise RequestError(f"request body over {limit:,} bytes (--max-body)", 413)
     return bytes(body)
 
 
-def make_app(name: str, schema: ModelSchema, predict, max_body=MAX_BODY_BYTES) -> Starlette:
-    """The app serving ``predict`` (``{key: array} -> probabilities``) under ``name``."""
-    batcher = Batcher(predict)
+class ModelService:
+    """One model behind the routes: reads requests, batches them, answers."""
 
-    def _error(message, status):
-        return JSONResponse({"error": message}, status_code=status)
+    def __init__(self, name, schema: ModelSchema, predict, limits: Limits, metrics: Metrics):
+        self.name, self.schema, self.limits, self.metrics = name, schema, limits, metrics
+        self.reader = RequestReader(schema, limits.max_rows)
+        self.batcher = Batcher(predict, limits.batch_rows, limits.max_queue, metrics.batch_rows.observe)
 
-    def _check_name(request):
-        asked = request.path_params["model"]
-        if asked != name:
-            raise HTTPException(404, f"no model {asked!r} here; this server has {name!r}")
+    def check_name(self, asked: str):
+        if asked != self.name:
+            raise RequestError(f"no model {asked!r} here; this server has {self.name!r}", 404)
 
-    async def predict_route(request: Request):
-        _check_name(request)
+    async def body(self, request: Request, deadline: float):
         try:
-            columns = to_columns(parse_body(await _read_body(request, max_body)), schema)
-        except RequestError as e:
-            return _error(str(e), e.status)
-        rows = len(next(iter(columns.values())))
-        proba = await batcher(columns, rows)
-        return JSONResponse({"predictions": predictions(proba, schema.classes)})
+            async with asyncio.timeout(deadline - time.monotonic()):  # a timer, not a task
+                raw = await read_body(request, self.limits.max_body)
+        except TimeoutError:
+            raise RequestError(
+                "the request body did not arrive within the time budget (--time-budget)", 408
+            ) from None
+        return decode(raw)
 
-    async def status_route(request: Request):
-        _check_name(request)
-        return JSONResponse(
-            {
-                "model_version_status": [{"version": "1", "state": "AVAILABLE", "status": _OK}],
-                "name": name,
-                "source": schema.source,
-                "kind": schema.kind,
-                "classes": schema.classes,
-                "inputs": [
-                    {"name": c.name, "key": c.key, "type": c.kind, "missing_allowed": c.missing}
-                    for c in schema.columns
-                ],
-                "ignored": schema.ignored,
-                "members": [asdict(m) for m in schema.members],
-            }
-        )
+    async def probabilities(self, request: Request, batch, deadline, row_word: str) -> np.ndarray:
+        request.state.rows = batch.rows
+        proba = await self.batcher(batch, deadline)
+        bad = ~np.isfinite(proba).all(axis=1)
+        if bad.any():  # values float32 holds, but too large for the model's arithmetic
+            raise RequestError(
+                f"{row_word} {int(np.argmax(bad))}: the model's output is not finite for these values; "
+                "they are far outside the training data's range"
+            )
+        self.metrics.rows.inc(batch.rows)
+        self.metrics.request_rows.observe(batch.rows)
+        return proba
 
-    async def health(request: Request):
-        return JSONResponse({"status": "ok"})
+    async def predict_v1(self, request: Request, deadline: float) -> Response:
+        doc = await self.body(request, deadline)
+        batch, row_word = self.reader.tf_serving(doc)
+        proba = await self.probabilities(request, batch, deadline, row_word)
+        if "instances" in doc:
+            return json_response({"predictions": predictions(proba, self.schema.classes)})
+        return json_response({"outputs": columnar(proba, self.schema.classes)})
+
+    async def infer_v2(self, request: Request, deadline: float) -> Response:
+        doc = await self.body(request, deadline)
+        batch = self.reader.v2(doc)
+        asked = v2_asked(doc)
+        proba = await self.probabilities(request, batch, deadline, "row")
+        out = {"model_name": self.name, "model_version": "1"}
+        if isinstance(doc.get("id"), str):
+            out["id"] = doc["id"]
+        out["outputs"] = v2_outputs(proba, self.schema.classes, asked)
+        return json_response(out)
+
+    def status(self) -> dict:
+        s = self.schema
+        return {
+            "model_version_status": [{"version": "1", "state": "AVAILABLE", "status": _OK}],
+            "name": self.name,
+            "source": Path(s.source).name,  # the run's folder name: no path of this machine
+            "kind": s.kind,
+            "classes": s.classes,
+            "inputs": [
+                {"name": c.name, "key": c.key, "type": c.kind, "missing_allowed": c.missing}
+                for c in s.columns
+            ],
+            "ignored": s.ignored,
+            "members": [asdict(m) for m in s.members],
+        }
+
+    def tf_metadata(self) -> dict:
+        def tensor(key, dtype, dims):
+            shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+            return {"dtype": dtype, "tensor_shape": shape, "name": key}
+
+        n_cls = len(self.schema.classes)
+        inputs = {
+            c.key: tensor(c.key, "DT_STRING" if c.kind == CATEGORICAL else "DT_FLOAT", [-1])
+            for c in self.schema.columns
+        }
+        outputs = {
+            "probabilities": tensor("probabilities", "DT_FLOAT", [-1, n_cls]),
+            "classes": tensor("classes", "DT_STRING", [-1, n_cls]),
+        }
+        sig = {"inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict"}
+        return {
+            "model_spec": {"name": self.name, "signature_name": "", "version": "1"},
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: sig}}},
+        }
+
+    def v2_metadata(self) -> dict:
+        def dtype(c):
+            return "BYTES" if c.kind == CATEGORICAL else "FP32"
+
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [{"name": c.name, "datatype": dtype(c), "shape": [-1]} for c in self.schema.columns],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.schema.classes)]},
+                {"name": "class", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "parameters": {"classes": self.schema.classes},
+        }
+
+
+def _route_label(path: str) -> str:
+    """A bounded set of labels for the metrics, whatever paths are asked."""
+    if path.endswith(_VERBS) and ":" in path:
+        return "v1_predict"
+    if path.endswith("/infer"):
+        return "v2_infer"
+    if path in ("/metrics", "/healthz") or path.startswith("/v2/health"):
+        return path.strip("/").replace("/", "_")
+    if path.startswith(("/v1/models/", "/v2/models/", "/v2")):
+        return "metadata"
+    return "other"
+
+
+class Observed:
+    """ASGI middleware: each request's status, time and rows go to the metrics and the access log."""
+
+    def __init__(self, app, metrics: Metrics, access_log: bool):
+        self.app, self.metrics, self.access_log = app, metrics, access_log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.monotonic(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.monotonic() - t0
+            self.metrics.observe(_route_label(scope["path"]), status[0], seconds)
+            if self.access_log:
+                self._log(scope, status[0], seconds)
+
+    @staticmethod
+    def _log(scope, status, seconds):
+        client = scope.get("client") or ("", 0)
+        line = {
+            "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "client": f"{client[0]}:{client[1]}",
+            "method": scope["method"],
+            "path": scope["path"][:200],
+            "status": status,
+            "ms": round(seconds * 1000, 3),
+            "rows": (scope.get("state") or {}).get("rows", 0),
+        }
+        ACCESS.info(json.dumps(line, ensure_ascii=True))
+
+
+_ANY, _GET, _POST = ["GET", "POST", "PUT", "DELETE", "PATCH"], ["GET"], ["POST"]
+
+
+def _allow(request, method):
+    if request.method != method:
+        raise RequestError(f"{request.method} is not allowed here; use {method}", 405)
+
+
+def _v1_routes(svc: ModelService) -> list[tuple]:
+    """TensorFlow Serving's routes: (path, handler(request, deadline), methods)."""
+
+    async def v1(request, deadline, model, version, verb):
+        svc.check_name(model)
+        if version != "1":
+            raise RequestError(f"model {model!r} has version 1 only, not {version!r}", 404)
+        if not verb:
+            _allow(request, "GET")
+            return json_response(svc.status())
+        if verb != "predict":
+            raise RequestError(f"':{verb}' is not served here; use ':predict'", 404)
+        _allow(request, "POST")
+        return await svc.predict_v1(request, deadline)
+
+    async def v1_model(request, deadline):
+        model, _, verb = request.path_params["model"].partition(":")
+        return await v1(request, deadline, model, "1", verb)
+
+    async def v1_version(request, deadline):
+        version, _, verb = request.path_params["version"].partition(":")
+        return await v1(request, deadline, request.path_params["model"], version, verb)
+
+    async def v1_metadata(request, deadline):
+        svc.check_name(request.path_params["model"])
+        return json_response(svc.tf_metadata())
+
+    return [
+        ("/v1/models/{model}", v1_model, _ANY),
+        ("/v1/models/{model}/versions/{version}", v1_version, _ANY),
+        ("/v1/models/{model}/metadata", v1_metadata, _GET),
+    ]
+
+
+def _v2_routes(svc: ModelService) -> list[tuple]:
+    """The Open Inference Protocol's routes, and /healthz and /metrics."""
+
+    async def v2_model(request, deadline):
+        svc.check_name(request.path_params["model"])
+        return json_response(svc.v2_metadata())
+
+    async def v2_ready(request, deadline):
+        svc.check_name(request.path_params["model"])
+        return json_response({"name": svc.name, "ready": not svc.batcher.stopping})
+
+    async def v2_infer(request, deadline):
+        svc.check_name(request.path_params["model"])
+        return await svc.infer_v2(request, deadline)
+
+    async def ready(request, deadline):
+        if svc.batcher.stopping:
+            return error("the server is shutting down", 503)
+        return json_response({"ready": True})
+
+    async def metrics(request, deadline):
+        body, media = svc.metrics.exposition()
+        return Response(body, media_type=media)
+
+    def constant(content):
+        async def answer(request, deadline):
+            return json_response(content)
+
+        return answer
+
+    return [
+        ("/v2", constant({"name": "ottotrain", "version": __version__, "extensions": []}), _GET),
+        ("/v2/health/live", constant({"live": True}), _GET),
+        ("/v2/health/ready", ready, _GET),
+        ("/v2/models/{model}", v2_model, _GET),
+        ("/v2/models/{model}/versions/{version}", v2_model, _GET),
+        ("/v2/models/{model}/ready", v2_ready, _GET),
+        ("/v2/models/{model}/infer", v2_infer, _POST),
+        ("/v2/models/{model}/versions/{version}/infer", v2_infer, _POST),
+        ("/healthz", constant({"status": "ok"}), _GET),
+        ("/metrics", metrics, _GET),
+    ]
+
+
+def _routes(svc: ModelService) -> list[Route]:
+    def handler(fn):
+        async def route(request: Request):
+            deadline = time.monotonic() + svc.limits.time_budget
+            try:
+                return await fn(request, deadline)
+            except RequestError as e:
+                return error(str(e), e.status)
+
+        return route
+
+    return [Route(path, handler(fn), methods=m) for path, fn, m in _v1_routes(svc) + _v2_routes(svc)]
+
+
+def make_app(name: str, schema: ModelSchema, predict, limits: Limits = DEFAULTS, access_log=False):
+    """The app serving ``predict`` (``(numbers, strings) -> probabilities``) under ``name``."""
+    metrics = Metrics()
+    svc = ModelService(name, schema, predict, limits, metrics)
 
     async def http_error(request: Request, exc: HTTPException):
-        return _error(exc.detail, exc.status_code)
+        return error(exc.detail, exc.status_code, exc.headers)
 
-    routes = [
-        Route("/v1/models/{model}:predict", predict_route, methods=["POST"]),
-        Route("/v1/models/{model}", status_route, methods=["GET"]),
-        Route("/healthz", health, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    app.state.batcher, app.state.name = batcher, name
+    async def crash(request: Request, exc: Exception):  # a bug: logged by uvicorn, no traceback sent
+        return error("internal error; the server's log has the details", 500)
+
+    app = Starlette(routes=_routes(svc), exception_handlers={HTTPException: http_error, Exception: crash})
+    app.state.service, app.state.name = svc, name
+    app.add_middleware(Observed, metrics=metrics, access_log=access_log)
     return app

@@ -94,8 +94,9 @@ def check_out_dir(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not an empty folder; give a new folder name")
-    if not out.parent.is_dir():
-        raise DataError(f"{out}: the folder {out.parent} does not exist; create it first")
+    above = next(p for p in out.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise DataError(f"{out}: {above} is a file, not a folder; give another output folder")
     return out
 
 
@@ -106,11 +107,13 @@ def folder_bytes(path) -> int:
 def export(run_dir, out_dir, no_knn_members=False) -> dict:
     """Write the SavedModel of a finished run (fit or cv) to the new folder ``out_dir``.
 
-    Returns a dict: the folder, its size in bytes, the members exported, seconds taken.
+    Missing parent folders of ``out_dir`` are created. Returns a dict: the folder, its size
+    in bytes, the members exported, seconds taken.
     """
     out = check_out_dir(out_dir)
     t0 = time.perf_counter()
     module, schema = open_graph(run_dir, no_knn_members)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as --run-dir does; only once the run opened
     tmp = Path(new_beside(out, ".tmp", folder=True))
     try:
         engine.export.save(module, tmp)

@@ -1,34 +1,60 @@
 """``ottotrain serve``: one run or export behind an HTTP JSON API (``serving.app``) under uvicorn.
 
 An export folder is loaded with TensorFlow alone; a run directory is opened as ``export``
-opens it and served through the same in-graph function, without writing it anywhere.
+opens it and served through the same in-graph function, without writing it anywhere. Both
+are called through the packed function (one float32 matrix in), traced once.
 Ctrl-C and SIGTERM stop the server after the requests under way (uvicorn's graceful
-shutdown); ``serve`` then returns instead of re-raising the signal.
+shutdown; rows of a big request not yet computed are refused with a 503 at once);
+``serve`` then returns instead of re-raising the signal. With ``workers`` > 1, that many
+processes each load the model and accept on the one listening socket (the kernel spreads
+the connections); this process only supervises them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import multiprocessing
+import os
+import queue
 import re
+import resource
+import shutil
 import signal
 import socket
+import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import uvicorn
 
 from ottotrain import engine
 from ottotrain.errors import DataError, RunError
 from ottotrain.runs.rundir import STATUS
-from ottotrain.serving.app import make_app
-from ottotrain.serving.schema import ModelSchema
+from ottotrain.serving.app import ACCESS, make_app
+from ottotrain.serving.limits import DEFAULTS, Limits
+from ottotrain.serving.protocol import LimitedH11Protocol
+from ottotrain.serving.schema import CATEGORICAL, ModelSchema
 from ottotrain.workflows.export import open_graph
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def load(target, no_knn_members=False):
-    """(predict function, ModelSchema) of an export folder or a run directory."""
+    """(packed predict function, ModelSchema) of an export folder or a run directory, called
+    once on a row of zeros: the first call's set-up is paid here, not by the first request."""
+    predict, schema = _load(target, no_knn_members)
+    n_num = sum(c.kind != CATEGORICAL for c in schema.columns)
+    n_txt = len(schema.columns) - n_num
+    predict(np.zeros((1, n_num), np.float32), np.full((1, n_txt), "", object) if n_txt else None)
+    return predict, schema
+
+
+def _load(target, no_knn_members):
     target = Path(target)
     if (target / "saved_model.pb").is_file():
         if no_knn_members:
@@ -36,10 +62,11 @@ def load(target, no_knn_members=False):
                 f"{target}: --no-knn-members applies to a run directory; export it with the option"
             )
         schema = ModelSchema.read(target)
-        return engine.export.predict_function(target), schema
+        keys = [[c.key for c in schema.columns if (c.kind == CATEGORICAL) == t] for t in (False, True)]
+        return engine.export.packed_function(target, keys), schema
     if (target / STATUS).is_file():
         module, schema = open_graph(target, no_knn_members)
-        return engine.export.predict_function(module), schema
+        return engine.export.packed_function(module), schema
     raise RunError(
         f"{target}: neither a run directory (no {STATUS}) nor an export (no saved_model.pb); "
         "give a run made by fit or cv, or a folder made by 'ottotrain export'"
@@ -57,9 +84,16 @@ def model_name(target, name=None) -> str:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, but a signal stops it without being raised again afterwards."""
+    """uvicorn's server, but a signal stops it without being raised again afterwards, and
+    tells ``on_exit`` (the batcher's stop) at once."""
 
     stopped_by = None
+    on_exit = None
+    loop = None
+
+    async def startup(self, sockets=None):
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -77,11 +111,24 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig, frame):
         self.stopped_by = self.stopped_by or signal.Signals(sig)
         super().handle_exit(sig, frame)
+        if self.on_exit is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.on_exit)
 
 
-def server(app) -> _Server:
-    """The uvicorn server of ``app``; ``run(sockets=[bind(...)])`` serves it."""
-    return _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+def server(app, limits: Limits = DEFAULTS) -> _Server:
+    """The uvicorn server of ``app`` (made by ``make_app``); ``run(sockets=[bind(...)])`` serves it."""
+    config = uvicorn.Config(
+        app,
+        http=LimitedH11Protocol,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=limits.idle_timeout,
+        backlog=min(2048, limits.max_connections * 2),
+    )
+    config.limits = limits  # read by LimitedH11Protocol
+    srv = _Server(config)
+    srv.on_exit = app.state.service.batcher.stop
+    return srv
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,15 +148,130 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(target, host="127.0.0.1", port=8501, name=None, no_knn_members=False, log=print):
+def fit_connections(limits: Limits) -> Limits:
+    """``limits`` with ``max_connections`` under the open-file limit (raised to its hard limit
+    first): a connection past the cap is refused with a 503, never an accept() failing."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = limits.max_connections + 128  # the model's files, the log, the listening socket
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and limits.max_connections > soft - 128:
+        return Limits(**{**limits.__dict__, "max_connections": max(1, soft - 128)})
+    return limits
+
+
+def _access_log(enabled: bool):
+    if enabled and not ACCESS.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ACCESS.addHandler(handler)
+        ACCESS.setLevel(logging.INFO)
+        ACCESS.propagate = False
+
+
+def _app(target, name, no_knn_members, limits, access_log):
+    """(the app, seconds taken to load the model)."""
+    t0 = time.perf_counter()
+    predict, schema = load(target, no_knn_members)
+    _access_log(access_log)
+    return make_app(name, schema, predict, limits, access_log=access_log), time.perf_counter() - t0
+
+
+def serve(
+    target, host="127.0.0.1", port=8501, name=None, no_knn_members=False, limits=DEFAULTS,
+    workers=1, access_log=True, log=print,
+):  # fmt: skip
     """Serve ``target`` until Ctrl-C or SIGTERM; returns the signal that stopped it (or None)."""
     name = model_name(target, name)
+    limits = fit_connections(limits)
     sock = bind(host, port)  # first: a port in use is said at once, not after loading the model
     with sock:
-        predict, schema = load(target, no_knn_members)
         port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        log(f"Serving {name} on http://{shown}:{port}/v1/models/{name} (Ctrl-C stops)")
-        srv = server(make_app(name, schema, predict))
+        url = f"http://{shown}:{port}/v1/models/{name}"
+        if workers > 1:
+            return _supervise(sock, (target, name, no_knn_members, limits, access_log), workers, url, log)
+        app, seconds = _app(target, name, no_knn_members, limits, access_log)
+        log(f"Serving {name} on {url} (loaded in {seconds:.1f}s; Ctrl-C stops)")
+        srv = server(app, limits)
         srv.run(sockets=[sock])
     return srv.stopped_by
+
+
+def _worker(sock, args, ready):
+    """One worker process of ``serve --workers N``: load the model, say so, serve."""
+    limits = args[3]
+    try:
+        app, _ = _app(*args)
+    except Exception as e:  # noqa: BLE001 (said to the supervisor in one line)
+        ready.put(f"error: {e}")
+        return
+    srv = server(app, limits)
+    ready.put("ready")
+    srv.run(sockets=[sock])
+
+
+def _wait_ready(procs, ready, stopped) -> bool:
+    """Whether every worker loaded its model (False: a signal came first); a worker that
+    failed or died while loading is a RunError."""
+    left = len(procs)
+    while left and not stopped:
+        try:
+            msg = ready.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode is not None]
+            if dead and not stopped:
+                raise RunError(f"a worker stopped while loading the model (exit code {dead[0]})") from None
+            continue
+        if msg != "ready":
+            raise RunError(msg.removeprefix("error: "))
+        left -= 1
+    return not left
+
+
+def _stop_all(procs):
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: each stops gracefully
+    for p in procs:
+        p.join(timeout=15)
+        if p.is_alive():
+            p.kill()
+
+
+def _supervise(sock, args, workers, url, log):
+    """Start ``workers`` processes on ``sock``, restart one that dies, stop them all on a signal."""
+    metrics_dir = tempfile.mkdtemp(prefix="ottotrain-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the workers' metrics, summed by /metrics
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    stopped = []
+    handlers = {
+        s: signal.signal(s, lambda sig, _: stopped.append(signal.Signals(sig)))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    t0 = time.perf_counter()
+    start = lambda: ctx.Process(target=_worker, args=(sock, args, ready), daemon=True)  # noqa: E731
+    procs = [start() for _ in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        if _wait_ready(procs, ready, stopped):
+            seconds = time.perf_counter() - t0
+            log(f"Serving {args[1]} on {url} ({workers} workers, loaded in {seconds:.1f}s; Ctrl-C stops)")
+        while not stopped:
+            time.sleep(0.2)
+            for i, p in enumerate(procs):
+                if not p.is_alive() and not stopped:  # a worker died: another takes its place
+                    procs[i] = start()
+                    procs[i].start()
+    finally:
+        _stop_all(procs)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return stopped[0]
