@@ -370,7 +370,11 @@ def test_config_paths_are_relative_to_the_config_and_set_paths_to_the_current_di
 @pytest.mark.parametrize(
     "key, given, fragment",
     [
-        ("data.train", "in the file", "data.train in {config}, relative to the config file's folder {folder}"),
+        (
+            "data.train",
+            "in the file",
+            "data.train in {config}, relative to the config file's folder {folder}",
+        ),
         ("data.test", "with --set", "data.test given with --set, relative to the current directory {cwd}"),
     ],
 )
