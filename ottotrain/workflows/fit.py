@@ -140,9 +140,10 @@ def fit(
         log(f"Warning: {note}", 1)
     cw = class_weights(cfg, arrays.y_train, train.classes)
     # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
-    summary = engine.build.check_model(
-        cfg, pre.n_outputs, len(train.classes), len(arrays.y_train), pre.input_block()
-    )
+    with log.phase("Building the model"):
+        summary = engine.build.check_model(
+            cfg, pre.n_outputs, len(train.classes), len(arrays.y_train), pre.input_block()
+        )
 
     if resume_dir is not None:
         run_dir = resume_dir
