@@ -195,8 +195,9 @@ def plot_run(run_dir, strict=False) -> list[Path]:
     """Write ``curves.png`` and ``confusion.png`` into a run directory.
 
     Each plot is drawn only if its input exists and has rows: ``history.csv`` for
-    the curves (a cv run: every member's ``models/*.history.csv``), ``val_predictions.csv`` (a cv run: ``oof.csv``) for the confusion
-    matrix. A missing input is skipped, not an error, unless ``strict``.
+    the curves (a cv run: every member's ``models/*.history.csv``), ``val_predictions.csv``
+    (a cv run: ``oof.csv``) for the confusion matrix. A missing input is skipped, not an
+    error, unless ``strict``.
 
     Returns:
         The paths written.
@@ -208,7 +209,8 @@ def plot_run(run_dir, strict=False) -> list[Path]:
     if strict and not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     out = []
-    members = {p.name.removesuffix(".history.csv"): p for p in sorted((run_dir / "models").glob("*.history.csv"))}
+    histories = sorted((run_dir / "models").glob("*.history.csv"))
+    members = {p.name.removesuffix(".history.csv"): p for p in histories}
     if (run_dir / "history.csv").is_file():
         out.append(plot_curves(run_dir / "history.csv", run_dir / "curves.png"))
     elif members:  # a cv run: its members' curves
