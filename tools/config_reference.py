@@ -1,4 +1,4 @@
-"""Generate the README's config reference from the config schema.
+"""Generate the config reference (docs/config.md) from the config schema.
 
 Walks the pydantic model tree of ``ottotrain.config.Config`` and prints the sections (the top
 level, ``data``, ``data.synthetic``, ``data.knn``, ``model``, ``train``,
@@ -9,11 +9,11 @@ from its class docstring. A field that holds a union of several sections (a disc
 union such as ``train.lr_schedule``) gets one table per member, under the parent key.
 
     python tools/config_reference.py          # print the reference
-    python tools/config_reference.py --write  # replace it in README.md, between the markers
-    python tools/config_reference.py --check  # exit 1 when README.md is out of date
+    python tools/config_reference.py --write  # replace it in docs/config.md, between the markers
+    python tools/config_reference.py --check  # exit 1 when docs/config.md is out of date
 
 The output depends only on the schema: same schema, same text (tests/test_readme.py
-compares it with the README). After changing the schema, run ``--write``.
+compares it with docs/config.md). After changing the schema, run ``--write``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "config.md"
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 
@@ -317,17 +317,17 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def readme_block(text: str) -> str:
-    """The text between the markers of README.md (what render() must equal)."""
+def doc_block(text: str) -> str:
+    """The text between the markers of docs/config.md (what render() must equal)."""
     if START not in text or END not in text:
-        raise SystemExit(f"{README}: markers {START} / {END} not found")
+        raise SystemExit(f"{DOC}: markers {START} / {END} not found")
     return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
-def write(path: Path = README) -> bool:
+def write(path: Path = DOC) -> bool:
     """Replace the block between the markers; return whether the file changed."""
     text = path.read_text(encoding="utf-8")
-    readme_block(text)  # the markers are there
+    doc_block(text)  # the markers are there
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
     new = f"{before}{START}\n{render()}{END}{after}"
@@ -338,21 +338,21 @@ def write(path: Path = README) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="replace the reference in README.md")
-    ap.add_argument("--check", action="store_true", help="exit 1 when README.md is out of date")
+    ap.add_argument("--write", action="store_true", help="replace the reference in docs/config.md")
+    ap.add_argument("--check", action="store_true", help="exit 1 when docs/config.md is out of date")
     args = ap.parse_args(argv)
     if args.write:
         changed = write()
         print(
-            f"{README.name}: {'updated' if changed else 'already up to date'}",
+            f"{DOC}: {'updated' if changed else 'already up to date'}",
             file=sys.stderr,
         )
         return 0
     if args.check:
-        ok = readme_block(README.read_text(encoding="utf-8")) == render()
+        ok = doc_block(DOC.read_text(encoding="utf-8")) == render()
         if not ok:
             print(
-                f"{README.name}: config reference out of date; run python tools/config_reference.py --write",
+                f"{DOC}: config reference out of date; run python tools/config_reference.py --write",
                 file=sys.stderr,
             )
         return 0 if ok else 1
