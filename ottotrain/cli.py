@@ -665,7 +665,7 @@ def schema():
     """Print the config file's JSON Schema (for editors).
 
     Editors with YAML language support use it to complete and check configs as
-    you type; see the README for VS Code's yaml.schemas setting and the
+    you type; see docs/commands.md for VS Code's yaml.schemas setting and the
     yaml-language-server modeline.
 
     \b
