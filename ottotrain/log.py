@@ -47,7 +47,9 @@ class Log:
         # Asked now, before TensorFlow is imported: the engine then routes fd 2 through a
         # pipe to filter TF's native log lines, and isatty() would say False from then on.
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.width = shutil.get_terminal_size().columns if self._tty else 0
+        # Asked once, with shutil's fallback for a terminal that reports no size (0 x 0):
+        # tqdm would then draw nothing at all.
+        self.size = shutil.get_terminal_size() if self._tty else None
         self._phases: list[Phase] = []  # the open ones, innermost last
         self._lock = threading.RLock()
         self._ticker: threading.Thread | None = None
@@ -187,7 +189,8 @@ class Phase:
             desc=self.name,
             unit=f" {self.unit}",
             file=self.log.stream,
-            ncols=self.log.width or None,
+            ncols=self.log.size.columns,
+            nrows=self.log.size.lines,
             leave=False,
             mininterval=0.2,
             bar_format=_WITH_TOTAL if self.total else _NO_TOTAL if self.n else _NO_COUNT,
