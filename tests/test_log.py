@@ -36,6 +36,23 @@ def test_a_phase_in_a_log_file_gives_lines_with_rate_and_time_left(fast_clock):
     assert "\r" not in out.getvalue()  # plain lines, no redrawing in a file
 
 
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_phase_on_a_terminal_is_a_live_line_with_rate_and_time_left(fast_clock, monkeypatch):
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    term = Terminal()
+    with Log(1, term).phase("Predicting", total=10) as p:
+        time.sleep(0.1)
+        p.advance(5)
+        time.sleep(0.1)
+    drawn = term.getvalue().split("\r")
+    assert any(x.startswith("Predicting:  50%") and "5/10" in x and "<" in x for x in drawn), drawn
+    assert drawn[-1].startswith("Predicting: 5 rows in ")  # the live line cleared, the summary stays
+
+
 def test_a_quiet_log_and_no_log_say_nothing(fast_clock):
     out = io.StringIO()
     with Log(0, out).phase("Reading", total=10) as p:
