@@ -435,14 +435,16 @@ def load_config(path, overrides=()) -> Config:
     tree = parse_yaml_text(text, str(path))
     # The file's paths are relative to its folder; then the --set ones, still relative
     # after that, to the current directory, as on any command line.
-    tree = _resolve_tree_paths(tree, path.parent, f"in {path}, relative to the config file's folder")
+    tree = _resolve_tree_paths(tree, path.parent, f"in {path}", "the config file's folder")
+    data = tree.get("data") if isinstance(tree, dict) else None
+    from_file = dict(data) if isinstance(data, dict) else {}
     keys = []
     for item in overrides:
         if not isinstance(tree, dict):
             break
         tree = apply_override(tree, item)
         keys.append(parse_override(item)[0])
-    tree = _resolve_tree_paths(tree, Path.cwd(), "given with --set, relative to the current directory")
+    tree = _resolve_tree_paths(tree, Path.cwd(), "given with --set", "the current directory", from_file)
     cfg = validate_tree(tree, str(path), text, tuple(keys))
     return cfg.with_source(str(path))
 
@@ -451,20 +453,21 @@ def load_config(path, overrides=()) -> Config:
 _ORIGINS: dict[str, str] = {}
 
 
-def _resolve_tree_paths(tree, base: Path, origin: str):
-    """``tree`` with its relative data.train and data.test made absolute against ``base``."""
+def _resolve_tree_paths(tree, base: Path, given: str, what: str, unchanged=None):
+    """``tree`` with its relative data.train and data.test made absolute against ``base``
+    (``what`` says what that is); values as in ``unchanged`` are left alone."""
     data = tree.get("data") if isinstance(tree, dict) else None
     if not isinstance(data, dict):
         return tree
     data = dict(data)
     for key in ("train", "test"):
         value = data.get(key)
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or (unchanged or {}).get(key) == value:
             continue
         p = Path(value).expanduser()
         data[key] = str(p if p.is_absolute() else (base / p).resolve())
-        if not p.is_absolute():
-            _ORIGINS[data[key]] = f"data.{key} {origin} {base.resolve()}"
+        relative = "" if p.is_absolute() else f", relative to {what} {base.resolve()}"
+        _ORIGINS[data[key]] = f"data.{key} {given}{relative}"
     return {**tree, "data": data}
 
 
