@@ -302,7 +302,8 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     """
     from ottotrain.data.synth import make_data as run_make
 
-    train, test = run_make(
+    train, test = _interruptible(
+        run_make,
         out_dir,
         rows=rows,
         seed=seed,
@@ -556,7 +557,7 @@ def blend(runs_, output, temperature, as_json):
     """
     from ottotrain.workflows.blend import blend as run_blend
 
-    result = run_blend(list(runs_), output, temperature)
+    result = _interruptible(run_blend, list(runs_), output, temperature)
     if as_json:
         _echo_json(result)
         return
@@ -763,7 +764,7 @@ def plot(run_dir):
     """
     from ottotrain.workflows.plots import plot_run
 
-    for p in plot_run(run_dir, strict=True):
+    for p in _interruptible(plot_run, run_dir, strict=True):
         click.echo(p)
 
 
