@@ -35,11 +35,12 @@ def predict(run_dir, test_csv, out=None, log=None) -> dict:
     log = log or Log(0)
     run_dir = Path(run_dir)
     if out is not None:
+        out = Path(out)
+        if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:  # before its format
+            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another output file name")
         out = check_output_path(out)
         if out.exists() and out.resolve() == Path(test_csv).resolve():
             raise DataError(f"{out}: is the test file itself; give another output file name")
-        if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:
-            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another output file name")
     with log.phase("Loading the run"):
         predictor = open_run(run_dir)
     s = predictor.state
