@@ -1,8 +1,11 @@
 """Loading and encoding a table with categorical columns: ottotrain against pandas + scikit-learn.
 
-    python bench/categorical_load.py DIR [ROWS]          # writes DIR/train.csv, DIR/test.csv once
+    python bench/categorical_load.py [DIR] [ROWS]        # writes DIR/train.csv, DIR/test.csv once
+                                                         # (no DIR: a scratch folder; ROWS 1,000,000)
     python bench/categorical_load.py DIR ROWS ottotrain  # one measurement (what the driver runs)
     python bench/categorical_load.py DIR ROWS sklearn
+    python bench/categorical_load.py --quick             # 200,000 rows
+    python bench/categorical_load.py --smoke             # 2,000 rows, one round
 
 The table: ``make-data`` with 20 count features and 10 categorical columns of 3 to 20,000
 values (5 % of all cells empty, unseen values in test). Both sides do the same work: read
@@ -18,7 +21,8 @@ most 10 categories and give the others an integer index, and encode both files.
 
 Each measurement is a fresh process (peak RSS is its own); the driver alternates the two
 sides, 3 rounds, and prints each side's seconds and peak RSS, then the medians and ratio.
-Then the peak RSS of ``ottotrain fit`` (1 epoch of a 2 x 256 MLP) on the same files.
+Then the peak RSS of ``ottotrain fit`` (1 epoch of a 2 x 256 MLP) on the same files. Writes its
+block of bench/results/side_by_side.md.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import common
 
 CARDINALITIES = (3, 5, 8, 10, 30, 100, 500, 2000, 5000, 20000)
 ONE_HOT_MAX = 10
@@ -96,29 +101,40 @@ def measure(d: Path, side: str) -> dict:
     return {"side": side, "seconds": round(seconds, 2), "peak_mib": round(peak), "shape": str(shape)}
 
 
-def run(cmd) -> tuple[str, float]:
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return r.stdout, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def main():
-    d, rows = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
-    if len(sys.argv) > 3:
-        print(json.dumps(measure(d, sys.argv[3])))
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("dir", nargs="?", type=Path)
+    ap.add_argument("rows", nargs="?", type=int)
+    ap.add_argument("side", nargs="?", choices=("ottotrain", "sklearn"))
+    a = ap.parse_args(argv)
+    if a.side:
+        print(json.dumps(measure(a.dir, a.side)))
         return
+    r = common.Run.start(__file__, argv, a)
+    rows = a.rows or r.pick(1_000_000, 200_000, 2_000)
+    with common.scratch() as work:
+        lines = compare(a.dir or work, rows, r.pick(3, 3, 1))
+    print("\n".join(lines))
+    r.record("side_by_side", f"Categorical columns: {rows:,} rows, ottotrain against pandas + scikit-learn",
+             "\n".join(f"- {x}" for x in lines))  # fmt: skip
+
+
+def compare(d: Path, rows: int, rounds: int) -> list[str]:
+    """Each side in a fresh process, alternated, ``rounds`` times; then ``ottotrain fit``'s peak RSS."""
     if not (d / "train.csv").exists():
         from ottotrain.data.synth import make_data
 
         make_data(d, rows=rows, test_rows=rows // 4, n_features=20, categorical=CARDINALITIES, missing=0.05)
     got = {"ottotrain": [], "sklearn": []}
-    for _ in range(3):
+    lines = []
+    for _ in range(rounds):
         for side in got:
-            out, _ = run([sys.executable, __file__, str(d), str(rows), side])
+            _, _, out, _ = common.timed([sys.executable, __file__, str(d), str(rows), side])
             got[side].append(json.loads(out))
-            print(out.strip(), flush=True)
+            lines.append(out.strip())
     med = {s: statistics.median(m["seconds"] for m in v) for s, v in got.items()}
     mem = {s: max(m["peak_mib"] for m in v) for s, v in got.items()}
-    print(
+    lines.append(
         f"median seconds: ottotrain {med['ottotrain']:.2f}, pandas + sklearn {med['sklearn']:.2f}, "
         f"ratio {med['ottotrain'] / med['sklearn']:.2f}; peak RSS {mem['ottotrain']} / {mem['sklearn']} MiB"
     )
@@ -130,19 +146,9 @@ def main():
         "    - Dense: {units: n_classes}\n    - Activation: softmax\n"
         "train: {optimizer: {name: adam}, epochs: 1, batch_size: 512}\n"
     )
-    t0 = time.perf_counter()
-    # Through a wrapper process: RUSAGE_CHILDREN here already holds the measurements' peaks.
-    wrapper = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
-    )
-    fit = [sys.executable, "-m", "ottotrain", "fit", str(cfg), "--runs-root", str(d / "runs"), "-q"]
-    out, _ = run([sys.executable, "-c", wrapper, *fit])
-    peak = float(out.strip().splitlines()[-1])
-    print(
-        f"ottotrain fit (1 epoch, 2 x 256): {time.perf_counter() - t0:.0f} s, "
-        f"peak RSS of the children {peak:.0f} MiB"
-    )
+    wall, peak, _, _ = common.timed(common.ottotrain("fit", cfg, "--runs-root", d / "runs", "-q"))
+    lines.append(f"ottotrain fit (1 epoch, 2 x 256): {wall:.0f} s, peak RSS {peak:.0f} MiB")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """cv of configs/tutorial-mlp.yaml on Otto, serially and on a local Dask cluster (``--workers 2``).
 
     python bench/cluster_cv.py [--train /work/shared/otto/train.csv.gz] [--folds 5] [--seeds 4]
+    python bench/cluster_cv.py --smoke   # 1,500 generated rows, 2 folds x 1 seed, 2 epochs
 
 The serial run's members use 2 TensorFlow threads one after another; the cluster's two
 workers each train one member at a time with 1 thread. Printed: each run's wall time (the
@@ -46,19 +47,26 @@ def noop_round_trip() -> float:
     return statistics.median(times)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--train", default="/work/shared/otto/train.csv.gz")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seeds", type=int, default=4)
-    a = p.parse_args()
-    common = [
-        str(ROOT / "configs" / "tutorial-mlp.yaml"),
-        "--set", f"data.train={a.train}", "--set", "data.test=null",
-        "--folds", str(a.folds), "--seeds", str(a.seeds),
-    ]  # fmt: skip
+    p.add_argument("--smoke", action="store_true", help="seconds: small generated data, 2 epochs")
+    a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cluster-cv-") as tmp:
         out = Path(tmp)
+        smoke = []
+        if a.smoke:
+            from ottotrain.data.synth import make_data
+
+            a.train, a.folds, a.seeds = make_data(out / "data", rows=1_500, test_rows=0)[0], 2, 1
+            smoke = ["--set", "train.epochs=2"]
+        common = [
+            str(ROOT / "configs" / "tutorial-mlp.yaml"),
+            "--set", f"data.train={a.train}", "--set", "data.test=null",
+            "--folds", str(a.folds), "--seeds", str(a.seeds), *smoke,
+        ]  # fmt: skip
         serial = cv(out, "serial", ["--member-threads", "2"], common)
         workers = cv(out, "workers2", ["--workers", "2"], common)
     n = a.folds * a.seeds

@@ -1,6 +1,7 @@
 """The 3×512 model's matrix multiplies alone, at its training shapes: a speed ceiling.
 
     python bench/matmul_shapes.py [--rows 52596] [--val-rows 9282] [--batch 128]
+    python bench/matmul_shapes.py --smoke   # 2,000 rows, one repetition, a 256² sgemm
 
 Runs, in one traced TensorFlow loop, exactly the matrix multiplies one training epoch of
 the benchmark's 3×512 MLP does (per batch: 4 forward, 4 weight-gradient and 3
@@ -11,13 +12,13 @@ were free, so ``matmul-only seconds / plain Keras steady epoch`` is the lowest r
 trainer running these kernels could reach. Prints one JSON line.
 """
 
-import argparse
 import json
 import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import common  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 WIDTHS = (93, 512, 512, 512, 9)  # the 3x512 model: 93 features -> 3 x 512 -> 9 classes
@@ -53,13 +54,15 @@ def epoch_matmuls(rows, batch, val_rows, steps_override=None):
     return run
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None):
+    ap = common.parser(__doc__)
     ap.add_argument("--rows", type=int, default=52596)
     ap.add_argument("--val-rows", type=int, default=9282)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.smoke:
+        a.rows, a.val_rows, a.reps = 2_000, 300, 1
     run = epoch_matmuls(a.rows, a.batch, a.val_rows)
     run()  # trace and warm up
     times = []
@@ -76,7 +79,7 @@ def main():
                 "seconds": best,
                 "times": times,
                 "gflops": flops / best / 1e9,
-                "tf_sgemm_gflops": tf_sgemm(),
+                "tf_sgemm_gflops": tf_sgemm(256 if a.smoke else 2048),
                 "rows": a.rows,
                 "val_rows": a.val_rows,
                 "batch": a.batch,

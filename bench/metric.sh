@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Metric benchmark on the real Otto data (issue #5): the exact commands behind
-# bench/RESULTS_METRIC.md. Runs sequentially; about 6 h on 2 cores (see bench/RESULTS_METRIC.md for each run's time).
+# bench/results/metric.md. Runs sequentially; about 6 h on 2 cores (see bench/results/metric.md for each run's time).
 #   bench/metric.sh [OTTO_DIR] [OUT_DIR]
 set -euo pipefail
 OTTO=${1:-../shared/otto}

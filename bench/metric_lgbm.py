@@ -8,6 +8,7 @@ submission.csv; no Keras models, so 'ottotrain predict' cannot use it):
 
     python bench/metric_lgbm.py --train ../shared/otto/train.csv.gz \
         --test ../shared/otto/test.csv.gz --out /tmp/metric/runs/lgbm
+    python bench/metric_lgbm.py --smoke   # 1,500 generated rows into a scratch folder
 """
 
 from __future__ import annotations
@@ -18,20 +19,32 @@ import os
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--train", required=True)
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("--train", help="required unless --smoke")
     ap.add_argument("--test")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="the run directory to write (required unless --smoke)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42, help="fold seed: the config seed of the cv runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--learning-rate", type=float, default=0.1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        with common.scratch() as work:
+            d = common.synthetic(work, 1_500, 300)
+            # One thread: LightGBM's OpenMP threads spin and crawl on a busy shared machine.
+            small = {"train": str(d.train), "test": str(d.test), "out": work / "lgbm", "threads": 1}
+            return run(argparse.Namespace(**{**vars(args), **small, "learning_rate": 0.3}))
+    if not (args.train and args.out):
+        ap.error("--train and --out are required (or --smoke)")
+    run(args)
 
+
+def run(args):
     import lightgbm as lgb
     import pandas as pd
 

@@ -1,4 +1,4 @@
-"""Summarise finished (or partly finished) cv runs for bench/RESULTS_METRIC.md.
+"""Summarise finished (or partly finished) cv runs for bench/results/metric.md.
 
 For each run: OOF log loss / accuracy of the ensemble, per-fold mean ± std, the
 single-model OOF log loss of each seed (its K fold models alone, no bagging,
@@ -6,14 +6,15 @@ recomputed from the saved models when metrics.json lacks it), and the summed
 training time of the members. Then the blend of all given runs (ottotrain.blend).
 
     python bench/metric_report.py --train ../shared/otto/train.csv.gz RUN_DIR...
+    python bench/metric_report.py --smoke   # two small cv runs made here, on generated data
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import common
 import numpy as np
 
 
@@ -40,19 +41,30 @@ def seed_oofs(run_dir: Path, train, folds: int, seeds: int):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--train", required=True)
-    ap.add_argument("runs", nargs="+")
-    args = ap.parse_args()
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("--train", help="required unless --smoke")
+    ap.add_argument("runs", nargs="*")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        with common.scratch() as work:
+            train = common.synthetic(work, 1_500, 0).train
+            _, runs = common.cv_runs(work, train, 2)
+            return report(str(train), runs)
+    if not (args.train and args.runs):
+        ap.error("--train and RUN_DIR... are required (or --smoke)")
+    report(args.train, args.runs)
+
+
+def report(train_csv, run_dirs):
 
     from ottotrain.config import DataConfig
     from ottotrain.data import load_train
     from ottotrain.workflows.blend import blend
 
-    train = load_train(DataConfig(train=args.train))
+    train = load_train(DataConfig(train=train_csv))
     rows = []
-    for r in map(Path, args.runs):
+    for r in map(Path, run_dirs):
         m = json.loads((r / "metrics.json").read_text())
         row = {
             "run": r.name,
@@ -70,8 +82,8 @@ def main():
             row["total_seconds"] = m.get("total_seconds")
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if len(args.runs) > 1:
-        print(json.dumps(blend(args.runs)), flush=True)
+    if len(run_dirs) > 1:
+        print(json.dumps(blend(run_dirs)), flush=True)
 
 
 if __name__ == "__main__":

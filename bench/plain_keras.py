@@ -12,21 +12,21 @@ number of epochs. ``--no-checkpoint``: a bare ``model.fit`` without any callback
 
     python bench/plain_keras.py --train ../shared/otto/train.csv.gz --model mlp \
         --batch-size 128 --epochs 5 --seed 42 --json out.json
+    python bench/plain_keras.py --smoke   # each model, 2 epochs, small generated data
 
 Prints/writes one JSON object: seconds of each epoch (incl. validation), the wall
 time of ``model.fit``, the final validation log loss (Kaggle's metric).
 """
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import common
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -53,10 +53,10 @@ def build(keras, name, dims, nb_classes):
     return model
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--model", choices=MODELS, required=True)
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("--train", help="training CSV (required unless --smoke)")
+    ap.add_argument("--model", choices=MODELS)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
@@ -67,8 +67,18 @@ def main():
         action="store_true",
         help="leave out the tutorial's ModelCheckpoint (a bare model.fit)",
     )
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if not a.smoke:
+        if not (a.train and a.model):
+            ap.error("--train and --model are required (or --smoke)")
+        return train(a)
+    with common.scratch() as work:  # each model once with the tutorial's checkpoint, one bare
+        a.train, a.epochs = common.synthetic(work, 1_500, 0).train, 1
+        for a.model, a.no_checkpoint in [(m, False) for m in MODELS] + [("logreg", True)]:
+            train(a)
 
+
+def train(a):
     t0 = time.perf_counter()
     df = pd.read_csv(a.train)
     X = df.drop(columns=["id", "target"]).values.astype(np.float32)
@@ -145,4 +155,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

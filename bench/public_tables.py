@@ -1,8 +1,9 @@
 """Public tables with text columns: configs/mlp.yaml (or another config) against LightGBM, same split.
 
     python bench/public_tables.py DIR [CONFIG]
+    python bench/public_tables.py --smoke    # one generated table with categorical columns, 2 epochs
 
-DIR holds public CSVs that the project does not ship (bench/RESULTS_AB.md says where they
+DIR holds public CSVs that the project does not ship (bench/results/side_by_side.md says where they
 come from). For each table listed in TABLES that is in DIR: a stratified 80/20 split
 (seed 0) into DIR/split/<name>/train.csv, test.csv (no target) and holdout.csv (the test
 rows with their target); then, with nothing but --set of paths, id and target,
@@ -10,17 +11,16 @@ rows with their target); then, with nothing but --set of paths, id and target,
 holdout; and LightGBM on the same training rows (pandas categories, 15 % of the training
 rows for early stopping, as fit holds out 15 % for its best epoch). Prints one row per
 table: rows, columns (categorical), ottotrain's and LightGBM's holdout log loss, ratio.
-Needs lightgbm (pip install lightgbm).
+Needs lightgbm (the ``bench`` extra). Writes its block of bench/results/side_by_side.md.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import common
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -49,31 +49,22 @@ def split(src: Path, target: str, drop, out: Path):
     return tr, te
 
 
-def ottotrain(out: Path, target: str, config: Path) -> tuple[float, float]:
+def ottotrain(out: Path, target: str, config: Path, extra=()) -> tuple[float, float]:
     sets = [
         f"data.train={out / 'train.csv'}",
         f"data.test={out / 'test.csv'}",
         "data.id_column=null",
         f"data.target_column={target}",
+        *extra,
     ]
-    cmd = [sys.executable, "-m", "ottotrain", "fit", str(config), "--runs-root", str(out / "runs")]
-    t0 = time.perf_counter()
-    r = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if r.returncode:
-        raise SystemExit(f"fit failed on {out}:\n{r.stderr[-2000:]}")
-    run = r.stdout.strip().splitlines()[-1]
-    for line in r.stderr.splitlines():
+    cmd = common.ottotrain("fit", config, "--runs-root", out / "runs")
+    wall, _, stdout, stderr = common.timed([*cmd, *(a for s in sets for a in ("--set", s))])
+    run = stdout.strip().splitlines()[-1]
+    for line in stderr.splitlines():
         if line.startswith("Warning"):
             print("   ", line[:200])
-    ev = subprocess.run(
-        [sys.executable, "-m", "ottotrain", "evaluate", run, str(out / "holdout.csv"), "--json"],
-        capture_output=True,
-        text=True,
-    )
-    if ev.returncode:
-        raise SystemExit(f"evaluate failed on {out}:\n{ev.stderr[-2000:]}")
-    return json.loads(ev.stdout)["log_loss"], wall
+    _, _, ev, _ = common.timed(common.ottotrain("evaluate", run, out / "holdout.csv", "--json"))
+    return json.loads(ev)["log_loss"], wall
 
 
 def lightgbm(tr: pd.DataFrame, te: pd.DataFrame, target: str) -> tuple[float, float]:
@@ -95,23 +86,44 @@ def lightgbm(tr: pd.DataFrame, te: pd.DataFrame, target: str) -> tuple[float, fl
     return log_loss(y_te, p, labels=np.arange(len(classes))), time.perf_counter() - t0
 
 
-def main():
-    src = Path(sys.argv[1])
-    config = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "configs" / "mlp.yaml"
+def compare(src: Path, tables, config: Path, extra=()) -> list[tuple]:
+    rows = []
     print(f"{'table':<10} {'rows':>6} {'cols':>9} {'ottotrain':>10} {'LightGBM':>9} {'ratio':>6}  seconds")
-    for name, target, drop in TABLES:
+    for name, target, drop in tables:
         if not (src / name).exists():
             continue
         out = src / "split" / Path(name).stem
         tr, te = split(src / name, target, drop, out)
         cats = sum(not pd.api.types.is_numeric_dtype(tr[c]) for c in tr.columns if c != target)
-        ours, t_ours = ottotrain(out, target, config)
+        ours, t_ours = ottotrain(out, target, config, extra)
         theirs, t_lgb = lightgbm(tr, te, target)
-        print(
-            f"{Path(name).stem:<10} {len(tr) + len(te):>6} {tr.shape[1] - 1:>4} ({cats:>2}) "
-            f"{ours:>10.4f} {theirs:>9.4f} {ours / theirs:>6.2f}  {t_ours:.0f} / {t_lgb:.1f}",
-            flush=True,
-        )
+        rows.append((Path(name).stem, len(tr) + len(te), f"{tr.shape[1] - 1} ({cats})", f"{ours:.4f}",
+                     f"{theirs:.4f}", f"{ours / theirs:.2f}", f"{t_ours:.0f} / {t_lgb:.1f}"))  # fmt: skip
+        print(" ".join(map(str, rows[-1])), flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("dir", nargs="?", type=Path, help="the public CSVs (required unless --smoke)")
+    ap.add_argument("config", nargs="?", type=Path, default=ROOT / "configs" / "mlp.yaml")
+    a = ap.parse_args(argv)
+    r = common.Run.start(__file__, argv, a)
+    if not (a.dir or a.smoke):
+        ap.error("DIR is required (or --smoke)")
+    with common.scratch() as work:
+        if a.smoke:
+            from ottotrain.data.synth import make_data
+
+            train, _ = make_data(work / "gen", rows=800, test_rows=0, n_features=8, categorical=(3, 12))
+            (work / "synthetic.csv").write_bytes(Path(train).read_bytes())
+            rows = compare(work, [("synthetic.csv", "target", ["id"])], a.config, ["train.epochs=2"])
+        else:
+            rows = compare(a.dir, TABLES, a.config)
+    head = ("table", "rows", "columns (categorical)", "ottotrain", "LightGBM", "ratio", "seconds")
+    body = f"`{a.config.relative_to(ROOT) if a.config.is_relative_to(ROOT) else a.config}` against LightGBM, "
+    body += "holdout log loss, stratified 80/20 split (seed 0).\n\n" + common.table(head, rows)
+    r.record("side_by_side", "Public tables against LightGBM", body)
 
 
 if __name__ == "__main__":

@@ -1,967 +1,343 @@
-"""ottotrain's benchmark suite: one command, every figure a ratio measured side by side.
+"""The one entry to ottotrain's benchmarks: every script in bench/, one after another.
 
-    python bench/run.py            # full run, ~15-20 min on 2 cores with the real data
-    python bench/run.py --quick    # fewer repetitions and epochs, no 5M-row growth step
+    python bench/run.py              # every benchmark at its real size (the real Otto data where found)
+    python bench/run.py --quick      # every benchmark, a shorter pass (results in bench/out/quick/)
+    python bench/run.py --smoke      # every script's --smoke, seconds each (results in bench/out/smoke/)
+    python bench/run.py --only speed.py,tabm_speed.py    # some of them
+    python bench/run.py --list       # what runs, how, and the topic file each writes
+    python bench/run.py --readme     # the README's benchmark table and bench/RESULTS.md, from bench/results/
 
-Writes bench/RESULTS.md (machine, versions, exact commands, results). Uses the
-real Otto files in ../shared/otto/ (relative to the repository root) when they
-are there, else generated data of the same shape (``ottotrain make-data``), and
-says which. Every A/B pair runs in separate processes, interleaved (A B B A ...),
-and figures are medians over the repetitions, because the machine is shared.
-See bench/README.md for what each figure means.
+Each script runs in its own process and writes its own topic file, bench/results/<topic>.md
+(``common.Run.record``). A script whose real run needs something the suite cannot make (another
+checkout, public tables, a trained run, hours) runs its ``--smoke`` instead unless that is given
+(``--before``, ``--public-tables``, ``--serve-run``, ``--long``), and the summary says so. The
+probes that ``speed.py`` drives (``plain_keras.py``, ...) run inside it, and on their own only
+with ``--smoke``. Every ``--smoke`` is also run by tests/test_bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import shlex
-import shutil
-import statistics
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-REAL = ROOT.parent / "shared" / "otto"
-PY = sys.executable
-OTTO = str(Path(PY).with_name("ottotrain"))
-if not Path(OTTO).exists():
-    OTTO = shutil.which("ottotrain") or "ottotrain"
-
-# 3 x 512 model, forward multiply-adds per row (93 features, 9 classes).
-MACS_3X512 = 93 * 512 + 512 * 512 + 512 * 512 + 512 * 9
-
-COMMANDS: list[str] = []
-
-
-def q(cmd) -> str:
-    s = " ".join(shlex.quote(str(c)) for c in cmd)
-    return s.replace(str(ROOT) + "/", "").replace(PY, "python").replace(OTTO, "ottotrain")
-
-
-def run(cmd, record=True, env=None, check=True):
-    """Run a command; return (wall seconds, peak RSS in MiB, stdout, stderr)."""
-    cmd = [str(c) for c in cmd]
-    if record and q(cmd) not in COMMANDS:
-        COMMANDS.append(q(cmd))
-    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = p.communicate()  # reads both pipes, then reaps; rusage via wait4 below
-    wall = time.perf_counter() - t0
-    rss = _child_rss_mib()
-    if check and p.returncode != 0:
-        raise SystemExit(f"command failed ({p.returncode}): {q(cmd)}\n{err.decode()[-3000:]}")
-    return wall, rss, out.decode(), err.decode()
-
-
-_last_maxrss = [0]
-
-
-def _child_rss_mib():
-    """Peak RSS of the largest child reaped so far (Linux: KiB). Children run one at a time,
-    so we measure each with a fresh helper process instead: see ``peak_rss``."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def peak_rss(cmd):
-    """(wall, peak RSS MiB of exactly this command, stdout, stderr), via a wrapper process."""
-    wrapper = [
-        PY,
-        "-c",
-        (
-            "import json,os,resource,subprocess,sys,time;t=time.perf_counter();"
-            "p=subprocess.run(sys.argv[1:],capture_output=True);"
-            "w=time.perf_counter()-t;"
-            "sys.stdout.write(json.dumps({'rc':p.returncode,'wall':w,"
-            "'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
-            "'out':p.stdout.decode(),'err':p.stderr.decode()[-3000:]}))"
-        ),
-    ] + [str(c) for c in cmd]
-    COMMANDS.append(q(cmd)) if q(cmd) not in COMMANDS else None
-    _, _, out, _ = run(wrapper, record=False)
-    r = json.loads(out)
-    if r["rc"] != 0:
-        raise SystemExit(f"command failed ({r['rc']}): {q(cmd)}\n{r['err']}")
-    return r["wall"], r["rss"], r["out"], r["err"]
-
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else float("nan")
-
-
-def interleave(reps, *jobs):
-    """Run jobs A, B, ... ``reps`` times in the order A B, B A, A B, ...; lists of results."""
-    res = [[] for _ in jobs]
-    for r in range(reps):
-        order = list(range(len(jobs)))
-        if r % 2:
-            order.reverse()
-        for i in order:
-            res[i].append(jobs[i]())
-    return res
-
-
-# --------------------------------------------------------------------------------------
-
-
-def machine():
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
-    vers = {}
-    for pkg in ("ottotrain", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "scikit-learn"):
-        try:
-            vers[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            vers[pkg] = "-"
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "memory": mem,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-        "versions": vers,
-    }
-
-
-def get_data(work: Path, quick: bool):
-    if (REAL / "train.csv.gz").exists() and (REAL / "test.csv.gz").exists():
-        return REAL / "train.csv.gz", REAL / "test.csv.gz", "real Kaggle Otto data (../shared/otto/)"
-    d = work / "otto-shaped"
-    run([OTTO, "make-data", d, "--rows", 61878, "--test-rows", 144368, "--seed", 0])
-    return (
-        d / "train.csv",
-        d / "test.csv",
-        (
-            "generated Otto-shaped data (`ottotrain make-data "
-            "--rows 61878 --test-rows 144368`): ../shared/otto/ absent"
-        ),
-    )
-
-
-def matmul_shapes(rows):
-    """The 3x512's matrix multiplies alone at its training shapes, and TF's own sgemm rate."""
-    n_val = round(rows * 0.15)  # the benchmark's 15 % validation split
-    _, _, out, _ = run([PY, BENCH / "matmul_shapes.py", "--rows", rows - n_val, "--val-rows", n_val])
-    return json.loads(out)
-
-
-def n_rows(train_csv) -> int:
-    import pandas as pd
-
-    return len(pd.read_csv(train_csv, usecols=[0]))
-
-
-def sgemm_rate():
-    """GFLOP/s of a float32 2048x2048 matmul with numpy on all cores (best of 5 after warm-up)."""
-    code = (
-        "import numpy as np,time;n=2048;a=np.random.rand(n,n).astype('f4');b=a.T.copy();a@b;"
-        "ts=[];exec('for _ in range(5):\\n t=time.perf_counter();a@b;ts.append(time.perf_counter()-t)');"
-        "print(2*n**3/min(ts)/1e9)"
-    )
-    _, _, out, _ = run([PY, "-c", code])
-    return float(out.strip())
-
-
-# --------------------------------------------------------------------------------------
-# 1-2, 6. Training vs plain Keras
-
-
-TRAIN_MODELS = [  # name, batch size, epochs (full), epochs (quick)
-    # The tutorial trains both of its models for epochs=20 (its ModelCheckpoint cell and
-    # its MLP cell); the 3x512 model runs 3 epochs to keep the suite short.
-    ("logreg", 32, 20, 2),
-    ("mlp", 128, 20, 3),
-    ("mlp3x512", 128, 3, 2),
-]
-
-
-def plain_job(train, model, bs, epochs, work, seed=42, checkpoint=True):
-    def job():
-        out = work / f"plain-{model}-{seed}-{time.monotonic_ns()}.json"
-        wall, rss, _, _ = peak_rss(
-            [
-                PY,
-                BENCH / "plain_keras.py",
-                "--train",
-                train,
-                "--model",
-                model,
-                "--batch-size",
-                bs,
-                "--epochs",
-                epochs,
-                "--seed",
-                seed,
-                "--json",
-                out,
-                *([] if checkpoint else ["--no-checkpoint"]),
-            ]
-        )
-        r = json.loads(out.read_text())
-        r.update(
-            wall=wall,
-            rss=rss,
-            per_epoch=r["fit_seconds"] / epochs,
-            steady=med(r["epoch_seconds"][1:]) if epochs > 1 else r["epoch_seconds"][0],
-            last_val_loss=r["val_loss_history"][-1],
-        )
-        return r
-
-    return job
-
-
-def otto_job(train, model, epochs, work, extra=(), tag=""):
-    def job():
-        run_dir = work / f"otto-{model}{tag}-{time.monotonic_ns()}"
-        cmd = [
-            OTTO,
-            "fit",
-            BENCH / "configs" / f"{model}.yaml",
-            "--set",
-            f"data.train={train}",
-            "--set",
-            f"train.epochs={epochs}",
-            *extra,
-            "--run-dir",
-            run_dir,
-            "--json",
-            "-q",
-        ]
-        wall, rss, out, _ = peak_rss(cmd)
-        m = json.loads(out)
-        import csv
-
-        with open(run_dir / "history.csv") as f:
-            hist = list(csv.DictReader(f))
-        secs = [float(h["seconds"]) for h in hist]
-        t = m["timings"]
-        m.update(
-            wall=wall,
-            rss=rss,
-            run_dir=str(run_dir),
-            per_epoch=t["train_seconds"] / epochs,
-            steady=med(secs[1:]) if epochs > 1 else secs[0],
-            epoch_seconds=secs,
-            loop_overhead=(t["train_seconds"] - sum(secs)) / epochs,
-            last_val_loss=float(hist[-1]["val_loss"]),
-        )
-        return m
-
-    return job
-
-
-def bench_training(train, work, reps, quick):
-    rows = []
-    sg, mm = [], []
-    big = None
-    for model, bs, ep_full, ep_quick in TRAIN_MODELS:
-        epochs = ep_quick if quick else ep_full
-        jobs = [
-            plain_job(train, model, bs, epochs, work),
-            otto_job(train, model, epochs, work),
-            plain_job(train, model, bs, epochs, work, checkpoint=False),
-        ]
-        if model == "mlp3x512":
-            jobs.append(lambda: sg.append(sgemm_rate()))
-            jobs.append(lambda: mm.append(matmul_shapes(n_rows(train))))
-        res = interleave(reps, *jobs)
-        plain, otto, bare = res[0], res[1], res[2]
-        seed2 = plain_job(train, model, bs, epochs, work, seed=43)()  # seed-to-seed noise
-        row = {
-            "model": model,
-            "batch": bs,
-            "epochs": epochs,
-            "reps": reps,
-            "plain_per_epoch": med([r["per_epoch"] for r in plain]),
-            "otto_per_epoch": med([r["per_epoch"] for r in otto]),
-            "plain_steady": med([r["steady"] for r in plain]),
-            "otto_steady": med([r["steady"] for r in otto]),
-            "ratio": med([o["per_epoch"] / p["per_epoch"] for p, o in zip(plain, otto)]),
-            "ratio_steady": med([o["steady"] / p["steady"] for p, o in zip(plain, otto)]),
-            "bare_per_epoch": med([r["per_epoch"] for r in bare]),
-            "ratio_bare": med([o["per_epoch"] / b["per_epoch"] for b, o in zip(bare, otto)]),
-            "loop_overhead": med([o["loop_overhead"] for o in otto]),
-            "plain_first": med([r["epoch_seconds"][0] for r in plain]),
-            "otto_first": med([r["epoch_seconds"][0] for r in otto]),
-            "plain_loss": plain[0]["last_val_loss"],
-            "otto_loss": otto[0]["last_val_loss"],
-            "otto_best_loss": otto[0]["val_log_loss"],
-            "seed43_loss": seed2["last_val_loss"],
-            "plain_losses": sorted({round(r["last_val_loss"], 6) for r in plain}),
-            "otto_losses": sorted({round(r["last_val_loss"], 6) for r in otto}),
-            "plain_rss": med([r["rss"] for r in plain]),
-            "otto_rss": med([r["rss"] for r in otto]),
-            "plain_jit": plain[0]["jit_compile"],
-        }
-        rows.append(row)
-        if model == "mlp3x512":
-            n_tr, n_va = otto[0]["n_train"], otto[0]["n_val"]
-            flop = (n_tr * 6 + n_va * 2) * MACS_3X512
-            big = {
-                "flop_per_epoch": flop,
-                "sgemm": med(sg),
-                "sgemm_all": sg,
-                "otto_rate": med([flop / o["steady"] / 1e9 for o in otto]),
-                "plain_rate": med([flop / p["steady"] / 1e9 for p in plain]),
-                "run_dir": otto[0]["run_dir"],
-            }
-            big["otto_frac"] = big["otto_rate"] / big["sgemm"]
-            big["plain_frac"] = big["plain_rate"] / big["sgemm"]
-            big["tf_sgemm"] = med([m["tf_sgemm_gflops"] for m in mm])
-            big["mm_rate"] = med([m["gflops"] for m in mm])
-            big["mm_seconds"] = med([m["seconds"] for m in mm])
-            big["mm_floor"] = big["mm_seconds"] / med([p["steady"] for p in plain])
-    return rows, big
-
-
-def bench_xla(train, work, quick):
-    """3x512: explicit XLA (jit_compile: true) vs the default, twice each (determinism)."""
-    if quick:
-        return None
-    epochs = 3
-    xla = ["--set", "train.jit_compile=true"]
-    a, b = interleave(
-        2,
-        otto_job(train, "mlp3x512", epochs, work),
-        otto_job(train, "mlp3x512", epochs, work, xla, tag="-xla"),
-    )
-    return {
-        "default_steady": med([r["steady"] for r in a]),
-        "xla_steady": med([r["steady"] for r in b]),
-        "default_first": med([r["epoch_seconds"][0] for r in a]),
-        "xla_first": med([r["epoch_seconds"][0] for r in b]),
-        "default_per_epoch": med([r["per_epoch"] for r in a]),
-        "xla_per_epoch": med([r["per_epoch"] for r in b]),
-        "xla_repeatable": len({r["last_val_loss"] for r in b}) == 1
-        and len({r["val_log_loss"] for r in b}) == 1,
-        "default_repeatable": len({r["last_val_loss"] for r in a}) == 1,
-        "xla_loss": b[0]["last_val_loss"],
-        "default_loss": a[0]["last_val_loss"],
-        "epochs": epochs,
-    }
-
-
-def bench_autotune(train, quick):
-    """3x512 epochs with ottotrain's pipeline vs the earlier one with tf.data's autotuner."""
-    if quick:
-        return None
-    epochs = 10
-
-    def job(flag):
-        def go():
-            _, _, out, _ = run(
-                [PY, BENCH / "pipeline_autotune.py", "--train", train, "--epochs", epochs, *flag]
-            )
-            return json.loads(out.strip().splitlines()[-1])
-
-        return go
-
-    a, b = interleave(2, job([]), job(["--autotune"]))
-    steady = lambda rs: [t for r in rs for t in r["epoch_seconds"][1:]]
-    return {
-        "epochs": epochs,
-        "shipped": a,
-        "autotune": b,
-        "shipped_steady": med(steady(a)),
-        "autotune_steady": med(steady(b)),
-        "shipped_mean": statistics.mean(steady(a)),
-        "autotune_mean": statistics.mean(steady(b)),
-        "slow_epochs": [sum(t > 2.4 for t in steady(rs)) for rs in (a, b)],
-        "same_loss": len({r["val_loss"] for r in a + b}) == 1,
-    }
-
-
-# --------------------------------------------------------------------------------------
-# 3. Start-up
-
-
-def bench_startup(work, reps):
-    bad = work / "bad.yaml"
-    bad.write_text("model:\n  layers:\n    - Dense: {units: 10}\ntrain:\n  batch_size: 0\n")
-    jobs = {
-        "python -c pass": [PY, "-c", "pass"],
-        "ottotrain --help": [OTTO, "--help"],
-        "ottotrain fit bad.yaml (invalid config)": [OTTO, "fit", bad],
-    }
-
-    def job(cmd, ok):
-        return lambda: run(cmd, check=False)[0]
-
-    names = list(jobs)
-    res = interleave(reps, *[job(jobs[n], n) for n in names])
-    times = {n: med(r) for n, r in zip(names, res)}
-    # Which heavy modules load on those paths? (python -X importtime, in-process.)
-    heavy = {}
-    for n in names[1:]:
-        cmd = [
-            PY,
-            "-X",
-            "importtime",
-            "-c",
-            "import sys;sys.argv="
-            + repr(["ottotrain"] + [str(c) for c in jobs[n][1:]])
-            + ";from ottotrain.cli import main\ntry:\n main()\nexcept SystemExit:\n pass",
-        ]
-        _, _, _, err = run(cmd, record=False, check=False)
-        mods = {
-            line.rsplit("|", 1)[-1].strip().split(".")[0]
-            for line in err.splitlines()
-            if line.startswith("import time:")
-        }
-        heavy[n] = sorted(
-            m
-            for m in mods
-            if m in ("tensorflow", "keras", "pandas", "sklearn", "scipy", "pyarrow", "matplotlib", "numpy")
-        )
-    _, _, _, err = run([OTTO, "fit", bad], check=False)
-    return {
-        "times": times,
-        "ratio": {n: times[n] / times["python -c pass"] for n in names[1:]},
-        "heavy": heavy,
-        "error": err.strip().splitlines()[-1] if err.strip() else "",
-    }
-
-
-# --------------------------------------------------------------------------------------
-# 4. Data loading, 5. predict
-
-
-def bench_data(train, test, reps):
-    import tempfile
-
-    warm_cache = tempfile.mkdtemp(prefix="ottotrain-bench-cache-")
-
-    imports = []  # ottotrain's module imports, timed apart (see data_load.py)
-
-    def job(mode, env=None):
-        def j():
-            _, _, out, _ = run([PY, BENCH / "data_load.py", mode, train, test], env=env)
-            res = json.loads(out)
-            if "import_seconds" in res:
-                imports.append(res["import_seconds"])
-            return res["seconds"]
-
-        return j
-
-    # Cold: the parsed-CSV cache off, every file parsed. Warm: the cache filled by an
-    # earlier run on the same files (the daily loop: fit, change the config, fit again).
-    cold_env = {"OTTOTRAIN_CSV_CACHE": "0"}
-    warm_env = {"OTTOTRAIN_CACHE": warm_cache}
-    job("ottotrain", warm_env)()  # fill the cache
-    import importlib.util
-
-    # polars (a dev extra), when installed: a second parser's floor, to show the first read's
-    # limit is the parsing itself and not pyarrow's.
-    parsers = ["arrow"] + (["polars"] if importlib.util.find_spec("polars") else [])
-    try:
-        pd_t, ot_t, wa_t, *floors = interleave(
-            reps, job("pandas"), job("ottotrain", cold_env), job("ottotrain", warm_env), *map(job, parsers)
-        )
-    finally:
-        shutil.rmtree(warm_cache, ignore_errors=True)
-    out = {
-        "pandas": med(pd_t),
-        "ottotrain": med(ot_t),
-        "warm": med(wa_t),
-        "ratio": med([o / p for p, o in zip(pd_t, ot_t)]),
-        "warm_ratio": med([o / p for p, o in zip(pd_t, wa_t)]),
-        "imports": med(imports),
-    }
-    for name, ts in zip(parsers, floors):
-        out[name] = med(ts)
-        out[f"{name}_ratio"] = med([a / p for p, a in zip(pd_t, ts)])
-    return out
-
-
-def bench_predict(run_dir, test, work, reps):
-    def otto():
-        out = work / f"sub-{time.monotonic_ns()}.csv"
-        wall, rss, _, err = peak_rss([OTTO, "predict", run_dir, test, "-o", out])
-        rows = sum(1 for _ in open(out)) - 1
-        line = [x for x in err.splitlines() if "rows/s" in x][-1]
-        return {
-            "wall": wall,
-            "rss": rss,
-            "rows": rows,
-            "rows_per_s": float(line.split("(")[1].split()[0]),
-            "seconds": float(line.split(" in ")[1].split("s")[0]),
-        }
-
-    def read():
-        _, _, out, _ = run(
-            [
-                PY,
-                "-c",
-                "import pandas as pd,time,sys;t=time.perf_counter();"
-                "pd.read_csv(sys.argv[1]);print(time.perf_counter()-t)",
-                test,
-            ]
-        )
-        return float(out)
-
-    o, r = interleave(reps, otto, read)
-    return {
-        "rows": o[0]["rows"],
-        "rows_per_s": med([x["rows_per_s"] for x in o]),
-        "seconds": med([x["seconds"] for x in o]),
-        "wall": med([x["wall"] for x in o]),
-        "rss": med([x["rss"] for x in o]),
-        "read_csv": med(r),
-        "ratio": med([x["seconds"] / y for x, y in zip(o, r)]),
-    }
-
-
-# --------------------------------------------------------------------------------------
-# 7. Growth
-
-
-def _mem_available_mib():
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable"):
-                return int(line.split()[1]) / 1024
-    return float("inf")
-
-
-def bench_growth(work, quick):
-    sizes = [(50_000, 3), (500_000, 2)] + ([] if quick else [(5_000_000, 1)])
-    out = []
-    for rows, epochs in sizes:
-        if len(out) >= 2:  # never risk the OOM killer on a shared machine
-            a, b = out[-2], out[-1]
-            need = b["rss"] + (b["rss"] - a["rss"]) / (b["rows"] - a["rows"]) * (rows - b["rows"])
-            avail = _mem_available_mib()
-            if need > 0.7 * avail:
-                out.append(
-                    {
-                        "rows": rows,
-                        "epochs": epochs,
-                        "skipped": True,
-                        "projected_rss": need,
-                        "available": avail,
-                    }
-                )
-                continue
-        d = work / f"gen-{rows}"
-        t0 = time.perf_counter()
-        run([OTTO, "make-data", d, "--rows", rows, "--test-rows", 10, "--seed", 0])
-        gen = time.perf_counter() - t0
-        m = otto_job(d / "train.csv", "mlp", epochs, work, tag=f"-{rows}")()
-        fit_epoch = med(m["epoch_seconds"][1:]) if epochs > 1 else m["epoch_seconds"][0]
-        out.append(
-            {
-                "rows": rows,
-                "epochs": epochs,
-                "gen_seconds": gen,
-                "data_seconds": m["timings"]["data_seconds"],
-                "epoch_seconds": fit_epoch,
-                "per_epoch_all": m["per_epoch"],
-                "us_per_row": fit_epoch / m["n_train"] * 1e6,
-                "rss": m["rss"],
-                "val_loss": m["val_log_loss"],
-            }
-        )
-        shutil.rmtree(d, ignore_errors=True)
-        shutil.rmtree(m["run_dir"], ignore_errors=True)
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# Report
-
-
-def fmt(x, nd=2):
-    return "n/a" if x is None else f"{x:.{nd}f}"
-
-
-def ok(flag):
-    return "**met**" if flag else "**not met**"
-
-
-def report(info, R, args, elapsed):
-    L = []
-    w = L.append
-    w("# ottotrain benchmark results\n")
-    w(
-        f"Generated by `python bench/run.py{' --quick' if args.quick else ''}` on "
-        f"{info['date']} in {elapsed / 60:.1f} min. Data: {info['data']}.\n"
-    )
-    w(
-        f"Machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM, {info['os']}, "
-        f"Python {info['python']}. Load average before/after: {info['load0']} / {info['load1']} "
-        "(the machine is shared: every figure is a ratio of runs made side by side, interleaved, "
-        "medians over the repetitions).\n"
-    )
-    w("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".\n")
-
-    tr, big = R["training"], R["big"]
-    w("## 1. Training speed vs plain Keras (`bench/plain_keras.py`, the tutorial's way)\n")
-    w(
-        "Seconds per epoch = wall time of the whole training loop / epochs (first-epoch "
-        "compilation, per-epoch validation and checkpoints included: the plain script saves "
-        "the best model with the tutorial's `ModelCheckpoint(save_best_only=True)`, ottotrain "
-        "its resume point and best model). *Steady* = median of epochs 2.. (the `model.fit` "
-        "part only). *Bare* = the plain script with no callback at all (`--no-checkpoint`), "
-        "a stricter reference than the tutorial. Same rows (unstratified 15 % split, seed 42), "
-        "model, batch size, epochs (the tutorial's 20 for its two models), seed. *First epoch* "
-        "includes tracing the train and test functions, a fixed cost per run. *Outside "
-        "`model.fit`*: ottotrain's input pipelines, per-epoch resume files and final model "
-        "save, spread over the epochs. Target ratio: logreg and MLP ≤ 0.40, 3×512 ≤ 0.85.\n"
-    )
-    w(
-        "| model | batch | epochs × reps | plain s/epoch | ottotrain s/epoch | **ratio** | "
-        "steady plain | steady ottotrain | steady ratio | bare plain s/epoch | ratio to bare | "
-        "first epoch plain / ottotrain s | ottotrain outside `model.fit` s/epoch | target |"
-    )
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in tr:
-        target = 0.85 if r["model"] == "mlp3x512" else 0.40
-        w(
-            f"| {r['model']} | {r['batch']} | {r['epochs']} × {r['reps']} | {fmt(r['plain_per_epoch'])} | "
-            f"{fmt(r['otto_per_epoch'])} | **{fmt(r['ratio'])}** | {fmt(r['plain_steady'])} | "
-            f"{fmt(r['otto_steady'])} | {fmt(r['ratio_steady'])} | {fmt(r['bare_per_epoch'])} | "
-            f"{fmt(r['ratio_bare'])} | {fmt(r['plain_first'])} / {fmt(r['otto_first'])} | "
-            f"{fmt(r['loop_overhead'], 3)} | "
-            f"≤ {target}: {ok(r['ratio'] <= target)} |"
-        )
-    w(
-        "\nValidation log loss after the last epoch (same seed 42; the plain script with seed 43 "
-        "shows the seed-to-seed noise):\n"
-    )
-    w(
-        "| model | plain (seed 42) | ottotrain (seed 42) | |difference| | plain seed 43 - seed 42 | "
-        "ottotrain best-epoch model (metrics.json) | repeatable across reps (plain / ottotrain) |"
-    )
-    w("|---|---|---|---|---|---|---|")
-    for r in tr:
-        w(
-            f"| {r['model']} | {r['plain_loss']:.4f} | {r['otto_loss']:.4f} | "
-            f"{abs(r['plain_loss'] - r['otto_loss']):.4f} | {r['seed43_loss'] - r['plain_loss']:+.4f} | "
-            f"{r['otto_best_loss']:.4f} | {len(r['plain_losses']) == 1} / {len(r['otto_losses']) == 1} |"
-        )
-    w(
-        f'\nPlain Keras resolved `jit_compile="auto"` to {tr[0]["plain_jit"]} '
-        "(Keras 3 turns XLA off on CPU-only machines).\n"
-    )
-
-    if R.get("xla"):
-        x = R["xla"]
-        w(
-            f"**Explicit XLA** (`--set train.jit_compile=true`), 3×512, {x['epochs']} epochs, 2 runs each, "
-            "interleaved with the default:\n"
-        )
-        w("| | default (no XLA) | XLA | ratio XLA/default |")
-        w("|---|---|---|---|")
-        w(
-            f"| first epoch (compile) s | {fmt(x['default_first'])} | {fmt(x['xla_first'])} | "
-            f"{fmt(x['xla_first'] / x['default_first'])} |"
-        )
-        w(
-            f"| steady epoch s | {fmt(x['default_steady'])} | {fmt(x['xla_steady'])} | "
-            f"{fmt(x['xla_steady'] / x['default_steady'])} |"
-        )
-        w(
-            f"| s/epoch incl. compile | {fmt(x['default_per_epoch'])} | {fmt(x['xla_per_epoch'])} | "
-            f"{fmt(x['xla_per_epoch'] / x['default_per_epoch'])} |"
-        )
-        w(
-            f"| val loss, identical in both runs | {x['default_loss']:.6f}, {x['default_repeatable']} | "
-            f"{x['xla_loss']:.6f}, {x['xla_repeatable']} | |\n"
-        )
-
-    if R.get("autotune"):
-        a = R["autotune"]
-        n = a["epochs"] - 1
-        w(
-            f"**tf.data's autotuner** (`bench/pipeline_autotune.py`): the 3×512 for {a['epochs']} epochs, "
-            "2 runs each, interleaved: ottotrain's pipeline (no autotuning, no prefetch thread) against "
-            "the one it used before 2026-11-28 evening (`prefetch(AUTOTUNE)`, autotuning on).\n"
-        )
-        w("| | shipped | with the autotuner | ratio |")
-        w("|---|---|---|---|")
-        w(
-            f"| steady epoch s, median | {fmt(a['shipped_steady'])} | {fmt(a['autotune_steady'])} | "
-            f"{fmt(a['shipped_steady'] / a['autotune_steady'])} |"
-        )
-        w(
-            f"| steady epoch s, mean | {fmt(a['shipped_mean'])} | {fmt(a['autotune_mean'])} | "
-            f"{fmt(a['shipped_mean'] / a['autotune_mean'])} |"
-        )
-        w(f"| epochs over 2.4 s (of {2 * n}) | {a['slow_epochs'][0]} | {a['slow_epochs'][1]} | |")
-        w(f"| same validation loss in all runs | {a['same_loss']} | | |\n")
-        w(
-            "Epoch seconds: "
-            + "; ".join(
-                f"{'autotuner' if r['autotune'] else 'shipped'} "
-                + ", ".join(f"{t:.2f}" for t in r["epoch_seconds"])
-                for r in a["shipped"] + a["autotune"]
-            )
-            + ".\n"
-        )
-
-    w("## 2. 3×512 FLOP rate vs this machine's sgemm\n")
-    w(
-        f"Training FLOPs per epoch = (train rows × 3 + validation rows × 1) × 2 × {MACS_3X512:,} "
-        f"forward multiply-adds per row = {big['flop_per_epoch'] / 1e9:.1f} GFLOP, over the steady "
-        "epoch time. sgemm: numpy float32 2048×2048 matmul on all cores, best of 5, measured "
-        "between the training runs (values: "
-        + ", ".join(f"{v:.0f}" for v in big["sgemm_all"])
-        + " GFLOP/s).\n"
-    )
-    w("| | GFLOP/s | fraction of sgemm | target |")
-    w("|---|---|---|---|")
-    w(f"| sgemm (numpy, 2048²) | {big['sgemm']:.1f} | 1.00 | |")
-    w(f"| plain Keras 3×512 | {big['plain_rate']:.1f} | {big['plain_frac']:.2f} | |")
-    w(
-        f"| ottotrain 3×512 | {big['otto_rate']:.1f} | **{big['otto_frac']:.2f}** | ≥ 0.40: "
-        f"{ok(big['otto_frac'] >= 0.40)} |"
-    )
-    if "mm_rate" in big:
-        w(
-            f"| sgemm (TensorFlow's oneDNN kernel, 2048², `bench/matmul_shapes.py`) | "
-            f"{big['tf_sgemm']:.1f} | {big['tf_sgemm'] / big['sgemm']:.2f} | |"
-        )
-        w(
-            f"| the 3×512's matrix multiplies alone, at its training shapes (`bench/matmul_shapes.py`) | "
-            f"{big['mm_rate']:.1f} | {big['mm_rate'] / big['sgemm']:.2f} | |\n"
-        )
-        w(
-            f"Where the 3×512's time goes: its matrix multiplies alone, run with TensorFlow's "
-            f"kernels at the training shapes (batch 128: forward, weight and input gradients, "
-            f"plus the validation pass), take {big['mm_seconds']:.2f} s per epoch, "
-            f"{big['mm_seconds'] / big['flop_per_epoch'] * big['otto_rate'] * 1e9:.0%} of "
-            f"ottotrain's steady epoch. The rest is batch norm, PReLU, dropout, the loss and Adam, "
-            f"the same Keras layers and kernels in both scripts. A trainer that ran everything but "
-            f"the matrix multiplies for free would reach {big['mm_floor']:.2f}× plain Keras's "
-            f"steady epoch"
-            + (
-                f"; to reach 0.85× on these kernels, the other ops would have to take "
-                f"{rest_cut_needed(big):.0%} less time than they do in Keras.\n"
-                if rest_cut_needed(big) > 0
-                else "; ottotrain's steady epoch is already below 0.85× plain's (no per-step "
-                "dispatch: steps_per_execution; no waiting on tf.data's autotuner).\n"
-            )
-        )
-    else:
-        w("")
-
-    s = R["startup"]
-    w("## 3. Start-up\n")
-    w(
-        "Wall time of the command (median of interleaved runs), ratio to `python -c pass`, and "
-        "which heavy modules it imports (`python -X importtime`).\n"
-    )
-    w("| command | seconds | ratio to python -c pass | heavy imports | target < 0.5 s, no TF |")
-    w("|---|---|---|---|---|")
-    w(f"| python -c pass | {s['times']['python -c pass']:.3f} | 1.0 | | |")
-    for n, r in s["ratio"].items():
-        tf_free = "tensorflow" not in s["heavy"][n] and "keras" not in s["heavy"][n]
-        w(
-            f"| {n} | {s['times'][n]:.3f} | {r:.1f} | {', '.join(s['heavy'][n]) or 'none'} | "
-            f"{ok(s['times'][n] < 0.5 and tf_free)} |"
-        )
-    w(f"\nThe invalid config's message: `{s['error'][:200]}`\n")
-
-    d = R["data"]
-    w("## 4. Data: load + preprocess the train and test CSVs\n")
-    w(
-        "`bench/data_load.py`: ottotrain's `load_train` + `load_test` + `Preprocessor` (fit + "
-        "transform of both) vs `pandas.read_csv` with defaults on both files (nothing else). "
-        "Each side's clock starts after its imports (`import pandas`, which also imports pyarrow; "
-        "ottotrain's config and data modules), as in a session that loads data."
-    )
-    if "imports" in d:
-        w(
-            f" ottotrain's imports take {d['imports']:.3f} s on top (mostly pydantic, for the config "
-            "schema), paid once per command before any data is read. (Before 2026-11-28 evening "
-            "they were inside the timing.)"
-        )
-    w("")
-    w("| | seconds | ratio | target |")
-    w("|---|---|---|---|")
-    w(f"| pandas.read_csv × 2 | {d['pandas']:.3f} | 1.00 | |")
-    w(
-        f"| ottotrain load + preprocess, first read (cache off: `OTTOTRAIN_CSV_CACHE=0`) | "
-        f"{d['ottotrain']:.3f} | **{d['ratio']:.2f}** | ≤ 0.5: {ok(d['ratio'] <= 0.5)} |"
-    )
-    if "warm" in d:
-        w(
-            f"| ottotrain load + preprocess, files read before (parsed-CSV cache) | {d['warm']:.3f} | "
-            f"**{d['warm_ratio']:.2f}** | ≤ 0.5: {ok(d['warm_ratio'] <= 0.5)} |"
-        )
-    w(
-        f"| pyarrow.csv.read_csv × 2 alone (the parser ottotrain uses; its floor) | {d['arrow']:.3f} | "
-        f"{d['arrow_ratio']:.2f} | |"
-    )
-    if "polars" in d:
-        w(
-            f"| polars.read_csv × 2 alone (another multi-threaded parser) | {d['polars']:.3f} | "
-            f"{d['polars_ratio']:.2f} | |"
-        )
-    w("")
-
-    p = R["predict"]
-    w("## 5. Predict\n")
-    w(
-        f"`ottotrain predict` with the 3×512 run over the {p['rows']:,}-row test file, submission "
-        "written (the rows/s ottotrain reports: load + check + preprocess + predict + write CSV), "
-        "side by side with `pandas.read_csv` of the same file.\n"
-    )
-    w("| | value |")
-    w("|---|---|")
-    w(f"| rows/s | **{p['rows_per_s']:,.0f}** |")
-    w(f"| predict seconds (in-process) / whole command wall | {p['seconds']:.2f} / {p['wall']:.2f} |")
-    w(f"| ratio predict seconds / pandas.read_csv of the test file | {p['ratio']:.2f} |")
-    w(f"| peak RSS | {p['rss']:.0f} MiB |\n")
-
-    w("## 6. Memory: peak RSS of `fit` on the full real train set\n")
-    w("| model | plain Keras script | ottotrain fit | target < 1.5 GiB |")
-    w("|---|---|---|---|")
-    for r in tr:
-        w(
-            f"| {r['model']} | {r['plain_rss']:.0f} MiB | {r['otto_rss']:.0f} MiB | "
-            f"{ok(r['otto_rss'] < 1536)} |"
-        )
-    w("")
-
-    g = R["growth"]
-    w("## 7. Growth with rows (generated data, tutorial MLP, batch 128)\n")
-    w(
-        "Epoch seconds: median of epochs 2.. where there are several, else the one epoch (which "
-        "then includes tracing, under a second). Linear growth means constant µs/row and "
-        "constant MiB per extra row.\n"
-    )
-    w("| rows | epochs | load+check+preprocess s | s/epoch | µs per training row | peak RSS MiB |")
-    w("|---|---|---|---|---|---|")
-    for r in g:
-        if r.get("skipped"):
-            w(
-                f"| {r['rows']:,} | skipped | | | | projected {r['projected_rss']:,.0f} > 70 % of the "
-                f"{r['available']:,.0f} MiB available now |"
-            )
-            continue
-        w(
-            f"| {r['rows']:,} | {r['epochs']} | {r['data_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
-            f"{r['us_per_row']:.1f} | {r['rss']:.0f} |"
-        )
-    done = [r for r in g if not r.get("skipped")]
-    if len(done) >= 2:
-        a, b = done[-2], done[-1]
-        w(
-            f"\nMemory per extra row between {a['rows']:,} and {b['rows']:,}: "
-            f"{(b['rss'] - a['rss']) * 2**20 / (b['rows'] - a['rows']):.0f} bytes "
-            f"(the float32 features alone are {93 * 4} bytes/row)."
-        )
-    w("\n## Commands\n")
-    w(
-        "Run from the repository root (`ottotrain` is the installed console script; `TRAIN`/`TEST` "
-        "paths as above; temporary files under a scratch folder):\n"
-    )
-    w("```")
-    import re
-
-    seen = []
-    for c in COMMANDS:
-        c = re.sub(r"-\d{9,}", "-N", c.replace(str(R["work"]) + "/", "$WORK/"))
-        if c not in seen:
-            seen.append(c)
-            w(c)
-    w("```")
-    return "\n".join(L) + "\n"
-
-
-INCLUDED = (  # measured by hand or by other scripts, too long to re-run here; kept in RESULTS.md
-    ("RESULTS_METRIC.md", "bench/metric.sh"),  # the metric results (issue 5): hours of training
-    ("RESULTS_AB.md", "bench/before_after.py, bench/equivalence.sh"),  # two checkouts side by side
+import common
+from common import BENCH, RESULTS, ROOT
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark of the suite.
+
+    Attributes:
+        script: its file in bench/.
+        topic: the results file it writes (bench/results/<topic>.md); None for a probe.
+        full, quick: its arguments for the real run and for ``--quick``.
+        driven_by: the script that runs this one in the real run (alone it runs its ``--smoke``).
+        needs: what its real run needs beyond the repository; the option of run.py that gives it.
+            Without it, the suite runs its ``--smoke`` (a shell script: nothing).
+        key: tells two entries of one script apart (another mode of it).
+        output: for a script that only prints, the title under which run.py records its output.
+    """
+
+    script: str
+    topic: str | None
+    full: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ("--quick",)
+    driven_by: str = ""
+    needs: str = ""
+    key: str = ""
+    output: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.script} {self.key}".strip()
+
+    def command(self, mode: str, opts: argparse.Namespace) -> list[str] | None:
+        """Its command line in this mode, or None where it does not run on its own."""
+        shell = self.script.endswith(".sh")
+        smoke = [common.PY, str(BENCH / self.script), "--smoke"]
+        if mode == "smoke" or (self.needs and not _given(self.needs, opts)):
+            if shell:
+                return None if self.needs else ["bash", str(BENCH / self.script), "$SCRATCH"]
+            return smoke
+        if self.driven_by:
+            return None
+        args = [_fill(a, opts) for a in (self.full if mode == "full" else self.quick)]
+        return ["bash" if shell else common.PY, str(BENCH / self.script), *args]
+
+
+def _given(needs: str, opts) -> bool:
+    option = re.search(r"--([a-z-]+)", needs).group(1).replace("-", "_")
+    return bool(getattr(opts, option))
+
+
+def _fill(arg: str, opts) -> str:
+    """``{option}`` in an argument: that option of run.py."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(getattr(opts, m.group(1))), arg)
+
+
+OTTO = "the real Otto files (--otto DIR; by default ../shared/otto/ or data/otto/ when there)"
+HOURS = (
+    "hours of training on the real data (--long: bench/metric.sh; each script's own command in its docstring)"
 )
+SUITE = (
+    Bench("speed.py", "speed"),
+    Bench("plain_keras.py", None, driven_by="speed.py"),
+    Bench("matmul_shapes.py", None, driven_by="speed.py"),
+    Bench("data_load.py", None, driven_by="speed.py"),
+    Bench("pipeline_autotune.py", None, driven_by="speed.py"),
+    Bench("adam_fused.py", "probes"),
+    Bench(
+        "knn_features.py",
+        "metric",
+        ("{otto}/train.csv.gz", "{otto}/test.csv.gz"),
+        ("{otto}/train.csv.gz", "--rows", "20000"),
+        needs=OTTO,
+    ),  # fmt: skip
+    Bench("missing_cost.py", "side_by_side"),
+    Bench("categorical_load.py", "side_by_side"),
+    Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),
+    Bench(
+        "equivalence.sh",
+        "side_by_side",
+        ("$SCRATCH",),
+        ("$SCRATCH",),
+        output="Same config, same seed: a sha256 per artifact (compare with another checkout's)",
+    ),
+    Bench(
+        "public_tables.py",
+        "side_by_side",
+        ("{public_tables}",),
+        ("{public_tables}",),
+        needs="public CSVs not shipped (--public-tables DIR)",
+    ),  # fmt: skip
+    Bench("tabm_speed.py", "tabm"),
+    Bench("tabm_speed.py", "tabm", ("--xla",), ("--xla", "--quick"), key="--xla"),
+    Bench("cluster_cv.py", "cluster", quick=("--folds", "2", "--seeds", "1")),
+    Bench(
+        "serve_load.py",
+        "serve",
+        ("{serve_run}", "{serve_test}"),
+        ("{serve_run}", "{serve_test}", "--seconds", "3"),
+        needs="a finished run and its test CSV (--serve-run RUN --serve-test CSV)",
+    ),  # fmt: skip
+    Bench("metric_fold.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench("metric_lgbm.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench("metric_report.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench("tune_holdout.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench("metric.sh", "metric", ("{otto}", "$SCRATCH"), ("{otto}", "$SCRATCH"), needs=HOURS),
+)
+# Not benchmarks: the shared helper and this entry.
+NOT_BENCHMARKS = ("common.py", "run.py")
 
 
-def metric_section():
-    """RESULTS.md includes the figures of INCLUDED, so every figure is in one place."""
-    out = ""
-    for name, made_by in INCLUDED:
-        p = BENCH / name
-        if p.exists():
-            body = "\n".join(
-                "#" + line if line.startswith("#") else line for line in p.read_text().splitlines()
-            )
-            out += f"\n\n---\n\n<!-- included from bench/{name} ({made_by}) -->\n" + body + "\n"
-    return out
+def scripts() -> list[str]:
+    """Every script of bench/ that the suite must cover."""
+    return sorted(
+        p.name for p in BENCH.iterdir() if p.suffix in (".py", ".sh") and p.name not in NOT_BENCHMARKS
+    )
 
 
-def rest_cut_needed(big):
-    """How much faster the non-matmul work would have to be for a 0.85 steady-epoch ratio."""
-    plain = big["flop_per_epoch"] / big["plain_rate"] / 1e9  # plain's steady epoch, seconds
-    otto = big["flop_per_epoch"] / big["otto_rate"] / 1e9
-    rest_now, rest_needed = otto - big["mm_seconds"], 0.85 * plain - big["mm_seconds"]
-    return max(0.0, 1 - rest_needed / rest_now) if rest_now > 0 else 0.0
+def has_smoke(script: str) -> bool:
+    return "--smoke" in (BENCH / script).read_text()
 
 
-def main():
+@dataclass
+class Outcome:
+    name: str
+    command: str
+    rc: int | None  # None: not run
+    seconds: float
+    note: str = ""
+
+
+def run_one(b: Bench, mode: str, opts, work: Path) -> Outcome:
+    cmd = b.command(mode, opts)
+    smoke_instead = mode != "smoke" and b.needs and not _given(b.needs, opts)
+    note = f"--smoke only: needs {b.needs}" if smoke_instead else ""
+    if cmd is None:
+        return Outcome(
+            b.name, "", None, 0.0, f"runs inside {b.driven_by}" if b.driven_by else f"needs {b.needs}"
+        )
+    if cmd[-1] == "--smoke" and not has_smoke(b.script):
+        return Outcome(b.name, common.quote(cmd), None, 0.0, "has no --smoke yet")
+    scratch = work / re.sub(r"\W", "-", b.name)
+    cmd = [str(scratch) if c == "$SCRATCH" else c for c in cmd]
+    print(f"\n=== {common.quote(cmd)}", flush=True)
+    argv = [c.replace(str(scratch), "$SCRATCH") for c in cmd[2:]]
+    run = common.Run(b.script, argv, mode == "smoke", mode == "quick", common.RESULTS if mode == "full"
+                     else common.OUT / mode)  # fmt: skip
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if b.output else None, text=True)
+    if b.output and p.returncode == 0:
+        print(p.stdout, flush=True)
+        run.record(b.topic, b.output, "```\n" + p.stdout.replace(str(scratch) + "/", "").strip() + "\n```")
+    shown = common.quote(cmd).replace(str(work) + "/", "$SCRATCH/")
+    return Outcome(b.name, shown, p.returncode, time.perf_counter() - run.t0, note)
+
+
+def summary(outcomes: list[Outcome], mode: str) -> str:
+    rows = [
+        (o.name, f"`{o.command}`" if o.command else "", "ok" if o.rc == 0 else "not run" if o.rc is None else
+         f"**failed ({o.rc})**", f"{o.seconds:.0f}", o.note)
+        for o in outcomes
+    ]  # fmt: skip
+    flag = "" if mode == "full" else " --" + mode
+    head = f"`python bench/run.py{flag}`, load average now {common.load_average()}"
+    return head + "\n\n" + common.table(("benchmark", "command", "result", "seconds", "note"), rows)
+
+
+# --------------------------------------------------------------------------------------
+# The README's table and the index, from the results
+
+
+README_ROWS = (  # figure, target, how to read it from speed.json
+    ("logreg s/epoch ratio ottotrain / plain Keras (steady epochs)", "≤ 0.40", lambda R: _ratio(R, "logreg")),
+    ("MLP s/epoch ratio (steady)", "≤ 0.40", lambda R: _ratio(R, "mlp")),
+    ("3×512 s/epoch ratio (steady)", "≤ 0.85", lambda R: _ratio(R, "mlp3x512")),
+    ("3×512 share of the machine's sgemm rate (numpy)", "≥ 40 %", lambda R: _percent(R["big"]["otto_frac"])),
+    ("`ottotrain --help` / config error, seconds, no TensorFlow", "< 0.5 s", lambda R: _startup(R)),
+    ("load + preprocess train and test vs `pandas.read_csv` (first read / cached)", "≤ 0.5",
+     lambda R: f"{R['data']['ratio']:.2f} / **{R['data']['warm_ratio']:.2f}**"),
+    ("peak memory of `fit` on the real train set", "< 1.5 GiB", lambda R: _memory(R)),
+    ("validation log loss vs the plain script, same seed", "within noise", lambda R: _loss(R)),
+)  # fmt: skip
+
+
+def _percent(x) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def _model(R, name):
+    return next(r for r in R["training"] if r["model"] == name)
+
+
+def _ratio(R, name) -> str:
+    r = _model(R, name)
+    return f"**{r['ratio']:.2f}** ({r['ratio_steady']:.2f})"
+
+
+def _startup(R) -> str:
+    t = R["startup"]["times"]
+    return " / ".join(f"{v:.3f}" for k, v in t.items() if k != "python -c pass")
+
+
+def _memory(R) -> str:
+    rss = [r["otto_rss"] / 1024 for r in R["training"]]
+    return f"{min(rss):.2f}–{max(rss):.2f} GiB"
+
+
+def _loss(R) -> str:
+    diff = max(abs(r["plain_loss"] - r["otto_loss"]) for r in R["training"])
+    noise = max(abs(r["seed43_loss"] - r["plain_loss"]) for r in R["training"])
+    return f"≤ {diff:.4f} (seed noise {noise:.4f})"
+
+
+def readme_table(doc: dict) -> str:
+    """The README's benchmark table: the figures of one speed.py run, with where they come from."""
+    info, R = doc["info"], doc["results"]
+    head = (
+        f"<!-- generated by `python bench/run.py --readme` from bench/results/speed.json -->\n"
+        f"`{info['command']}`, {info['date']}, {info['cores']} cores ({info['cpu']}), load average "
+        f"{info['load0']} before, {info['load1']} after; {info['data']}. Every figure and its command: "
+        "`bench/results/speed.md`.\n\n"
+    )
+    rows = [(figure, target, get(R)) for figure, target, get in README_ROWS]
+    return head + common.table(("figure", "target", f"{info['date'][:10]}"), rows) + "\n"
+
+
+def index() -> str:
+    """bench/RESULTS.md: where each topic's figures are, with their sections."""
+    lines = [
+        "# ottotrain benchmark results: the index",
+        "",
+        "<!-- generated by `python bench/run.py --readme`: edit the topic files, not this one -->",
+        "Every figure lies in one file per topic under `bench/results/`, with the command that made it, "
+        "the machine and the load average. `python bench/run.py` runs every benchmark (`bench/README.md`). "
+        "(`bench/RESULTS_METRIC.md` is now `results/metric.md`, "
+        "`bench/RESULTS_AB.md` `results/side_by_side.md`.)",
+        "",
+    ]
+    for p in sorted(RESULTS.glob("*.md")):
+        if p.name == "README-table.md":
+            continue
+        heads = [ln for ln in p.read_text().splitlines() if re.match(r"#{1,3} ", ln)]
+        lines.append(
+            f"- [`results/{p.name}`](results/{p.name}): {heads[0].lstrip('# ') if heads else p.stem}"
+        )
+        lines += [f"  - {h.lstrip('# ')}" for h in heads[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def write_readme() -> str:
+    table = readme_table(json.loads((RESULTS / "speed.json").read_text()))
+    (RESULTS / "README-table.md").write_text(table)
+    (BENCH / "RESULTS.md").write_text(index())
+    return table
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 repetition, fewer epochs, no 5M rows")
-    ap.add_argument("--out", default=str(BENCH / "RESULTS.md"))
-    ap.add_argument("--reps", type=int, default=None, help="repetitions per A/B pair")
-    args = ap.parse_args()
-    reps = args.reps or (1 if args.quick else 3)
-    t0 = time.perf_counter()
-    info = machine()
-    info["date"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    info["load0"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    work = Path(tempfile.mkdtemp(prefix="ottotrain-bench-"))
-    R = {"work": work}
-    try:
-        train, test, info["data"] = get_data(work, args.quick)
-        print(f"data: {info['data']}", file=sys.stderr)
-        print("3. start-up", file=sys.stderr)
-        R["startup"] = bench_startup(work, 3 if args.quick else 7)
-        print("4. data", file=sys.stderr)
-        R["data"] = bench_data(train, test, reps + 2)
-        print("1-2, 6. training", file=sys.stderr)
-        R["training"], R["big"] = bench_training(train, work, reps, args.quick)
-        print("XLA", file=sys.stderr)
-        R["xla"] = bench_xla(train, work, args.quick)
-        print("pipeline autotuner", file=sys.stderr)
-        R["autotune"] = bench_autotune(train, args.quick)
-        print("5. predict", file=sys.stderr)
-        R["predict"] = bench_predict(R["big"]["run_dir"], test, work, reps)
-        (Path(args.out).with_suffix(".partial.json")).write_text(
-            json.dumps({k: v for k, v in R.items() if k != "work"}, indent=1, default=str)
-        )
-        print("7. growth", file=sys.stderr)
-        R["growth"] = bench_growth(work, args.quick)
-        info["load1"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        text = report(info, R, args, time.perf_counter() - t0) + metric_section()
-        Path(args.out).write_text(text)
-        (Path(args.out).with_suffix(".json")).write_text(
-            json.dumps({k: v for k, v in R.items() if k != "work"}, indent=1, default=str)
-        )
-        Path(args.out).with_suffix(".partial.json").unlink(missing_ok=True)
-        print(text)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a shorter pass of every benchmark")
+    mode.add_argument("--smoke", action="store_true", help="every script's --smoke")
+    ap.add_argument("--list", action="store_true", help="print what runs in this mode, and how")
+    ap.add_argument("--readme", action="store_true", help="write the README table and the index")
+    ap.add_argument("--only", help="comma-separated script names")
+    ap.add_argument(
+        "--before", default=str(ROOT), help="before_after.py's other checkout (default: this one)"
+    )
+    ap.add_argument("--public-tables", help="public_tables.py's folder of public CSVs")
+    ap.add_argument("--serve-run", help="serve_load.py's finished run")
+    ap.add_argument("--serve-test", help="serve_load.py's test CSV")
+    ap.add_argument("--long", action="store_true", help="also the metric experiments: hours")
+    ap.add_argument("--otto", help="the folder of the real Otto train.csv.gz and test.csv.gz")
+    opts = ap.parse_args(argv)
+    if opts.otto is None and (real := common.otto_files()) is not None and real.train.name == "train.csv.gz":
+        opts.otto = str(real.train.parent)
+    if opts.readme:
+        print(write_readme())
+        return 0
+    m = "smoke" if opts.smoke else "quick" if opts.quick else "full"
+    only = set(opts.only.split(",")) if opts.only else None
+    suite = [b for b in SUITE if only is None or b.script in only or b.name in only]
+    if m == "smoke":  # one smoke per script
+        suite = [b for i, b in enumerate(suite) if b.script not in {c.script for c in suite[:i]}]
+    elif m == "quick" and not opts.long:  # the shorter pass still runs every script to its end
+        suite = [b for b in suite if not b.driven_by or b.needs]
+    if opts.list:
+        for b in suite:
+            cmd = b.command(m, opts)
+            how = (
+                common.quote(cmd)
+                if cmd
+                else f"(inside {b.driven_by})"
+                if b.driven_by
+                else f"(needs {b.needs})"
+            )
+            print(f"{b.name:<22} {b.topic or '-':<13} {how}")
+        return 0
+    outcomes = []
+    with common.scratch() as work:
+        for b in suite:
+            outcomes.append(run_one(b, m, opts, work))
+    text = summary(outcomes, m)
+    out = common.OUT / f"run-{m}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    if m == "full" and only is None:
+        write_readme()
+    print("\n" + text + f"\n\n(also in {out.relative_to(ROOT)})")
+    return 1 if any(o.rc not in (0, None) for o in outcomes) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,11 @@
 """Seconds per epoch of TabM-style ensembles against the plain net and k separate nets.
 
-    python bench/tabm_speed.py DIR [ROWS] [FEATURES]   # default 42,000 x 138: Otto with KNN features
-    python bench/tabm_speed.py DIR --xla               # XLA against the default, interleaved
+    python bench/tabm_speed.py [DIR] [ROWS] [FEATURES]   # default 42,000 x 138: Otto with KNN features
+    python bench/tabm_speed.py [DIR] --xla               # XLA against the default, interleaved
+    python bench/tabm_speed.py --quick                   # k = 4 and 8 at width 512 only
+    python bench/tabm_speed.py --smoke                   # 1,000 x 20 rows, the plain net and k = 2
+
+Without DIR the rows go to a scratch folder. Writes its block of bench/results/tabm.md.
 
 Generates Otto-shaped rows once into DIR (``make_data``), then for each model fits 2 epochs
 (batch 512, Adam, no early stopping) in a fresh process and reads the second epoch's
@@ -18,10 +22,9 @@ compile) and the mean of the other two.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+import common
 import pandas as pd
 import yaml
 
@@ -43,18 +46,14 @@ def epoch_seconds(d: Path, name: str, cfg: dict, all_epochs: bool = False):
     path = d / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = d / "runs" / name
-    subprocess.run(
-        [sys.executable, "-m", "ottotrain", "fit", str(path), "--run-dir", str(run), "-q"],
-        check=True,
-        capture_output=True,
-    )
+    common.timed(common.ottotrain("fit", path, "--run-dir", run, "-q"))
     seconds = pd.read_csv(run / "history.csv")["seconds"]
     return seconds if all_epochs else float(seconds.iloc[-1])
 
 
-def xla(d: Path):
-    print(f"{'model':<24} {'XLA':>5} {'first epoch s':>14} {'later epochs s':>15}", flush=True)
-    for rep in range(2):
+def xla(d: Path, reps: int) -> list[str]:
+    lines = [f"{'model':<24} {'XLA':>5} {'first epoch s':>14} {'later epochs s':>15}"]
+    for rep in range(reps):
         for label, ens in (("plain 3 x 512", None), ("batch k=4 width 512", {"k": 4, "kind": "batch"})):
             for jit in (False, True):
                 cfg = config(d, 512, ens)
@@ -62,30 +61,50 @@ def xla(d: Path):
                 name = f"xla-{rep}-{label.replace(' ', '-').replace('=', '')}-{jit}"
                 s = epoch_seconds(d, name, cfg, all_epochs=True)
                 on = "on" if jit else "off"
-                print(f"{label:<24} {on:>5} {s.iloc[0]:>14.2f} {s.iloc[1:].mean():>15.2f}", flush=True)
+                lines.append(f"{label:<24} {on:>5} {s.iloc[0]:>14.2f} {s.iloc[1:].mean():>15.2f}")
+                print(lines[-1], flush=True)
+    return lines
 
 
-def main():
-    d = Path(sys.argv[1])
-    args = [a for a in sys.argv[2:] if a != "--xla"]
-    rows = int(args[0]) if args else 42_000
-    features = int(args[1]) if len(args) > 1 else 138
-    if not (d / "train.csv").exists():
-        from ottotrain.data.synth import make_data
-
-        make_data(d, rows=rows, test_rows=0, n_features=features)
-    if "--xla" in sys.argv:
-        return xla(d)
-    plain = {w: epoch_seconds(d, f"plain-{w}", config(d, w)) for w in (512, 256)}
-    print(f"{'model':<28} {'s/epoch':>8} {'/ plain':>8} {'/ k nets':>9}", flush=True)
+def speeds(d: Path, r: common.Run) -> list[str]:
+    widths = r.pick((512, 256), (512,), (512,))
+    plain = {w: epoch_seconds(d, f"plain-{w}", config(d, w)) for w in widths}
+    lines = [f"{'model':<28} {'s/epoch':>8} {'/ plain':>8} {'/ k nets':>9}"]
     for w, s in plain.items():
-        print(f"{f'plain 3 x {w}':<28} {s:>8.2f} {s / plain[512]:>8.2f} {'':>9}", flush=True)
-    runs = [(f"batch k={k} width 512", 512, {"k": k, "kind": "batch"}, k) for k in (4, 8, 16, 32)]
-    runs += [(f"batch k={k} width 256", 256, {"k": k, "kind": "batch"}, k) for k in (8, 32)]
-    runs += [("packed k=4 width 512", 512, {"k": 4, "kind": "packed"}, 4)]
+        lines.append(f"{f'plain 3 x {w}':<28} {s:>8.2f} {s / plain[512]:>8.2f} {'':>9}")
+    runs = [
+        (f"batch k={k} width 512", 512, {"k": k, "kind": "batch"}, k)
+        for k in r.pick((4, 8, 16, 32), (4, 8), (2,))
+    ]
+    if not (r.smoke or r.quick):
+        runs += [(f"batch k={k} width 256", 256, {"k": k, "kind": "batch"}, k) for k in (8, 32)]
+        runs += [("packed k=4 width 512", 512, {"k": 4, "kind": "packed"}, 4)]
     for label, width, ens, k in runs:
         s = epoch_seconds(d, label.replace(" ", "-").replace("=", ""), config(d, width, ens))
-        print(f"{label:<28} {s:>8.2f} {s / plain[512]:>8.2f} {s / (k * plain[width]):>9.2f}", flush=True)
+        lines.append(f"{label:<28} {s:>8.2f} {s / plain[512]:>8.2f} {s / (k * plain[width]):>9.2f}")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("dir", nargs="?", type=Path)
+    ap.add_argument("rows", nargs="?", type=int)
+    ap.add_argument("features", nargs="?", type=int)
+    ap.add_argument("--xla", action="store_true", help="XLA against the default, interleaved")
+    a = ap.parse_args(argv)
+    r = common.Run.start(__file__, argv, a)
+    rows, features = a.rows or r.pick(42_000, 42_000, 1_000), a.features or r.pick(138, 138, 20)
+    with common.scratch() as work:
+        d = a.dir or work
+        if not (d / "train.csv").exists():
+            from ottotrain.data.synth import make_data
+
+            make_data(d, rows=rows, test_rows=0, n_features=features)
+        lines = xla(d, r.pick(2, 1, 1)) if a.xla else speeds(d, r)
+    title = "XLA on the ensemble" if a.xla else "TabM-style ensembles: seconds per epoch"
+    body = f"{rows:,} rows x {features} features.\n\n```\n" + "\n".join(lines) + "\n```"
+    r.record("tabm", title, body, key="--xla" if a.xla else "")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ used to choose anything) and on the split's rows.
 
     python bench/tune_holdout.py --config configs/otto-tune.yaml \
         --train ../shared/otto/train.csv.gz RUN_DIR...
+    python bench/tune_holdout.py --smoke   # two small cv runs made here, on generated data
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+import common
 import numpy as np
 import pandas as pd
 
@@ -22,13 +23,24 @@ from ottotrain.data import id_name, load_train, train_val_split
 from ottotrain.metrics import log_loss
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True, help="the study's config (its seed and split)")
-    ap.add_argument("--train", required=True)
-    ap.add_argument("runs", nargs="+", type=Path)
-    a = ap.parse_args()
-    cfg = load_config(a.config, [f"data.train={a.train}", "data.test=null"])
+def main(argv=None):
+    ap = common.parser(__doc__)
+    ap.add_argument("--config", help="the study's config (its seed and split); required unless --smoke")
+    ap.add_argument("--train", help="required unless --smoke")
+    ap.add_argument("runs", nargs="*", type=Path)
+    a = ap.parse_args(argv)
+    if a.smoke:
+        with common.scratch() as work:
+            train = common.synthetic(work, 1_500, 0).train
+            config, runs = common.cv_runs(work, train, 2)
+            return holdout(config, train, runs)
+    if not (a.config and a.train and a.runs):
+        ap.error("--config, --train and RUN_DIR... are required (or --smoke)")
+    holdout(a.config, a.train, a.runs)
+
+
+def holdout(config, train_csv, run_dirs):
+    cfg = load_config(config, [f"data.train={train_csv}", "data.test=null"])
     train = load_train(cfg.data)
     _, va = train_val_split(train.y, cfg.data.validation_split, cfg.seed, cfg.data.stratify)
     chosen = np.zeros(len(train.y), dtype=bool)
@@ -36,7 +48,7 @@ def main():
     print(f"{len(train.y)} rows, {chosen.sum()} in the study's validation split")
     print("| run | OOF all rows | rows outside the split | the split's rows |")
     print("| --- | --- | --- | --- |")
-    for run in a.runs:
+    for run in run_dirs:
         oof = pd.read_csv(run / "oof.csv")
         if not np.array_equal(oof[id_name(cfg.data.id_column)].to_numpy(), train.ids):
             raise SystemExit(f"{run}: oof.csv rows are not the training file's, in order")

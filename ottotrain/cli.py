@@ -637,7 +637,7 @@ def check(config, overrides, as_json, quiet):
 
     result = _interruptible(run_check, load_config(config, overrides), log=_log(quiet))
     if as_json:
-        _echo_json(result)
+        _echo_json(result.to_dict())
     else:
         click.echo(one_line(result) if quiet else format_check(result, overrides))
 

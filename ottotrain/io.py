@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from ottotrain.errors import DataError
@@ -23,11 +23,7 @@ def atomic_path(path, durable=True):
     """
     path = Path(path)
     # Keep the real suffix last: Keras insists that a model file ends in ".keras".
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    tmp = new_beside(path, f".tmp{path.suffix}")
     try:
         yield tmp
         if durable:
@@ -40,6 +36,25 @@ def atomic_path(path, durable=True):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def new_beside(path, suffix: str, folder=False) -> str:
+    """Create a new, uniquely named, empty file (or ``folder``) beside ``path``; return its path.
+
+    Created with the permissions ``open`` and ``mkdir`` give (0o666 and 0o777, less the
+    umask, which the kernel applies): reading or setting the process umask instead would
+    leave other threads' files world-writable for that moment.
+    """
+    path = Path(path)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        with contextlib.suppress(FileExistsError):  # taken: draw another name
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name beside {path.name}")
 
 
 def _fsync_dir(folder):

@@ -108,3 +108,13 @@ def subprocess_env(tmp):
     )
     env.pop("OTTOTRAIN_DEBUG", None)
     return env
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (its ``__main__`` block does not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

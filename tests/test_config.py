@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import error_line as _error_line
-from tests.conftest import tiny_config
+from tests.conftest import load_tool, tiny_config
 
 
 def _set(tree, dotted, value):
@@ -344,3 +344,35 @@ def test_cv_member_config_applies_variants_in_turn(tiny_data, write_config):
     assert varied.model.layers[0] == {"Dense": {"units": 8, "activation": "relu"}}
     assert again == varied and varied.data.train == cfg.data.train
     assert "cv.variants[1]" in varied._source
+
+
+# --------------------------------------------------------------------------------------
+# docs/config.md, generated from the schema by tools/config_reference.py
+
+
+def test_docs_config_md_is_generated_from_the_schema():
+    from ottotrain.config import Config
+
+    tool = load_tool("config_reference")
+    assert tool.stale() == [], "run: python tools/config_reference.py --write"
+    page = tool.DOC.read_text(encoding="utf-8")
+    for key in ("data.train", "train.optimizer", "model.ensemble.k", "tune.space.<key>.choice"):
+        assert f"`{key}`" in page, key
+    assert all(f"`{name}`" in page for name in Config.model_fields)
+    assert "`adam`" in page and "`categorical_focal_crossentropy`" in page  # the typed unions
+
+
+def test_the_reference_tool_writes_the_doc_and_only_a_readme_that_holds_the_markers(tmp_path, monkeypatch):
+    tool = load_tool("config_reference")
+    readme, doc = tmp_path / "README.md", tmp_path / "docs" / "config.md"
+    doc.parent.mkdir()
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    monkeypatch.setattr(tool, "README", readme)
+    monkeypatch.setattr(tool, "DOC", doc)
+    readme.write_text("# Project\n\nSee docs/config.md.\n")
+    assert tool.main(["--check"]) == 1 and tool.stale() == [doc]
+    assert tool.main(["--write"]) == 0 and tool.main(["--check"]) == 0
+    assert doc.read_text() == tool.page() and readme.read_text() == "# Project\n\nSee docs/config.md.\n"
+    readme.write_text(f"# Project\n{tool.START}\nold\n{tool.END}\nrest\n")
+    assert tool.stale() == [readme] and tool.main(["--write"]) == 0
+    assert readme.read_text() == f"# Project\n{tool.START}\n{tool.render()}{tool.END}\nrest\n"

@@ -1,8 +1,7 @@
 """The README stays true and short: every command is shown and its commands run as written,
-every example writes where git ignores it, the generated config reference (docs/config.md)
-is current, and the Python API example runs."""
+every example writes where git ignores it, and the Python API example runs (the generated
+config reference, docs/config.md, is tests/test_config.py's)."""
 
-import importlib.util
 import json
 import re
 import shlex
@@ -14,64 +13,8 @@ import yaml
 from tests.conftest import ROOT, tiny_config
 
 
-def _keys(model, prefix=""):
-    from pydantic import BaseModel
-
-    out = []
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
-        out.append(key)
-        for arg in getattr(field.annotation, "__args__", (field.annotation,)):
-            nested = isinstance(arg, type) and issubclass(arg, BaseModel)
-            if nested and prefix.count(".") < 1 and key in ("data", "model", "train"):
-                out.extend(_keys(arg, key + "."))
-    return out
-
-
 def _readme():
     return (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _config_doc():
-    return (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
-
-
-def _config_reference_tool():
-    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "tools" / "config_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_config_key_is_in_the_reference():
-    from ottotrain.config import Config
-
-    doc = _config_doc()
-    ref = doc[doc.index("## Reference") :]
-    missing = [k for k in _keys(Config) if f"`{k}`" not in ref and k not in ("data", "model", "train")]
-    assert not missing, f"docs/config.md's reference lacks: {missing}"
-
-
-def test_config_reference_is_generated_from_the_schema():
-    tool = _config_reference_tool()
-    doc = _config_doc()
-    assert doc.index("## Reference") < doc.index(tool.START), "the generated block goes under '## Reference'"
-    assert tool.doc_block(doc) == tool.render(), (
-        "docs/config.md's reference differs from the schema: run `python tools/config_reference.py --write`"
-    )
-
-
-def test_config_reference_is_deterministic(tmp_path):
-    tool = _config_reference_tool()
-    assert tool.render() == tool.render()
-    # --write on an up-to-date file changes nothing; on a stale block it restores the output.
-    stale = tmp_path / "config.md"
-    stale.write_text(f"# x\n\n{tool.START}\nold text\n{tool.END}\n\nafter\n", encoding="utf-8")
-    assert tool.write(stale) is True
-    text = stale.read_text(encoding="utf-8")
-    assert tool.doc_block(text) == tool.render()
-    assert text.startswith("# x\n\n") and text.endswith("\n\nafter\n")
-    assert tool.write(stale) is False
 
 
 def test_every_command_is_documented():

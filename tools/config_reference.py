@@ -1,4 +1,4 @@
-"""Generate the config reference (docs/config.md) from the config schema.
+"""Generate the config reference, docs/config.md, from the config schema.
 
 Walks the pydantic model tree of ``ottotrain.config.Config`` and prints the sections (the top
 level, ``data``, ``data.synthetic``, ``data.knn``, ``model``, ``train``,
@@ -9,11 +9,12 @@ from its class docstring. A field that holds a union of several sections (a disc
 union such as ``train.lr_schedule``) gets one table per member, under the parent key.
 
     python tools/config_reference.py          # print the reference
-    python tools/config_reference.py --write  # replace it in docs/config.md, between the markers
-    python tools/config_reference.py --check  # exit 1 when docs/config.md is out of date
+    python tools/config_reference.py --write  # write docs/config.md (and README.md's copy)
+    python tools/config_reference.py --check  # exit 1 when either is out of date
 
-The output depends only on the schema: same schema, same text (tests/test_readme.py
-compares it with docs/config.md). After changing the schema, run ``--write``.
+The output depends only on the schema: same schema, same text (tests/test_config.py compares
+it with docs/config.md). A README.md that holds the reference between the markers below is
+kept in step; one without them is left alone. After changing the schema, run ``--write``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 DOC = ROOT / "docs" / "config.md"
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
@@ -317,45 +319,76 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def doc_block(text: str) -> str:
-    """The text between the markers of docs/config.md (what render() must equal)."""
+def page() -> str:
+    """docs/config.md: a title, how to read the tables, the reference."""
+    return (
+        "# Config reference\n\n"
+        "Every key of a config file, its type, default and meaning. Generated from the schema "
+        "(`ottotrain/config/`) by `python tools/config_reference.py --write`; do not edit by hand. "
+        "`ottotrain config CONFIG` prints a config with every default filled in, `ottotrain schema` "
+        "the JSON Schema editors use, and `--set key.path=value` takes any key below as written "
+        "here.\n\n" + render()
+    )
+
+
+def readme_block(text: str) -> str:
+    """The text between the markers of README.md (what render() must equal)."""
     if START not in text or END not in text:
-        raise SystemExit(f"{DOC}: markers {START} / {END} not found")
+        raise SystemExit(f"{README}: markers {START} / {END} not found")
     return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
-def write(path: Path = DOC) -> bool:
-    """Replace the block between the markers; return whether the file changed."""
-    text = path.read_text(encoding="utf-8")
-    doc_block(text)  # the markers are there
+def _readme_with_reference(text: str) -> str:
     before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    new = f"{before}{START}\n{render()}{END}{after}"
+    return f"{before}{START}\n{render()}{END}{rest.split(END, 1)[1]}"
+
+
+def write(path: Path = README) -> bool:
+    """Replace the reference between the markers of ``path``; return whether the file changed."""
+    text = path.read_text(encoding="utf-8")
+    readme_block(text)  # the markers are there
+    new = _readme_with_reference(text)
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
 
 
+def outputs() -> dict:
+    """Each generated file (docs/config.md; README.md where it holds the markers) -> its text."""
+    out = {DOC: page()}
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    if START in text and END in text:
+        out[README] = _readme_with_reference(text)
+    return out
+
+
+def stale() -> list:
+    """The generated files whose text differs from what the schema makes now."""
+    return [p for p, text in outputs().items() if not p.exists() or p.read_text(encoding="utf-8") != text]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="replace the reference in docs/config.md")
-    ap.add_argument("--check", action="store_true", help="exit 1 when docs/config.md is out of date")
+    ap.add_argument("--write", action="store_true", help="write docs/config.md (and README.md's copy)")
+    ap.add_argument("--check", action="store_true", help="exit 1 when either is out of date")
     args = ap.parse_args(argv)
     if args.write:
-        changed = write()
-        print(
-            f"{DOC}: {'updated' if changed else 'already up to date'}",
-            file=sys.stderr,
-        )
+        changed = stale()
+        for path, text in outputs().items():
+            if path in changed:
+                path.write_text(text, encoding="utf-8")
+        names = ", ".join(str(p.relative_to(ROOT)) for p in changed)
+        print(f"updated: {names}" if changed else "already up to date", file=sys.stderr)
         return 0
     if args.check:
-        ok = doc_block(DOC.read_text(encoding="utf-8")) == render()
-        if not ok:
+        changed = stale()
+        for path in changed:
             print(
-                f"{DOC}: config reference out of date; run python tools/config_reference.py --write",
+                f"{path.relative_to(ROOT)}: config reference out of date; "
+                "run python tools/config_reference.py --write",
                 file=sys.stderr,
             )
-        return 0 if ok else 1
+        return 1 if changed else 0
     sys.stdout.write(render())
     return 0
 

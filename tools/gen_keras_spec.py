@@ -95,89 +95,69 @@ def _classes(module, base):
     return out
 
 
-def main():
-    from ottotrain.engine.env import keras  # Keras on TensorFlow, its start-up chatter filtered
+def _named(module, base) -> dict:
+    """Each subclass of ``base`` in ``module`` -> its parameter table."""
+    return {name: _param_table(cls)[0] for name, cls in _classes(module, base).items()}
 
-    spec = {"keras_version": installed_version(keras), "layers": {}}
+
+def _functions(module, keep, lower=False) -> list[str]:
+    """The public names of ``module`` that ``keep(name)`` accepts (``lower``: lower-case ones)."""
+    return sorted(
+        n
+        for n in dir(module)
+        if not n.startswith("_")
+        and (not lower or n[0].islower())
+        and n not in {"get", "serialize", "deserialize"}
+        and keep(n)
+    )
+
+
+def _layers(keras) -> dict:
+    """The curated layers' parameter tables (a layer taking **kwargs gets the base layer's)."""
+    layers = keras.layers
     missing = [
         n
         for n in LAYERS
-        if not (
-            inspect.isclass(getattr(keras.layers, n, None))
-            and issubclass(getattr(keras.layers, n), keras.layers.Layer)
-        )
+        if not (inspect.isclass(getattr(layers, n, None)) and issubclass(getattr(layers, n), layers.Layer))
     ]
     if missing:
         raise SystemExit(
-            f"Keras {spec['keras_version']} has no layer {', '.join(missing)}: "
+            f"Keras {installed_version(keras)} has no layer {', '.join(missing)}: "
             "edit LAYERS in tools/gen_keras_spec.py"
         )
+    out = {}
     for name in sorted(LAYERS):
-        params, varkw = _param_table(getattr(keras.layers, name))
+        params, varkw = _param_table(getattr(layers, name))
         if varkw:
             for k in BASE_LAYER_KWARGS:
                 params.setdefault(k, {"default": None})
-        spec["layers"][name] = params
+        out[name] = params
+    return out
 
-    spec["optimizers"] = {}
-    for name, cls in _classes(keras.optimizers, keras.optimizers.Optimizer).items():
-        if name in {"LossScaleOptimizer"}:
-            continue
-        spec["optimizers"][name] = _param_table(cls)[0]
 
-    def _named(module, base):
-        table = {}
-        for name, cls in _classes(module, base).items():
-            table[name] = _param_table(cls)[0]
-        return table
+def main():
+    from ottotrain.engine.env import keras  # Keras on TensorFlow, its start-up chatter filtered
 
-    spec["losses"] = _named(keras.losses, keras.losses.Loss)
-    spec["initializers"] = _named(keras.initializers, keras.initializers.Initializer)
-    spec["regularizers"] = _named(keras.regularizers, keras.regularizers.Regularizer)
-    spec["constraints"] = _named(keras.constraints, keras.constraints.Constraint)
-    spec["activations"] = sorted(
-        n
-        for n in dir(keras.activations)
-        if not n.startswith("_")
-        and callable(getattr(keras.activations, n))
-        and n not in {"get", "serialize", "deserialize"}
-    )
+    spec = {"keras_version": installed_version(keras), "layers": _layers(keras)}
+    optimizers = _named(keras.optimizers, keras.optimizers.Optimizer)
+    spec["optimizers"] = {n: t for n, t in optimizers.items() if n != "LossScaleOptimizer"}
     # Lower-case aliases Keras accepts by name (e.g. "sgd", "l2", "glorot_uniform").
     spec["aliases"] = {
         "optimizers": {n.lower(): n for n in spec["optimizers"]},
-        "losses": sorted(
-            n
-            for n in dir(keras.losses)
-            if not n.startswith("_")
-            and n[0].islower()
-            and callable(getattr(keras.losses, n))
-            and n not in {"get", "serialize", "deserialize"}
-        ),
-        "initializers": {
-            n: type(keras.initializers.get(n)).__name__
-            for n in dir(keras.initializers)
-            if n[0].islower()
-            and not n.startswith("_")
-            and n not in {"get", "serialize", "deserialize"}
-            and _gets(keras.initializers, n)
-        },
-        "regularizers": {
-            n: type(keras.regularizers.get(n)).__name__
-            for n in dir(keras.regularizers)
-            if n[0].islower()
-            and not n.startswith("_")
-            and n not in {"get", "serialize", "deserialize"}
-            and _gets(keras.regularizers, n)
-        },
-        "constraints": {
-            n: type(keras.constraints.get(n)).__name__
-            for n in dir(keras.constraints)
-            if n[0].islower()
-            and not n.startswith("_")
-            and n not in {"get", "serialize", "deserialize"}
-            and _gets(keras.constraints, n)
-        },
+        "losses": _functions(keras.losses, lambda n: callable(getattr(keras.losses, n)), lower=True),
     }
+    for family, base in (
+        ("losses", "Loss"),
+        ("initializers", "Initializer"),
+        ("regularizers", "Regularizer"),
+        ("constraints", "Constraint"),
+    ):
+        module = getattr(keras, family)
+        spec[family] = _named(module, getattr(module, base))
+        if family != "losses":
+            names = _functions(module, lambda n, m=module: _gets(m, n), lower=True)
+            spec["aliases"][family] = {n: type(module.get(n)).__name__ for n in names}
+    spec["activations"] = _functions(keras.activations, lambda n: callable(getattr(keras.activations, n)))
     return spec
 
 

@@ -3,7 +3,7 @@
 Checked against ``keras_spec.json``, a static table of Keras signatures made by
 tools/gen_keras_spec.py from the Keras ottotrain is tested with, so that no Keras import
 is needed to validate a config. (The optimizer and the loss are typed sections of the
-schema, ``config/schema.py``.)
+schema made from the same table, ``config/optimizers_losses.py``.)
 
 The table is only trusted for the Keras it was made from. When the installed Keras
 (its package metadata: no import) is another version, layers are checked by name only:
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ottotrain.config.schema import OWN_LAYERS, SYMBOLS
+from ottotrain.config.model_section import OWN_LAYERS, SYMBOLS
+from ottotrain.config.validation import unknown
 from ottotrain.errors import did_you_mean, fmt
 
 
@@ -57,7 +58,7 @@ def spec_note() -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Layers, optimizer, loss: checked against keras_spec.json.
+# Layers and their initializers, regularizers and constraints: checked against keras_spec.json.
 
 
 class PathError(Exception):
@@ -66,26 +67,25 @@ class PathError(Exception):
         self.path, self.message = path, message
 
 
+# The type a Keras default stands for: the values that fit it, and how a message names it.
+_KINDS = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    list: ((list,), "a list"),
+}
+
+
 def _type_ok(value, default) -> bool:
-    if value is None or default is None:
+    if value is None or type(default) not in _KINDS:
         return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, list):
-        return isinstance(value, list)
-    return True
+    kinds = _KINDS[type(default)][0]
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
 
 
 def _type_name(default) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(
-        type(default), "a value"
-    )
+    return _KINDS[type(default)][1] if type(default) in _KINDS else "a value"
 
 
 def _check_named(path, value, family, what):
@@ -96,22 +96,14 @@ def _check_named(path, value, family, what):
     names = sorted(set(aliases) | {n for n in table if n[0].isupper()})
     if isinstance(value, str):
         if value not in table and value not in aliases:
-            raise PathError(
-                path,
-                f"unknown {what} '{value}'{did_you_mean(value, names)}; known: {', '.join(sorted(aliases))}",
-            )
+            raise PathError(path, unknown(what, value, names, sorted(aliases)))
         return
     if isinstance(value, dict):
         if "name" not in value:
             raise PathError(path, f"a {what} mapping needs a 'name', e.g. {{name: l2, l2: 0.0001}}")
         name = value["name"]
         if not isinstance(name, str) or (name not in table and name not in aliases):
-            raise PathError(
-                f"{path}.name",
-                f"unknown {what} {fmt(name)}"
-                f"{did_you_mean(name, names) if isinstance(name, str) else ''}; "
-                f"known: {', '.join(sorted(aliases))}",
-            )
+            raise PathError(f"{path}.name", unknown(what, name, names, sorted(aliases)))
         params = table.get(name) or table[aliases[name]]
         _check_args(path, {k: v for k, v in value.items() if k != "name"}, params, f"{what} '{name}'")
         return
@@ -128,7 +120,7 @@ _NAMED_FAMILIES = (
 
 
 # Arguments whose Keras default is an integer but that take any number.
-_NUMERIC_ARGS = ("max_value", "fill_value")
+NUMERIC_ARGS = ("max_value", "fill_value", "adam_lr_ratio")
 
 
 def _check_args(path, args, params, owner):
@@ -147,7 +139,7 @@ def _check_args(path, args, params, owner):
         if p.get("object") and not (isinstance(value, (str, dict)) or value is None):
             raise PathError(f"{path}.{key}", f"must be a name or mapping, got {fmt(value)}")
         default = p.get("default")
-        if key in _NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
+        if key in NUMERIC_ARGS and isinstance(default, int) and not isinstance(default, bool):
             default = float(default)  # Keras declares e.g. MaxNorm(max_value=2): any number works
         if not p.get("object") and not _type_ok(value, default) and value not in SYMBOLS:
             raise PathError(f"{path}.{key}", f"must be {_type_name(default)}, got {fmt(value)}")
@@ -172,12 +164,7 @@ def _check_names(path, key, value):
     if key in ("activation", "recurrent_activation"):
         acts = keras_spec()["activations"]
         if not isinstance(value, str) or value not in acts:
-            raise PathError(
-                path,
-                f"unknown activation {fmt(value)}"
-                f"{did_you_mean(value, acts) if isinstance(value, str) else ''}; "
-                f"known: {', '.join(acts)}",
-            )
+            raise PathError(path, unknown("activation", value, acts))
     for suffix, family, what in _NAMED_FAMILIES:
         if key.endswith(suffix) or key == suffix[1:]:
             _check_named(path, value, family, what)
@@ -210,10 +197,7 @@ def check_layer(i: int, item) -> tuple[str, dict]:
         )
     if not isinstance(name, str) or name not in layers:
         raise PathError(
-            path,
-            f"unknown layer {fmt(name)}"
-            f"{did_you_mean(name, layers) if isinstance(name, str) else ''}; "
-            f"the layers that fit a row of features: {', '.join(sorted(layers))}",
+            path, unknown("layer", name, sorted(layers), label="the layers that fit a row of features")
         )
     params = layers[name]
     required = [k for k, v in params.items() if v.get("required")]
@@ -263,14 +247,10 @@ def _own_layer(i: int, name: str, args) -> dict:
         raise PathError(f"{path}.{where}" if where else path, f"{err['msg']}{hint}") from None
 
 
-def normalize_named(value, default_key="name") -> tuple[str, dict]:
-    """Split ``'sgd'``, ``{name: sgd, ...}`` or a typed optimizer/loss into (name, kwargs)."""
-    if hasattr(value, "given"):  # a typed section of the schema (schema._KerasPart)
-        value = value.given()
-    if isinstance(value, str):
-        return value, {}
+def normalize_named(value: dict) -> tuple[str, dict]:
+    """Split ``{name: l2, l2: 0.01}`` into its name and the other arguments."""
     value = dict(value)
-    return value.pop(default_key, None), value
+    return value.pop("name", None), value
 
 
 def check_keras_parts(cfg) -> None:

@@ -226,19 +226,10 @@ def _ensemble(layers, ens) -> list[tuple[str, object]]:
 def make_optimizer(cfg):
     """The config's optimizer, given exactly the arguments the config sets (Keras' defaults
     for the others; the schema's floats are floats, which Keras wants for e.g. learning_rate)."""
-    opt = cfg.train.optimizer
-    kwargs = opt.arguments()
+    kwargs = cfg.train.optimizer.arguments()
     if cfg.train.gradient_clip_norm is not None:
         kwargs.setdefault("clipnorm", cfg.train.gradient_clip_norm)
-    cls = _keras_class(keras.optimizers, opt.keras_class)
-    if cls is None:
-        raise _lacks(f"{cfg.source}: train.optimizer.name", "optimizer", opt.keras_class)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"{cfg.source}: train.optimizer: Keras rejected the optimizer: {first_line(e)}"
-        ) from None
+    return _make(cfg.train.optimizer, kwargs, keras.optimizers, "optimizer", f"{cfg.source}: train.optimizer")
 
 
 def make_loss(cfg):
@@ -249,13 +240,18 @@ def make_loss(cfg):
         if not callable(getattr(keras.losses, loss.name, None)):
             raise _lacks(f"{cfg.source}: train.loss", "loss", loss.name)
         return loss.name
-    cls = _keras_class(keras.losses, loss.keras_class)
+    return _make(loss, kwargs, keras.losses, "loss", f"{cfg.source}: train.loss")
+
+
+def _make(part, kwargs: dict, module, what: str, where: str):
+    """The Keras object of a typed optimizer or loss section, given ``kwargs``."""
+    cls = _keras_class(module, part.keras_class)
     if cls is None:
-        raise _lacks(f"{cfg.source}: train.loss.name", "loss", loss.keras_class)
+        raise _lacks(f"{where}.name", what, part.keras_class)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{cfg.source}: train.loss: Keras rejected the loss: {first_line(e)}") from None
+        raise ConfigError(f"{where}: Keras rejected the {what}: {first_line(e)}") from None
 
 
 def steps_per_execution(cfg, n_train: int) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from ottotrain import __version__, engine
 from ottotrain.data import missing_allowed
 from ottotrain.data.csv import NA_VALUES
 from ottotrain.errors import DataError, RunError
+from ottotrain.io import new_beside
 from ottotrain.serving.schema import (
     CATEGORICAL,
     NUMERIC,
@@ -111,10 +111,7 @@ def export(run_dir, out_dir, no_knn_members=False) -> dict:
     out = check_out_dir(out_dir)
     t0 = time.perf_counter()
     module, schema = open_graph(run_dir, no_knn_members)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700: give the usual permissions
+    tmp = Path(new_beside(out, ".tmp", folder=True))
     try:
         engine.export.save(module, tmp)
         (tmp / SCHEMA_FILE).parent.mkdir(exist_ok=True)
