@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ottotrain import __version__
+from ottotrain import log as progress
 from ottotrain.errors import OttoTrainError
 from ottotrain.log import Log
 from ottotrain.serving.limits import DEFAULTS, Limits
@@ -31,6 +32,8 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug") or os.environ.get("OTTOTRAIN_DEBUG"):
                 raise
             raise click.ClickException(str(e)) from None
+        finally:
+            progress.use(None)  # the command's log ends with it (CliRunner runs many in one process)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +54,8 @@ def _verbosity(quiet, verbose):
 
 
 def _log(quiet=False, verbose=False):
-    return Log(_verbosity(quiet, verbose))
+    """The command's log, to which the library's progress phases (reading, KNN...) also go."""
+    return progress.use(Log(_verbosity(quiet, verbose)))
 
 
 def _echo_json(obj):
@@ -80,10 +84,11 @@ def _training_config(config, overrides, resume, run_dir=None):
 
 
 def _interruptible(run, *args, **kwargs):
-    """Run a training workflow; Ctrl-C (already recorded in the run) exits 130."""
+    """Run a workflow; Ctrl-C exits 130 after one line (a run's own, or the phase it stopped)."""
     try:
         return run(*args, **kwargs)
     except KeyboardInterrupt:
+        (progress.current() or Log(1)).interrupted()
         sys.exit(130)
 
 
@@ -172,22 +177,21 @@ def fit(config, overrides, as_json, quiet, verbose, **options):
     help="Submission file, .csv (.gz), .parquet or .feather by its name "
     "[default: RUN_DIR/submission-<name>.csv].",
 )
-def predict(run_dir, test_csv, output):
+@quiet_option
+def predict(run_dir, test_csv, output, quiet):
     """Write a Kaggle submission for TEST_CSV from a trained RUN_DIR.
 
     \b
     Example:
-      ottotrain predict runs/mlp-20261128-101500 data/otto/test.csv -o submission.csv
+      ottotrain predict runs/mlp-20261128-101500 data/otto/test.csv -o runs/submission.csv
     """
     from ottotrain.workflows.predict import predict as run_predict
 
-    result = run_predict(run_dir, test_csv, output)
+    log = _log(quiet)
+    result = _interruptible(run_predict, run_dir, test_csv, output, log=log)
     for line in result["warnings"]:
-        click.echo(f"Warning: {line}", err=True)
-    click.echo(
-        f"{result['rows']} rows in {result['seconds']:.2f}s ({result['rows_per_second']:.0f} rows/s)",
-        err=True,
-    )
+        log(f"Warning: {line}", 0)
+    log(f"{result['rows']} rows in {result['seconds']:.2f}s ({result['rows_per_second']:.0f} rows/s)", 1)
     click.echo(result["output"])
 
 
@@ -354,7 +358,8 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     """
     from ottotrain.data.synth import make_data as run_make
 
-    train, test = run_make(
+    train, test = _interruptible(
+        run_make,
         out_dir,
         rows=rows,
         seed=seed,
@@ -561,11 +566,11 @@ def blend(runs_, output, temperature, as_json):
 
     \b
     Example:
-      ottotrain blend runs/otto-cv-A runs/otto-cv-B -o submission.csv
+      ottotrain blend runs/otto-cv-A runs/otto-cv-B -o runs/blend.csv
     """
     from ottotrain.workflows.blend import blend as run_blend
 
-    result = run_blend(list(runs_), output, temperature)
+    result = _interruptible(run_blend, list(runs_), output, temperature)
     if as_json:
         _echo_json(result)
         return
@@ -579,10 +584,16 @@ def blend(runs_, output, temperature, as_json):
         f"{'blend':<{width}}  oof_log_loss={result['oof_log_loss']:.4f} "
         f"oof_accuracy={result['oof_accuracy']:.4f}"
     )
+    applied = (
+        f", applied to {result['output']}"
+        if result["temperature_applied"]
+        else ", not applied: give -o to write a submission with it"
+        if temperature
+        else ", not applied"
+    )
     click.echo(
         f"{'blend + temperature':<{width}}  oof_log_loss={result['oof_log_loss_temperature']:.4f} "
-        f"(T={result['temperature']:.3f}, fitted on the same OOF rows"
-        f"{', applied' if result['temperature_applied'] else ', not applied'})"
+        f"(T={result['temperature']:.3f}, fitted on the same OOF rows{applied})"
     )
     if result["output"]:
         click.echo(result["output"])
@@ -637,7 +648,7 @@ def check(config, overrides, as_json, quiet):
     from ottotrain.workflows.check import check as run_check
     from ottotrain.workflows.check import format_check, one_line
 
-    result = run_check(load_config(config, overrides), log=_log(quiet))
+    result = _interruptible(run_check, load_config(config, overrides), log=_log(quiet))
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -668,7 +679,7 @@ def schema():
     """Print the config file's JSON Schema (for editors).
 
     Editors with YAML language support use it to complete and check configs as
-    you type; see the README for VS Code's yaml.schemas setting and the
+    you type; see docs/commands.md for VS Code's yaml.schemas setting and the
     yaml-language-server modeline.
 
     \b
@@ -746,7 +757,7 @@ def evaluate(run_dir, data_csv, as_json, quiet):
     from ottotrain.workflows.evaluate import evaluate as run_evaluate
     from ottotrain.workflows.evaluate import format_evaluation
 
-    result = run_evaluate(run_dir, data_csv, log=_log(quiet))
+    result = _interruptible(run_evaluate, run_dir, data_csv, log=_log(quiet))
     if as_json:
         _echo_json(result)
     else:
@@ -766,7 +777,7 @@ def plot(run_dir):
     """
     from ottotrain.workflows.plots import plot_run
 
-    for p in plot_run(run_dir, strict=True):
+    for p in _interruptible(plot_run, run_dir, strict=True):
         click.echo(p)
 
 

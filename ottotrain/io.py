@@ -96,11 +96,21 @@ def cache_dir(*parts) -> Path:
     return Path(root, *parts)
 
 
+# What a table of predictions can be written as (``runs.artifacts.write_predictions``).
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".feather", ".arrow")
+
+
 def check_output_path(path) -> Path:
-    """Check that an output file can be written at ``path`` (its folder exists, not a folder)."""
+    """Check that a table of predictions can be written at ``path``: its folder exists, it is
+    not a folder, its name says a known format."""
     path = Path(path)
     if not path.parent.exists():
         raise DataError(f"{path}: the output folder {path.parent} does not exist; create it first")
     if path.is_dir():
         raise DataError(f"{path}: is a directory; give a file name such as submission.csv")
+    if not path.name.lower().endswith(TABLE_SUFFIXES):
+        raise DataError(
+            f"{path}: unknown output format {''.join(path.suffixes) or '(no extension)'}; "
+            f"name the file {', '.join(TABLE_SUFFIXES[:-1])} or {TABLE_SUFFIXES[-1]}"
+        )
     return path

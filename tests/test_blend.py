@@ -149,3 +149,36 @@ def test_blend_writes_the_weighted_mean_and_applies_the_temperature_only_when_as
         pd.read_csv(tmp_path / "tempered.csv")[classes].to_numpy(), apply_temperature(mean, t), atol=1e-4
     )
     assert plain["oof_log_loss_temperature"] <= plain["oof_log_loss"] + 1e-9
+
+
+def _two_runs(tmp_path):
+    probas, y = _runs(2, n=300, seed=7)
+    classes = [f"Class_{i}" for i in range(1, 6)]
+    rng = np.random.default_rng(7)
+    ids, folds = np.arange(len(y)) + 1, np.arange(len(y)) % 3 + 1
+    return [
+        _fake_cv_run(tmp_path / f"run{i}", ids, folds, y, classes, probas[i], rng.dirichlet(np.ones(5), 20))
+        for i in range(2)
+    ]
+
+
+def test_blend_says_applied_only_for_the_file_it_wrote(tmp_path, cli):
+    runs = _two_runs(tmp_path)
+    r = cli("blend", *runs, "--temperature")
+    assert r.exit_code == 0, r.output
+    assert "not applied: give -o" in r.stdout and ", applied" not in r.stdout
+    r = cli("blend", *runs, "--temperature", "-o", tmp_path / "t.csv")
+    assert r.exit_code == 0, r.output
+    assert f", applied to {tmp_path / 't.csv'}" in r.stdout and (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["blend.parquet", "blend.feather", "blend.csv.gz"])
+def test_blend_writes_the_format_its_name_says(tmp_path, name):
+    import pandas as pd
+
+    from ottotrain.workflows.blend import blend
+
+    out = blend(_two_runs(tmp_path), tmp_path / name)["output"]
+    readers = {"parquet": pd.read_parquet, "feather": pd.read_feather, "gz": pd.read_csv}
+    got = readers[name.rsplit(".", 1)[1]](out)
+    assert list(got.columns) == ["id", *[f"Class_{i}" for i in range(1, 6)]] and len(got) == 20

@@ -339,3 +339,93 @@ def test_config_error_does_not_import_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- Paths: the config file's are relative to its folder, the command line's to the current one.
+
+
+def test_config_paths_are_relative_to_the_config_and_set_paths_to_the_current_dir(
+    tiny_data, cli, tmp_path, monkeypatch
+):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    cfg = tiny_config(tiny_data)
+    cfg["data"] = {"train": "../data/train.csv", "test": "../data/test.csv"}
+    (tmp_path / "data").symlink_to(tiny_data["dir"])
+    path = folder / "rel.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tiny_data["dir"])  # elsewhere: the file's paths still mean ../data/
+    r = cli("config", path)
+    assert r.exit_code == 0, r.output
+    data = yaml.safe_load(r.stdout)["data"]
+    assert data["train"] == str((tmp_path / "data" / "train.csv").resolve())
+    # ... while a --set path means a file of the current directory, as on any command line.
+    r = cli("config", path, "--set", "data.train=train.csv", "--set", "data={train: x.csv, test: test.csv}")
+    assert r.exit_code == 0, r.output
+    data = yaml.safe_load(r.stdout)["data"]
+    here = Path.cwd().resolve()
+    assert data["train"] == str(here / "x.csv") and data["test"] == str(here / "test.csv")
+
+
+@pytest.mark.parametrize(
+    "key, given, fragment",
+    [
+        (
+            "data.train",
+            "in the file",
+            "data.train in {config}, relative to the config file's folder {folder}",
+        ),
+        ("data.test", "with --set", "data.test given with --set, relative to the current directory {cwd}"),
+    ],
+)
+def test_a_missing_data_file_names_the_base_it_was_relative_to(
+    key, given, fragment, tiny_data, cli, tmp_path, monkeypatch
+):
+    cfg = tiny_config(tiny_data)
+    if given == "in the file":
+        cfg["data"]["train"] = "nope.csv"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tiny_data["dir"])
+    r = cli("check", path, *(["--set", f"{key}=nope.csv"] if given == "with --set" else []))
+    line = error_line(r)
+    assert "nope.csv" in line and "file not found" in line
+    assert fragment.format(config=path, folder=tmp_path.resolve(), cwd=Path.cwd().resolve()) in line
+
+
+def _interrupted_run(tiny_data, tmp_path):
+    """A fit run stopped by Ctrl-C after its second epoch of five."""
+    from ottotrain.config import validate_tree
+    from ottotrain.log import Log
+    from ottotrain.workflows.fit import fit
+
+    def stop_after_two(row):
+        if row.epoch == 2:
+            raise KeyboardInterrupt
+
+    cfg = validate_tree(tiny_config(tiny_data, epochs=5))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, run_dir=tmp_path / "run", log=Log(0), on_epoch=stop_after_two)
+    return tmp_path / "run"
+
+
+def test_predict_names_what_the_user_gave_and_warns_about_an_unfinished_run(
+    tiny_data, cli, tmp_path, monkeypatch
+):
+    run = _interrupted_run(tiny_data, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = error_line(cli("predict", run, "nope.csv"))
+    assert line == f"Error: nope.csv: test file not found (relative to the current directory {Path.cwd()})"
+    assert "config" not in line
+    line = error_line(cli("predict", run, tiny_data["test"], "-o", "out.xlsx"))
+    assert "out.xlsx: unknown output format .xlsx; name the file .csv, .csv.gz, .parquet, .feather or" in line
+    assert not (tmp_path / "out.xlsx").exists()
+    r = cli("predict", run, tiny_data["test"], "-o", "sub.parquet")
+    assert r.exit_code == 0, r.output
+    warnings = [x for x in r.stderr.splitlines() if x.startswith("Warning:")]
+    hist = pd.read_csv(run / "history.csv")
+    best_epoch = int(hist.loc[hist.val_loss.idxmin(), "epoch"])
+    assert warnings == [
+        f"Warning: run stopped at epoch 2 of 5 (interrupted); predicting with its best epoch {best_epoch}"
+    ]
+    assert len(pd.read_parquet(tmp_path / "sub.parquet")) == 200

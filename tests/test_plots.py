@@ -103,3 +103,18 @@ def test_plots_do_not_touch_pyplot_or_the_backend(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False"], out.stdout
+
+
+def test_a_cv_run_plots_every_members_curves(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    run = tmp_path / "cv"
+    shutil.copytree(Path(__file__).parent / "data" / "runs-1.0" / "cv", run)
+    assert [p.name for p in plot_run(run, strict=True)] == ["curves.png", "confusion.png"]
+    assert png_size(run / "curves.png") == (1200, 400)
+    every = (run / "curves.png").read_bytes()
+    for extra in ("fold3-seed1", "fold3-seed2"):  # more members, more curves
+        write_history(run / "models" / f"{extra}.history.csv", epochs=7)
+    plot_run(run)
+    assert (run / "curves.png").read_bytes() != every

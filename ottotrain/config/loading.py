@@ -433,32 +433,54 @@ def load_config(path, overrides=()) -> Config:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from None
     tree = parse_yaml_text(text, str(path))
+    # The file's paths are relative to its folder; then the --set ones, still relative
+    # after that, to the current directory, as on any command line.
+    tree = _resolve_tree_paths(tree, path.parent, f"in {path}", "the config file's folder")
+    data = tree.get("data") if isinstance(tree, dict) else None
+    from_file = dict(data) if isinstance(data, dict) else {}
     keys = []
     for item in overrides:
         if not isinstance(tree, dict):
             break
         tree = apply_override(tree, item)
         keys.append(parse_override(item)[0])
+    tree = _resolve_tree_paths(tree, Path.cwd(), "given with --set", "the current directory", from_file)
     cfg = validate_tree(tree, str(path), text, tuple(keys))
-    cfg = resolve_paths(cfg, path.parent)
     return cfg.with_source(str(path))
+
+
+# Where each resolved data path came from, for the error when its file is missing.
+_ORIGINS: dict[str, str] = {}
+
+
+def _resolve_tree_paths(tree, base: Path, given: str, what: str, unchanged=None):
+    """``tree`` with its relative data.train and data.test made absolute against ``base``
+    (``what`` says what that is); values as in ``unchanged`` are left alone."""
+    data = tree.get("data") if isinstance(tree, dict) else None
+    if not isinstance(data, dict):
+        return tree
+    data = dict(data)
+    for key in ("train", "test"):
+        value = data.get(key)
+        if not isinstance(value, str) or not value or (unchanged or {}).get(key) == value:
+            continue
+        p = Path(value).expanduser()
+        data[key] = str(p if p.is_absolute() else (base / p).resolve())
+        relative = "" if p.is_absolute() else f", relative to {what} {base.resolve()}"
+        _ORIGINS[data[key]] = f"data.{key} {given}{relative}"
+    return {**tree, "data": data}
+
+
+def path_origin(path) -> str | None:
+    """How a config's data path was given and resolved, e.g. 'data.train given with --set,
+    relative to the current directory /home/me'; None for a path not from a config."""
+    return _ORIGINS.get(str(path))
 
 
 def synthetic_paths(syn: SyntheticConfig) -> tuple[Path, Path | None]:
     """Where built-in synthetic data with these settings lives (generated on first use)."""
     d = cache_dir(f"synthetic-r{syn.rows}-t{syn.test_rows}-s{syn.seed}")
     return d / "train.csv", (d / "test.csv" if syn.test_rows else None)
-
-
-def resolve_paths(cfg: Config, base: Path) -> Config:
-    """Make data paths absolute, relative to ``base`` (the config's folder)."""
-    data = cfg.data.model_copy()
-    for key in ("train", "test"):
-        value = getattr(data, key)
-        if value:
-            p = Path(value).expanduser()
-            setattr(data, key, str(p if p.is_absolute() else (base / p).resolve()))
-    return cfg.model_copy(update={"data": data})
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from ottotrain.config import path_origin
 from ottotrain.data.cache import cache_load, cache_store, csv_cache_path
 from ottotrain.data.columnar import columnar_format, read_arrow, row_place, schema_names
 from ottotrain.errors import DataError, first_line
@@ -33,14 +34,20 @@ def _open_text_head(path: Path, nbytes=65536) -> bytes:
         return f.read(nbytes)
 
 
+def _where_from(path: Path) -> str:
+    """What a missing file's path was relative to: its config's folder, or the current directory."""
+    if origin := path_origin(path):
+        return origin
+    if not path.is_absolute():
+        return f"relative to the current directory {Path.cwd()}"
+    return "check the path"
+
+
 def read_header(path, role="data") -> list[str]:
     """Return the column names of a CSV, checking that it looks like one."""
     path = Path(path)
     if not path.exists():
-        raise DataError(
-            f"{path}: {role} file not found; check data.{role} in the config "
-            "(relative paths are relative to the config file)"
-        )
+        raise DataError(f"{path}: {role} file not found ({_where_from(path)})")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a CSV file")
     fmt = columnar_format(path)

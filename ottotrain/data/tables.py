@@ -23,6 +23,7 @@ from ottotrain.data.csv import (
 from ottotrain.data.synth import make_data
 from ottotrain.data.typed import DROP, ColumnTypes, read_typed
 from ottotrain.errors import DataError, did_you_mean
+from ottotrain.log import phase
 
 # Rows read to suggest an id or target column when the configured one is not in the file.
 SAMPLE_ROWS = 2000
@@ -208,15 +209,16 @@ def load_train(data_cfg, path=None, nrows=None) -> TrainData:
     if not feats:
         raise DataError(f"{path}: every feature column is dropped (data.columns); keep at least one")
     got = None
-    if not data_cfg.na_values and "categorical" not in declared.values():
-        got = read_columns(path, "train", feats, others, allow_missing=allow, careful=False)
-    if got is not None:
-        x, rest = got
-        types, notes = ColumnTypes(numeric=feats), []
-    else:
-        with utf8_errors(path):
-            t = read_typed(path, feats, others, None, declared, data_cfg.na_values, allow)
-        x, rest, feats, types, notes = t.x, t.rest, t.features, t.types, t.notes
+    with phase(f"Reading {path.name}"):
+        if not data_cfg.na_values and "categorical" not in declared.values():
+            got = read_columns(path, "train", feats, others, allow_missing=allow, careful=False)
+        if got is not None:
+            x, rest = got
+            types, notes = ColumnTypes(numeric=feats), []
+        else:
+            with utf8_errors(path):
+                t = read_typed(path, feats, others, None, declared, data_cfg.na_values, allow)
+            x, rest, feats, types, notes = t.x, t.rest, t.features, t.types, t.notes
     types.dropped = {**dropped, **types.dropped}
     if idc is None:
         notes += [_looks_like_row_id(path, f) for f in _row_ids(x, feats, types)]
@@ -309,11 +311,12 @@ def missing_allowed(state) -> bool:
 
 def _read_features(path, role, features, others, types, na_values, allow_missing):
     """(x, DataFrame of ``others``): the fast reader for plain numbers, else the typed one."""
-    if types is None or (types.plain and not na_values):
-        return read_columns(path, role, features, others, allow_missing)
-    with utf8_errors(path):
-        t = read_typed(path, features, others, types, na_values=na_values, allow_missing=allow_missing)
-    return t.x, t.rest
+    with phase(f"Reading {Path(path).name}"):
+        if types is None or (types.plain and not na_values):
+            return read_columns(path, role, features, others, allow_missing)
+        with utf8_errors(path):
+            t = read_typed(path, features, others, types, na_values=na_values, allow_missing=allow_missing)
+        return t.x, t.rest
 
 
 def load_test(

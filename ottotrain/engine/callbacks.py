@@ -10,16 +10,17 @@ import numpy as np
 
 from ottotrain.engine import keras_compat
 from ottotrain.engine.env import keras, tf
-from ottotrain.log import Log
+from ottotrain.log import Log, Phase
 from ottotrain.metrics import log_loss
 
 
 class Progress(keras.callbacks.Callback):
-    """A progress bar on a terminal, nothing otherwise."""
+    """A progress bar on a terminal; the epoch's phase (``Log.phase``) counts the batches."""
 
-    def __init__(self, log: Log, epoch: int, epochs: int, steps: int):
+    def __init__(self, log: Log, epoch: int, epochs: int, steps: int, phase: Phase | None = None):
         super().__init__()
         self.log, self.epoch, self.epochs, self.steps = log, epoch, epochs, steps
+        self.phase = phase
         self.bar = None
 
     def on_epoch_begin(self, e, logs=None):
@@ -31,6 +32,8 @@ class Progress(keras.callbacks.Callback):
             self.bar = None
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.phase is not None:
+            self.phase.advance(1)
         if self.bar is not None:
             with contextlib.redirect_stdout(self.log.stream):
                 self.bar.update(batch + 1, [(k, v) for k, v in (logs or {}).items()])

@@ -9,6 +9,7 @@ import numpy as np
 from ottotrain.engine import ensemble, layers, numeric_embeddings  # noqa: F401  (registers ottotrain's layers)
 from ottotrain.engine.env import keras
 from ottotrain.errors import RunError, first_line
+from ottotrain.log import phase
 from ottotrain.runs.artifacts import proba_rows
 from ottotrain.runs.safety import check_model_file
 
@@ -30,9 +31,23 @@ def load_model(path):
         ) from None
 
 
+class _Counted(keras.callbacks.Callback):
+    """Counts predicted rows into a progress phase."""
+
+    def __init__(self, phase, n, batch_size):
+        super().__init__()
+        self.phase, self.n, self.batch_size = phase, n, batch_size
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.phase.advance(min(self.batch_size, self.n - batch * self.batch_size))
+
+
 def predict_proba(model, x, batch_size=8192) -> np.ndarray:
     """Class probabilities, rows summing to 1 (in float64)."""
-    return proba_rows(model.predict(x, batch_size=batch_size, verbose=0))
+    n = len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+    with phase("Predicting", total=n) as p:
+        counted = _Counted(p, n, batch_size)
+        return proba_rows(model.predict(x, batch_size=batch_size, verbose=0, callbacks=[counted]))
 
 
 def ensemble_size(model) -> int | None:

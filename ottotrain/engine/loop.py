@@ -21,7 +21,7 @@ from ottotrain.engine.callbacks import AveragedWeights, Progress, Validation
 from ottotrain.engine.env import keras, tf
 from ottotrain.engine.schedules import better, monitor_mode, plateau_update, schedule_lr
 from ottotrain.errors import TrainingError
-from ottotrain.log import Log
+from ottotrain.log import LOG_EVERY, Log
 from ottotrain.runs.rundir import STATE_DIR
 from ottotrain.runs.state import EpochRow, TrainState
 
@@ -170,7 +170,11 @@ def _train_epochs(model, job, log, state, callbacks):
             )
             train_ds = batches.epoch(perm)
             t0 = time.perf_counter()
-            with contextlib.redirect_stdout(log.stream):
+            # Keras' own bar draws the batches on a terminal; a log file hears of a long epoch.
+            epoch_phase = log.phase(
+                f"Epoch {epoch + 1}/{t.epochs}", steps, "batches", LOG_EVERY, summary=False, bar=False
+            )
+            with contextlib.redirect_stdout(log.stream), epoch_phase:
                 h = model.fit(
                     train_ds,
                     epochs=1,
@@ -180,7 +184,7 @@ def _train_epochs(model, job, log, state, callbacks):
                     callbacks=[
                         *([averaged] if averaged else []),
                         validation,
-                        Progress(log, epoch, t.epochs, steps),
+                        Progress(log, epoch, t.epochs, steps, epoch_phase),
                         *callbacks,
                     ],
                 )

@@ -29,9 +29,10 @@ from scipy.optimize import minimize, minimize_scalar
 
 from ottotrain import runs
 from ottotrain.errors import DataError, RunError
-from ottotrain.io import atomic_path, check_output_path
+from ottotrain.io import check_output_path
 from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_KIND, OOF_FILE
+from ottotrain.runs.artifacts import write_predictions
 
 
 def _read_csv(path):
@@ -197,7 +198,7 @@ def blend(run_dirs, output=None, temperature=False):
         "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
         "temperature": round(t, 4),
         "oof_log_loss_temperature": round(log_loss(y, pt), 6),
-        "temperature_applied": bool(temperature),
+        "temperature_applied": bool(temperature) and output is not None,  # to the file written
         "output": None,
     }
     if output is not None:
@@ -226,9 +227,6 @@ def blend(run_dirs, output=None, temperature=False):
         q = q / q.sum(axis=1, keepdims=True)
         if temperature:
             q = apply_temperature(q, t)
-        df = pd.DataFrame(q, columns=cols[1:])
-        df.insert(0, cols[0], ref[cols[0]].to_numpy())
-        with atomic_path(output) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.6g")
+        write_predictions(output, q, cols[1:], {cols[0]: ref[cols[0]].to_numpy()})
         result["output"] = str(output)
     return result

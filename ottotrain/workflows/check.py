@@ -137,11 +137,11 @@ def check(cfg: Config, log=None) -> CheckResult:
     class_weights(cfg, arrays.y_train, classes)  # unknown class names in train.class_weight
     require_tensorboard(cfg)
 
-    log("Building the model", 1)
-    model = engine.build.build_model(
-        cfg, pre.n_outputs, len(classes), compile=False, inputs=pre.input_block()
-    )
-    engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
+    with log.phase("Building the model"):
+        model = engine.build.build_model(
+            cfg, pre.n_outputs, len(classes), compile=False, inputs=pre.input_block()
+        )
+        engine.build.compile_model(model, cfg, len(arrays.y_train))  # optimizer and loss arguments
     trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
     warnings = [*_warnings(cfg, model, arrays, classes, counts, test_path), *data.notes]
 

@@ -156,9 +156,10 @@ def fit(
     train, arrays = data.train, data.arrays
     weights = class_weights(cfg, arrays.y_train, train.classes)
     # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
-    summary = engine.build.check_model(
-        cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
-    )
+    with log.phase("Building the model"):
+        summary = engine.build.check_model(
+            cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
+        )
     if resume_dir is not None:
         run_dir = resume_dir
         check_same_data(run_dir / "preprocess.json", data.pre)

@@ -93,6 +93,51 @@ def plot_curves(history_csv, out_png) -> Path | None:
     return _save(fig, out_png)
 
 
+def plot_member_curves(histories: dict, out_png) -> Path | None:
+    """A cv run's learning curves: every member's (``{name: history.csv}``) on one figure.
+
+    Validation loss and accuracy solid, training ones dashed, in the member's colour; a dot
+    on each member's best epoch. None if no member has a row.
+    """
+    frames = {name: df for name, path in histories.items() if (df := _read_history(path)) is not None}
+    if not frames:
+        return None
+    fig = _figure(CURVES_SIZE)
+    axes = fig.subplots(1, 3)
+    colors = [f"C{i % 10}" for i in range(len(frames))]
+    for (name, df), color in zip(frames.items(), colors):
+        for ax, keys in zip(axes, (("loss", "val_loss"), ("accuracy", "val_accuracy"), ("lr",))):
+            for key in keys:
+                if key in df and df[key].notna().any():
+                    train = key in ("loss", "accuracy")
+                    ax.plot(
+                        df["epoch"],
+                        df[key],
+                        color=color,
+                        linestyle="--" if train else "-",
+                        linewidth=0.8 if train else 1.2,
+                        label=name if key == "val_loss" else None,
+                    )
+        if "val_loss" in df and df["val_loss"].notna().any():
+            best = df.loc[df["val_loss"].idxmin()]
+            axes[0].plot(best["epoch"], best["val_loss"], "o", color=color, markersize=4)
+    titles = (
+        ("Loss (validation solid, training dashed)", "categorical cross-entropy"),
+        ("Accuracy", "accuracy"),
+        ("Learning rate", "learning rate"),
+    )
+    for ax, (title, ylabel) in zip(axes, titles):
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if len(frames) <= 20:  # beyond that a legend hides the curves
+        axes[0].legend(fontsize="x-small", ncol=2)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
 def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | None:
     """Confusion matrix from ``val_predictions.csv`` (or a cv run's ``oof.csv``); None if no rows.
 
@@ -150,8 +195,9 @@ def plot_run(run_dir, strict=False) -> list[Path]:
     """Write ``curves.png`` and ``confusion.png`` into a run directory.
 
     Each plot is drawn only if its input exists and has rows: ``history.csv`` for
-    the curves, ``val_predictions.csv`` (a cv run: ``oof.csv``) for the confusion
-    matrix. A missing input is skipped, not an error, unless ``strict``.
+    the curves (a cv run: every member's ``models/*.history.csv``), ``val_predictions.csv``
+    (a cv run: ``oof.csv``) for the confusion matrix. A missing input is skipped, not an
+    error, unless ``strict``.
 
     Returns:
         The paths written.
@@ -163,8 +209,12 @@ def plot_run(run_dir, strict=False) -> list[Path]:
     if strict and not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     out = []
+    histories = sorted((run_dir / "models").glob("*.history.csv"))
+    members = {p.name.removesuffix(".history.csv"): p for p in histories}
     if (run_dir / "history.csv").is_file():
         out.append(plot_curves(run_dir / "history.csv", run_dir / "curves.png"))
+    elif members:  # a cv run: its members' curves
+        out.append(plot_member_curves(members, run_dir / "curves.png"))
     for src, what in (("val_predictions.csv", "Validation"), ("oof.csv", "Out-of-fold")):
         if (run_dir / src).is_file():
             out.append(plot_confusion(run_dir / src, run_dir / "confusion.png", what))

@@ -9,34 +9,42 @@ from ottotrain import runs
 from ottotrain.data import id_name, load_test, missing_allowed
 from ottotrain.errors import DataError
 from ottotrain.io import check_output_path
+from ottotrain.log import Log
 from ottotrain.runs.artifacts import write_submission
 from ottotrain.workflows.common import unseen_categories_line, unseen_missing_line
 from ottotrain.workflows.predictor import open_run
+from ottotrain.workflows.report import unfinished_note
 
 # A run's own files, which a submission must never overwrite.
 _RUN_FILES = (*runs.REQUIRED, "metrics.json", "history.csv", "summary.txt")
 
 
-def predict(run_dir, test_csv, out=None) -> dict:
+def predict(run_dir, test_csv, out=None, log=None) -> dict:
     """Write a Kaggle submission for ``test_csv`` from a finished run (fit or cv).
 
     Args:
         run_dir: a run directory made by ``fit`` or ``cv`` (a cv run predicts with all its models).
         test_csv: CSV with the id column and the features seen at fit.
         out: output path (default ``<run_dir>/submission-<test name>.csv``).
+        log: where the progress goes (reading, nearest-neighbour features, predicting).
 
     Returns:
-        dict with the output path, the row count and rows per second.
+        dict with the output path, the row count, rows per second and ``warnings`` (an
+        unfinished run, missing values or categories the run never saw).
     """
+    log = log or Log(0)
     run_dir = Path(run_dir)
     if out is not None:
+        out = Path(out)
+        if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:  # before its format
+            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another output file name")
         out = check_output_path(out)
         if out.exists() and out.resolve() == Path(test_csv).resolve():
             raise DataError(f"{out}: is the test file itself; give another output file name")
-        if out.resolve().parent == run_dir.resolve() and out.name in _RUN_FILES:
-            raise DataError(f"{out}: would overwrite the run's own {out.name}; give another output file name")
-    predictor = open_run(run_dir)
+    with log.phase("Loading the run"):
+        predictor = open_run(run_dir)
     s = predictor.state
+    warnings = [note] if (note := unfinished_note(run_dir)) else []
     t0 = time.perf_counter()
     ids, x = load_test(
         test_csv,
@@ -48,7 +56,6 @@ def predict(run_dir, test_csv, out=None) -> dict:
         na_values=s.na_values or (),
     )
     pre = predictor.members[0].pre
-    warnings = []
     if unseen := pre.unseen_missing(x):
         warnings.append(unseen_missing_line(test_csv, unseen))
     if new := pre.unseen_categories(x):

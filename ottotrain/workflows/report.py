@@ -262,3 +262,23 @@ def format_diff(d: dict) -> str:
     else:
         lines.append("the configs are identical")
     return "\n".join(lines)
+
+
+def unfinished_note(run_dir) -> str | None:
+    """A line for a fit run that did not finish (interrupted, failed, killed): where it
+    stopped and which epoch predicts; None for a finished run."""
+    info = run_info(run_dir)
+    if info["kind"] != "fit" or info["status"] == runs.FINISHED:
+        return None
+    planned = None
+    try:
+        cfg = parse_yaml_text((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+    except (OSError, UnicodeDecodeError, ValueError):
+        cfg = None
+    if isinstance(cfg, dict) and isinstance(cfg.get("train"), dict):
+        planned = cfg["train"].get("epochs")
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    return (
+        f"run stopped at epoch {info['epochs'] or 0}{of} ({info['status']}); "
+        f"predicting with its best epoch {info['best_epoch']}"
+    )
