@@ -34,6 +34,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import json
 import math
 import os
 import platform
@@ -56,12 +57,14 @@ from optuna.visualization.matplotlib import (
     plot_param_importances,
     plot_slice,
 )
+from pydantic import ValidationError
 
 from ottotrain import engine, runs
 from ottotrain.config import Config, config_to_dict, dump_yaml, get_path, trial_config
 from ottotrain.config.diff import config_changes, format_change
+from ottotrain.config.schema import OWN_LAYERS
 from ottotrain.data import TrainData
-from ottotrain.errors import ConfigError, RunError, Stopped, TrainingError, first_line
+from ottotrain.errors import ConfigError, DataError, RunError, Stopped, TrainingError, first_line
 from ottotrain.io import atomic_path, write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
@@ -74,6 +77,10 @@ from ottotrain.workflows.fit import Prepared, fit, prepare
 from ottotrain.workflows.study import Place
 
 KIND = "tune"
+# What fails one trial, not the study: bad values together (tune checks each value alone),
+# data a trial's preprocessing refuses, a loss gone NaN; Keras says ValueError for a model
+# it cannot build.
+FAILS = (RunError, ConfigError, DataError, TrainingError, ValueError)
 TRIALS = "trials"
 WORKER_ENV = "OTTOTRAIN_TUNE_WORKER"  # a worker process's sampler seed offset
 DEADLINE_ENV = "OTTOTRAIN_TUNE_DEADLINE"  # time.time() after which no worker starts a trial
@@ -156,11 +163,20 @@ def _params(cfg: Config, trial) -> dict:
     return out
 
 
+def preparation_key(cfg: Config) -> str:
+    """What ``prepare`` depends on: the seed (the validation split), the ``data`` section,
+    and an embedding that opens the model (a PiecewiseLinearEmbedding's bins are fitted
+    with the preprocessing, from ``model.layers[0]``)."""
+    first = cfg.model.layers[0] if cfg.model.layers else None
+    embedding = first if isinstance(first, dict) and next(iter(first), None) in OWN_LAYERS else None
+    return json.dumps([cfg.seed, cfg.data.model_dump(mode="json"), embedding], sort_keys=True)
+
+
 class _TrialData:
-    """The trials' data, loaded and preprocessed once per process while the trials' ``data``
-    section and seed stay the same (they change only if the space searches ``data.*`` keys
-    or the seed). Without the test rows: a trial's submission would cost the study time
-    (on Otto, the test rows' KNN features take longer than a trial's training)."""
+    """The trials' data, loaded and preprocessed once per process while what the preparation
+    depends on stays the same (``preparation_key``: it changes only if the space searches the
+    seed or an opening embedding). Without the test rows: a trial's submission would cost the
+    study time (on Otto, the test rows' KNN features take longer than a trial's training)."""
 
     def __init__(self, train: TrainData | None = None):
         self.key: str | None = None
@@ -168,7 +184,7 @@ class _TrialData:
         self.train = train  # the table, when it came from the client (a cluster worker)
 
     def __call__(self, cfg: Config) -> Prepared:
-        key = f"{cfg.seed}:{cfg.data.model_dump_json()}"
+        key = preparation_key(cfg)
         if key != self.key:
             self.key, self.prepared = None, None  # the old arrays go before the new ones come
             # prepare() drops the table's features once preprocessed: it gets a copy of the record
@@ -204,11 +220,15 @@ def _train_trial(trial_cfg: Config, folds: int | None, run_dir: Path, report, da
     return result["fold_log_loss_mean"]
 
 
-def _objective(cfg: Config, study_dir: Path, place: Place):
+def _objective(cfg: Config, study_dir: Path, place: Place, log: Log):
     data = _TrialData()
 
     def objective(trial):
-        run_dir, trial_cfg = _start_trial(cfg, study_dir, place, trial)
+        try:
+            run_dir, trial_cfg = _start_trial(cfg, study_dir, place, trial)
+        except ConfigError as e:
+            log(f"trial {trial.number}: failed: {first_line(e)}", 1)
+            raise
 
         def report(value, step):
             if value is None or not math.isfinite(value):
@@ -221,6 +241,9 @@ def _objective(cfg: Config, study_dir: Path, place: Place):
             return _train_trial(trial_cfg, cfg.tune.cv_folds, run_dir, report, data)
         except Stopped:
             raise optuna.TrialPruned() from None
+        except FAILS as e:  # this trial's values (or data) cannot train: the study goes on
+            log(f"trial {trial.number}: failed: {first_line(e)}", 1)
+            raise
 
     return objective
 
@@ -233,7 +256,19 @@ def _start_trial(cfg: Config, study_dir: Path, place: Place, trial) -> tuple[Pat
         trial.set_user_attr(key, value)
     # On a database the other machines' trials are listed too: name the directory whole.
     trial.set_user_attr("run_dir", str(run_dir if place.is_database else run_dir.relative_to(study_dir)))
-    return run_dir, trial_config(cfg, params)
+    return run_dir, _trial_config(cfg, params)
+
+
+def _trial_config(cfg: Config, params: dict) -> Config:
+    """The trial's config; values valid each alone may not be together (tune checks each)."""
+    try:
+        return trial_config(cfg, params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"{cfg.source}: tune.space: this trial's values make {where} invalid: {err['msg']}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -291,7 +326,7 @@ def _trial_in(job: TrialJob, train: TrainData, out: Path) -> TrialOutcome:
         return TrialOutcome(value, reports)
     except Stopped:
         return TrialOutcome(None, reports, pruned=True)
-    except (RunError, ConfigError, TrainingError) as e:
+    except FAILS as e:
         return TrialOutcome(None, reports, error=first_line(e))
 
 
@@ -312,7 +347,12 @@ def _optimize_on_cluster(cfg: Config, study_dir: Path, study, place: Place, on: 
         if _finished(study) + len(asked) >= total or (deadline is not None and time.time() >= deadline):
             return None
         trial = study.ask()
-        _, trial_cfg = _start_trial(cfg, study_dir, place, trial)
+        try:
+            _, trial_cfg = _start_trial(cfg, study_dir, place, trial)
+        except ConfigError as e:
+            log(f"trial {trial.number}: failed: {first_line(e)}", 1)
+            study.tell(trial, state=TrialState.FAIL)
+            return next_task()
         name = f"trial-{trial.number:04d}"
         asked[name] = trial
         job = TrialJob(cfg, trial_cfg, trial.number, place.name, study.get_trials(states=finished_states))
@@ -528,13 +568,13 @@ def _optimize(cfg: Config, study_dir: Path, study, place: Place, log: Log):
             return
         timeout = left
     study.optimize(
-        _objective(cfg, study_dir, place),
+        _objective(cfg, study_dir, place, log),
         timeout=timeout,
         callbacks=[
             MaxTrialsCallback(total, states=(TrialState.COMPLETE, TrialState.PRUNED)),
             _progress(log, total, cfg, study_dir, place),
         ],
-        catch=(RunError, ConfigError, TrainingError),
+        catch=FAILS,
     )
 
 
