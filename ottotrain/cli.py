@@ -426,10 +426,9 @@ def cv(
 )
 @click.option(
     "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Trial processes on this machine, sharing its cores (one study).",
+    type=click.IntRange(1, 256),
+    help="Train the trials on a local cluster of N worker processes, one trial per worker at a "
+    "time; stopped at the end.",
 )
 @click.option(
     "--storage",
@@ -455,7 +454,6 @@ def cv(
     metavar="N",
     help="TensorFlow threads per trial [default: the cores shared out among the trials that run at once].",
 )
-@click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
 @json_option
 @quiet_option
 @verbose_option
@@ -471,7 +469,6 @@ def tune(
     keep,
     scheduler,
     member_threads,
-    worker,
     as_json,
     quiet,
     verbose,
@@ -494,10 +491,7 @@ def tune(
     """
     cfg, name = _training_config(config, overrides, resume, study_dir)
     from ottotrain.workflows.tune import tune as run_tune
-    from ottotrain.workflows.tune import tune_worker
 
-    if worker:
-        return _interruptible(tune_worker, cfg, resume, log=_log(quiet, verbose))
     result = _interruptible(
         run_tune,
         cfg,
@@ -507,7 +501,7 @@ def tune(
         log=_log(quiet, verbose),
         config_name=name,
         workers=workers,
-        storage=storage,
+        storage_url=storage,
         study_name=study_name,
         keep=keep,
         scheduler=scheduler,
