@@ -4,8 +4,8 @@ The Python API::
 
     from ottotrain import load_config, fit, cv
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=2"])
-    result = fit(cfg)              # metrics.json as a dict, with run_dir
-    result = cv(cfg, folds=3)
+    result = fit(cfg)              # a FitResult: result.val_log_loss, result.run_dir
+    result = cv(cfg, folds=3)      # a CvResult: result.oof_log_loss, result.metrics()
 
 ``import ottotrain`` itself is light (the CLI's ``--help`` must not wait for pandas or
 TensorFlow): ``load_config``, ``fit``, ``cv``, ``predict`` and ``evaluate`` are imported
@@ -14,7 +14,8 @@ on first use.
 
 import importlib
 
-__version__ = "1.0.0"
+# The release (pyproject.toml reads it from here); cluster workers must run the same one.
+__version__ = "2.0.0"
 
 # Run directories record this; ``predict`` refuses runs from another major format.
 RUN_FORMAT = 1

@@ -105,6 +105,25 @@ runs_root_option = click.option(
     help="Where new run (and study) directories go.",
 )
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="More detail.")
+# Where many jobs (cv's members, tune's trials) run: the same meaning for every command.
+scheduler_option = click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    help="Run the jobs on a running Dask cluster (workers started with --nthreads 1); tls:// "
+    "with Dask's TLS settings. tcp:// is unauthenticated: a trusted network only.",
+)
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Run the jobs on N local worker processes (a Dask local cluster), stopped at the end.",
+)
+member_threads_option = click.option(
+    "--member-threads",
+    type=click.IntRange(1),
+    metavar="N",
+    help="TensorFlow threads per job (recorded; results' last bits depend on it) [default: "
+    "the cores shared out among the jobs that run at once].",
+)
 
 
 @main.command()
@@ -141,13 +160,13 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
         config_name=name,
     )
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:
         click.echo(
-            f"val_log_loss={result['val_log_loss']:.4f} val_accuracy={result['val_accuracy']:.4f} "
-            f"best_epoch={result['best_epoch']}"
+            f"val_log_loss={result.val_log_loss:.4f} val_accuracy={result.val_accuracy:.4f} "
+            f"best_epoch={result.best_epoch}"
         )
-        click.echo(result["run_dir"])
+        click.echo(result.run_dir)
 
 
 @main.command()
@@ -332,23 +351,9 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     type=click.Path(file_okay=False),
     help="Continue an interrupted cv run (finished models are reused).",
 )
-@click.option(
-    "--scheduler",
-    metavar="tcp://HOST:PORT",
-    help="Train the members on a running Dask cluster (workers started with --nthreads 1).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    help="Train the members on a local cluster of N worker processes, stopped at the end.",
-)
-@click.option(
-    "--member-threads",
-    type=click.IntRange(1),
-    metavar="N",
-    help="TensorFlow threads per member (recorded; results' last bits depend on it) [default: "
-    "the cores shared out among the members that run at once].",
-)
+@scheduler_option
+@workers_option
+@member_threads_option
 @json_option
 @quiet_option
 @verbose_option
@@ -386,32 +391,30 @@ def cv(
       ottotrain cv configs/otto-cv.yaml --scheduler tcp://10.0.0.5:8786
     """
     cfg, name = _training_config(config, overrides, resume, run_dir)
-    from ottotrain.workflows.cv import run_cv
+    from ottotrain.workflows.cv import CvOptions, run_cv
 
-    result = _interruptible(
-        run_cv,
-        cfg,
+    options = CvOptions(
         folds=folds,
         seeds=seeds,
         run_dir=run_dir,
         runs_root=runs_root,
-        smoke=smoke,
         resume=resume,
-        log=_log(quiet, verbose),
+        smoke=smoke,
         config_name=name,
         member_threads=member_threads,
         scheduler=scheduler,
         workers=workers,
     )
+    result = _interruptible(run_cv, cfg, options, log=_log(quiet, verbose))
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:
         click.echo(
-            f"oof_log_loss={result['oof_log_loss']:.4f} oof_accuracy={result['oof_accuracy']:.4f} "
-            f"fold_log_loss={result['fold_log_loss_mean']:.4f}±{result['fold_log_loss_std']:.4f} "
-            f"models={result['n_models']}"
+            f"oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f} "
+            f"fold_log_loss={result.fold_log_loss_mean:.4f}±{result.fold_log_loss_std:.4f} "
+            f"models={result.n_models}"
         )
-        click.echo(result["run_dir"])
+        click.echo(result.run_dir)
 
 
 @main.command()

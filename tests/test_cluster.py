@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,33 +35,52 @@ class _Cluster:
     No nannies: a killed worker stays dead, so no test waits for its restart.
     """
 
-    def __init__(self, tmp: Path, workers: int):
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
+    def __init__(self, tmp: Path, workers: int, worker_env: dict | None = None, tls: dict | None = None):
+        """``worker_env``: the workers' environment on top of this process's; ``tls``: the ca, cert
+        and key files of a TLS cluster (every process uses the one certificate)."""
+        port = _free_port()
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{port}"
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OTTOTRAIN_CACHE=str(tmp / "cache"))
         self.log = open(tmp / "dask.log", "ab")  # noqa: SIM115 (closed in stop)
-        common = {"env": env, "start_new_session": True, "stdout": subprocess.DEVNULL, "stderr": self.log}
-        port = self.address.rsplit(":", 1)[1]
+        common = {"start_new_session": True, "stdout": subprocess.DEVNULL, "stderr": self.log}
+        certs = [f"--tls-{k}={v}" for k, v in (tls or {}).items()]
         self.scheduler = subprocess.Popen(
-            [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], **common
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", *certs],
+            env=env,
+            **common,
         )
         self.workers = [
             subprocess.Popen(
                 [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-                + ["--host", "127.0.0.1", "--death-timeout", "60"],
+                + ["--host", "127.0.0.1", "--death-timeout", "60", *certs],
+                env={**env, **(worker_env or {})},
                 **common,
             )
             for _ in range(workers)
         ]
         from distributed import Client
+        from distributed.security import Security
 
-        self.client = Client(self.address, timeout=60, set_as_default=False)
-        self.client.wait_for_workers(workers, timeout=60)
+        security = None
+        if tls:
+            security = Security(
+                tls_ca_file=tls["ca-file"],
+                tls_client_cert=tls["cert"],
+                tls_client_key=tls["key"],
+                require_encryption=True,
+            )
+        try:
+            self.client = Client(self.address, timeout=60, set_as_default=False, security=security)
+            self.client.wait_for_workers(workers, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
 
     def pids(self) -> dict:
         return self.client.run(os.getpid)
 
     def stop(self):
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # (no client: it never connected)
             self.client.close(timeout=5)
         for p in (*self.workers, self.scheduler):
             with contextlib.suppress(ProcessLookupError):
@@ -105,7 +125,7 @@ def serial_cv(small, threads, tmp_path_factory):
     from ottotrain.workflows.cv import run_cv
 
     run_dir = tmp_path_factory.mktemp("serial") / "run"
-    run_cv(load_config(small), FOLDS, SEEDS, run_dir=run_dir, log=Log(0), member_threads=threads)
+    run_cv(load_config(small), folds=FOLDS, seeds=SEEDS, run_dir=run_dir, log=Log(0), member_threads=threads)
     return run_dir
 
 
@@ -151,14 +171,14 @@ def test_cv_on_a_cluster_with_a_killed_worker_matches_the_serial_run(
     out = io.StringIO()
     try:
         m = run_cv(
-            load_config(small), FOLDS, SEEDS, run_dir=tmp_path / "run", log=Log(1, out),
+            load_config(small), folds=FOLDS, seeds=SEEDS, run_dir=tmp_path / "run", log=Log(1, out),
             member_threads=threads, scheduler=cluster.address,
         )  # fmt: skip
     finally:
         done.set()
         killer.join(10)
     assert killed, "no worker was busy to kill"
-    assert m["n_models"] == FOLDS * SEEDS
+    assert m.n_models == FOLDS * SEEDS
     assert _files(tmp_path / "run") == _files(serial_cv)
     _same_predictions(tmp_path / "run", serial_cv)
     text = out.getvalue()
@@ -202,30 +222,41 @@ def test_tune_on_a_cluster_matches_the_serial_study(small, cluster, threads, tmp
     assert _files(tmp_path / "serial" / "trials") == _files(tmp_path / "cluster" / "trials")
 
 
+HERE = {"ottotrain": "2.0.0", "ottotrain source": "0123456789ab", "keras": "3.15.1", "tensorflow": "2.21.0"}
+
+
 @pytest.mark.parametrize(
     "theirs, message",
     [
-        ({"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}, None),
+        (HERE, None),
         (
-            {"ottotrain": "1.0.0", "keras": "3.14.0", "tensorflow": "2.21.0"},
+            HERE | {"keras": "3.14.0"},
             "worker tcp://10.0.0.7:4001: runs keras 3.14.0, this client keras 3.15.1; install the same",
         ),
         (
-            {"ottotrain": "0.9.0", "keras": "3.15.1", "tensorflow": "2.20.0"},
-            "worker tcp://10.0.0.7:4001: runs ottotrain 0.9.0, tensorflow 2.20.0, this client "
-            "ottotrain 1.0.0, tensorflow 2.21.0;",
+            HERE | {"ottotrain": "1.0.0", "tensorflow": "2.20.0"},
+            "worker tcp://10.0.0.7:4001: runs ottotrain 1.0.0, tensorflow 2.20.0, this client "
+            "ottotrain 2.0.0, tensorflow 2.21.0;",
         ),
         (
-            {"ottotrain": "1.0.0"},
+            HERE | {"ottotrain source": "ba9876543210"},
+            "runs ottotrain source ba9876543210, this client ottotrain source 0123456789ab;",
+        ),
+        (
+            {"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"},  # a 1.0 worker: no hash
+            "runs ottotrain 1.0.0, ottotrain source none, this client ottotrain 2.0.0, "
+            "ottotrain source 0123456789ab;",
+        ),
+        (
+            {"ottotrain": "2.0.0", "ottotrain source": "0123456789ab"},
             "runs keras none, tensorflow none, this client keras 3.15.1, tensorflow 2.21.0",
         ),
     ],
 )
 def test_a_worker_with_other_versions_is_refused_in_one_line(theirs, message):
-    from ottotrain.workflows.cluster import version_mismatch
+    from ottotrain.execute import version_mismatch
 
-    here = {"ottotrain": "1.0.0", "keras": "3.15.1", "tensorflow": "2.21.0"}
-    line = version_mismatch(here, {"tcp://10.0.0.7:4001": theirs})
+    line = version_mismatch(HERE, {"tcp://10.0.0.7:4001": theirs})
     if message is None:
         assert line is None
     else:
@@ -279,6 +310,69 @@ def _same_members(run_dir: Path, serial: Path):
         )
         for a, b in zip(mine.get_weights(), theirs.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def _self_signed(tmp: Path) -> dict:
+    """A certificate and its key for 127.0.0.1, made by openssl: the cluster's CA, server and client."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return {"ca-file": str(cert), "cert": str(cert), "key": str(key)}
+
+
+def test_cv_on_a_tls_scheduler_with_dasks_security_settings(small, serial_cv, threads, tmp_path):
+    """tls://: the client's certificates from Dask's configuration (distributed.comm.tls.*),
+    as docs/cluster.md says; without them the scheduler is not reached."""
+    import dask
+
+    tls = _self_signed(tmp_path)
+    tls_cluster = _Cluster(tmp_path, workers=1, tls=tls)
+    run_dir = tmp_path / "run"
+    settings = {
+        "distributed.comm.tls.ca-file": str(tls["ca-file"]),
+        "distributed.comm.tls.client.cert": str(tls["cert"]),
+        "distributed.comm.tls.client.key": str(tls["key"]),
+    }
+    args = ["cv", small, "--folds", FOLDS, "--seeds", 1, "--scheduler", tls_cluster.address]
+    try:
+        with dask.config.set(settings):
+            r = run_cli(*args, "--member-threads", threads, "--run-dir", run_dir)
+        assert r.exit_code == 0, r.output
+        assert f"workers of {tls_cluster.address}" in r.stderr
+        _same_members(run_dir, serial_cv)
+        line = error_line(run_cli(*args, "--run-dir", tmp_path / "refused"))
+        assert f"--scheduler {tls_cluster.address}: Dask's configuration names no TLS certificates" in line
+        assert not (tmp_path / "refused").exists()
+    finally:
+        tls_cluster.stop()
+
+
+def test_a_worker_with_other_ottotrain_source_is_refused_naming_both(small, tmp_path):
+    """The same version number on other code (one comment added) is another ottotrain."""
+    import ottotrain
+    from ottotrain.execute.versions import source_hash, tree_hash
+
+    other = tmp_path / "other" / "ottotrain"
+    shutil.copytree(Path(ottotrain.__file__).parent, other, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "metrics.py", "a") as f:
+        f.write("# another checkout\n")
+    theirs = tree_hash(other)
+    foreign = _Cluster(tmp_path, workers=1, worker_env={"PYTHONPATH": str(other.parent)})
+    try:
+        r = run_cli(
+            "cv", small, "--folds", FOLDS, "--scheduler", foreign.address, "--run-dir", tmp_path / "run"
+        )
+    finally:
+        foreign.stop()
+    line = error_line(r)
+    assert f"runs ottotrain source {theirs}, this client ottotrain source {source_hash()};" in line
+    assert theirs != source_hash() and not (tmp_path / "run").exists()
 
 
 def test_scheduler_going_away_stops_with_one_line_and_resumes(small, serial_cv, cluster, threads, tmp_path):

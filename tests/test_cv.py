@@ -109,7 +109,7 @@ def test_members_save_their_oof_predictions_and_a_run_without_them_gives_the_sam
     from ottotrain.data import load_train
     from ottotrain.features import Preprocessor
     from ottotrain.runs.artifacts import read_member_oof
-    from ottotrain.workflows.cv import _member_oof
+    from ottotrain.workflows.cv_result import member_oof as _member_oof
 
     train = load_train(load_config(cv_run / "config.yaml").data)
     folds = pd.read_csv(cv_run / "folds.csv")["fold"].to_numpy()
@@ -309,7 +309,7 @@ def test_killed_cv_resumes_without_retraining(cv_config, tmp_path, monkeypatch):
     assert "Resuming fold2-seed1 after epoch 1" in text
     for p, t in done.items():  # finished members untouched
         assert p.stat().st_mtime_ns == t
-    assert m["n_models"] == FOLDS and len(pd.read_csv(run_dir / "oof.csv")) == 600
+    assert m.n_models == FOLDS and len(pd.read_csv(run_dir / "oof.csv")) == 600
     rec = json.loads((run_dir / "models" / "fold2-seed1.json").read_text())
     assert rec["epochs_run"] == 3  # epoch 1 from before, 2 and 3 after resuming
     # A finished cv run cannot be resumed again; folds cannot change on resume.

@@ -29,6 +29,7 @@ from ottotrain.runs.artifacts import versions, write_history, write_predictions,
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import TrainState
 from ottotrain.workflows import plots
+from ottotrain.workflows.average import Member, average
 from ottotrain.workflows.common import (
     begin,
     class_weights,
@@ -37,6 +38,35 @@ from ottotrain.workflows.common import (
     load_data,
     member_arrays,
 )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a fit scored (``metrics.json``, in this order) and where it is."""
+
+    val_log_loss: float
+    val_accuracy: float
+    best_epoch: int | None
+    kept_epoch: int | None
+    epochs_run: int
+    stopped_by: str | None
+    monitor: str
+    n_train: int
+    n_val: int
+    n_features: int
+    n_classes: int
+    smoke: bool
+    seconds_per_epoch: float
+    timings: dict[str, float]
+    versions: dict[str, str]
+    run_dir: Path
+
+    def metrics(self) -> dict:
+        """The ``metrics.json`` content."""
+        return {k: v for k, v in vars(self).items() if k != "run_dir"}
+
+    def __getitem__(self, key: str):  # workflows.tune reads results by key until it moves
+        return getattr(self, key)
 
 
 class Prepared(NamedTuple):
@@ -104,8 +134,8 @@ def fit(
     config_name="run",
     on_epoch=None,
     prepared: Prepared | None = None,
-) -> dict:
-    """Train a config and fill a run directory; return the metrics dict.
+) -> FitResult:
+    """Train a config and fill a run directory; return its scores.
 
     Args:
         cfg: a validated ``Config`` (see ``load_config``).
@@ -118,8 +148,6 @@ def fit(
         prepared: ``prepare(cfg)``'s result, when the caller already has it (tune's trials
             share one; without test rows, no submission is written).
 
-    Returns:
-        The ``metrics.json`` content, with ``run_dir`` added.
     """
     log = log or Log(1)
     t_start = time.time()
@@ -191,7 +219,7 @@ def fit(
         return _finish(run, member, data)
 
 
-def _finish(run: _Run, member, data: Prepared) -> dict:
+def _finish(run: _Run, member, data: Prepared) -> FitResult:
     """Write history, metrics, predictions and the submission of the trained member."""
     cfg, run_dir, smoke, log, timings = run.cfg, run.run_dir, run.smoke, run.log, run.timings
     train, arrays, x_test, va = data.train, data.arrays, data.x_test, data.va
@@ -199,13 +227,10 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     t0 = time.perf_counter()
     write_history(run_dir / "history.csv", state.history)
     if x_test is not None:
-        best = engine.inference.load_model(member.model_path)
+        best = Member("model", None, member.model_path)  # its test rows are transformed already
+        p_test = average([best], x_test[1], engine.inference.predict_proba)[0]
         write_submission(
-            run_dir / "submission.csv",
-            x_test[0],
-            engine.inference.predict_proba(best, x_test[1]),
-            train.classes,
-            id_name(cfg.data.id_column),
+            run_dir / "submission.csv", x_test[0], p_test, train.classes, id_name(cfg.data.id_column)
         )
     # Validation predictions, for plots, blending and error analysis.
     write_predictions(
@@ -217,24 +242,25 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     timings["predict_seconds"] = round(time.perf_counter() - t0, 3)
     timings["total_seconds"] = round(time.time() - run.started, 3)
     hist = state.history
-    metrics = {
-        "val_log_loss": round(member.val_log_loss, 6),
-        "val_accuracy": round(member.val_accuracy, 6),
-        "best_epoch": state.best_epoch,
-        "kept_epoch": state.kept_epoch,
-        "epochs_run": len(hist),
-        "stopped_by": state.stop,
-        "monitor": cfg.train.checkpoint.monitor,
-        "n_train": int(len(arrays.y_train)),
-        "n_val": int(len(arrays.y_val)),
-        "n_features": len(train.features),
-        "n_classes": len(train.classes),
-        "smoke": smoke,
-        "seconds_per_epoch": round(sum(r.seconds for r in hist) / max(1, len(hist)), 4),
-        "timings": timings,
-        "versions": versions(),
-    }
-    write_json(run_dir / "metrics.json", metrics)
+    result = FitResult(
+        val_log_loss=round(member.val_log_loss, 6),
+        val_accuracy=round(member.val_accuracy, 6),
+        best_epoch=state.best_epoch,
+        kept_epoch=state.kept_epoch,
+        epochs_run=len(hist),
+        stopped_by=state.stop,
+        monitor=cfg.train.checkpoint.monitor,
+        n_train=int(len(arrays.y_train)),
+        n_val=int(len(arrays.y_val)),
+        n_features=len(train.features),
+        n_classes=len(train.classes),
+        smoke=smoke,
+        seconds_per_epoch=round(sum(r.seconds for r in hist) / max(1, len(hist)), 4),
+        timings=timings,
+        versions=versions(),
+        run_dir=run_dir,
+    )
+    write_json(run_dir / "metrics.json", result.metrics())
     with contextlib.suppress(Exception):  # a plot that cannot be drawn never fails a trained run
         plots.plot_run(run_dir)
     # Finished first, then drop the resume state: a crash in between leaves a finished
@@ -243,8 +269,8 @@ def _finish(run: _Run, member, data: Prepared) -> dict:
     shutil.rmtree(run_dir / runs.STATE_DIR, ignore_errors=True)
     # The rounded figures the result carries, so that this line and the CLI's agree.
     log(
-        f"Best epoch {metrics['best_epoch']}/{metrics['epochs_run']}: validation log loss "
-        f"{metrics['val_log_loss']:.4f}, accuracy {metrics['val_accuracy']:.4f}",
+        f"Best epoch {result.best_epoch}/{result.epochs_run}: validation log loss "
+        f"{result.val_log_loss:.4f}, accuracy {result.val_accuracy:.4f}",
         1,
     )
-    return {**metrics, "run_dir": str(run_dir)}
+    return result

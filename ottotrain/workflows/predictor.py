@@ -28,14 +28,7 @@ from ottotrain.runs.rundir import (
     check_safe,
     read_status,
 )
-
-
-@dataclass
-class Member:
-    name: str
-    pre: Preprocessor
-    model: object  # a keras.Model
-    weight: float = 1.0
+from ottotrain.workflows.average import Member, average
 
 
 @dataclass
@@ -72,20 +65,7 @@ class Predictor:
         return len(sizes) == 1 and None not in sizes
 
     def _average(self, x, *probas) -> list[np.ndarray]:
-        """Each ``proba(model, rows)`` of the members, weighted; each member's rows transformed
-        by its preprocessing, one transform at a time (members of one fold are adjacent and
-        share it)."""
-        total = sum(m.weight for m in self.members)
-        sums, cache = [None] * len(probas), {}
-        for m in self.members:
-            key = m.pre.to_json()
-            if key not in cache:
-                cache.clear()
-                cache[key] = m.pre.transform(x)
-            for i, proba in enumerate(probas):
-                q = proba(m.model, cache[key]) * (m.weight / total)
-                sums[i] = q if sums[i] is None else sums[i] + q
-        return sums
+        return average(self.members, x, *probas)
 
 
 def _fit_members(run_dir: Path, info: dict) -> list[Member]:

@@ -1,0 +1,391 @@
+"""Jobs on Dask worker processes: a local cluster (``--workers N``) or a running one (``--scheduler``).
+
+The client (the ``ottotrain`` process) keeps the run directory; the workers need no shared
+filesystem and no access to the data files. The run's data goes to every worker process
+once (a worker plugin); each task runs one job in its worker's member process
+(``execute.member_process``), in a temporary folder, and returns that folder's files as
+bytes, which the client writes into the run directory as an in-process job would have. A
+worker runs one task at a time (``nthreads=1``): Keras' seeds and graphs are per process.
+
+Before any task, every worker's versions (``execute.versions``) are compared with the
+client's, and each task checks its own worker again (a worker may join later).
+
+Faults: a job whose worker dies runs again elsewhere up to ``jobs.RERUNS`` times (the
+local cluster's setting; a remote scheduler applies its own ``allowed-failures``). The
+scheduler going away, or a job that kept killing its workers, stops the run with one
+line; what came back is already written, and a resumed run does only the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import platform
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import dask
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
+from distributed.client import FutureCancelledError
+from distributed.scheduler import KilledWorker
+from distributed.security import Security
+
+from ottotrain import __version__
+from ottotrain.errors import ConfigError, RunError, first_line
+from ottotrain.execute.jobs import RERUNS, Done, Executor, cores, default_threads, thread_env
+from ottotrain.execute.member_process import in_member_process
+from ottotrain.execute.versions import nthreads_line, version_mismatch, versions
+from ottotrain.io import atomic_path
+from ottotrain.log import Log
+
+CONNECT_TIMEOUT = 20  # seconds to reach a scheduler and see its first worker
+
+
+@dataclass
+class Cluster:
+    """A connected cluster: its client, and how its jobs run."""
+
+    client: Client
+    address: str  # the scheduler's
+    threads: int  # TensorFlow intra-op threads of every job
+    slots: int  # jobs that run at once (worker processes)
+    local: bool  # started by this run (--workers), stopped at its end
+
+
+@dataclass
+class TaskResult:
+    """What a task sends back: the files of its run-directory part, and where it ran."""
+
+    name: str
+    files: dict[str, bytes]  # path relative to the run directory -> content
+    host: str
+    worker: str
+    seconds: float  # the task's wall time on its worker
+    value: object = None  # the job's own record
+
+
+class DaskExecutor(Executor):
+    """Jobs as tasks on a cluster's worker processes, each one's files written here as it
+    comes back."""
+
+    def __init__(self, cluster: Cluster, where: str):
+        self.cluster, self.threads, self.slots, self.where = cluster, cluster.threads, cluster.slots, where
+
+    def map(self, jobs, on_done, *, out, data=None, resume_hint="", pull=False):
+        it = iter(jobs)
+        first = next(it, None)
+        if first is None:
+            return  # nothing to run: no data sent
+        here, by_name = versions(), {}
+
+        def next_task():
+            job = next(it, None)
+            if job is None:
+                return None
+            by_name[job.name] = job
+            return job.name, _job_task, (job, token, here, self.threads)
+
+        def finished(result: TaskResult):
+            job = by_name.pop(result.name)
+            write_files(Path(out), result.files, last=job.last)
+            on_done(Done(job, result.value, result.seconds, result.host, result.worker))
+
+        it = itertools.chain([first], it)
+        with shared_data(self.cluster, data) as token:
+            run_tasks(self.cluster, next_task, finished, resume_hint, self.slots if pull else None)
+
+
+def _job_task(job, data: str, client_versions: dict, threads: int) -> TaskResult:
+    """On a worker: one job, its data found by its ``shared_data`` token."""
+    check_worker(client_versions)
+    return run_task(job.name, threads, functools.partial(_quietly, job.work, run_data(data)))
+
+
+def _quietly(work: Callable, data, out: Path):
+    """In the member process: a job's work, its log lines unsaid (the client says its own)."""
+    return work(data, out, log=Log(0))
+
+
+def check_worker(client_versions: dict[str, str]) -> None:
+    """In a task: refuse a worker whose versions differ from the client's, or that runs tasks at once."""
+    worker = get_worker()
+    wrong = version_mismatch(client_versions, {worker.address: versions()})
+    if wrong:
+        raise RunError(wrong)
+    if worker.state.nthreads != 1:
+        raise RunError(nthreads_line(worker.address, worker.state.nthreads))
+
+
+def run_task(name: str, threads: int, work: Callable[[Path], object]) -> TaskResult:
+    """In a task: ``work(folder)`` in the worker's member process, in a fresh temporary folder;
+    the folder's files come back."""
+    t0 = time.perf_counter()
+    value, files = in_member_process(threads, _in_folder, work)
+    return TaskResult(name, files, platform.node(), get_worker().address, time.perf_counter() - t0, value)
+
+
+def _in_folder(work: Callable[[Path], object]) -> tuple[object, dict[str, bytes]]:
+    with tempfile.TemporaryDirectory(prefix="ottotrain-") as tmp:
+        out = Path(tmp)
+        value = work(out)
+        return value, {
+            p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+        }
+
+
+def write_files(root: Path, files: dict[str, bytes], last: str | None = None) -> None:
+    """Write a task's files under ``root``, each atomically, ``last`` (a done marker) last.
+
+    A path that is absolute or would land outside ``root`` (``..``, a symbolic link out of
+    it) is refused before anything is written: the paths come from another machine.
+    """
+    base = root.resolve()
+    for rel in files:
+        target = (root / rel).resolve()
+        if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts or base not in target.parents:
+            raise RunError(
+                f"{root}: a worker sent the file {rel!r}, which is outside the run directory; "
+                "refused (nothing of that job was written); check the workers' ottotrain"
+            )
+    for rel in sorted(files, key=lambda r: (r == last, r)):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(files[rel])
+
+
+@contextlib.contextmanager
+def open_cluster(
+    scheduler: str | None, workers: int | None, threads: int | None, log: Log
+) -> Iterator[Cluster]:
+    """Connect to ``scheduler``, or start a local cluster of ``workers`` processes; yield it.
+
+    ``threads`` (None: the cores shared out among the jobs that run at once) is set in
+    every worker's TensorFlow. The workers' versions are checked first.
+    """
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # a lost scheduler is one line of ours, not tracebacks
+    local = None
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": RERUNS}):
+            if workers is not None:
+                threads = threads or default_threads(workers)
+                local = _local_cluster(workers, threads)
+                client = Client(local)
+            else:
+                client = _connect(scheduler)
+        with _closing(client):
+            address = client.scheduler.address
+            info = _workers(client, address, wait=workers is None)
+            _check_workers(client, address, info)
+            threads = threads or _threads_per_host(client)
+            where = f"a local cluster of {workers} workers" if local else f"{len(info)} workers of {address}"
+            log(f"Cluster: {where}, {threads} TensorFlow thread(s) per member", 1)
+            yield Cluster(client, address, threads, len(info), local is not None)
+    finally:
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close(timeout=10)
+        quiet.setLevel(level)
+
+
+def _local_cluster(workers: int, threads: int) -> LocalCluster:
+    with _ignoring_sigint():  # inherited by the workers: a Ctrl-C is the client's
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",  # no dashboard clash with another cluster
+            silence_logs=logging.CRITICAL,
+            env=thread_env(threads),
+        )
+
+
+def _check_workers(client: Client, address: str, info: dict[str, int]) -> None:
+    try:
+        theirs = client.run(versions)
+    except Exception as e:  # e.g. a worker without ottotrain, or an older one
+        raise RunError(
+            f"{address}: a worker could not run ottotrain's version check ({first_line(e)}); "
+            f"install ottotrain {__version__} on every worker"
+        ) from None
+    wrong = version_mismatch(versions(), theirs)
+    if wrong:
+        raise RunError(wrong)
+    for w, nthreads in info.items():
+        if nthreads != 1:
+            raise RunError(nthreads_line(w, nthreads))
+
+
+def _threads_per_host(client: Client) -> int:
+    """Each worker's cores shared among the worker processes on its host (the least of them)."""
+    per_host = client.run(lambda: (platform.node(), cores()))
+    count: dict[str, int] = {}
+    for host, _ in per_host.values():
+        count[host] = count.get(host, 0) + 1
+    return max(1, min(n // count[h] for h, n in per_host.values()))
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    """SIGINT ignored for the block (in the main thread): processes started in it inherit that,
+    so a terminal's Ctrl-C, sent to the whole process group, reaches only the client, which
+    stops the local cluster itself (without a traceback from every worker)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _closing(client: Client):
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing to say goodbye to
+            client.close(timeout=5)
+
+
+def _connect(scheduler: str) -> Client:
+    # tls:// takes its certificates from Dask's configuration (docs/cluster.md).
+    security = Security()
+    if scheduler.startswith("tls://") and not (security.tls_ca_file and security.tls_client_cert):
+        raise ConfigError(
+            f"--scheduler {scheduler}: Dask's configuration names no TLS certificates; set "
+            "distributed.comm.tls.ca-file, .client.cert and .client.key (or their "
+            "DASK_DISTRIBUTED__COMM__TLS__* variables), see docs/cluster.md"
+        )
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False, security=security)
+    except (OSError, TimeoutError) as e:
+        raise RunError(
+            f"--scheduler {scheduler}: no Dask scheduler answered within {CONNECT_TIMEOUT} s "
+            f"({type(e).__name__}); start one with 'dask scheduler' and workers with "
+            f"'dask worker {scheduler} --nthreads 1', or check the address"
+        ) from None
+
+
+def _workers(client: Client, address: str, wait: bool) -> dict[str, int]:
+    """The workers and their task threads; a remote scheduler's first worker is waited for."""
+    if wait:
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise RunError(
+                f"--scheduler {address}: no worker joined within {CONNECT_TIMEOUT} s; start "
+                f"workers with 'dask worker {address} --nthreads 1'"
+            ) from None
+    return {w: d["nthreads"] for w, d in client.scheduler_info(n_workers=-1)["workers"].items()}
+
+
+# The runs' data in this worker process, by token (see ``shared_data``).
+_run_data: dict[str, object] = {}
+
+
+class _RunData(WorkerPlugin):
+    """A run's data, kept in every worker process, those that join later included."""
+
+    def __init__(self, token: str, data):
+        self.name = f"ottotrain-data-{token}"
+        self.token, self.data = token, data
+
+    def setup(self, worker):
+        _run_data[self.token] = self.data
+
+    def teardown(self, worker):
+        _run_data.pop(self.token, None)
+
+
+@contextlib.contextmanager
+def shared_data(cluster: Cluster, data) -> Iterator[str]:
+    """Send ``data`` to every worker once for the block; yield the token a task finds it by.
+
+    A worker plugin, not a scattered value: the scheduler hands it to a worker that joins or
+    restarts later, and a killed worker takes no data with it (Dask keeps one replica of a
+    scattered value, which would be gone with its worker).
+    """
+    plugin = _RunData(uuid.uuid4().hex[:12], data)
+    cluster.client.register_plugin(plugin)
+    try:
+        yield plugin.token
+    finally:
+        # A local cluster is closed next, with the data; workers it is stopping would only
+        # make an unregistering broadcast fail loudly.
+        if not cluster.local:
+            with contextlib.suppress(Exception):  # a lost scheduler: nothing left to unregister
+                cluster.client.unregister_worker_plugin(plugin.name)
+
+
+def run_data(token: str):
+    """In a task: the data that ``shared_data`` sent to this worker."""
+    return _run_data[token]
+
+
+def run_tasks(
+    cluster: Cluster,
+    next_task: Callable[[], tuple[str, Callable, tuple] | None],
+    on_done: Callable[[TaskResult], None],
+    resume_hint: str,
+    in_flight: int | None = None,
+) -> None:
+    """Run tasks on the cluster until ``next_task()`` has none left; ``on_done`` each result as it comes.
+
+    ``next_task()`` gives (name, function, args): all of them at once, earlier ones preferred,
+    or at most ``in_flight`` at a time. Ctrl-C, an error or a lost scheduler cancels this
+    run's tasks on the cluster.
+    """
+    run_id = uuid.uuid4().hex[:8]
+    names: dict = {}
+    pending = as_completed(loop=cluster.client.loop)
+
+    def fill():
+        while in_flight is None or pending.count() < in_flight:
+            task = next_task()
+            if task is None:
+                return
+            name, fn, args = task
+            key = f"ottotrain-{run_id}-{name}"
+            future = cluster.client.submit(fn, *args, key=key, pure=False, priority=-len(names))
+            names[future] = name
+            pending.add(future)
+
+    try:
+        fill()
+        for future in pending:
+            on_done(_result(cluster, future, names[future], resume_hint))
+            fill()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            cluster.client.cancel(list(names), force=True)
+        raise
+
+
+def _result(cluster: Cluster, future, name: str, resume_hint: str) -> TaskResult:
+    try:
+        return future.result()
+    except KilledWorker:
+        raise RunError(
+            f"{name}: the worker processes running it kept dying (killed, or out of memory?; "
+            f"{RERUNS} reruns on a local cluster); the finished ones are kept; {resume_hint}"
+        ) from None
+    except (FutureCancelledError, OSError) as e:
+        if cluster.client.status == "running" and "connection" not in str(e):
+            raise
+        raise RunError(
+            f"{cluster.address}: the Dask scheduler went away ({name} was not finished); the "
+            f"finished ones are kept; start the scheduler again (or use --workers N) and {resume_hint}"
+        ) from None
