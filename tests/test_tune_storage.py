@@ -148,19 +148,19 @@ def test_keep_bounds_the_trial_directories_and_cv_scores_fold_by_fold(tiny_data,
     assert json.loads(again.output)["fold_log_loss_mean"] == pytest.approx(float(best["value"]), abs=1e-6)
 
 
-@pytest.mark.slow
 def _training_process(parent: int, timeout=120) -> psutil.Process:
     """The first process under ``parent`` that trains a trial (a worker's member process)."""
     end = time.time() + timeout
     while time.time() < end:
         for p in psutil.Process(parent).children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                if "serve_member_process" in " ".join(p.cmdline()):
+                if "member_process import serve" in " ".join(p.cmdline()):
                     return p
         time.sleep(0.2)
     raise AssertionError("no worker started training")
 
 
+@pytest.mark.slow
 def test_sigkill_of_one_local_worker_costs_only_a_rerun_of_its_trial(tiny_data, write_config, tmp_path):
     study = tmp_path / "study"
     path = write_config(_config(tiny_data, epochs=KILL_EPOCHS, trials=4))

@@ -15,17 +15,16 @@ import contextlib
 import functools
 import platform
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from ottotrain import engine, runs
+from ottotrain import runs
 from ottotrain.config import Config
 from ottotrain.errors import ConfigError, first_line
+from ottotrain.execute import Done, Executor, Job
 from ottotrain.log import Log
-from ottotrain.workflows import cluster
 from ottotrain.workflows.common import load_data
 from ottotrain.workflows.tune import report, space, storage
 from ottotrain.workflows.tune.objective import TrialData, TrialJob, TrialOutcome, run_trial, trial_dir
@@ -58,16 +57,13 @@ def tell(study, trial, outcome: TrialOutcome, host: str, log: Log):
     return study.tell(trial, outcome.value)
 
 
-Run = Callable[[Iterator[tuple[int, TrialJob]], Callable[[int, TrialOutcome, str], None]], None]
-
-
-def optimize(cfg: Config, study_dir: Path, study, place: Place, log: Log, run: Run) -> None:
+def optimize(cfg: Config, study_dir: Path, study, place: Place, executor: Executor, log: Log) -> None:
     """Ask trials until the study has ``tune.trials`` finished ones (or ``tune.timeout`` is
-    past); ``run(jobs, done)`` trains them and calls ``done(number, outcome, host)`` here."""
+    past), each when the executor can run it; tell each outcome as it comes back."""
     total = cfg.tune.trials
     grid = space.grid_size(cfg)
     deadline = None if cfg.tune.timeout is None else time.time() + cfg.tune.timeout
-    asked: dict[int, optuna.Trial] = {}
+    asked: dict[str, optuna.Trial] = {}
     show = report.progress(log, total, cfg, study_dir, place)
 
     def more() -> bool:
@@ -82,68 +78,27 @@ def optimize(cfg: Config, study_dir: Path, study, place: Place, log: Log, run: R
             try:
                 trial_cfg = start_trial(cfg, study_dir, place, trial)
             except ConfigError as e:  # values bad together: this trial fails, the study goes on
-                show(
-                    study,
-                    tell(study, trial, TrialOutcome(None, [], error=first_line(e)), platform.node(), log),
-                )
+                failed = TrialOutcome(None, [], error=first_line(e))
+                show(study, tell(study, trial, failed, platform.node(), log))
                 continue
-            asked[trial.number] = trial
+            name = trial_dir(trial.number)
+            asked[name] = trial
             finished = study.get_trials(deepcopy=False, states=FINISHED)
-            yield trial.number, TrialJob(cfg, trial_cfg, trial.number, place.name, finished)
+            job = TrialJob(cfg, trial_cfg, trial.number, place.name, finished)
+            yield Job(name, functools.partial(run_trial, job), last=f"{name}/{runs.STATUS}")
 
-    def done(number: int, outcome: TrialOutcome, host: str):
-        show(study, tell(study, asked.pop(number), outcome, host, log))
+    def done(d: Done):
+        show(study, tell(study, asked.pop(d.job.name), d.value, d.host, log))
 
-    with storage.heartbeats(place, cfg.tune.heartbeat, lambda: list(asked)):
+    hint = f"continue with: ottotrain tune --resume {study_dir}"
+    with storage.heartbeats(place, cfg.tune.heartbeat, lambda: [t.number for t in asked.values()]):
         try:
-            run(jobs(), done)
+            executor.map(jobs(), done, out=study_dir, data=trial_data(cfg), resume_hint=hint, pull=True)
         except BaseException:  # Ctrl-C, a stop: the trials in flight are queued again for --resume
             with contextlib.suppress(Exception):  # a storage gone away keeps them running: --resume
-                storage.retry_dead(study, [study.get_trials(deepcopy=False)[n] for n in asked], Log(0), "")
+                dead = [study.get_trials(deepcopy=False)[t.number] for t in asked.values()]
+                storage.retry_dead(study, dead, Log(0), "")
             raise
-
-
-def in_process(study_dir: Path, data: TrialData, threads: int | None) -> Run:
-    """Trials one after the other in this process, straight into the study directory."""
-
-    def run(jobs, done):
-        if threads is not None:
-            engine.env.use_threads(threads)
-        for number, job in jobs:
-            done(number, run_trial(job, data, study_dir), platform.node())
-
-    return run
-
-
-def on_cluster(on: cluster.Cluster, study_dir: Path, data: TrialData, hint: str) -> Run:
-    """Trials on the cluster's workers, one per worker at a time; their files come back here."""
-    here = cluster.versions()
-
-    def run(jobs, done):
-        with cluster.shared_data(on, data) as token:
-
-            def next_task():
-                number, job = next(jobs, (None, None))
-                if job is None:
-                    return None
-                return f"trial-{number:04d}", trial_task, (job, token, here, on.threads)
-
-            def finished(result: cluster.TaskResult):
-                number = int(result.name.removeprefix("trial-"))
-                cluster.write_files(study_dir, result.files, last=f"{trial_dir(number)}/{runs.STATUS}")
-                done(number, result.value, result.host)
-
-            cluster.run_tasks(on, next_task, finished, hint, in_flight=on.slots)
-
-    return run
-
-
-def trial_task(job: TrialJob, data: str, client_versions: dict, threads: int) -> cluster.TaskResult:
-    """On a cluster worker: train one trial (``data``: the ``TrialData``, by its
-    ``cluster.shared_data`` token); its run directory's files come back."""
-    cluster.check_worker(client_versions)
-    work = functools.partial(run_trial, job, cluster.run_data(data))
-    return cluster.run_task(f"trial-{job.number:04d}", threads, work)
 
 
 def trial_data(cfg: Config) -> TrialData:

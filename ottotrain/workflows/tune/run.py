@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -13,11 +12,11 @@ import optuna
 from ottotrain import runs
 from ottotrain.config import Config, config_to_dict, dump_yaml
 from ottotrain.errors import ConfigError, RunError
+from ottotrain.execute import check_options, open_executor
 from ottotrain.io import write_text
 from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.resume import check_resumable
-from ottotrain.workflows import cluster
 from ottotrain.workflows.tune import plan, report, space, storage
 from ottotrain.workflows.tune.report import KIND
 from ottotrain.workflows.tune.storage import Place
@@ -65,7 +64,7 @@ def tune(
             f"{cfg.source}: no tune section; add tune: {{trials: 20, space: "
             "{train.batch_size: {choice: [64, 128, 256]}}}} (see README, 'ottotrain tune')"
         )
-    cluster.check_options(scheduler, workers)
+    check_options(scheduler, workers)
     if resume is not None and study_name is not None:
         raise RunError(f"{resume}: --study is the study's own on resume; leave it out")
     name = tune_run_name(cfg.name or config_name)
@@ -73,33 +72,17 @@ def tune(
     started = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # The cluster first: a study whose scheduler cannot be reached is not started.
-    with _executor(scheduler, workers, member_threads, log) as on:
+    with open_executor(scheduler, workers, member_threads, log) as executor:
         if resume is not None:
             study_dir, place, study = _resume(cfg, Path(resume), storage_url, keep, log)
         else:
             study_dir, study = _start(cfg, study_dir, runs_root, name, place)
         where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
         log(f"Study directory: {study_dir}{where}", 1)
-        hint = f"continue with: ottotrain tune --resume {study_dir}"
-        with running(
-            study_dir, log, {"kind": KIND}, lambda: f"finished trials are kept in {study_dir}; {hint}"
-        ):
-            data = plan.trial_data(cfg)
-            if on is None:
-                run = plan.in_process(study_dir, data, member_threads)
-            else:
-                run = plan.on_cluster(on, study_dir, data, hint)
-            plan.optimize(cfg, study_dir, study, place, log, run)
+        hint = f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
+        with running(study_dir, log, {"kind": KIND}, lambda: hint):
+            plan.optimize(cfg, study_dir, study, place, executor, log)
             return report.finish(cfg, study_dir, study, place, log, started)
-
-
-@contextlib.contextmanager
-def _executor(scheduler: str | None, workers: int | None, threads: int | None, log: Log):
-    if scheduler is None and workers is None:
-        yield None
-        return
-    with cluster.open_cluster(scheduler, workers, threads, log) as on:
-        yield on
 
 
 def _open(cfg: Config, study_dir: Path, place: Place, offset: int = 0, create=False):

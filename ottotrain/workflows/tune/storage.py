@@ -7,7 +7,9 @@ command with the same ``--storage`` and ``--study`` and keeps its own study dire
 trials it trains. On a database, running trials send heartbeats, and a trial silent for two
 of them is failed by the next process that asks for a trial, which queues its parameters
 again (Optuna's ``RetryHeartbeatStaleTrialCallback``). A trial this machine's study process
-left running when it died is failed and queued again by ``--resume``. Only the study process
+left running when it died is failed and queued again by ``--resume``. Either way a trial is
+queued again at most ``execute.RERUNS`` times: the executor's one limit for a job whose
+process died. Only the study process
 (the client) talks to the storage: the workers that train its trials never do.
 
 A password in the URL is never printed, logged or written: ``study.json`` keeps the URL
@@ -38,6 +40,7 @@ from sqlalchemy.engine import URL, make_url
 from ottotrain.config import Config, config_to_dict, dump_yaml
 from ottotrain.config.diff import config_changes, format_change
 from ottotrain.errors import ConfigError, RunError, first_line
+from ottotrain.execute import RERUNS
 from ottotrain.io import read_json, write_json
 from ottotrain.runs import process_alive
 
@@ -46,7 +49,6 @@ JOURNAL_STUDY = "ottotrain"  # the study's name inside its journal file
 STUDY_FILE = "study.json"
 # What may differ between the processes of one study (each machine names its own data copy).
 JOIN_CHANGES = ("tune.trials", "tune.timeout", "tune.heartbeat", "data.train", "data.test")
-MAX_RETRY = 2  # a trial whose process died is queued again at most this often
 _DRIVERS = {  # database -> what to pip install for its default SQLAlchemy driver
     "postgresql": "'ottotrain[postgres]' (psycopg 3)",
     "mysql": "mysqlclient (or use mysql+pymysql:// with pymysql)",
@@ -164,7 +166,7 @@ def open_storage(place: Place, study_dir: Path, heartbeat: int):
                         engine_kwargs={"pool_pre_ping": True},
                         heartbeat_interval=heartbeat,
                         grace_period=2 * heartbeat,
-                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RERUNS),
                     )
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # Two processes making Optuna's tables in a new database at once: one of
@@ -210,10 +212,11 @@ def running_here(study, place: Place) -> list:
 
 
 def retry_dead(study, trials, log, why: str) -> None:
-    """Fail trials whose process died and queue their parameters again (Optuna's retry rule)."""
+    """Fail trials whose process died and queue their parameters again, up to ``RERUNS``
+    times per trial (Optuna's retry rule)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=RERUNS)
     for t in trials:
         study.tell(t.number, state=TrialState.FAIL)
         retry(study, study.get_trials(deepcopy=False)[t.number])
