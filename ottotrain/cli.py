@@ -427,12 +427,7 @@ def cv(
     type=click.Path(file_okay=False),
     help="Continue a study (killed, stopped, or finished: with --set tune.trials=N, more trials).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    help="Train the trials on a local cluster of N worker processes, one trial per worker at a "
-    "time; stopped at the end.",
-)
+@workers_option
 @click.option(
     "--storage",
     metavar="URL",
@@ -446,17 +441,8 @@ def cv(
 @click.option(
     "--keep", type=click.IntRange(1), metavar="K", help="Keep only the run directories of the best K trials."
 )
-@click.option(
-    "--scheduler",
-    metavar="tcp://HOST:PORT",
-    help="Train the trials on a running Dask cluster, one per worker at a time; the study stays here.",
-)
-@click.option(
-    "--member-threads",
-    type=click.IntRange(1),
-    metavar="N",
-    help="TensorFlow threads per trial [default: the cores shared out among the trials that run at once].",
-)
+@scheduler_option
+@member_threads_option
 @json_option
 @quiet_option
 @verbose_option
@@ -511,14 +497,13 @@ def tune(
         member_threads=member_threads,
     )
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"best_value": result.best_value, "run_dir": str(result.run_dir)})
     else:
-        metric = "best_fold_log_loss" if "best_fold_log_loss" in result else "best_val_log_loss"
         click.echo(
-            f"{metric}={result['best_value']:.4f} best_trial={result['best_trial']} "
-            f"trials={result['trials']} pruned={result['pruned']} failed={result['failed']}"
+            f"best_{result.metric}={result.best_value:.4f} best_trial={result.best_trial} "
+            f"trials={result.trials} pruned={result.pruned} failed={result.failed}"
         )
-        click.echo(Path(result["run_dir"]) / "best.yaml")
+        click.echo(result.run_dir / "best.yaml")
 
 
 @main.command()

@@ -282,3 +282,32 @@ def test_a_dead_machines_trial_is_failed_by_heartbeat_and_retried(
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retried) == 1 and retried[0].params == victim.params
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+def test_ctrl_c_stops_a_study_in_one_line_and_resume_finishes_it(tiny_data, write_config, tmp_path, workers):
+    study = tmp_path / "study"
+    path = write_config(_config(tiny_data, epochs=KILL_EPOCHS, trials=3))
+    proc = _spawn(tmp_path, path, "--study-dir", study, *workers)
+
+    def load():
+        return optuna.load_study(
+            study_name="ottotrain", storage=JournalStorage(JournalFileBackend(str(study / "journal.log")))
+        )
+
+    if workers:
+        _training_process(proc.pid)
+        time.sleep(1.0)
+    else:
+        _wait_running(load, study)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.count("Interrupted") == 1, err
+    assert f"Interrupted: finished trials are kept in {study}; continue with: ottotrain tune --resume" in err
+    assert json.loads((study / "status.json").read_text())["status"] == "interrupted"
+    r = run_cli("tune", "--resume", study, "-q")
+    assert r.exit_code == 0, r.output
+    states = [row["state"] for row in _trials(study)]
+    assert states.count("complete") == 3 and set(states) <= {"complete", "fail"}, states

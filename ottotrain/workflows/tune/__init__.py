@@ -33,7 +33,7 @@ told here, trained by the executor), ``report`` (trials.csv, plots, best.yaml), 
 (where the study lives, heartbeats, dead trials), ``run`` (start, resume or join a study).
 """
 
-from ottotrain.workflows.tune.report import KIND
+from ottotrain.workflows.tune.report import KIND, StudyResult
 from ottotrain.workflows.tune.run import tune, tune_run_name
 
-__all__ = ["KIND", "tune", "tune_run_name"]
+__all__ = ["KIND", "StudyResult", "tune", "tune_run_name"]

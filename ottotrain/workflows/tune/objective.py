@@ -21,7 +21,7 @@ from ottotrain.config.schema import OWN_LAYERS
 from ottotrain.data import TrainData
 from ottotrain.errors import ConfigError, DataError, RunError, Stopped, TrainingError, first_line
 from ottotrain.log import Log
-from ottotrain.workflows.cv import run_cv
+from ottotrain.workflows.cv import CvOptions, run_cv
 from ottotrain.workflows.fit import Prepared, fit, prepare
 from ottotrain.workflows.tune import space
 
@@ -126,7 +126,7 @@ def train_trial(trial_cfg: Config, folds: int | None, run_dir: Path, report, dat
     """Train one trial into ``run_dir`` (a fit, or a cv run of ``folds`` folds); its value.
     ``report(value, step)`` gets every epoch's (every fold's) score and may raise ``Stopped``
     (pruned)."""
-    quiet = Log(0)
+    quiet = Log(-1)  # not even a trial's own stop lines ('fit --resume' it): the study says its own
     if folds is None:
         result = fit(
             trial_cfg,
@@ -135,15 +135,13 @@ def train_trial(trial_cfg: Config, folds: int | None, run_dir: Path, report, dat
             on_epoch=lambda row: report(row.val_loss, row.epoch - 1),
             prepared=data(trial_cfg),
         )
-        return result["val_log_loss"]
+        return result.val_log_loss
+    options = CvOptions(folds=folds, seeds=1, run_dir=run_dir, test=False)
     result = run_cv(
         trial_cfg,
-        folds=folds,
-        seeds=1,
-        run_dir=run_dir,
+        options,
         log=quiet,
         on_member=lambda fold, _seed, rec: report(rec.val_log_loss, fold),
-        test=False,
         loaded=(dataclasses.replace(data.train), None),
     )
-    return result["fold_log_loss_mean"]
+    return result.fold_log_loss_mean

@@ -9,6 +9,7 @@ import platform
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib import pyplot
@@ -130,8 +131,30 @@ def plots(study_dir: Path, study):
                 pyplot.close(fig)  # Optuna draws through pyplot, which keeps every figure
 
 
-def finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started: float) -> dict:
-    """The study's report: trials.csv, best.yaml, metrics.json, plots; its metrics."""
+@dataclass(frozen=True)
+class StudyResult:
+    """What a study found (``metrics.json``) and where it is."""
+
+    metric: str  # what its trials scored: val_log_loss, or fold_log_loss (a cv objective)
+    best_value: float
+    best_trial: int
+    best_params: dict
+    best_run_dir: str | None
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    total_seconds_this_session: float
+    run_dir: Path
+
+    def metrics(self) -> dict:
+        """The ``metrics.json`` content."""
+        fields = {k: v for k, v in vars(self).items() if k not in ("metric", "best_value", "run_dir")}
+        return {"kind": KIND, f"best_{self.metric}": self.best_value, **fields}
+
+
+def finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started: float) -> StudyResult:
+    """The study's report: trials.csv, best.yaml, metrics.json, plots."""
     if place.keep is not None:  # also when --keep comes with a resume that trains nothing
         prune_dirs(study, study_dir, place)
     write_trials_csv(study_dir / "trials.csv", cfg, study)
@@ -143,23 +166,24 @@ def finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started:
         )
     write_text(study_dir / "best.yaml", dump_yaml(best_config(cfg, best)))
     states = [t.state for t in study.trials]
-    metrics = {
-        "kind": KIND,
-        f"best_{metric(cfg)}": round(best.value, 6),
-        "best_trial": best.number,
-        "best_params": space.params(cfg, best),
-        "best_run_dir": best.user_attrs.get("run_dir"),
-        "trials": len(states),
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
-        "total_seconds_this_session": round(time.time() - started, 3),
-    }
-    write_json(study_dir / "metrics.json", metrics)
+    result = StudyResult(
+        metric=metric(cfg),
+        best_value=round(best.value, 6),
+        best_trial=best.number,
+        best_params=space.params(cfg, best),
+        best_run_dir=best.user_attrs.get("run_dir"),
+        trials=len(states),
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        total_seconds_this_session=round(time.time() - started, 3),
+        run_dir=study_dir,
+    )
+    write_json(study_dir / "metrics.json", result.metrics())
     plots(study_dir, study)
     runs.write_status(study_dir, runs.FINISHED, kind=KIND)
-    log(f"Best trial {best.number}: {metric(cfg)} {best.value:.4f}; {study_dir / 'best.yaml'}", 1)
-    return {**metrics, "best_value": round(best.value, 6), "run_dir": str(study_dir)}
+    log(f"Best trial {best.number}: {result.metric} {best.value:.4f}; {study_dir / 'best.yaml'}", 1)
+    return result
 
 
 def best_config(cfg: Config, best) -> dict:

@@ -18,7 +18,7 @@ from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.resume import check_resumable
 from ottotrain.workflows.tune import plan, report, space, storage
-from ottotrain.workflows.tune.report import KIND
+from ottotrain.workflows.tune.report import KIND, StudyResult
 from ottotrain.workflows.tune.storage import Place
 
 
@@ -39,8 +39,8 @@ def tune(
     keep: int | None = None,
     scheduler: str | None = None,
     member_threads: int | None = None,
-) -> dict:
-    """Run (or continue, or join) a study of ``cfg.tune``; return its metrics, with ``run_dir``.
+) -> StudyResult:
+    """Run (or continue, or join) a study of ``cfg.tune``; return what it found.
 
     Args:
         cfg: a validated ``Config`` with a ``tune`` section.
