@@ -357,22 +357,7 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
 @json_option
 @quiet_option
 @verbose_option
-def cv(
-    config,
-    folds,
-    seeds,
-    overrides,
-    run_dir,
-    runs_root,
-    smoke,
-    resume,
-    scheduler,
-    workers,
-    member_threads,
-    as_json,
-    quiet,
-    verbose,
-):
+def cv(config, overrides, as_json, quiet, verbose, **options):
     """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
 
     Each model trains on K-1 folds and early-stops on the held-out fold
@@ -390,22 +375,10 @@ def cv(
       ottotrain cv configs/otto-cv.yaml --workers 2
       ottotrain cv configs/otto-cv.yaml --scheduler tcp://10.0.0.5:8786
     """
-    cfg, name = _training_config(config, overrides, resume, run_dir)
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
     from ottotrain.workflows.cv import CvOptions, run_cv
 
-    options = CvOptions(
-        folds=folds,
-        seeds=seeds,
-        run_dir=run_dir,
-        runs_root=runs_root,
-        resume=resume,
-        smoke=smoke,
-        config_name=name,
-        member_threads=member_threads,
-        scheduler=scheduler,
-        workers=workers,
-    )
-    result = _interruptible(run_cv, cfg, options, log=_log(quiet, verbose))
+    result = _interruptible(run_cv, cfg, CvOptions(**options, config_name=name), log=_log(quiet, verbose))
     if as_json:
         _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import error_line, run_cli, tiny_config
+from tests.conftest import error_line, python_cmd, run_cli, subprocess_env, tiny_config
 
 DASK = str(Path(sys.executable).with_name("dask"))
 FOLDS, SEEDS = 2, 2
@@ -373,6 +373,49 @@ def test_a_worker_with_other_ottotrain_source_is_refused_naming_both(small, tmp_
     line = error_line(r)
     assert f"runs ottotrain source {theirs}, this client ottotrain source {source_hash()};" in line
     assert theirs != source_hash() and not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_on_local_workers_is_one_line_and_exit_130(small, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the client says one line, exits 130,
+    and stops its worker processes; no worker prints a traceback; the run resumes."""
+    run_dir, err_path = tmp_path / "run", tmp_path / "err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [
+                *python_cmd(),
+                "cv",
+                str(small),
+                "--folds",
+                str(FOLDS),
+                "--workers",
+                "2",
+                "--run-dir",
+                str(run_dir),
+            ],
+            env=subprocess_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    try:
+        deadline = time.time() + 180
+        while "members to train on" not in err_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # into the first members
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = err_path.read_text()
+    assert rc == 130, text
+    assert "Traceback" not in text and text.count("Interrupted") == 1, text
+    assert f"continue with: ottotrain cv --resume {run_dir}" in text
+    assert yaml.safe_load((run_dir / "status.json").read_text())["status"] == "interrupted"
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):  # the local cluster went with its client
+        os.killpg(proc.pid, 0)
 
 
 def test_scheduler_going_away_stops_with_one_line_and_resumes(small, serial_cv, cluster, threads, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import itertools
 import logging
 import platform
@@ -171,9 +172,12 @@ def open_cluster(
     ``threads`` (None: the cores shared out among the jobs that run at once) is set in
     every worker's TensorFlow. The workers' versions are checked first.
     """
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # a lost scheduler is one line of ours, not tracebacks
+    # A lost scheduler, or a local cluster stopped by Ctrl-C, is one line of ours, not the
+    # tracebacks Dask's and asyncio's loggers would print.
+    quiet = [logging.getLogger(name) for name in ("distributed", "asyncio")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
     local = None
     try:
         with dask.config.set({"distributed.scheduler.allowed-failures": RERUNS}):
@@ -195,7 +199,9 @@ def open_cluster(
         if local is not None:
             with contextlib.suppress(Exception):
                 local.close(timeout=10)
-        quiet.setLevel(level)
+        gc.collect()  # the cluster's unretrieved futures say their exceptions now, quietly
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
 
 
 def _local_cluster(workers: int, threads: int) -> LocalCluster:

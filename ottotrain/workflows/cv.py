@@ -265,7 +265,8 @@ def _train(run: CvRun, ex: Executor, on_member: OnMember | None) -> None:
     if todo and not ex.in_process:
         run.timings["cluster_wall_seconds"] = round(wall, 3)
         run.timings["cluster_member_seconds"] = round(sum(member_seconds), 3)
-        log(f"Cluster: {wall:.1f} s wall for {sum(member_seconds):.1f} s of member time on {ex.where}", 1)
-
-
-__all__ = ["CvOptions", "CvResult", "cv_run_name", "run_cv"]
+        busy = sum(member_seconds)
+        log(
+            f"Cluster: {wall:.1f} s wall for {busy:.1f} s of member time on {ex.where} ({busy / wall:.2f}x)",
+            1,
+        )

@@ -45,27 +45,24 @@ class Predictor:
 
     def predict_proba(self, x) -> np.ndarray:
         """Weighted average of the members' class probabilities for raw feature rows ``x``."""
-        return self._average(x, engine.inference.predict_proba)[0]
+        return average(self.members, x, engine.inference.predict_proba)[0]
 
     def member_proba(self, x) -> np.ndarray | None:
         """For models with ``model.ensemble``: member j's probabilities, (k, rows, classes),
         averaged over the run's models as ``predict_proba`` averages them; else None."""
-        return self._average(x, engine.inference.member_probas)[0] if self._ensembles() else None
+        return average(self.members, x, engine.inference.member_probas)[0] if self._ensembles() else None
 
     def predict_with_members(self, x) -> tuple[np.ndarray, np.ndarray | None]:
         """``predict_proba`` and ``member_proba`` together, from one transform of ``x`` per member."""
         if not self._ensembles():
             return self.predict_proba(x), None
-        p, members = self._average(x, engine.inference.predict_proba, engine.inference.member_probas)
+        p, members = average(self.members, x, engine.inference.predict_proba, engine.inference.member_probas)
         return p, members  # one pass: a KNN run's features are the costly part of a transform
 
     def _ensembles(self) -> bool:
         """Whether every model is a TabM-style ensemble of one size."""
         sizes = {engine.inference.ensemble_size(m.model) for m in self.members}
         return len(sizes) == 1 and None not in sizes
-
-    def _average(self, x, *probas) -> list[np.ndarray]:
-        return average(self.members, x, *probas)
 
 
 def _fit_members(run_dir: Path, info: dict) -> list[Member]:
