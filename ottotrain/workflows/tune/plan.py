@@ -83,6 +83,7 @@ def optimize(cfg: Config, study_dir: Path, study, place: Place, executor: Execut
                 continue
             name = trial_dir(trial.number)
             asked[name] = trial
+            beat(trial.number)
             finished = study.get_trials(deepcopy=False, states=FINISHED)
             job = TrialJob(cfg, trial_cfg, trial.number, place.name, finished)
             yield Job(name, functools.partial(run_trial, job), last=f"{name}/{runs.STATUS}")
@@ -91,7 +92,7 @@ def optimize(cfg: Config, study_dir: Path, study, place: Place, executor: Execut
         show(study, tell(study, asked.pop(d.job.name), d.value, d.host, log))
 
     hint = f"continue with: ottotrain tune --resume {study_dir}"
-    with storage.heartbeats(place, cfg.tune.heartbeat, lambda: [t.number for t in asked.values()]):
+    with storage.heartbeats(place, cfg.tune.heartbeat, lambda: [t.number for t in asked.values()]) as beat:
         try:
             executor.map(jobs(), done, out=study_dir, data=trial_data(cfg), resume_hint=hint, pull=True)
         except BaseException:  # Ctrl-C, a stop: the trials in flight are queued again for --resume

@@ -278,29 +278,34 @@ def _check_join(place: Place, saved: dict, ours: dict) -> None:
 
 
 @contextlib.contextmanager
-def heartbeats(place: Place, interval: int, running: Callable[[], list[int]]) -> Iterator[None]:
+def heartbeats(
+    place: Place, interval: int, running: Callable[[], list[int]]
+) -> Iterator[Callable[[int], None]]:
     """On a database, a heartbeat every ``interval`` seconds for the trials ``running()``
     numbers (those asked here and not told yet), so that a process that joins the study later
-    sees that they are alive; a dead machine's trials go silent, and ``fail_stale`` fails them."""
+    sees that they are alive; a dead machine's trials go silent, and ``fail_stale`` fails them.
+    Yields ``beat(number)``, a trial's first heartbeat, at once (Optuna counts a trial that
+    never sent one as alive)."""
     if not place.is_database:
-        yield
+        yield lambda number: None
         return
     storage = open_storage(place, Path(), interval)  # its own connections, for its own thread
     study_id = storage.get_study_id_from_name(place.name)
     stop = threading.Event()
 
-    def beat():
+    def beat(number: int) -> None:
+        with contextlib.suppress(Exception):  # a trial told meanwhile; a database blip
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    def beating():
         while not stop.wait(interval):
             for number in running():
-                with contextlib.suppress(Exception):  # a trial told meanwhile; a database blip
-                    storage.record_heartbeat(
-                        storage.get_trial_id_from_study_id_trial_number(study_id, number)
-                    )
+                beat(number)
 
-    thread = threading.Thread(target=beat, daemon=True)
+    thread = threading.Thread(target=beating, daemon=True)
     thread.start()
     try:
-        yield
+        yield beat
     finally:
         stop.set()
         thread.join()
