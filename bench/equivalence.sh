@@ -39,28 +39,15 @@ ot cv "$out/cv.yaml" --run-dir "$out/cv" -q >/dev/null
 # The same cv on 2 local worker processes, each member with the serial run's thread count
 # (the last bits depend on it): the same files as the serial run.
 ot cv "$out/cv.yaml" --run-dir "$out/cv-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
-# A TabM ensemble (4 members sharing their kernels) with KNN features, 2 folds, serial.
-cat > "$out/tabm.yaml" <<YAML
-name: eq-tabm
-seed: 11
-data: {train: $out/data/train.csv, test: $out/data/test.csv, transform: log1p, knn: {k: [1, 4]}}
-model:
-  ensemble: {k: 4, kind: batch}
-  layers:
-    - Dense: {units: 32, activation: relu}
-    - Dropout: {rate: 0.2}
-    - Dense: {units: n_classes}
-    - Activation: softmax
-train:
-  optimizer: {name: adam, learning_rate: 0.003}
-  epochs: 3
-  batch_size: 256
-cv: {folds: 2}
-YAML
-ot cv "$out/tabm.yaml" --run-dir "$out/tabm" -q >/dev/null
+# A TabM ensemble (4 members sharing their kernels) with KNN features, 2 folds, serially and
+# on 2 local worker processes.
+tabm=(--set seed=11 --set cv.folds=2 --set 'model.ensemble={k: 4, kind: batch}' --set 'cv.variants=[{data.knn: {k: [1, 4]}}]')
+ot cv "$out/cv.yaml" "${tabm[@]}" --run-dir "$out/tabm" -q >/dev/null
+ot cv "$out/cv.yaml" "${tabm[@]}" --run-dir "$out/tabm-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
 ot predict "$out/cv" "$out/data/test.csv" -o "$out/cv-predict.csv" >/dev/null 2>&1
 ot predict "$out/mlp" "$out/data/test.csv" -o "$out/mlp-predict.csv" >/dev/null 2>&1
 ot predict "$out/tabm" "$out/data/test.csv" -o "$out/tabm-predict.csv" >/dev/null 2>&1
 cd "$out"
 sha256sum mlp/submission.csv mlp/val_predictions.csv mlp-predict.csv cv/oof.csv cv/submission.csv cv-predict.csv \
-  cv-w2/oof.csv cv-w2/submission.csv tabm/oof.csv tabm/submission.csv tabm-predict.csv
+  cv-w2/oof.csv cv-w2/submission.csv tabm/oof.csv tabm/submission.csv tabm-predict.csv \
+  tabm-w2/oof.csv tabm-w2/submission.csv

@@ -136,7 +136,7 @@ member_threads_option = click.option(
 @json_option
 @quiet_option
 @verbose_option
-def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, verbose):
+def fit(config, overrides, as_json, quiet, verbose, **options):
     """Train CONFIG; write the model, metrics and submission to a run directory.
 
     \b
@@ -146,19 +146,10 @@ def fit(config, overrides, run_dir, runs_root, smoke, resume, as_json, quiet, ve
       ottotrain fit configs/otto.yaml --smoke
       ottotrain fit --resume runs/mlp-20261128-101500
     """
-    cfg, name = _training_config(config, overrides, resume, run_dir)
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
     from ottotrain.workflows.fit import fit as run_fit
 
-    result = _interruptible(
-        run_fit,
-        cfg,
-        run_dir=run_dir,
-        runs_root=runs_root,
-        smoke=smoke,
-        resume=resume,
-        log=_log(quiet, verbose),
-        config_name=name,
-    )
+    result = _interruptible(run_fit, cfg, **options, log=_log(quiet, verbose), config_name=name)
     if as_json:
         _echo_json(result.metrics() | {"run_dir": str(result.run_dir)})
     else:

@@ -346,7 +346,7 @@ def test_fit_logs_the_figures_it_prints(tiny_config_path, tmp_path, monkeypatch,
 
 
 def test_cv_logs_the_figures_it_prints(tiny_config_path, tmp_path, monkeypatch, cli):
-    import ottotrain.workflows.cv as cv
+    import ottotrain.workflows.cv_result as cv  # where cv scores its members
 
     monkeypatch.setattr(cv, "log_loss", lambda y, p: TWICE_ROUNDED[0])
     r = cli("cv", tiny_config_path, "--folds", 2, "--run-dir", tmp_path / "run", "--set", "train.epochs=1")

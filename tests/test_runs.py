@@ -7,7 +7,6 @@ import marshal
 import shutil
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
 import yaml
@@ -26,7 +25,7 @@ def finished_run(tiny_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("finished")
     cfg = validate_tree(tiny_config(tiny_data))
     result = fit(cfg, run_dir=d / "run", log=Log(0))
-    return Path(result["run_dir"])
+    return result.run_dir
 
 
 @pytest.fixture

@@ -17,15 +17,13 @@ import contextlib
 from collections.abc import Iterator
 
 from ottotrain.errors import ConfigError
-from ottotrain.execute.dask import Cluster, DaskExecutor, open_cluster, write_files
+from ottotrain.execute.dask import DaskExecutor, open_cluster, write_files
 from ottotrain.execute.jobs import (
     RERUNS,
     Done,
     Executor,
     InProcess,
     Job,
-    OnDone,
-    cores,
     default_threads,
     thread_env,
 )
@@ -34,15 +32,12 @@ from ottotrain.log import Log
 
 __all__ = [
     "RERUNS",
-    "Cluster",
     "DaskExecutor",
     "Done",
     "Executor",
     "InProcess",
     "Job",
-    "OnDone",
     "check_options",
-    "cores",
     "default_threads",
     "open_executor",
     "thread_env",
@@ -79,9 +74,4 @@ def open_executor(
         yield InProcess(threads or default_threads(), log)
         return
     with open_cluster(scheduler, workers, threads, log) as cluster:
-        where = (
-            f"{cluster.slots} local worker(s)"
-            if cluster.local
-            else f"{cluster.slots} worker(s) of {cluster.address}"
-        )
-        yield DaskExecutor(cluster, where)
+        yield cluster

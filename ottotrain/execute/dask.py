@@ -51,17 +51,6 @@ CONNECT_TIMEOUT = 20  # seconds to reach a scheduler and see its first worker
 
 
 @dataclass
-class Cluster:
-    """A connected cluster: its client, and how its jobs run."""
-
-    client: Client
-    address: str  # the scheduler's
-    threads: int  # TensorFlow intra-op threads of every job
-    slots: int  # jobs that run at once (worker processes)
-    local: bool  # started by this run (--workers), stopped at its end
-
-
-@dataclass
 class TaskResult:
     """What a task sends back: the files of its run-directory part, and where it ran."""
 
@@ -74,11 +63,13 @@ class TaskResult:
 
 
 class DaskExecutor(Executor):
-    """Jobs as tasks on a cluster's worker processes, each one's files written here as it
-    comes back."""
+    """Jobs as tasks on a connected cluster's worker processes (``slots`` of them), each one's
+    files written here as it comes back."""
 
-    def __init__(self, cluster: Cluster, where: str):
-        self.cluster, self.threads, self.slots, self.where = cluster, cluster.threads, cluster.slots, where
+    def __init__(self, client: Client, address: str, threads: int, slots: int, local: bool):
+        self.client, self.address, self.threads, self.slots = client, address, threads, slots
+        self.local = local  # started by this run (--workers), stopped at its end
+        self.where = f"{slots} local worker(s)" if local else f"{slots} worker(s) of {address}"
 
     def map(self, jobs, on_done, *, out, data=None, resume_hint="", pull=False):
         it = iter(jobs)
@@ -100,8 +91,8 @@ class DaskExecutor(Executor):
             on_done(Done(job, result.value, result.seconds, result.host, result.worker))
 
         it = itertools.chain([first], it)
-        with shared_data(self.cluster, data) as token:
-            run_tasks(self.cluster, next_task, finished, resume_hint, self.slots if pull else None)
+        with shared_data(self, data) as token:
+            run_tasks(self, next_task, finished, resume_hint, self.slots if pull else None)
 
 
 def _job_task(job, data: str, client_versions: dict, threads: int) -> TaskResult:
@@ -166,7 +157,7 @@ def write_files(root: Path, files: dict[str, bytes], last: str | None = None) ->
 @contextlib.contextmanager
 def open_cluster(
     scheduler: str | None, workers: int | None, threads: int | None, log: Log
-) -> Iterator[Cluster]:
+) -> Iterator[DaskExecutor]:
     """Connect to ``scheduler``, or start a local cluster of ``workers`` processes; yield it.
 
     ``threads`` (None: the cores shared out among the jobs that run at once) is set in
@@ -194,7 +185,7 @@ def open_cluster(
             threads = threads or _threads_per_host(client)
             where = f"a local cluster of {workers} workers" if local else f"{len(info)} workers of {address}"
             log(f"Cluster: {where}, {threads} TensorFlow thread(s) per member", 1)
-            yield Cluster(client, address, threads, len(info), local is not None)
+            yield DaskExecutor(client, address, threads, len(info), local is not None)
     finally:
         if local is not None:
             with contextlib.suppress(Exception):
@@ -317,7 +308,7 @@ class _RunData(WorkerPlugin):
 
 
 @contextlib.contextmanager
-def shared_data(cluster: Cluster, data) -> Iterator[str]:
+def shared_data(cluster: DaskExecutor, data) -> Iterator[str]:
     """Send ``data`` to every worker once for the block; yield the token a task finds it by.
 
     A worker plugin, not a scattered value: the scheduler hands it to a worker that joins or
@@ -342,7 +333,7 @@ def run_data(token: str):
 
 
 def run_tasks(
-    cluster: Cluster,
+    cluster: DaskExecutor,
     next_task: Callable[[], tuple[str, Callable, tuple] | None],
     on_done: Callable[[TaskResult], None],
     resume_hint: str,
@@ -380,7 +371,7 @@ def run_tasks(
         raise
 
 
-def _result(cluster: Cluster, future, name: str, resume_hint: str) -> TaskResult:
+def _result(cluster: DaskExecutor, future, name: str, resume_hint: str) -> TaskResult:
     try:
         return future.result()
     except KilledWorker:

@@ -1,8 +1,7 @@
 """The names ``workflows.tune`` reads from here: they moved to ``ottotrain.execute``."""
 
-from ottotrain.execute import check_options, default_threads, versions, write_files
+from ottotrain.execute import DaskExecutor, check_options, default_threads, versions, write_files
 from ottotrain.execute.dask import (
-    Cluster,
     TaskResult,
     check_worker,
     open_cluster,
@@ -11,6 +10,8 @@ from ottotrain.execute.dask import (
     run_tasks,
     shared_data,
 )
+
+Cluster = DaskExecutor  # what open_cluster yields
 
 __all__ = [
     "Cluster",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from collections.abc import Callable
@@ -21,6 +22,17 @@ from ottotrain.io import write_text
 from ottotrain.runs.resume import check_resumable
 
 SMOKE_ROWS = 2000
+
+
+class ReadsAsDict:
+    """For a result dataclass: 1.x returned results as dicts, so ``result["run_dir"]`` and
+    ``"oof_log_loss" in result`` keep working beside the attributes."""
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in {f.name for f in dataclasses.fields(self)}
 
 
 def smoke_config(cfg: Config) -> Config:

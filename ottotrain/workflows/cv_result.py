@@ -26,6 +26,7 @@ from ottotrain.runs import CV_KIND, ENSEMBLE_FILE, MODELS, OOF_FILE, WORK
 from ottotrain.runs.artifacts import read_member_oof, versions, write_predictions, write_submission
 from ottotrain.runs.state import MemberRecord
 from ottotrain.workflows.average import Member, average
+from ottotrain.workflows.common import ReadsAsDict
 from ottotrain.workflows.cv_member import FoldedData, member_name
 
 
@@ -64,7 +65,7 @@ class CvMember:
 
 
 @dataclass(frozen=True)
-class CvResult:
+class CvResult(ReadsAsDict):
     """What a cv run scored (``metrics.json``, in this order) and where it is."""
 
     oof_log_loss: float
@@ -102,9 +103,6 @@ class CvResult:
             "timings": self.timings,
             "versions": self.versions,
         }
-
-    def __getitem__(self, key: str):  # workflows.tune reads results by key until it moves
-        return getattr(self, key)
 
 
 def member_oof(run_dir: Path, name: str, pre: Preprocessor, x_val, n_classes: int) -> np.ndarray:

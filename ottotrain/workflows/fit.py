@@ -31,6 +31,7 @@ from ottotrain.runs.state import TrainState
 from ottotrain.workflows import plots
 from ottotrain.workflows.average import Member, average
 from ottotrain.workflows.common import (
+    ReadsAsDict,
     begin,
     class_weights,
     create_run_dir,
@@ -41,7 +42,7 @@ from ottotrain.workflows.common import (
 
 
 @dataclass(frozen=True)
-class FitResult:
+class FitResult(ReadsAsDict):
     """What a fit scored (``metrics.json``, in this order) and where it is."""
 
     val_log_loss: float
@@ -64,9 +65,6 @@ class FitResult:
     def metrics(self) -> dict:
         """The ``metrics.json`` content."""
         return {k: v for k, v in vars(self).items() if k != "run_dir"}
-
-    def __getitem__(self, key: str):  # workflows.tune reads results by key until it moves
-        return getattr(self, key)
 
 
 class Prepared(NamedTuple):
@@ -147,16 +145,44 @@ def fit(
         on_epoch: see ``engine.member.MemberJob`` (tune reports epochs and prunes through it).
         prepared: ``prepare(cfg)``'s result, when the caller already has it (tune's trials
             share one; without test rows, no submission is written).
-
     """
     log = log or Log(1)
     t_start = time.time()
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
-
     t0 = time.perf_counter()
     data = prepare(cfg, smoke) if prepared is None else prepared
-    train, pre, arrays, x_test = data.train, data.pre, data.arrays, data.x_test
-    t_data = time.perf_counter() - t0
+    timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
+    _log_data(log, data, smoke)
+    train, arrays = data.train, data.arrays
+    weights = class_weights(cfg, arrays.y_train, train.classes)
+    # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
+    summary = engine.build.check_model(
+        cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
+    )
+    if resume_dir is not None:
+        run_dir = resume_dir
+        check_same_data(run_dir / "preprocess.json", data.pre)
+    else:
+
+        def write(d):
+            data.pre.save(d / "preprocess.json")
+            write_text(d / "summary.txt", summary + "\n")
+
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke}, write)
+    log(f"Run directory: {run_dir}", 1)
+    with running(run_dir, log, {"smoke": smoke}, lambda: _interrupted(run_dir), lambda: _record(run_dir)):
+        t1 = time.perf_counter()
+        tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
+        job = engine.member.MemberJob(
+            cfg, arrays, run_dir, weights, tensorboard_dir=tensorboard, on_epoch=on_epoch
+        )
+        member = engine.member.train_member(job, log)
+        timings["train_seconds"] = round(time.perf_counter() - t1, 3)
+        return _finish(_Run(cfg, run_dir, smoke, log, t_start, timings), member, data)
+
+
+def _log_data(log: Log, data: Prepared, smoke: bool) -> None:
+    train, arrays, x_test = data.train, data.arrays, data.x_test
     log(
         f"Data: {len(train.y)} rows ({len(arrays.y_train)} train, {len(arrays.y_val)} validation), "
         f"{len(train.features)} features, {len(train.classes)} classes"
@@ -166,57 +192,19 @@ def fit(
     )
     for note in data.notes:
         log(f"Warning: {note}", 1)
-    cw = class_weights(cfg, arrays.y_train, train.classes)
-    # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
-    summary = engine.build.check_model(
-        cfg, pre.n_outputs, len(train.classes), len(arrays.y_train), pre.input_block()
+
+
+def _interrupted(run_dir: Path) -> str:
+    kept = (
+        "kept the best model and the history so far"
+        if (run_dir / "model.keras").exists()
+        else "no epoch had completed, nothing to keep yet"
     )
+    return f"{kept} in {run_dir}; continue with: ottotrain fit --resume {run_dir}"
 
-    if resume_dir is not None:
-        run_dir = resume_dir
-        check_same_data(run_dir / "preprocess.json", pre)
-    else:
 
-        def write(d):
-            pre.save(d / "preprocess.json")
-            write_text(d / "summary.txt", summary + "\n")
-
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke}, write)
-    log(f"Run directory: {run_dir}", 1)
-
-    def interrupted():
-        kept = (
-            "kept the best model and the history so far"
-            if (run_dir / "model.keras").exists()
-            else "no epoch had completed, nothing to keep yet"
-        )
-        return f"{kept} in {run_dir}; continue with: ottotrain fit --resume {run_dir}"
-
-    def record():
-        write_history(
-            run_dir / "history.csv", TrainState.history_of(run_dir / runs.STATE_DIR / "trainer.json")
-        )
-
-    with running(run_dir, log, {"smoke": smoke}, interrupted, record):
-        t1 = time.perf_counter()
-        job = engine.member.MemberJob(
-            cfg,
-            arrays,
-            run_dir,
-            cw,
-            tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None,
-            on_epoch=on_epoch,
-        )
-        member = engine.member.train_member(job, log)
-        run = _Run(
-            cfg,
-            run_dir,
-            smoke,
-            log,
-            t_start,
-            {"data_seconds": round(t_data, 3), "train_seconds": round(time.perf_counter() - t1, 3)},
-        )
-        return _finish(run, member, data)
+def _record(run_dir: Path) -> None:
+    write_history(run_dir / "history.csv", TrainState.history_of(run_dir / runs.STATE_DIR / "trainer.json"))
 
 
 def _finish(run: _Run, member, data: Prepared) -> FitResult:
