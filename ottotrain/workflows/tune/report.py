@@ -26,6 +26,7 @@ from ottotrain.config import Config, config_to_dict, dump_yaml, trial_config
 from ottotrain.errors import RunError
 from ottotrain.io import atomic_path, write_json, write_text
 from ottotrain.log import Log
+from ottotrain.workflows.common import ReadsAsDict
 from ottotrain.workflows.tune import space
 from ottotrain.workflows.tune.objective import trial_dir
 from ottotrain.workflows.tune.storage import Place
@@ -132,8 +133,9 @@ def plots(study_dir: Path, study):
 
 
 @dataclass(frozen=True)
-class StudyResult:
-    """What a study found (``metrics.json``) and where it is."""
+class StudyResult(ReadsAsDict):
+    """What a study found (``metrics.json``) and where it is; read as a dict too, by its
+    fields and its metrics.json keys (``result["best_val_log_loss"]``), as 1.x returned it."""
 
     metric: str  # what its trials scored: val_log_loss, or fold_log_loss (a cv objective)
     best_value: float
@@ -151,6 +153,12 @@ class StudyResult:
         """The ``metrics.json`` content."""
         fields = {k: v for k, v in vars(self).items() if k not in ("metric", "best_value", "run_dir")}
         return {"kind": KIND, f"best_{self.metric}": self.best_value, **fields}
+
+    def __getitem__(self, key: str):
+        return self.metrics().get(key) if key in self.metrics() else super().__getitem__(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.metrics() or super().__contains__(key)
 
 
 def finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started: float) -> StudyResult:
