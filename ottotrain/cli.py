@@ -442,13 +442,7 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
     type=click.Path(file_okay=False),
     help="Continue a study (killed, stopped, or finished: with --set tune.trials=N, more trials).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Trial processes on this machine, sharing its cores (one study).",
-)
+@workers_option
 @click.option(
     "--storage",
     metavar="URL",
@@ -462,18 +456,8 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
 @click.option(
     "--keep", type=click.IntRange(1), metavar="K", help="Keep only the run directories of the best K trials."
 )
-@click.option(
-    "--scheduler",
-    metavar="tcp://HOST:PORT",
-    help="Train the trials on a running Dask cluster, one per worker at a time; the study stays here.",
-)
-@click.option(
-    "--member-threads",
-    type=click.IntRange(1),
-    metavar="N",
-    help="TensorFlow threads per trial [default: the cores shared out among the trials that run at once].",
-)
-@click.option("--worker", is_flag=True, hidden=True, help="Internal: one worker process of --workers.")
+@scheduler_option
+@member_threads_option
 @json_option
 @quiet_option
 @verbose_option
@@ -489,7 +473,6 @@ def tune(
     keep,
     scheduler,
     member_threads,
-    worker,
     as_json,
     quiet,
     verbose,
@@ -512,10 +495,7 @@ def tune(
     """
     cfg, name = _training_config(config, overrides, resume, study_dir)
     from ottotrain.workflows.tune import tune as run_tune
-    from ottotrain.workflows.tune import tune_worker
 
-    if worker:
-        return _interruptible(tune_worker, cfg, resume, log=_log(quiet, verbose))
     result = _interruptible(
         run_tune,
         cfg,
@@ -525,21 +505,20 @@ def tune(
         log=_log(quiet, verbose),
         config_name=name,
         workers=workers,
-        storage=storage,
+        storage_url=storage,
         study_name=study_name,
         keep=keep,
         scheduler=scheduler,
         member_threads=member_threads,
     )
     if as_json:
-        _echo_json(result)
+        _echo_json(result.metrics() | {"best_value": result.best_value, "run_dir": str(result.run_dir)})
     else:
-        metric = "best_fold_log_loss" if "best_fold_log_loss" in result else "best_val_log_loss"
         click.echo(
-            f"{metric}={result['best_value']:.4f} best_trial={result['best_trial']} "
-            f"trials={result['trials']} pruned={result['pruned']} failed={result['failed']}"
+            f"best_{result.metric}={result.best_value:.4f} best_trial={result.best_trial} "
+            f"trials={result.trials} pruned={result.pruned} failed={result.failed}"
         )
-        click.echo(Path(result["run_dir"]) / "best.yaml")
+        click.echo(result.run_dir / "best.yaml")
 
 
 @main.command()

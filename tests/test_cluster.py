@@ -215,7 +215,7 @@ def test_tune_on_a_cluster_matches_the_serial_study(small, cluster, threads, tmp
     there = tune(
         cfg, study_dir=tmp_path / "cluster", log=Log(0), member_threads=threads, scheduler=cluster.address
     )
-    assert (here["best_trial"], here["trials"]) == (there["best_trial"], there["trials"])
+    assert (here.best_trial, here.trials) == (there.best_trial, there.trials)
     a, b = pd.read_csv(tmp_path / "serial" / "trials.csv"), pd.read_csv(tmp_path / "cluster" / "trials.csv")
     np.testing.assert_allclose(a["value"], b["value"], atol=1e-6, rtol=0)
     assert a.drop(columns=["value", "seconds"]).equals(b.drop(columns=["value", "seconds"]))

@@ -159,3 +159,14 @@ def test_a_trial_left_running_by_a_killed_study_is_failed_on_resume(tiny_data, w
     assert r.exit_code == 0, r.output
     assert "trial 1: was running when the study stopped; recorded failed and queued again" in r.stderr
     assert [row["state"] for row in _trials(study)] == ["complete", "fail", "complete"]
+
+
+@pytest.mark.parametrize(
+    "key, value", [("best_fold_log_loss", 0.5), ("best_value", 0.5), ("best_trial", 1), ("trials", 3)]
+)
+def test_a_study_result_reads_as_the_dict_tune_returned_in_1_x(tmp_path, key, value):
+    from ottotrain.workflows.tune import StudyResult
+
+    result = StudyResult("fold_log_loss", 0.5, 1, {}, None, 3, 2, 1, 0, 1.0, tmp_path)
+    assert key in result and result[key] == value
+    assert "best_val_log_loss" not in result

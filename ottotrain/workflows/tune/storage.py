@@ -1,4 +1,4 @@
-"""Where a tune study lives, and what happens to a trial whose process died.
+"""Where a tune study lives, opening it, and what happens to a trial whose process died.
 
 By default a study is an Optuna journal file in its own directory (``journal.log``): safe for
 several processes on one machine, no server. ``--storage URL`` puts it in a PostgreSQL (or
@@ -6,41 +6,49 @@ MySQL) database instead, which processes on several machines share: each runs th
 command with the same ``--storage`` and ``--study`` and keeps its own study directory for the
 trials it trains. On a database, running trials send heartbeats, and a trial silent for two
 of them is failed by the next process that asks for a trial, which queues its parameters
-again (Optuna's ``RetryHeartbeatStaleTrialCallback``). On this machine a dead worker's trial
-is failed and queued again at once, by the process that started the worker or by
-``--resume``.
+again (Optuna's ``RetryHeartbeatStaleTrialCallback``). A trial this machine's study process
+left running when it died is failed and queued again by ``--resume``. Either way a trial is
+queued again at most ``execute.RERUNS`` times: the executor's one limit for a job whose
+process died. Only the study process
+(the client) talks to the storage: the workers that train its trials never do.
 
 A password in the URL is never printed, logged or written: ``study.json`` keeps the URL
-without it (the client library then finds it in ``PGPASSWORD`` or ``~/.pgpass``), and the
-worker processes of ``--workers`` get the whole URL in their environment, not on their
-command line.
+without it (the client library then finds it in ``PGPASSWORD`` or ``~/.pgpass``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import sqlalchemy.exc
+import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 
+from ottotrain.config import Config, config_to_dict, dump_yaml
+from ottotrain.config.diff import config_changes, format_change
 from ottotrain.errors import ConfigError, RunError, first_line
+from ottotrain.execute import RERUNS
 from ottotrain.io import read_json, write_json
 from ottotrain.runs import process_alive
 
 JOURNAL = "journal.log"
 JOURNAL_STUDY = "ottotrain"  # the study's name inside its journal file
 STUDY_FILE = "study.json"
-STORAGE_ENV = "OTTOTRAIN_TUNE_STORAGE"  # the whole URL, for worker processes only
-MAX_RETRY = 2  # a trial whose process died is queued again at most this often
+# What may differ between the processes of one study (each machine names its own data copy).
+JOIN_CHANGES = ("tune.trials", "tune.timeout", "tune.heartbeat", "data.train", "data.test")
 _DRIVERS = {  # database -> what to pip install for its default SQLAlchemy driver
     "postgresql": "'ottotrain[postgres]' (psycopg 3)",
     "mysql": "mysqlclient (or use mysql+pymysql:// with pymysql)",
@@ -97,7 +105,7 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
-def place_of(storage: str | None, study: str | None, workers: int, default_name: str) -> Place:
+def place_of(storage: str | None, study: str | None, default_name: str, keep: int | None = None) -> Place:
     """Check ``--storage``/``--study`` before anything starts; the study's place."""
     if storage is None:
         if study is not None:
@@ -105,21 +113,14 @@ def place_of(storage: str | None, study: str | None, workers: int, default_name:
                 "--study names a study in a database; give --storage URL with it, or leave "
                 "--study out (without --storage the study lives in its directory's journal file)"
             )
-        return Place(JOURNAL_STUDY)
+        return Place(JOURNAL_STUDY, None, keep)
     backend = _parse(storage).get_backend_name()
     if backend not in _DRIVERS:
         raise ConfigError(
             f"--storage {hidden(storage)}: database '{backend}' is not supported; use "
             "postgresql:// or mysql:// (or leave --storage out for the journal file)"
         )
-    if backend == "sqlite" and workers > 1:
-        raise ConfigError(
-            f"--storage {hidden(storage)} with --workers {workers}: SQLite locks the whole "
-            "database file on every write, so trials of several processes fail with 'database "
-            "is locked'; leave --storage out (the study directory's journal file is safe for "
-            "several processes on one machine) or use a PostgreSQL URL"
-        )
-    return Place(study or default_name, storage)
+    return Place(study or default_name, storage, keep)
 
 
 def save_place(study_dir: Path, place: Place) -> None:
@@ -165,7 +166,7 @@ def open_storage(place: Place, study_dir: Path, heartbeat: int):
                         engine_kwargs={"pool_pre_ping": True},
                         heartbeat_interval=heartbeat,
                         grace_period=2 * heartbeat,
-                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RERUNS),
                     )
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # Two processes making Optuna's tables in a new database at once: one of
@@ -197,25 +198,25 @@ def trial_owner() -> dict:
     return {"host": platform.node(), "pid": os.getpid()}
 
 
-def running_here(study, place: Place, pid: int | None = None) -> list:
-    """The running trials of this machine's processes (of ``pid`` only, if given); on a
-    journal, trials not yet marked with their process count as this machine's too."""
+def running_here(study, place: Place) -> list:
+    """The running trials of this machine's processes; on a journal, trials not yet marked
+    with their process count as this machine's too."""
     host = platform.node()
     journal = not place.is_database
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host, owner_pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-        mine = owner_host == host if owner_host is not None else journal
-        if mine and (pid is None or owner_pid == pid):
+        owner_host = t.user_attrs.get("host")
+        if owner_host == host if owner_host is not None else journal:
             out.append(t)
     return out
 
 
 def retry_dead(study, trials, log, why: str) -> None:
-    """Fail trials whose process died and queue their parameters again (Optuna's retry rule)."""
+    """Fail trials whose process died and queue their parameters again, up to ``RERUNS``
+    times per trial (Optuna's retry rule)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=RERUNS)
     for t in trials:
         study.tell(t.number, state=TrialState.FAIL)
         retry(study, study.get_trials(deepcopy=False)[t.number])
@@ -234,3 +235,86 @@ def dead_here(study, place: Place) -> list:
             )
         out.append(t)
     return out
+
+
+def open_study(cfg: Config, study_dir: Path, place: Place, sampler, pruner, create=False):
+    """The study (made now if ``create`` and it does not exist); and whether it was made now.
+
+    Joining a study that exists (another machine's, on a database) needs the same config,
+    apart from ``JOIN_CHANGES``.
+    """
+    args = {
+        "study_name": place.name,
+        "storage": open_storage(place, study_dir, cfg.tune.heartbeat),
+        "sampler": sampler,
+        "pruner": pruner,
+    }
+    if create:
+        try:
+            study = optuna.create_study(direction="minimize", **args)
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
+        else:
+            study.set_user_attr("config", dump_yaml(config_to_dict(cfg)))
+            return study, True
+    try:
+        study = optuna.load_study(**args)
+    except KeyError:
+        raise RunError(f"{study_dir}: no study '{place.name}' in {place.shown}") from None
+    saved = study.user_attrs.get("config")
+    if saved is not None:
+        _check_join(place, yaml.safe_load(saved), config_to_dict(cfg))
+    return study, False
+
+
+def _check_join(place: Place, saved: dict, ours: dict) -> None:
+    refused = [format_change(*c) for c in config_changes(saved, ours) if c[0] not in JOIN_CHANGES]
+    if refused:
+        raise RunError(
+            f"--study {place.name} in {place.shown}: the study was started with another "
+            f"config: {'; '.join(refused[:10])}; join it with the same config (only "
+            f"{', '.join(JOIN_CHANGES)} may differ), or name a new study with --study"
+        )
+
+
+@contextlib.contextmanager
+def heartbeats(
+    place: Place, interval: int, running: Callable[[], list[int]]
+) -> Iterator[Callable[[int], None]]:
+    """On a database, a heartbeat every ``interval`` seconds for the trials ``running()``
+    numbers (those asked here and not told yet), so that a process that joins the study later
+    sees that they are alive; a dead machine's trials go silent, and ``fail_stale`` fails them.
+    Yields ``beat(number)``, a trial's first heartbeat, at once (Optuna counts a trial that
+    never sent one as alive)."""
+    if not place.is_database:
+        yield lambda number: None
+        return
+    storage = open_storage(place, Path(), interval)  # its own connections, for its own thread
+    study_id = storage.get_study_id_from_name(place.name)
+    stop = threading.Event()
+
+    def beat(number: int) -> None:
+        with contextlib.suppress(Exception):  # a trial told meanwhile; a database blip
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    def beating():
+        while not stop.wait(interval):
+            for number in running():
+                beat(number)
+
+    thread = threading.Thread(target=beating, daemon=True)
+    thread.start()
+    try:
+        yield beat
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale(study, place: Place) -> None:
+    """On a database, fail the trials whose heartbeat stopped (a dead machine's) and queue
+    them again (the storage's retry callback)."""
+    if place.is_database:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
