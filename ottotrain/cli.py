@@ -203,7 +203,8 @@ def predict(run_dir, test_csv, output, quiet):
     is_flag=True,
     help="Leave out a cv run's members that use data.knn (a smaller, faster export).",
 )
-def export(run_dir, out_dir, no_knn_members):
+@quiet_option
+def export(run_dir, out_dir, no_knn_members, quiet):
     """Write RUN_DIR as a TensorFlow SavedModel in OUT_DIR: raw columns in, probabilities out.
 
     \b
@@ -212,11 +213,12 @@ def export(run_dir, out_dir, no_knn_members):
     """
     from ottotrain.workflows.export import export as run_export
 
-    result = run_export(run_dir, out_dir, no_knn_members)
-    click.echo(
+    log = _log(quiet)
+    result = _interruptible(run_export, run_dir, out_dir, no_knn_members)
+    log(
         f"{result['members']} model(s) ({result['knn_members']} with KNN features), "
         f"{result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s",
-        err=True,
+        1,
     )
     click.echo(result["output"])
 

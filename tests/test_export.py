@@ -127,6 +127,14 @@ def test_export_creates_missing_parent_folders(exported, tmp_path):
     assert (out / "saved_model.pb").is_file() and [p.name for p in (tmp_path / "a" / "b").iterdir()] == ["cv"]
 
 
+def test_export_says_its_size_on_stderr_and_quiet_says_only_the_folder(exported, tmp_path):
+    run = exported["cv"][0]
+    loud, quiet = run_cli("export", run, tmp_path / "loud"), run_cli("export", run, tmp_path / "quiet", "-q")
+    assert loud.exit_code == 0 and quiet.exit_code == 0, loud.output + quiet.output
+    assert loud.stdout.strip() == str(tmp_path / "loud") and "model(s)" in loud.stderr
+    assert quiet.stdout.strip() == str(tmp_path / "quiet") and quiet.stderr == ""
+
+
 def test_knn_features_over_several_chunks_of_rows(exported):
     """More rows than one distance chunk (512), and a single row: as the Predictor gives them."""
     from ottotrain.data import load_test

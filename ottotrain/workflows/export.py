@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ottotrain import __version__, engine
+from ottotrain import log as progress
 from ottotrain.data import missing_allowed
 from ottotrain.data.csv import NA_VALUES
 from ottotrain.errors import DataError, RunError
@@ -112,11 +113,13 @@ def export(run_dir, out_dir, no_knn_members=False) -> dict:
     """
     out = check_out_dir(out_dir)
     t0 = time.perf_counter()
-    module, schema = open_graph(run_dir, no_knn_members)
+    with progress.phase("Loading the run into a graph"):
+        module, schema = open_graph(run_dir, no_knn_members)
     out.parent.mkdir(parents=True, exist_ok=True)  # as --run-dir does; only once the run opened
     tmp = Path(new_beside(out, ".tmp", folder=True))
     try:
-        engine.export.save(module, tmp)
+        with progress.phase("Writing the SavedModel"):
+            engine.export.save(module, tmp)
         (tmp / SCHEMA_FILE).parent.mkdir(exist_ok=True)
         (tmp / SCHEMA_FILE).write_text(schema.to_json(), encoding="utf-8")
         with contextlib.suppress(FileNotFoundError):
