@@ -61,7 +61,9 @@ class SamplerConfig(Strict):
     name: Literal["tpe", "random", "cmaes", "grid"] = Field(
         "tpe", description="Optuna's sampler (grid: every combination of choices)."
     )
-    seed: int | None = Field(0, description="Its seed: one worker with a fixed seed repeats its trials.")
+    seed: int | None = Field(
+        0, description="Its seed: a fixed seed repeats the trials in one process, or on as many workers."
+    )
 
 
 class PrunerConfig(Strict):

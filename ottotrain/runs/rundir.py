@@ -1,6 +1,6 @@
 """Run directories: creating them safely, recording their status, refusing foreign files.
 
-A run directory is self-contained (see README, "The run directory"). It is created
+A run directory is self-contained (see docs/commands.md, "The run directory"). It is created
 only once a run can start (config valid, data read, model built), with an atomic
 ``mkdir`` so that two runs started at the same moment never share one.
 """
