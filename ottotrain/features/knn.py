@@ -128,7 +128,7 @@ def nearest(block: np.ndarray, kk: int) -> np.ndarray:
     return np.take_along_axis(cols, pick, axis=1)
 
 
-def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
+def features(ref: Reference, x, ks, self_rows=None, on_rows=None) -> np.ndarray:
     """log(mean distance + EPS) to the k nearest reference rows of each class, per k.
 
     Args:
@@ -137,6 +137,7 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
         ks: increasing neighbour counts; a class with fewer rows uses all it has.
         self_rows: for the training rows themselves, the reference row each one is
             (leave-one-out); None for new rows.
+        on_rows: called (in this thread) with the number of rows each finished chunk had.
 
     Returns:
         float32 (n, n_classes * len(ks)), class-major.
@@ -144,6 +145,8 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
     q = space(x)
     key = (ref.digest, _digest(q), tuple(ks), self_rows is not None)
     if key in _MEMO:
+        if on_rows is not None:
+            on_rows(len(q))
         return _MEMO[key]
     kmax, n_cls = max(ks), len(ref.counts)
     lay = ref.layout
@@ -171,13 +174,20 @@ def features(ref: Reference, x, ks, self_rows=None) -> np.ndarray:
             have = finite.sum(axis=1, keepdims=True)
             idx = np.minimum(kidx[None, :], have - 1)
             out[s : s + CHUNK, c] = np.log(np.take_along_axis(mean, idx, axis=1) + EPS)
+        return len(qc)
+
+    def report(finished):
+        for rows in finished:
+            if on_rows is not None:
+                on_rows(rows)
 
     # numpy's matrix product, sort and partition release the GIL: two chunks at a time.
-    if len(q) <= CHUNK:  # one chunk (a served request): no threads to start
-        chunk(0)
+    starts = range(0, max(len(q), 1), CHUNK)
+    if len(starts) == 1:  # one chunk (a served request): no threads to start
+        report(map(chunk, starts))
     else:
         with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
-            list(pool.map(chunk, range(0, len(q), CHUNK)))
+            report(pool.map(chunk, starts))
     res = out.reshape(len(q), -1)
     while _MEMO and sum(v.nbytes for v in _MEMO.values()) + res.nbytes > _MEMO_BYTES:
         _MEMO.pop(next(iter(_MEMO)))  # the oldest first

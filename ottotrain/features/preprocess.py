@@ -137,7 +137,6 @@ class Preprocessor:
     N_QUANTILES = 200
     MEDIAN_ROWS = 2_000  # rows sampled for the medians of features without gaps (see _fit_missing)
     BLOCK = 1 << 16  # rows per block when computing scaling statistics
-    KNN_BLOCK = 4096  # rows per call for nearest-neighbour features: a second or so on Otto
 
     def __init__(self, state: PreprocessState, folder=None):
         self.state = state
@@ -361,15 +360,8 @@ class Preprocessor:
             raise ValueError("fitted_rows=True needs the very rows given to Preprocessor.fit")
         ref = self.knn_reference()
         order = self._ref_order if fitted_rows else None
-        # A block of rows at a time, so that the progress line moves (same features, same memo).
-        step = self.KNN_BLOCK
         with phase("Nearest-neighbour features", total=len(x)) as p:
-            parts = []
-            for i in range(0, max(len(x), 1), step):  # one call for no rows, too
-                part = None if order is None else order[i : i + step]
-                parts.append(knn.features(ref, x[i : i + step], self.state.knn.k, part))
-                p.advance(len(parts[-1]))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return knn.features(ref, x, self.state.knn.k, order, on_rows=p.advance)
 
     def knn_reference(self) -> knn.Reference:
         """The KNN reference rows (data.knn), read from the sidecar file on first use and checked."""
