@@ -19,6 +19,14 @@ class CvConfig(Strict):
         le=1000,
         description="Models per fold, each with its own seed (bagging); default: one per variant, else 1.",
     )
+    inner_validation: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="Share of each member's training rows held out for its early stopping (and "
+        "learning-rate schedule), so that the fold that scores a member chose nothing; default "
+        "(none): members early-stop on the fold they are scored on, which flatters the OOF score.",
+    )
     variants: list[dict[str, Any]] = Field(
         default_factory=list,
         description="A varied bag: model k of every fold (k = 0, 1, ...) "
@@ -29,6 +37,7 @@ class CvConfig(Strict):
 
 VARIANT_FIXED = (
     "name",
+    "stack",
     "seed",
     "cv",
     "tune",

@@ -11,24 +11,34 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ottotrain.config import (
     cv_section,
     data_section,
     model_section,
     optimizers_losses,
+    stack_section,
     train_section,
     tune_section,
 )
 from ottotrain.config.cv_section import CvConfig
 from ottotrain.config.data_section import DataConfig
 from ottotrain.config.model_section import ModelConfig
+from ottotrain.config.stack_section import StackConfig
 from ottotrain.config.train_section import TrainConfig
 from ottotrain.config.tune_section import TuneConfig
-from ottotrain.config.validation import Strict
+from ottotrain.config.validation import Strict, error_below
 
-_SECTIONS = (data_section, model_section, train_section, optimizers_losses, cv_section, tune_section)
+_SECTIONS = (
+    data_section,
+    model_section,
+    train_section,
+    optimizers_losses,
+    cv_section,
+    tune_section,
+    stack_section,
+)
 
 
 def __getattr__(name: str):
@@ -53,10 +63,13 @@ class Config(Strict):
         description="Seeds the split, the folds, the weights' initialisation, dropout and the shuffling.",
     )
     data: DataConfig = Field(description="The data and its preprocessing.")
-    model: ModelConfig = Field(description="The Keras model.")
+    model: ModelConfig | None = Field(
+        None, description="The Keras model (required unless the config has a 'stack')."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Compiling and fitting.")
     cv: CvConfig = Field(default_factory=CvConfig, description="Cross-validation ('ottotrain cv').")
     tune: TuneConfig | None = Field(None, description="A hyperparameter search ('ottotrain tune').")
+    stack: StackConfig | None = Field(None, description="A stacked ensemble ('ottotrain stack').")
 
     @field_validator("name")
     @classmethod
@@ -64,6 +77,19 @@ class Config(Strict):
         if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-' (it names a directory)")
         return v
+
+    @model_validator(mode="after")
+    def _model_or_stack(self):
+        if self.model is None and self.stack is None:
+            raise error_below(
+                ("model",), "required: the layer list (or a 'stack' section, for 'ottotrain stack')", None
+            )
+        if self.model is not None and self.stack is not None:
+            raise ValueError(
+                "has both 'model' and 'stack'; a stack's Keras members are configs of their own "
+                "(stack.members[].config): move the model into one"
+            )
+        return self
 
     @property
     def source(self) -> str:

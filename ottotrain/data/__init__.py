@@ -1,7 +1,7 @@
 """The data: CSV readers and their cache, the tables, the split and the folds, synthetic data."""
 
 from ottotrain.data.csv import check_features, read_columns, read_header, read_table
-from ottotrain.data.split import fold_assignment, train_val_split
+from ottotrain.data.split import fold_assignment, inner_split, train_val_split
 from ottotrain.data.synth import make_data
 from ottotrain.data.tables import (
     TrainData,
@@ -23,6 +23,7 @@ __all__ = [
     "data_paths",
     "feature_columns",
     "fold_assignment",
+    "inner_split",
     "id_name",
     "load_labelled",
     "load_test",

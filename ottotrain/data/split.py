@@ -62,3 +62,15 @@ def fold_assignment(y, k: int, seed: int) -> np.ndarray:
     for i, (_, va) in enumerate(skf.split(np.zeros(len(y)), y)):
         folds[va] = i
     return folds
+
+
+def inner_split(rows: np.ndarray, y, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` (a member's training rows) split into (fit, stop): ``fraction`` of them,
+    stratified by class, held out for early stopping, deterministic for ``seed``.
+
+    The stop rows come from the member's own training rows, so nothing chosen by early
+    stopping has seen the fold that scores the member.
+    """
+    rows = np.asarray(rows)
+    fit, stop = train_val_split(np.asarray(y)[rows], fraction, seed)
+    return rows[fit], rows[stop]
