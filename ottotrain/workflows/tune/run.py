@@ -42,21 +42,9 @@ def tune(
 ) -> StudyResult:
     """Run (or continue, or join) a study of ``cfg.tune``; return what it found.
 
-    Args:
-        cfg: a validated ``Config`` with a ``tune`` section.
-        study_dir: exact directory to create; default ``<runs_root>/<name>-tune-<timestamp>``.
-        resume: a study directory to continue (its config.yaml, ``tune.trials``,
-            ``tune.timeout`` and ``tune.heartbeat`` may grow).
-        workers: train the trials on a local cluster of this many worker processes, one
-            trial per worker at a time (None: in this process).
-        storage_url: a PostgreSQL or MySQL URL; the same ``storage_url`` and ``study_name``
-            on several machines make one study (default: the study directory's journal file).
-        study_name: the study's name in ``storage_url`` (default: ``<name>-tune``).
-        keep: keep only the run directories of the best ``keep`` trials.
-        scheduler: train the trials on this Dask scheduler's workers (tcp://HOST:PORT), one
-            per worker at a time; the study stays here, on its storage.
-        member_threads: TensorFlow threads per trial (default: the cores shared out among
-            the trials that run at once).
+    The arguments are ``ottotrain tune``'s options (``storage_url``: ``--storage``,
+    ``study_name``: ``--study``); ``resume``'s config may grow ``tune.trials``,
+    ``tune.timeout`` and ``tune.heartbeat``.
     """
     log = log or Log(1)
     if cfg.tune is None:
