@@ -128,7 +128,7 @@ def run(args):
         "lightgbm": lgb.__version__,
     }
     write_json(out / "metrics.json", metrics)
-    runs.write_status(out, runs.FINISHED, kind="cv", folds=args.folds, seeds=1, model="lightgbm")
+    runs.write_status(out, runs.FINISHED, runs.RunStatus(kind="cv", folds=args.folds, seeds=1))
     print(
         json.dumps(
             {

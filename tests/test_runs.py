@@ -292,3 +292,31 @@ def test_no_pickle_ever_written(finished_run):
     files = [p for p in finished_run.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in UNSAFE_SUFFIXES]
     assert yaml.safe_load((finished_run / "config.yaml").read_text())["name"] == "tiny"
+
+
+COMMON_KEYS = ["status", "format", "ottotrain", "updated", "host", "pid"]
+
+
+@pytest.mark.parametrize(
+    "run, fields",
+    [
+        ("fit", {"smoke": False}),
+        ("cv", {"kind": "cv", "folds": 3, "seeds": 2, "smoke": False, "member_threads": 2}),
+        ("tune", {"kind": "tune"}),
+        ("nan", {"smoke": True, "reason": "nan", "message": "x" * 500}),
+    ],
+)
+def test_status_json_holds_the_typed_status_under_the_same_keys(run, fields, tmp_path):
+    """status.json's keys (and their order) as the runs listing and --resume read them."""
+    from ottotrain.runs import RunStatus, read_status, write_status
+
+    status = {
+        "fit": RunStatus(smoke=False),
+        "cv": RunStatus(kind="cv", folds=3, seeds=2, smoke=False, member_threads=2),
+        "tune": RunStatus(kind="tune"),
+        "nan": RunStatus(smoke=True).failed("nan", "x" * 600),
+    }[run]
+    write_status(tmp_path, "failed", status)
+    info = read_status(tmp_path)
+    assert list(info) == COMMON_KEYS + list(fields)
+    assert {k: info[k] for k in fields} == fields

@@ -120,16 +120,19 @@ def test_the_same_seed_repeats_the_same_trials(tiny_data, write_config, tmp_path
     assert values[0] == values[1]
 
 
-def test_a_hopeless_trial_is_pruned_and_its_run_says_so(tiny_data, write_config, tmp_path):
+@pytest.mark.parametrize("where", [[], ["--workers", "1"]], ids=["this-process", "local-worker"])
+def test_a_hopeless_trial_is_pruned_at_epoch_2_and_its_run_says_so(where, tiny_data, write_config, tmp_path):
     # Two learning rates, the config's own (trial 0) and one that diverges at once: the median
-    # pruner, comparing with the trials before, stops the second kind after its first epoch.
+    # pruner, comparing with the trials before, stops the second kind at its second epoch
+    # (the first after warm-up), also on a worker process: the epochs' scores reach the
+    # pruner while the trial trains, not when it ends.
     space = {"train.optimizer.learning_rate": {"choice": [0.01, 9.0]}}
     cfg = _tune_config(
-        tiny_data, space, trials=4, pruner={"name": "median", "startup_trials": 1, "warmup_epochs": 0}
+        tiny_data, space, trials=4, pruner={"name": "median", "startup_trials": 1, "warmup_epochs": 1}
     )
-    cfg["train"]["epochs"] = 3
+    cfg["train"]["epochs"] = 4
     study = tmp_path / "study"
-    r = run_cli("tune", write_config(cfg), "--study-dir", study, "-q")
+    r = run_cli("tune", write_config(cfg), "--study-dir", study, "-q", *where)
     assert r.exit_code == 0, r.output
     rows = _trials(study)
     states = {
@@ -141,7 +144,7 @@ def test_a_hopeless_trial_is_pruned_and_its_run_says_so(tiny_data, write_config,
         if row["state"] == "pruned":
             run = study / row["run_dir"]
             assert json.loads((run / "status.json").read_text())["status"] == "pruned"
-            assert len(json.loads((run / "state" / "trainer.json").read_text())["history"]) < 3
+            assert len(json.loads((run / "state" / "trainer.json").read_text())["history"]) == 2
 
 
 def test_a_trial_left_running_by_a_killed_study_is_failed_on_resume(tiny_data, write_config, tmp_path):

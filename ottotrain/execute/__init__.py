@@ -17,32 +17,19 @@ import contextlib
 from collections.abc import Iterator
 
 from ottotrain.errors import ConfigError
-from ottotrain.execute.dask import DaskExecutor, open_cluster, write_files
-from ottotrain.execute.jobs import (
-    RERUNS,
-    Done,
-    Executor,
-    InProcess,
-    Job,
-    default_threads,
-    thread_env,
-)
-from ottotrain.execute.versions import version_mismatch, versions
+from ottotrain.execute.dask import open_cluster, write_files
+from ottotrain.execute.jobs import RERUNS, Done, Executor, InProcess, Job, default_threads
+from ottotrain.execute.versions import version_mismatch
 from ottotrain.log import Log
 
 __all__ = [
     "RERUNS",
-    "DaskExecutor",
     "Done",
     "Executor",
-    "InProcess",
     "Job",
     "check_options",
-    "default_threads",
     "open_executor",
-    "thread_env",
     "version_mismatch",
-    "versions",
     "write_files",
 ]
 

@@ -19,7 +19,6 @@ line; what came back is already written, and a resumed run does only the rest.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import itertools
 import logging
@@ -30,7 +29,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import dask
@@ -50,18 +48,6 @@ from ottotrain.log import Log
 CONNECT_TIMEOUT = 20  # seconds to reach a scheduler and see its first worker
 
 
-@dataclass
-class TaskResult:
-    """What a task sends back: the files of its run-directory part, and where it ran."""
-
-    name: str
-    files: dict[str, bytes]  # path relative to the run directory -> content
-    host: str
-    worker: str
-    seconds: float  # the task's wall time on its worker
-    value: object = None  # the job's own record
-
-
 class DaskExecutor(Executor):
     """Jobs as tasks on a connected cluster's worker processes (``slots`` of them), each one's
     files written here as it comes back."""
@@ -72,65 +58,80 @@ class DaskExecutor(Executor):
         self.where = f"{slots} local worker(s)" if local else f"{slots} worker(s) of {address}"
 
     def map(self, jobs, on_done, *, out, data=None, resume_hint="", pull=False):
-        it = iter(jobs)
-        first = next(it, None)
+        jobs = iter(jobs)
+        first = next(jobs, None)
         if first is None:
             return  # nothing to run: no data sent
-        here, by_name = versions(), {}
+        jobs, here, run_id = itertools.chain([first], jobs), versions(), uuid.uuid4().hex[:8]
+        submitted: dict = {}  # future -> job
+        pending = as_completed(loop=self.client.loop)
 
-        def next_task():
-            job = next(it, None)
-            if job is None:
-                return None
-            by_name[job.name] = job
-            return job.name, _job_task, (job, token, here, self.threads)
+        def fill(token: str):  # all jobs at once, earlier ones first; or, with pull, one per slot
+            while not pull or pending.count() < self.slots:
+                job = next(jobs, None)
+                if job is None:
+                    return
+                key, priority = f"ottotrain-{run_id}-{job.name}", -len(submitted)
+                future = self.client.submit(
+                    _task, job, token, here, self.threads, key=key, pure=False, priority=priority
+                )
+                submitted[future] = job
+                pending.add(future)
 
-        def finished(result: TaskResult):
-            job = by_name.pop(result.name)
-            write_files(Path(out), result.files, last=job.last)
-            on_done(Done(job, result.value, result.seconds, result.host, result.worker))
-
-        it = itertools.chain([first], it)
         with shared_data(self, data) as token:
-            run_tasks(self, next_task, finished, resume_hint, self.slots if pull else None)
+            try:
+                fill(token)
+                for future in pending:
+                    job = submitted[future]
+                    value, files, host, worker, seconds = self._result(future, job.name, resume_hint)
+                    write_files(Path(out), files, last=job.last)
+                    on_done(Done(job, value, seconds, host, worker))
+                    fill(token)
+            except BaseException:  # Ctrl-C, an error, a lost scheduler: this run's tasks go
+                with contextlib.suppress(Exception):
+                    self.client.cancel(list(submitted), force=True)
+                raise
+
+    def _result(self, future, name: str, resume_hint: str):
+        try:
+            return future.result()
+        except KilledWorker:
+            raise RunError(
+                f"{name}: the worker processes running it kept dying (killed, or out of memory?; "
+                f"{RERUNS} reruns on a local cluster); the finished ones are kept; {resume_hint}"
+            ) from None
+        except (FutureCancelledError, OSError) as e:
+            if self.client.status == "running" and "connection" not in str(e):
+                raise
+            raise RunError(
+                f"{self.address}: the Dask scheduler went away ({name} was not finished); the "
+                f"finished ones are kept; start the scheduler again (or use --workers N) and {resume_hint}"
+            ) from None
 
 
-def _job_task(job, data: str, client_versions: dict, threads: int) -> TaskResult:
-    """On a worker: one job, its data found by its ``shared_data`` token."""
-    check_worker(client_versions)
-    return run_task(job.name, threads, functools.partial(_quietly, job.work, run_data(data)))
+def _task(job, token: str, client_versions: dict, threads: int):
+    """On a worker: one job in the worker's member process, in a fresh temporary folder.
 
-
-def _quietly(work: Callable, data, out: Path):
-    """In the member process: a job's work, its log lines unsaid (the client says its own)."""
-    return work(data, out, log=Log(0))
-
-
-def check_worker(client_versions: dict[str, str]) -> None:
-    """In a task: refuse a worker whose versions differ from the client's, or that runs tasks at once."""
+    Returns its record, the folder's files, and where and how long it ran. A worker whose
+    versions differ from the client's, or that runs tasks at once, is refused first.
+    """
     worker = get_worker()
     wrong = version_mismatch(client_versions, {worker.address: versions()})
     if wrong:
         raise RunError(wrong)
     if worker.state.nthreads != 1:
         raise RunError(nthreads_line(worker.address, worker.state.nthreads))
-
-
-def run_task(name: str, threads: int, work: Callable[[Path], object]) -> TaskResult:
-    """In a task: ``work(folder)`` in the worker's member process, in a fresh temporary folder;
-    the folder's files come back."""
     t0 = time.perf_counter()
-    value, files = in_member_process(threads, _in_folder, work)
-    return TaskResult(name, files, platform.node(), get_worker().address, time.perf_counter() - t0, value)
+    value, files = in_member_process(threads, _in_folder, job.work, _run_data[token])
+    return value, files, platform.node(), worker.address, time.perf_counter() - t0
 
 
-def _in_folder(work: Callable[[Path], object]) -> tuple[object, dict[str, bytes]]:
+def _in_folder(work: Callable, data) -> tuple[object, dict[str, bytes]]:
     with tempfile.TemporaryDirectory(prefix="ottotrain-") as tmp:
         out = Path(tmp)
-        value = work(out)
-        return value, {
-            p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
-        }
+        value = work(data, out, log=Log(0))  # its log lines unsaid: the client says its own
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        return value, files
 
 
 def write_files(root: Path, files: dict[str, bytes], last: str | None = None) -> None:
@@ -325,64 +326,3 @@ def shared_data(cluster: DaskExecutor, data) -> Iterator[str]:
         if not cluster.local:
             with contextlib.suppress(Exception):  # a lost scheduler: nothing left to unregister
                 cluster.client.unregister_worker_plugin(plugin.name)
-
-
-def run_data(token: str):
-    """In a task: the data that ``shared_data`` sent to this worker."""
-    return _run_data[token]
-
-
-def run_tasks(
-    cluster: DaskExecutor,
-    next_task: Callable[[], tuple[str, Callable, tuple] | None],
-    on_done: Callable[[TaskResult], None],
-    resume_hint: str,
-    in_flight: int | None = None,
-) -> None:
-    """Run tasks on the cluster until ``next_task()`` has none left; ``on_done`` each result as it comes.
-
-    ``next_task()`` gives (name, function, args): all of them at once, earlier ones preferred,
-    or at most ``in_flight`` at a time. Ctrl-C, an error or a lost scheduler cancels this
-    run's tasks on the cluster.
-    """
-    run_id = uuid.uuid4().hex[:8]
-    names: dict = {}
-    pending = as_completed(loop=cluster.client.loop)
-
-    def fill():
-        while in_flight is None or pending.count() < in_flight:
-            task = next_task()
-            if task is None:
-                return
-            name, fn, args = task
-            key = f"ottotrain-{run_id}-{name}"
-            future = cluster.client.submit(fn, *args, key=key, pure=False, priority=-len(names))
-            names[future] = name
-            pending.add(future)
-
-    try:
-        fill()
-        for future in pending:
-            on_done(_result(cluster, future, names[future], resume_hint))
-            fill()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            cluster.client.cancel(list(names), force=True)
-        raise
-
-
-def _result(cluster: DaskExecutor, future, name: str, resume_hint: str) -> TaskResult:
-    try:
-        return future.result()
-    except KilledWorker:
-        raise RunError(
-            f"{name}: the worker processes running it kept dying (killed, or out of memory?; "
-            f"{RERUNS} reruns on a local cluster); the finished ones are kept; {resume_hint}"
-        ) from None
-    except (FutureCancelledError, OSError) as e:
-        if cluster.client.status == "running" and "connection" not in str(e):
-            raise
-        raise RunError(
-            f"{cluster.address}: the Dask scheduler went away ({name} was not finished); the "
-            f"finished ones are kept; start the scheduler again (or use --workers N) and {resume_hint}"
-        ) from None

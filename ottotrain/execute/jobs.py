@@ -59,10 +59,7 @@ class Executor(ABC):
     threads: int  # TensorFlow intra-op threads of every job
     slots: int  # jobs that run at once
     where: str  # for a log line: "this process", "a local cluster of 2 workers", ...
-
-    @property
-    def in_process(self) -> bool:
-        return isinstance(self, InProcess)
+    in_process = False  # whether jobs write straight into the run directory, one at a time
 
     @abstractmethod
     def map(
@@ -114,6 +111,8 @@ def thread_env(threads: int) -> dict[str, str]:
 class InProcess(Executor):
     """The jobs one after the other in this process, writing straight into the run directory
     (a job killed here is resumed from its own files by the next run)."""
+
+    in_process = True
 
     def __init__(self, threads: int, log: Log):
         self.threads, self.slots, self.where, self.log = threads, 1, "this process", log

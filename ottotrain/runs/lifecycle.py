@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ottotrain.errors import RunError, Stopped, TrainingError
 from ottotrain.log import Log
-from ottotrain.runs.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, read_status, write_status
+from ottotrain.runs.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunStatus, read_status, write_status
 
 
 def _sigterm_as_interrupt():
@@ -29,7 +29,7 @@ def _sigterm_as_interrupt():
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
-def mark_stopped(run_dir, status: str, record: Callable[[], None] | None = None, **extra) -> bool:
+def mark_stopped(run_dir, status: str, run: RunStatus, record: Callable[[], None] | None = None) -> bool:
     """Record why a run stopped: ``record()`` (e.g. the history so far), then the status.
 
     Returns False, writing nothing, if the run had already finished. A second Ctrl-C
@@ -44,7 +44,7 @@ def mark_stopped(run_dir, status: str, record: Callable[[], None] | None = None,
         if record is not None:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 record()
-        write_status(run_dir, status, **extra)
+        write_status(run_dir, status, run)
         return True
     finally:
         if main:
@@ -55,35 +55,33 @@ def mark_stopped(run_dir, status: str, record: Callable[[], None] | None = None,
 def running(
     run_dir: Path,
     log: Log,
-    status: dict,
+    status: RunStatus,
     interrupted: Callable[[], str],
     record: Callable[[], None] | None = None,
 ):
     """Mark ``run_dir`` running for the block; record how it stopped if it raises.
 
     Args:
-        status: fields kept in status.json whatever happens (kind, smoke, folds...).
+        status: what status.json keeps whatever happens (kind, smoke, folds...).
         interrupted: the message after Ctrl-C or SIGTERM (what was kept, how to resume).
         record: writes what a stopped run keeps (e.g. history.csv), before the status.
     """
-    write_status(run_dir, RUNNING, **status)
+    write_status(run_dir, RUNNING, status)
     restore_term = _sigterm_as_interrupt()
     try:
         yield
     except KeyboardInterrupt:
-        if mark_stopped(run_dir, INTERRUPTED, record, **status):
+        if mark_stopped(run_dir, INTERRUPTED, status, record):
             log(f"Interrupted: {interrupted()}", 0)
         raise
     except Stopped as e:  # on purpose (a pruned tune trial): kept as it was, resumable
-        mark_stopped(run_dir, e.status, record, **status)
+        mark_stopped(run_dir, e.status, status, record)
         raise
     except TrainingError as e:
-        mark_stopped(run_dir, FAILED, record, **status, reason="nan", message=str(e)[:500])
+        mark_stopped(run_dir, FAILED, status.failed("nan", str(e)), record)
         raise
     except Exception as e:
-        mark_stopped(
-            run_dir, FAILED, record, **status, reason="error", message=f"{type(e).__name__}: {e}"[:500]
-        )
+        mark_stopped(run_dir, FAILED, status.failed("error", f"{type(e).__name__}: {e}"), record)
         raise
     finally:
         restore_term()

@@ -11,6 +11,7 @@ import datetime as _dt
 import os
 import platform
 import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ottotrain import RUN_FORMAT, __version__
@@ -88,7 +89,29 @@ def claim_run_dir(path) -> Path:
     return path
 
 
-def write_status(run_dir, status: str, **extra):
+@dataclass(frozen=True)
+class RunStatus:
+    """What status.json says of a run besides its state: kept whatever happens to the run.
+
+    A field left None is not written (a fit run has no ``kind``, a study no ``smoke``).
+    """
+
+    kind: str | None = None  # "cv", "tune"; None: a fit run
+    folds: int | None = None
+    seeds: int | None = None
+    smoke: bool | None = None
+    member_threads: int | None = None
+    reason: str | None = None  # why a failed run failed: "nan" or "error"
+    message: str | None = None
+
+    def failed(self, reason: str, message: str) -> RunStatus:
+        return replace(self, reason=reason, message=message[:500])
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def write_status(run_dir, status: str, run: RunStatus = RunStatus()):
     info = {
         "status": status,
         "format": RUN_FORMAT,
@@ -97,8 +120,7 @@ def write_status(run_dir, status: str, **extra):
         "host": platform.node(),
         "pid": os.getpid(),
     }
-    info.update(extra)
-    write_json(Path(run_dir) / STATUS, info)
+    write_json(Path(run_dir) / STATUS, info | run.to_json())
 
 
 def read_status(run_dir) -> dict:

@@ -59,7 +59,7 @@ def begin(cfg: Config, kind: str, run_dir, resume, smoke: bool) -> tuple[Config,
 
 
 def create_run_dir(
-    cfg: Config, run_dir, runs_root, name: str, status: dict, write: Callable[[Path], None]
+    cfg: Config, run_dir, runs_root, name: str, status: runs.RunStatus, write: Callable[[Path], None]
 ) -> Path:
     """Create the run directory with config.yaml, ``write(run_dir)``'s files and its status.
 
@@ -71,7 +71,7 @@ def create_run_dir(
     try:
         write_text(run_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
         write(run_dir)
-        runs.write_status(run_dir, runs.RUNNING, **status)
+        runs.write_status(run_dir, runs.RUNNING, status)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

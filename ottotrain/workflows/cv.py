@@ -46,7 +46,7 @@ from ottotrain.errors import DataError, RunError
 from ottotrain.execute import Done, Executor
 from ottotrain.io import atomic_path, read_json, write_json
 from ottotrain.log import Log
-from ottotrain.runs import CV_FILE, CV_KIND, FOLDS_FILE, MODELS
+from ottotrain.runs import CV_FILE, CV_KIND, FOLDS_FILE, MODELS, RunStatus
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.state import MemberRecord
 from ottotrain.workflows.common import begin, create_run_dir, data_notes, load_data
@@ -125,13 +125,7 @@ def run_cv(
     _log_plan(cfg, log, data, test, folds, seeds, smoke)
     # The executor first: a run whose scheduler cannot be reached leaves nothing.
     with execute.open_executor(opts.scheduler, opts.workers, threads, log) as ex:
-        status = {
-            "kind": CV_KIND,
-            "folds": folds,
-            "seeds": seeds,
-            "smoke": smoke,
-            "member_threads": ex.threads,
-        }
+        status = RunStatus(kind=CV_KIND, folds=folds, seeds=seeds, smoke=smoke, member_threads=ex.threads)
         run_dir = _run_dir(cfg, opts, resume_dir, data, status)
         run = CvRun(cfg, run_dir, data, folds, seeds, ex.threads, status, log, started, timings)
         with running(run_dir, log, status, lambda: _interrupted(run_dir)):
@@ -177,13 +171,15 @@ def _log_plan(cfg: Config, log: Log, data: FoldedData, test, folds: int, seeds: 
     )
 
 
-def _run_dir(cfg: Config, opts: CvOptions, resume_dir: Path | None, data: FoldedData, status: dict) -> Path:
+def _run_dir(
+    cfg: Config, opts: CvOptions, resume_dir: Path | None, data: FoldedData, status: RunStatus
+) -> Path:
     """The resumed run's directory (its folds checked), or a new one with folds.csv and cv.json."""
     id_column = id_name(cfg.data.id_column)
     if resume_dir is not None:
         _check_saved_folds(resume_dir, data.train.ids, data.fold_of, id_column)
         return resume_dir
-    folds, seeds = status["folds"], status["seeds"]
+    folds, seeds = status.folds, status.seeds
 
     def write(d: Path):
         with atomic_path(d / FOLDS_FILE) as tmp:
@@ -198,8 +194,8 @@ def _run_dir(cfg: Config, opts: CvOptions, resume_dir: Path | None, data: Folded
             }
             for f, s in members(folds, seeds)
         ]
-        keep = ("folds", "seeds", "smoke", "member_threads")
-        write_json(d / CV_FILE, {k: status[k] for k in keep} | {"fold_seed": cfg.seed, "members": plan})
+        kept = {k: v for k, v in status.to_json().items() if k != "kind"}
+        write_json(d / CV_FILE, kept | {"fold_seed": cfg.seed, "members": plan})
 
     name = cv_run_name(cfg.name or opts.config_name)
     return create_run_dir(cfg, opts.run_dir, opts.runs_root, name, status, write)

@@ -40,7 +40,7 @@ class CvRun:
     folds: int
     seeds: int
     threads: int  # TensorFlow intra-op threads of every member
-    status: dict  # kept in status.json whatever happens
+    status: runs.RunStatus  # kept in status.json whatever happens
     log: Log
     started: float  # time.time() when run_cv was called
     timings: dict = field(default_factory=dict)
@@ -211,7 +211,7 @@ def finish(run: CvRun, test) -> CvResult:
         n_train=int(len(train.y)),
         n_features=len(train.features),
         n_classes=len(train.classes),
-        smoke=run.status["smoke"],
+        smoke=run.status.smoke,
         members=rows,
         timings=run.timings,
         versions=versions(),
@@ -219,7 +219,7 @@ def finish(run: CvRun, test) -> CvResult:
     )
     write_json(run_dir / "metrics.json", result.metrics())
     shutil.rmtree(run_dir / WORK, ignore_errors=True)
-    runs.write_status(run_dir, runs.FINISHED, **run.status)
+    runs.write_status(run_dir, runs.FINISHED, run.status)
     # The rounded figures the result carries, so that this line and the CLI's agree.
     run.log(
         f"OOF log loss {result.oof_log_loss:.4f} (folds {result.fold_log_loss_mean:.4f} ± "

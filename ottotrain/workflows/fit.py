@@ -160,6 +160,7 @@ def fit(
         summary = engine.build.check_model(
             cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
         )
+    status = runs.RunStatus(smoke=smoke)
     if resume_dir is not None:
         run_dir = resume_dir
         check_same_data(run_dir / "preprocess.json", data.pre)
@@ -169,9 +170,9 @@ def fit(
             data.pre.save(d / "preprocess.json")
             write_text(d / "summary.txt", summary + "\n")
 
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, {"smoke": smoke}, write)
+        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, status, write)
     log(f"Run directory: {run_dir}", 1)
-    with running(run_dir, log, {"smoke": smoke}, lambda: _interrupted(run_dir), lambda: _record(run_dir)):
+    with running(run_dir, log, status, lambda: _interrupted(run_dir), lambda: _record(run_dir)):
         t1 = time.perf_counter()
         tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
         job = engine.member.MemberJob(
@@ -254,7 +255,7 @@ def _finish(run: _Run, member, data: Prepared) -> FitResult:
         plots.plot_run(run_dir)
     # Finished first, then drop the resume state: a crash in between leaves a finished
     # run with a stale state folder, never an unfinished run without its resume point.
-    runs.write_status(run_dir, runs.FINISHED, smoke=smoke)
+    runs.write_status(run_dir, runs.FINISHED, runs.RunStatus(smoke=smoke))
     shutil.rmtree(run_dir / runs.STATE_DIR, ignore_errors=True)
     # The rounded figures the result carries, so that this line and the CLI's agree.
     log(

@@ -10,22 +10,9 @@ ends worse than the config it started from (the grid sampler tries every combina
 Trials make no test predictions: ``ottotrain fit best.yaml`` (or ``predict`` on a trial)
 does.
 
-The study directory holds::
-
-    config.yaml     the config, tune section included (resume compares with it)
-    status.json     "kind": "tune"
-    study.json      where the study is (its journal file, or the database URL without
-                    its password) and its name there; --keep
-    journal.log     the Optuna study, unless it is in a database (see ``storage``)
-    trials/         one run directory per trial this machine trained
-    trials.csv      number, state, value (a pruned trial's: its last report), parameters,
-                    seconds, host, run directory
-    best.yaml       the best trial's complete config, without tune: (fit reproduces it)
-    metrics.json    best value and trial, trial counts
-    history.png, importances.png, slice.png   Optuna's plots (when there are enough trials)
-
-Killed or stopped, a study continues with ``ottotrain tune --resume STUDY_DIR``: a trial
-that was running is recorded failed, queued again, and the study goes on to its trial count.
+The study directory (config.yaml, study.json, journal.log, trials/, trials.csv, best.yaml,
+metrics.json, plots) is described in docs/tune.md. Killed or stopped, a study continues with
+``ottotrain tune --resume STUDY_DIR``.
 
 Its jobs, by module: ``space`` (sampler, pruner, a trial's values and config), ``objective``
 (one trial: its data, its training, its reports to the pruner), ``plan`` (trials asked and

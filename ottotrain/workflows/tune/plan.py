@@ -94,14 +94,10 @@ def optimize(cfg: Config, study_dir: Path, study, place: Place, executor: Execut
     hint = f"continue with: ottotrain tune --resume {study_dir}"
     with storage.heartbeats(place, cfg.tune.heartbeat, lambda: [t.number for t in asked.values()]) as beat:
         try:
-            executor.map(jobs(), done, out=study_dir, data=trial_data(cfg), resume_hint=hint, pull=True)
+            data = TrialData(load_data(cfg, test=False)[0])  # the study's training table, read once
+            executor.map(jobs(), done, out=study_dir, data=data, resume_hint=hint, pull=True)
         except BaseException:  # Ctrl-C, a stop: the trials in flight are queued again for --resume
             with contextlib.suppress(Exception):  # a storage gone away keeps them running: --resume
                 dead = [study.get_trials(deepcopy=False)[t.number] for t in asked.values()]
                 storage.retry_dead(study, dead, Log(0), "")
             raise
-
-
-def trial_data(cfg: Config) -> TrialData:
-    """The study's training table, read once for all its trials."""
-    return TrialData(load_data(cfg, test=False)[0])

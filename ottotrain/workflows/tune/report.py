@@ -189,7 +189,7 @@ def finish(cfg: Config, study_dir: Path, study, place: Place, log: Log, started:
     )
     write_json(study_dir / "metrics.json", result.metrics())
     plots(study_dir, study)
-    runs.write_status(study_dir, runs.FINISHED, kind=KIND)
+    runs.write_status(study_dir, runs.FINISHED, runs.RunStatus(KIND))
     log(f"Best trial {best.number}: {result.metric} {best.value:.4f}; {study_dir / 'best.yaml'}", 1)
     return result
 

@@ -42,21 +42,9 @@ def tune(
 ) -> StudyResult:
     """Run (or continue, or join) a study of ``cfg.tune``; return what it found.
 
-    Args:
-        cfg: a validated ``Config`` with a ``tune`` section.
-        study_dir: exact directory to create; default ``<runs_root>/<name>-tune-<timestamp>``.
-        resume: a study directory to continue (its config.yaml, ``tune.trials``,
-            ``tune.timeout`` and ``tune.heartbeat`` may grow).
-        workers: train the trials on a local cluster of this many worker processes, one
-            trial per worker at a time (None: in this process).
-        storage_url: a PostgreSQL or MySQL URL; the same ``storage_url`` and ``study_name``
-            on several machines make one study (default: the study directory's journal file).
-        study_name: the study's name in ``storage_url`` (default: ``<name>-tune``).
-        keep: keep only the run directories of the best ``keep`` trials.
-        scheduler: train the trials on this Dask scheduler's workers (tcp://HOST:PORT), one
-            per worker at a time; the study stays here, on its storage.
-        member_threads: TensorFlow threads per trial (default: the cores shared out among
-            the trials that run at once).
+    The arguments are ``ottotrain tune``'s options (``storage_url``: ``--storage``,
+    ``study_name``: ``--study``); ``resume``'s config may grow ``tune.trials``,
+    ``tune.timeout`` and ``tune.heartbeat``.
     """
     log = log or Log(1)
     if cfg.tune is None:
@@ -80,7 +68,7 @@ def tune(
         where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
         log(f"Study directory: {study_dir}{where}", 1)
         hint = f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
-        with running(study_dir, log, {"kind": KIND}, lambda: hint):
+        with running(study_dir, log, runs.RunStatus(KIND), lambda: hint):
             plan.optimize(cfg, study_dir, study, place, executor, log)
             return report.finish(cfg, study_dir, study, place, log, started)
 
@@ -98,7 +86,7 @@ def _start(cfg: Config, study_dir, runs_root, name: str, place: Place):
     study_dir = runs.claim_run_dir(study_dir) if study_dir else runs.new_run_dir(runs_root, name)
     try:
         write_text(study_dir / "config.yaml", dump_yaml(config_to_dict(cfg)))
-        runs.write_status(study_dir, runs.RUNNING, kind=KIND)
+        runs.write_status(study_dir, runs.RUNNING, runs.RunStatus(KIND))
         storage.save_place(study_dir, place)
         study, made = _open(cfg, study_dir, place, create=True)
     except BaseException:
@@ -119,7 +107,7 @@ def _resume(cfg: Config, study_dir: Path, storage_url: str | None, keep: int | N
     place = storage.load_place(study_dir, storage_url, keep)
     study, _ = _open(cfg, study_dir, place)
     storage.retry_dead(study, storage.dead_here(study, place), log, "was running when the study stopped")
-    runs.write_status(study_dir, runs.RUNNING, kind=KIND)
+    runs.write_status(study_dir, runs.RUNNING, runs.RunStatus(KIND))
     if keep is not None:
         storage.save_place(study_dir, place)
     return study_dir, place, _open(cfg, study_dir, place, 1 + 64 * len(study.trials))[0]

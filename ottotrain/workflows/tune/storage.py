@@ -198,19 +198,6 @@ def trial_owner() -> dict:
     return {"host": platform.node(), "pid": os.getpid()}
 
 
-def running_here(study, place: Place) -> list:
-    """The running trials of this machine's processes; on a journal, trials not yet marked
-    with their process count as this machine's too."""
-    host = platform.node()
-    journal = not place.is_database
-    out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner_host = t.user_attrs.get("host")
-        if owner_host == host if owner_host is not None else journal:
-            out.append(t)
-    return out
-
-
 def retry_dead(study, trials, log, why: str) -> None:
     """Fail trials whose process died and queue their parameters again, up to ``RERUNS``
     times per trial (Optuna's retry rule)."""
@@ -224,9 +211,13 @@ def retry_dead(study, trials, log, why: str) -> None:
 
 
 def dead_here(study, place: Place) -> list:
-    """This machine's running trials whose process is gone; refuse if one is alive."""
-    out = []
-    for t in running_here(study, place):
+    """This machine's running trials (on a journal, also those not yet marked with their
+    process), all of whose processes are gone; refuse if one is alive."""
+    host, out = platform.node(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("host")
+        if not (owner == host if owner is not None else not place.is_database):
+            continue
         pid = t.user_attrs.get("pid")
         if process_alive(pid):
             raise RunError(
