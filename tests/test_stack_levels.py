@@ -1,11 +1,17 @@
 """The stack's level 2, its top, its leaderboard and predicting with a stack run."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from ottotrain.config.stack_section import TopSpec
+from ottotrain.config.stack_section import Level2Spec, TopSpec
+from ottotrain.errors import ConfigError
+from ottotrain.log import Log
 from ottotrain.metrics import log_loss
 from ottotrain.workflows.blend import fit_weights
+from ottotrain.workflows.cv_member import FoldedData
 from ottotrain.workflows.stack.outputs import ModelOutput
 from ottotrain.workflows.stack.top import combine, greedy_weights, mix
 
@@ -96,3 +102,109 @@ def test_nested_figure_chooses_weights_on_the_other_folds(method):
     assert r.nested_oof_log_loss == pytest.approx(log_loss(y, bad))
     assert r.oof_log_loss < r.nested_oof_log_loss - 1.0
     np.testing.assert_allclose(r.output().oof, bad)
+
+
+# --- level 2 -------------------------------------------------------------------------------
+
+FOLDS = 3
+
+
+def _table(rows=240, test_rows=40, n_features=8, seed=0):
+    """A small TrainData (counts) with its folds, and test rows (ids, x)."""
+    from ottotrain.data import TrainData, fold_assignment
+    from ottotrain.data.synth import make_arrays
+
+    x, y = make_arrays(rows + test_rows, seed=seed, n_classes=N_CLASSES, n_features=n_features)
+    x = x.astype(np.float32)
+    features = [f"feat_{j + 1}" for j in range(n_features)]
+    train = TrainData(np.arange(1, rows + 1), x[:rows], y[:rows], ["a", "b", "c"], features, "train.csv")
+    data = FoldedData(train, fold_assignment(y[:rows], FOLDS, seed))
+    return data, (np.arange(1, test_rows + 1), x[rows:])
+
+
+def _given_outputs(data, test, seed=0):
+    """Two level-1 models' OOF and test probabilities, made up (level 2 only reads them)."""
+    rng = np.random.default_rng(seed)
+    y = data.train.y
+    return [
+        ModelOutput(f"m{i}", 1, _proba(y, r, rng), _proba(np.zeros(len(test[0]), int), r, rng))
+        for i, r in enumerate((0.3, 0.5))
+    ]
+
+
+def _by_hand(outs, data, test, features=(), C=0.5):
+    """The level-2 logistic regression computed directly with scikit-learn, fold by fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    t = data.train
+    cols = [t.features.index(f) for f in features]
+    x = np.hstack([np.log(np.clip(o.oof, 1e-15, None)) for o in outs])
+    xt = np.hstack([np.log(np.clip(o.test, 1e-15, None)) for o in outs])
+    z, zt = np.log1p(t.x[:, cols].astype(np.float64)), np.log1p(test[1][:, cols].astype(np.float64))
+    oof, tests = np.zeros_like(outs[0].oof), []
+    for k in range(FOLDS):
+        tr, va = data.fold_of != k, data.fold_of == k
+        parts = [x, xt]
+        if cols:
+            sc = StandardScaler().fit(z[tr])
+            parts = [np.hstack([x, sc.transform(z)]), np.hstack([xt, sc.transform(zt)])]
+        m = LogisticRegression(C=C, max_iter=1000).fit(parts[0][tr], t.y[tr])
+        oof[va] = m.predict_proba(parts[0][va])
+        tests.append(m.predict_proba(parts[1]))
+    return oof, np.mean(tests, axis=0)
+
+
+@pytest.mark.parametrize("features", [[], ["feat_2", "feat_5"]])
+def test_level2_logistic_equals_a_direct_computation(tmp_path, features):
+    from ottotrain.workflows.stack.level2 import train_level2
+
+    data, test = _table()
+    outs = _given_outputs(data, test)
+    spec = Level2Spec(name="lr", logistic={"C": 0.5}, features=features)
+    got = train_level2(
+        spec, outs, data, test, tmp_path / "lr", Log(0), inner_validation=0.1, seed=1, threads=1
+    )
+    want_oof, want_test = _by_hand(outs, data, test, features)
+    np.testing.assert_allclose(got.oof, want_oof, atol=2e-5)
+    np.testing.assert_allclose(got.test, want_test, atol=2e-5)
+    written = pd.read_csv(tmp_path / "lr" / "oof.csv")
+    assert list(written.columns[:3]) == ["id", "fold", "target"]
+    np.testing.assert_array_equal(written["fold"], data.fold_of + 1)
+    info = json.loads((tmp_path / "lr" / "level2.json").read_text())
+    assert info["inputs"] == ["m0", "m1"] and info["features"] == features
+    assert sorted(p.name for p in (tmp_path / "lr" / "models").iterdir()) == ["fold1", "fold2", "fold3"]
+    m = json.loads((tmp_path / "lr" / "metrics.json").read_text())
+    assert m["oof_log_loss"] == pytest.approx(log_loss(data.train.y, want_oof), abs=1e-5)
+
+
+def test_level2_all_features_are_every_input_column(tmp_path):
+    from ottotrain.workflows.stack.level2 import train_level2
+
+    data, test = _table()
+    outs = _given_outputs(data, test)
+    spec = Level2Spec(name="lr", logistic={}, features=["all"])
+    got = train_level2(
+        spec, outs, data, test, tmp_path / "lr", Log(0), inner_validation=0.1, seed=1, threads=1
+    )
+    want_oof, _ = _by_hand(outs, data, test, data.train.features, C=1.0)
+    np.testing.assert_allclose(got.oof, want_oof, atol=2e-5)
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (
+            ["feat_22"],
+            "stack.level2[1].features[0]: 'feat_22' is not an input column (did you mean 'feat_2'?)",
+        ),
+        (["all", "target"], "stack.level2[1].features[1]: 'target' is not an input column"),
+    ],
+)
+def test_level2_unknown_feature_is_one_line(features, message):
+    from ottotrain.workflows.stack.level2 import check_features
+
+    specs = [Level2Spec(name="a", logistic={}), Level2Spec(name="b", logistic={}, features=features)]
+    with pytest.raises(ConfigError) as e:
+        check_features(specs, ["feat_1", "feat_2", "feat_3"], "stack.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
