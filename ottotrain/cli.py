@@ -302,7 +302,7 @@ def serve(target, host, port, name, no_knn_members, workers, access_log, **limit
 @click.argument("target", type=click.Path())
 @set_option
 def summary(target, overrides):
-    """Print the Keras model summary of a CONFIG or RUN_DIR without training.
+    """Print the Keras model summary of a CONFIG or RUN_DIR without training (a stack run: its leaderboard).
 
     \b
     Examples:
@@ -721,19 +721,20 @@ def runs_cmd(runs_dir, sort, diff, as_json):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("data_csv", type=click.Path(dir_okay=False))
+@click.argument("data_csv", required=False, type=click.Path(dir_okay=False))
 @json_option
 @quiet_option
 def evaluate(run_dir, data_csv, as_json, quiet):
-    """Score a trained RUN_DIR on a labelled DATA_CSV.
+    """Score a trained RUN_DIR on a labelled DATA_CSV (a cv or stack run: on its OOF rows without one).
 
     Prints Kaggle's log loss, accuracy, per-class precision and recall, and the
     confusion matrix. DATA_CSV needs the target column and the feature columns
     seen at fit.
 
     \b
-    Example:
+    Examples:
       ottotrain evaluate runs/mlp-20261128-101500 data/otto/holdout.csv
+      ottotrain evaluate runs/otto-stack-20261207-101500
     """
     from ottotrain.workflows.evaluate import evaluate as run_evaluate
     from ottotrain.workflows.evaluate import format_evaluation

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from ottotrain.config.stack_section import Level2Spec, TopSpec
 from ottotrain.errors import ConfigError
@@ -208,3 +209,190 @@ def test_level2_unknown_feature_is_one_line(features, message):
     with pytest.raises(ConfigError) as e:
         check_features(specs, ["feat_1", "feat_2", "feat_3"], "stack.yaml")
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# --- a stack run directory, built by hand from learners ------------------------------------
+
+MEMBERS = {
+    "knn": {"k": 5, "space": "log1p"},
+    "lgbm": {"num_leaves": 7, "min_child_samples": 5, "max_rounds": 30, "early_stopping_rounds": 5},
+}
+
+
+def _learner_member(run_dir, name, data, test, data_cfg):
+    """A learner member as the stack leaves it: fold models, oof.csv, submission.csv, member.json."""
+    from ottotrain import learners
+    from ottotrain.data import inner_split
+    from ottotrain.io import write_json
+    from ottotrain.workflows.stack.outputs import write_output
+
+    t, folder = data.train, run_dir / "members" / name
+    oof, tests = np.zeros((len(t.y), len(t.classes))), []
+    for k in range(FOLDS):
+        tr, va = np.flatnonzero(data.fold_of != k), data.fold_of == k
+        fit, stop = inner_split(tr, t.y, 0.1, 0)
+        learner = learners.make(
+            name if name == "knn" else "lightgbm", MEMBERS[name], n_classes=9, seed=0, threads=1
+        )
+        learner.fit(t.x[fit], t.y[fit], t.x[stop], t.y[stop])
+        learner.save(folder / "models" / f"fold{k + 1}")
+        oof[va] = learner.predict_proba(t.x[va])
+        tests.append(learner.predict_proba(test[1]))
+    out = ModelOutput(name, 1, oof, np.mean(tests, axis=0), train_seconds=1.0)
+    write_output(folder, out, t.ids, data.fold_of, t.y, t.classes, "id", "target", test[0])
+    write_json(folder / "member.json", {"kind": learner.kind, "params": MEMBERS[name]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack_run(tmp_path_factory):
+    """A finished stack run (two learner members, a logistic level 2, the greedy top) and its data."""
+    from ottotrain import runs
+    from ottotrain.config.data_section import DataConfig
+    from ottotrain.data import fold_assignment, load_test, load_train
+    from ottotrain.data.synth import make_data
+    from ottotrain.io import write_json
+    from ottotrain.workflows.stack.leaderboard import write_results
+    from ottotrain.workflows.stack.level2 import train_level2
+    from ottotrain.workflows.stack.top import combine
+
+    d = tmp_path_factory.mktemp("stackdata")
+    train_csv, test_csv = make_data(d, rows=360, seed=0, test_rows=50)
+    data_cfg = DataConfig(train=str(train_csv), test=str(test_csv))
+    t = load_train(data_cfg)
+    data = FoldedData(t, fold_assignment(t.y, FOLDS, 0))
+    test = load_test(test_csv, "id", "target", t.features)
+    run_dir = d / "run"
+    outs = [_learner_member(run_dir, name, data, test, data_cfg) for name in MEMBERS]
+    spec = Level2Spec(name="lr", logistic={"C": 0.5}, features=["feat_1", "feat_9"])
+    outs.append(
+        train_level2(
+            spec, outs, data, test, run_dir / "level2" / "lr", Log(0), inner_validation=0.1, seed=0, threads=1
+        )
+    )
+    top = combine(outs, t.y, TopSpec(method="greedy", rounds=10), fold_of=data.fold_of)
+    write_results(run_dir, outs, top, data, test[0], data_cfg, timings={"total_seconds": 3.0})
+    stack = {
+        "folds": FOLDS,
+        "seed": 0,
+        "classes": t.classes,
+        "members": [
+            {"name": n, "kind": "knn" if n == "knn" else "lightgbm", "folder": f"members/{n}"}
+            for n in MEMBERS
+        ],
+        "level2": ["lr"],
+        "left_out": [],
+        "time_limit_seconds": None,
+    }
+    write_json(run_dir / "stack.json", stack)
+    runs.write_status(run_dir, runs.FINISHED, kind="stack")
+    return {"run": run_dir, "test_csv": test_csv, "train_csv": train_csv, "test": test, "top": top, "y": t.y}
+
+
+def test_predict_stack_equals_the_saved_submission(stack_run):
+    from ottotrain.workflows.stack.predict import predict_stack
+
+    saved = pd.read_csv(stack_run["run"] / "submission.csv")
+    p = predict_stack(stack_run["run"], stack_run["test"][1])
+    np.testing.assert_allclose(p, saved.iloc[:, 1:].to_numpy(), atol=2e-6)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_predict_command_on_a_stack_run(stack_run, tmp_path):
+    out = tmp_path / "sub.csv"
+    r = run_cli("predict", stack_run["run"], stack_run["test_csv"], "-o", out, "-q")
+    assert r.exit_code == 0, r.output
+    got, saved = pd.read_csv(out), pd.read_csv(stack_run["run"] / "submission.csv")
+    assert list(got.columns) == list(saved.columns)
+    np.testing.assert_array_equal(got["id"], saved["id"])
+    np.testing.assert_allclose(got.iloc[:, 1:], saved.iloc[:, 1:], atol=2e-6)
+
+
+def test_top_files_and_leaderboard(stack_run):
+    run, top = stack_run["run"], stack_run["top"]
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board.columns) == [
+        "model",
+        "level",
+        "oof_log_loss",
+        "oof_accuracy",
+        "train_seconds",
+        "predict_seconds",
+        "weight",
+    ]
+    assert sorted(board["model"]) == ["knn", "lgbm", "lr", "top"]
+    assert board.set_index("model").loc["top", "level"] == 3
+    assert board.loc[board.model != "top", "weight"].sum() == pytest.approx(1.0, abs=1e-5)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["kind"] == "stack"
+    assert metrics["oof_log_loss"] == pytest.approx(top.nested_oof_log_loss, abs=1e-6)
+    saved = json.loads((run / "top.json").read_text())
+    assert saved["method"] == "greedy" and saved["weights"] == top.weights
+    oof = pd.read_csv(run / "oof.csv")
+    assert log_loss(stack_run["y"], oof.iloc[:, 3:].to_numpy()) == pytest.approx(
+        metrics["oof_log_loss"], abs=1e-4
+    )
+
+
+def test_summary_prints_the_leaderboard(stack_run):
+    r = run_cli("summary", stack_run["run"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split() == [
+        "model",
+        "level",
+        "oof_log_loss",
+        "oof_accuracy",
+        "train_s",
+        "predict_s",
+        "weight",
+    ]
+    assert {ln.split()[0] for ln in lines[1:5]} == {"knn", "lgbm", "lr", "top"}
+    assert lines[5].startswith("top: greedy") and "chosen on the other folds" in lines[5]
+
+
+def test_evaluate_runs_and_blend_take_a_stack_run(stack_run, tmp_path):
+    run = stack_run["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    r = run_cli("evaluate", run, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["log_loss"] == pytest.approx(metrics["oof_log_loss"], abs=1e-4)
+    r = run_cli("runs", run.parent, "--json")
+    row = next(x for x in json.loads(r.output) if x["name"] == "run")
+    assert row["kind"] == "stack" and row["log_loss"] == metrics["oof_log_loss"] and row["seconds"] == 3.0
+    r = run_cli("blend", run, "-o", tmp_path / "b.csv", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["runs"][0]["weight"] == 1.0
+
+
+def test_evaluate_a_stack_run_on_labelled_rows(stack_run):
+    from ottotrain.config.data_section import DataConfig
+    from ottotrain.data import load_train
+    from ottotrain.workflows.evaluate import evaluate
+    from ottotrain.workflows.stack.predict import predict_stack
+
+    t = load_train(DataConfig(train=str(stack_run["train_csv"])))
+    result = evaluate(stack_run["run"], stack_run["train_csv"])
+    assert result["rows"] == 360
+    assert result["log_loss"] == pytest.approx(log_loss(t.y, predict_stack(stack_run["run"], t.x)), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("export", "member 'knn' is a nearest-neighbour vote model; export writes Keras SavedModels only"),
+        (
+            "serve",
+            "member 'knn' is a nearest-neighbour vote model; serve serves Keras runs and their exports only",
+        ),
+    ],
+)
+def test_export_and_serve_refuse_a_stack_run_in_one_line(stack_run, tmp_path, command, message):
+    from ottotrain.errors import RunError
+    from ottotrain.workflows.export import export
+    from ottotrain.workflows.serve import load
+
+    with pytest.raises(RunError) as e:
+        export(stack_run["run"], tmp_path / "out") if command == "export" else load(stack_run["run"])
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,7 @@ from ottotrain.io import check_output_path
 from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_KIND, OOF_FILE
 from ottotrain.runs.artifacts import write_predictions
+from ottotrain.workflows.stack.outputs import STACK_KIND
 
 
 def _read_csv(path):
@@ -45,19 +46,21 @@ def _read_csv(path):
 
 
 def load_cv_run(run_dir):
-    """Read a finished cv run's OOF table; return a dict with ids, folds, y, classes, proba."""
+    """Read a finished cv (or stack) run's OOF table; return a dict with ids, folds, y, classes, proba."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     info = runs.read_status(run_dir)
-    if info.get("kind") != CV_KIND:
+    kind = info.get("kind")
+    if kind not in (CV_KIND, STACK_KIND):
         raise RunError(
-            f"{run_dir}: not a cv run; blend needs out-of-fold predictions, made by 'ottotrain cv'"
+            f"{run_dir}: not a cv run (nor a stack run); blend needs out-of-fold predictions, made by "
+            "'ottotrain cv' or 'ottotrain stack'"
         )
     if info["status"] != runs.FINISHED:
         raise RunError(
-            f"{run_dir}: the cv run is {info['status']}; finish it first with "
-            f"'ottotrain cv --resume {run_dir}'"
+            f"{run_dir}: the {kind} run is {info['status']}; finish it first with "
+            f"'ottotrain {kind} --resume {run_dir}'"
         )
     oof = _read_csv(run_dir / OOF_FILE)
     id_col, fold_col, target_col = oof.columns[:3]

@@ -13,6 +13,8 @@ from ottotrain.features.preprocess import KnnState
 from ottotrain.io import read_json
 from ottotrain.workflows.common import first_layer_bins
 from ottotrain.workflows.predictor import is_cv_run, open_run
+from ottotrain.workflows.stack.leaderboard import format_leaderboard
+from ottotrain.workflows.stack.predict import is_stack_run
 
 
 def data_sizes(cfg):
@@ -39,6 +41,8 @@ def data_sizes(cfg):
 
 
 def _run_summary(run_dir: Path) -> str:
+    if is_stack_run(run_dir):
+        return format_leaderboard(run_dir)
     if not is_cv_run(run_dir):
         return engine.build.summary_text(open_run(run_dir).members[0].model)
     runs.check_safe(run_dir)
@@ -55,7 +59,7 @@ def summarize(target, overrides=()) -> str:
     """Return the model summary text for a config file or a run directory.
 
     A config with ``cv.variants`` gets one summary per variant; a cv run one per
-    seed (the models of fold 1).
+    seed (the models of fold 1); a stack run its leaderboard.
     """
     target = Path(target)
     if target.is_dir():
