@@ -57,6 +57,7 @@ class Budget:
 
     limit: float | None
     started: float = field(default_factory=time.monotonic)
+    enforce: bool = True  # false while no member has finished: the first one always does
 
     @property
     def reserve(self) -> float:
@@ -73,7 +74,7 @@ class Budget:
     def room(self) -> str | None:
         """Why no member may start any more (None: one may)."""
         left = self.left()
-        if left is not None and left <= self.reserve:
+        if self.enforce and left is not None and left <= self.reserve:
             return f"no time left ({format_seconds(max(left, 0))} of the limit, kept for level 2)"
         return None
 
@@ -81,7 +82,7 @@ class Budget:
         """Raise ``OverBudget`` when the ``total - done`` parts of ``name`` left, at the mean
         cost of its finished ones (``seconds``), ``slots`` at a time, do not fit."""
         left = self.left()
-        if left is None or done >= total or not seconds:
+        if left is None or not self.enforce or done >= total or not seconds:
             return
         rest = sum(seconds) / len(seconds) * (total - done) / max(1, slots)
         if rest > left - self.reserve:

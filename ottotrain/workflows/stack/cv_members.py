@@ -73,7 +73,7 @@ def train_cv_member(run: StackRun, cfg: Config, spec: MemberSpec, label: str) ->
 
     def on_member(fold: int, seed_index: int, record) -> None:
         seconds.append(record.wall_seconds_this_session)
-        done = sum(1 for _ in (folder / runs.MODELS).glob("fold*-seed*.json"))
+        done = sum(1 for p in (folder / runs.MODELS).glob("fold*-seed*.json") if p.stem.count(".") == 0)
         log(f"{label} {spec.name}: {done}/{n_models} models{run.budget.left_text()}", 1)
         run.budget.check(spec.name, done, n_models, seconds)
 
@@ -114,9 +114,14 @@ def check_reusable(run: StackRun, spec: MemberSpec) -> ModelOutput:
     except RunError as e:
         raise RunError(f"{where}: {e}") from None
     if info.get("kind", "fit") != CV_KIND:
-        raise RunError(f"{where}: is a {info.get('kind', 'fit')} run, not a cv run; a reused member is a cv run")
+        raise RunError(
+            f"{where}: is a {info.get('kind', 'fit')} run, not a cv run; a reused member is a cv run"
+        )
     if info.get("status") != FINISHED:
-        raise RunError(f"{where}: is {info.get('status')}, not finished; finish it first (ottotrain cv --resume {source})")
+        raise RunError(
+            f"{where}: is {info.get('status')}, not finished; "
+            f"finish it first (ottotrain cv --resume {source})"
+        )
     return _read(run, source, spec.name)
 
 
@@ -126,7 +131,14 @@ def _read(run: StackRun, folder: Path, name: str) -> ModelOutput:
     except RunError as e:
         raise RunError(f"stack.members: '{name}': {e}") from None
     if (run.test is None) != (out.test is None):
-        raise RunError(f"stack.members: '{name}': {folder} " + ("has no submission.csv; the stack has test rows" if out.test is None else "has test predictions; the stack has no data.test"))
+        raise RunError(
+            f"stack.members: '{name}': {folder} "
+            + (
+                "has no submission.csv; the stack has test rows"
+                if out.test is None
+                else "has test predictions; the stack has no data.test"
+            )
+        )
     return out
 
 

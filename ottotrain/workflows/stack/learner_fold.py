@@ -9,7 +9,9 @@ the test rows, and writes under ``out/members/<name>/``::
     folds/fold<k>.json     its record, written last: the job's "done" marker
 
 A KNN member with a list of k computes every k in one neighbour search; each k is an
-output of its own (``<name>-k<k>``).
+output of its own (``<name>-k<k>``), a folder of its own beside the member's, with its
+own saved learners (``members/<name>-k<k>/models/fold<k>/``: the reference rows, stored
+compactly, and that k), so that each output predicts alone.
 """
 
 from __future__ import annotations
@@ -83,11 +85,14 @@ def train_learner_fold(spec: LearnerFold, data: StackData, out: Path, log: Log) 
     tr, va = np.flatnonzero(fold_of != spec.fold), np.flatnonzero(fold_of == spec.fold)
     x, y = train.x, train.y
     log(f"{spec.label} {spec.name}: fold {spec.fold + 1}, training on {len(tr)} rows", 2)
+    member_dir = out / MEMBERS / spec.name
     if spec.kind == "knn":
         stop = np.empty(0, dtype=np.int64)
-        learner = _make(spec, {**spec.params, "k": max(_ks(spec))}, n_classes)
         t0 = time.perf_counter()
-        learner.fit(x[tr], y[tr], None, None)  # keeps the reference rows, for predict
+        for name, k in zip(spec.outputs, _ks(spec)):  # each k predicts on its own later
+            learner = _make(spec, {**spec.params, "k": k}, n_classes)
+            learner.fit(x[tr], y[tr], None, None)  # keeps the reference rows
+            learner.save(out / MEMBERS / name / "models" / f"fold{spec.fold + 1}")
         fit_seconds = time.perf_counter() - t0
         probas = _knn_votes(spec, x[tr], y[tr], x[va], data.test_x, n_classes)
     else:
@@ -99,9 +104,8 @@ def train_learner_fold(spec: LearnerFold, data: StackData, out: Path, log: Log) 
         oof = learner.predict_proba(x[va])
         test = learner.predict_proba(data.test_x) if data.test_x is not None else None
         probas = {spec.outputs[0]: (oof, test)}
+        learner.save(member_dir / "models" / f"fold{spec.fold + 1}")
     predict_seconds = time.perf_counter() - t0 - fit_seconds
-    member_dir = out / MEMBERS / spec.name
-    learner.save(member_dir / "models" / f"fold{spec.fold + 1}")
     record = FoldRecord(
         fold=spec.fold + 1,
         n_train=int(len(tr) - len(stop)),
@@ -134,7 +138,14 @@ def _knn_votes(spec: LearnerFold, x_ref, y_ref, x_val, x_test, n_classes) -> dic
     """Every k's votes for fold k's rows and the test rows, from one neighbour search."""
     query = x_val if x_test is None else np.concatenate([x_val, x_test])
     votes = learners.knn_votes(
-        x_ref, y_ref, query, _ks(spec), spec.params["space"], spec.params["weights"], n_classes
+        x_ref,
+        y_ref,
+        query,
+        _ks(spec),
+        spec.params["space"],
+        spec.params["weights"],
+        n_classes,
+        threads=spec.threads,
     )
     n = len(x_val)
     return {

@@ -13,7 +13,6 @@ member after its first fold or model: it is then left out, and says why.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -62,15 +61,14 @@ def prepare_members(cfg: Config) -> dict[str, Config]:
             f"{cfg.source}: stack: model names must be unique (a KNN list of k makes <name>-k<k>); "
             f"repeated: {', '.join(dup)}"
         )
-    return {
-        m.name: member_config(cfg, m, i) for i, m in enumerate(cfg.stack.members) if m.config is not None
-    }
+    return {m.name: member_config(cfg, m, i) for i, m in enumerate(cfg.stack.members) if m.config is not None}
 
 
-def check_reused(run: StackRun) -> None:
-    """Refuse, before anything is trained, a reused run that does not fit the stack."""
+def check_reused(run: StackRun, fresh: bool) -> None:
+    """Refuse, before anything is trained, a reused run that does not fit the stack
+    (``fresh``: a new stack run, so none is in it yet)."""
     for spec in run.cfg.stack.members:
-        if spec.run is not None and member_status(run.member_dir(spec.name)) != FINISHED:
+        if spec.run is not None and (fresh or member_status(run.member_dir(spec.name)) != FINISHED):
             check_reusable(run, spec)
 
 
@@ -94,6 +92,8 @@ def train_level1(run: StackRun, configs: dict[str, Config]) -> list[ModelOutput]
     members, log, outputs = run.cfg.stack.members, run.log, []
     for i, spec in enumerate(members):
         label = f"[member {i + 1}/{len(members)}]"
+        # The first member to train always finishes: without one there is no submission.
+        run.budget.enforce = bool(outputs)
         finished = is_finished(run, spec)
         why = None if finished else run.budget.room()
         if why is not None:
@@ -169,14 +169,26 @@ def train_learner_member(run: StackRun, spec: MemberSpec, label: str) -> None:
             seconds.append(done.seconds)
             n, rec = folds - len(todo) + len(seconds), done.value
             scores = ", ".join(f"{k} {v:.4f}" for k, v in rec.log_loss.items())
-            log(f"{label} {spec.name}: fold {rec.fold} ({n}/{folds}): log loss {scores}, "
-                f"{done.seconds:.1f} s{run.budget.left_text()}", 1)
+            log(
+                f"{label} {spec.name}: fold {rec.fold} ({n}/{folds}): log loss {scores}, "
+                f"{done.seconds:.1f} s{run.budget.left_text()}",
+                1,
+            )
             run.budget.check(spec.name, n, folds, seconds, ex.slots)
 
         jobs = [
             learner_job(
-                LearnerFold(spec.name, spec.kind, params, outputs, f, member_seed(run.cfg.seed, f, 0),
-                            run.cfg.stack.inner_validation, ex.threads, label)
+                LearnerFold(
+                    spec.name,
+                    spec.kind,
+                    params,
+                    outputs,
+                    f,
+                    member_seed(run.cfg.seed, f, 0),
+                    run.cfg.stack.inner_validation,
+                    ex.threads,
+                    label,
+                )
             )
             for f in todo
         ]
@@ -199,23 +211,29 @@ def write_learner_outputs(run: StackRun, spec: MemberSpec, params: dict, outputs
             tests.append(p_test)
         test = None if run.test is None else np.mean(tests, axis=0)
         out_dir = run.member_dir(name)
-        write_output(out_dir, ModelOutput(name, 1, oof, test), train.ids, run.data.fold_of, train.y,
-                     run.classes, run.id_column, run.cfg.data.target_column,
-                     None if run.test is None else run.test[0])
+        write_output(
+            out_dir,
+            ModelOutput(name, 1, oof, test),
+            train.ids,
+            run.data.fold_of,
+            train.y,
+            run.classes,
+            run.id_column,
+            run.cfg.data.target_column,
+            None if run.test is None else run.test[0],
+        )
         if out_dir != folder:
             k = int(name.rsplit("-k", 1)[1])
-            write_json(out_dir / MEMBER_FILE, {"kind": spec.kind, "params": params | {"k": k},
-                                               "models": f"{MEMBERS}/{spec.name}/models"})
+            write_json(out_dir / MEMBER_FILE, {"kind": spec.kind, "params": params | {"k": k}})
         share = 1 / len(outputs)  # one neighbour search served every k
-        write_json(out_dir / METRICS, {
-            "kind": spec.kind,
-            "oof_log_loss": round(log_loss(train.y, oof), 6),
-            "oof_accuracy": round(float(np.mean(oof.argmax(1) == train.y)), 6),
-            "fold_log_loss": [r["log_loss"][name] for r in records],
-            "train_seconds": round(sum(r["train_seconds"] for r in records) * share, 3),
-            "predict_seconds": round(sum(r["predict_seconds"] for r in records) * share, 3),
-        })
-
-
-def _unused(_: Path) -> None:  # pragma: no cover
-    return None
+        write_json(
+            out_dir / METRICS,
+            {
+                "kind": spec.kind,
+                "oof_log_loss": round(log_loss(train.y, oof), 6),
+                "oof_accuracy": round(float(np.mean(oof.argmax(1) == train.y)), 6),
+                "fold_log_loss": [r["log_loss"][name] for r in records],
+                "train_seconds": round(sum(r["train_seconds"] for r in records) * share, 3),
+                "predict_seconds": round(sum(r["predict_seconds"] for r in records) * share, 3),
+            },
+        )
