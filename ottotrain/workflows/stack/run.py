@@ -59,6 +59,10 @@ class StackResult(ReadsAsDict):
     left_out: list[LeftOut]
     run_dir: Path
 
+    def summary(self) -> dict:
+        """The result as plain data (``--json``)."""
+        return asdict(self) | {"run_dir": str(self.run_dir)}
+
 
 def stack_run_name(name: str) -> str:
     return name if name == "stack" or name.endswith(("-stack", "_stack")) else f"{name}-stack"
