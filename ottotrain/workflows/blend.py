@@ -102,13 +102,21 @@ def check_compatible(items):
             raise DataError(f"{b}: its targets differ from {a}'s; blend runs on the same data")
 
 
+def true_class_proba(probas, y) -> np.ndarray:
+    """(rows, runs): each run's probability of the true class, clipped at 1e-15.
+
+    The log loss of any mixture of normalised probabilities depends on these alone.
+    """
+    y = np.asarray(y)
+    return np.stack([np.clip(p[np.arange(len(y)), y], 1e-15, 1) for p in probas], axis=1)
+
+
 def fit_weights(probas, y) -> np.ndarray:
     """Non-negative weights summing to 1 that minimise the log loss of ``sum w_i p_i``."""
     k = len(probas)
     if k == 1:
         return np.ones(1)
-    P = np.stack([np.clip(p, 1e-15, 1) for p in probas])  # (k, n, c)
-    Py = P[:, np.arange(len(y)), y].T  # (n, k): each run's probability of the true class
+    Py = true_class_proba(probas, y)
 
     def f(w):
         q = np.maximum(Py @ w, 1e-15)
