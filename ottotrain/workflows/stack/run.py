@@ -27,7 +27,7 @@ from ottotrain.io import atomic_path, write_json
 from ottotrain.log import Log
 from ottotrain.runs import FOLDS_FILE
 from ottotrain.runs.lifecycle import running
-from ottotrain.workflows.common import ReadsAsDict, create_run_dir, data_notes, load_data
+from ottotrain.workflows.common import ReadsAsDict, create_run_dir, load_data
 from ottotrain.workflows.cv_member import FoldedData
 from ottotrain.workflows.stack.budget import Budget, format_seconds, parse_time_limit
 from ottotrain.workflows.stack.leaderboard import write_results
@@ -88,7 +88,7 @@ def run_stack(
     resume_dir, smoke = _begin(cfg, opts)
     configs = prepare_members(cfg)
     train, test = load_data(cfg, smoke)
-    for note in data_notes(cfg, train, test):
+    for note in train.notes:  # the Keras members' cv runs add their own notes on the test rows
         log(f"Warning: {note}", 1)
     try:
         data = FoldedData(train, fold_assignment(train.y, cfg.cv.folds, cfg.seed))
