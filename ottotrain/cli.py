@@ -437,6 +437,64 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @set_option
+@run_dir_option
+@runs_root_option
+@click.option(
+    "--smoke", is_flag=True, help="Whole stack on a small sample: one epoch per net, few boosting rounds."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="Continue a stack run: unfinished members go on, finished ones are reused; with "
+    "CONFIG, members added to it are trained (and level 2 and the top again).",
+)
+@click.option(
+    "--time-limit",
+    metavar="DURATION",
+    help="Time budget such as 2h, 45m, 900s: members that would not fit are left out "
+    "[default: the config's stack.time_limit, else none].",
+)
+@scheduler_option
+@workers_option
+@member_threads_option
+@json_option
+@quiet_option
+@verbose_option
+def stack(config, overrides, as_json, quiet, verbose, **options):
+    """Stack CONFIG: level-1 members on shared folds, level-2 learners on their OOF predictions, a top.
+
+    Every member (a Keras config, a finished cv run, LightGBM, KNN votes) is scored on the
+    same folds and early-stops on rows of its own training folds; level 2 learns from their
+    out-of-fold predictions on those folds; the top (greedy ensemble selection or a blend)
+    weights them. The run directory holds every member, the leaderboard and submission.csv.
+
+    \b
+    Examples:
+      ottotrain stack configs/quickstart-stack.yaml
+      ottotrain stack configs/otto-stack.yaml --time-limit 2h
+      ottotrain stack --resume runs/otto-stack-20261207-101500
+      ottotrain stack configs/otto-stack.yaml --resume runs/otto-stack-20261207-101500
+    """
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
+    from ottotrain.workflows.stack.run import StackOptions, run_stack
+
+    result = _interruptible(
+        run_stack, cfg, StackOptions(**options, config_name=name), log=_log(quiet, verbose)
+    )
+    if as_json:
+        _echo_json(result.summary())
+    else:
+        click.echo(
+            f"oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f} "
+            f"best_model={result.best_model} ({result.best_model_log_loss:.4f}) models={result.models}"
+            + (f" left_out={','.join(x.name for x in result.left_out)}" if result.left_out else "")
+        )
+        click.echo(result.run_dir)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@set_option
 @click.option("--study-dir", type=click.Path(file_okay=False), help="Exact study directory to create.")
 @runs_root_option
 @click.option(
