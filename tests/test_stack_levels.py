@@ -144,15 +144,13 @@ def _by_hand(outs, data, test, features=(), C=0.5):
     xt = np.hstack([np.log(np.clip(o.test, 1e-15, None)) for o in outs])
     z, zt = np.log1p(t.x[:, cols].astype(np.float64)), np.log1p(test[1][:, cols].astype(np.float64))
     oof, tests = np.zeros_like(outs[0].oof), []
+    x, xt = (np.hstack([x, z]), np.hstack([xt, zt])) if cols else (x, xt)
     for k in range(FOLDS):
         tr, va = data.fold_of != k, data.fold_of == k
-        parts = [x, xt]
-        if cols:
-            sc = StandardScaler().fit(z[tr])
-            parts = [np.hstack([x, sc.transform(z)]), np.hstack([xt, sc.transform(zt)])]
-        m = LogisticRegression(C=C, max_iter=1000).fit(parts[0][tr], t.y[tr])
-        oof[va] = m.predict_proba(parts[0][va])
-        tests.append(m.predict_proba(parts[1]))
+        sc = StandardScaler().fit(x[tr])
+        m = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(x[tr]), t.y[tr])
+        oof[va] = m.predict_proba(sc.transform(x[va]))
+        tests.append(m.predict_proba(sc.transform(xt)))
     return oof, np.mean(tests, axis=0)
 
 

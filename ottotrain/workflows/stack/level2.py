@@ -1,17 +1,19 @@
 """Level 2 of the stack: learners trained fold by fold on the level-1 OOF predictions.
 
 A level-2 learner's inputs are the level-1 models' OOF probabilities as log-probabilities
-(clipped at 1e-15), in the order of its inputs, then the input columns of ``features``
-(``sign(x) log(1 + |x|)``, which is log1p for counts, then standard-scaled with statistics of
-the level-2 training rows only). On the stack's folds: the model of fold k trains on the
-other folds' OOF rows (a net early-stops on ``data.inner_split`` rows of those), predicts
-fold k (its OOF, so the level-2 score is as honest as level 1's) and the test rows, whose
-inputs are the level-1 test probabilities; its test prediction is the mean over the folds.
+(clipped at 1e-15), in the order of its inputs, then the input columns of ``features`` as
+``sign(x) log(1 + |x|)`` (log1p for counts); every column is standard-scaled with statistics
+of the fold's level-2 training rows only. (Unscaled, the log-probabilities span some 30
+units: lbfgs then ran out of its 1,000 iterations on 400 rows where it converges in 40.)
+On the stack's folds: the model of fold k trains on the other folds' OOF rows (a net
+early-stops on ``data.inner_split`` rows of those), predicts fold k (its OOF, so the level-2
+score is as honest as level 1's) and the test rows, whose inputs are the level-1 test
+probabilities; its test prediction is the mean over the folds.
 
 The folder of a level-2 learner holds oof.csv, submission.csv, metrics.json,
 ``models/fold<k>/`` (a saved learner, or a Keras net's ``model.keras``) and level2.json: its
 spec, its inputs and feature columns in order and each fold's scaler, all that
-``predict_level2`` needs to recompute it.
+``load_level2`` needs to recompute it.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Scaler:
-    """Standard scaling of the joined feature columns, fitted on one fold's level-2 training rows."""
+    """Standard scaling of a level-2 learner's columns, fitted on one fold's level-2 training rows."""
 
     mean: list[float]
     scale: list[float]
@@ -92,11 +94,9 @@ class Scaler:
         return (z - np.asarray(self.mean)) / np.asarray(self.scale)
 
 
-def level2_matrix(logp: np.ndarray, z: np.ndarray | None, scaler: Scaler | None) -> np.ndarray:
-    """A level-2 learner's input rows: the log-probabilities, then the scaled feature columns."""
-    if z is None or scaler is None:
-        return logp
-    return np.hstack([logp, scaler.apply(z)])
+def joined(logp: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    """A level-2 learner's columns before scaling: the log-probabilities, then the features'."""
+    return logp if z is None else np.hstack([logp, z])
 
 
 def _column_block(x, features: list[str], chosen: list[str]) -> np.ndarray | None:
@@ -112,7 +112,7 @@ class _Fold:
 
     oof: np.ndarray
     test: np.ndarray | None
-    scaler: Scaler | None
+    scaler: Scaler
     train_seconds: float
     predict_seconds: float
 
@@ -157,8 +157,9 @@ def _fit(spec: Level2Spec, x_tr, y_tr, stop, out: Path, ctx: dict):
 def _train_fold(spec, k: int, logp, z, test_logp, z_test, data: FoldedData, folder: Path, ctx) -> _Fold:
     y = data.train.y
     tr, va = np.flatnonzero(data.fold_of != k), np.flatnonzero(data.fold_of == k)
-    scaler = Scaler.fit(z[tr]) if z is not None else None
-    x_tr = level2_matrix(logp[tr], None if z is None else z[tr], scaler)
+    x = joined(logp, z)
+    scaler = Scaler.fit(x[tr])
+    x_tr = scaler.apply(x[tr])
     stop = None
     if spec.kind == "net":  # early stopping on rows of the training folds, never on fold k
         stop = inner_split(np.arange(len(tr)), y[tr], ctx["inner_validation"], ctx["seed"])
@@ -166,8 +167,8 @@ def _train_fold(spec, k: int, logp, z, test_logp, z_test, data: FoldedData, fold
     model = _fit(spec, x_tr, y[tr], stop, folder / "models" / f"fold{k + 1}", ctx)
     t1 = time.perf_counter()
     predict = _proba(spec.kind, model)
-    oof = predict(level2_matrix(logp[va], None if z is None else z[va], scaler))
-    test = None if test_logp is None else predict(level2_matrix(test_logp, z_test, scaler))
+    oof = predict(scaler.apply(x[va]))
+    test = None if test_logp is None else predict(scaler.apply(joined(test_logp, z_test)))
     return _Fold(oof, test, scaler, t1 - t0, time.perf_counter() - t1)
 
 
@@ -247,7 +248,7 @@ def _write_files(spec, inputs, chosen, fold_results, out: ModelOutput, data, tes
             "inputs": [o.name for o in inputs],
             "features": chosen,
             "classes": list(train.classes),
-            "scalers": [None if r.scaler is None else vars(r.scaler) for r in fold_results],
+            "scalers": [vars(r.scaler) for r in fold_results],
         },
     )
     write_json(
@@ -272,7 +273,7 @@ class Level2Model:
     kind: str  # logistic | net
     inputs: list[str]  # the level-1 models whose probabilities it reads, in order
     features: list[str]  # the input columns it joins
-    scalers: list[Scaler | None]
+    scalers: list[Scaler]
     models: list  # one per fold: a learner, or a Keras model
 
     def predict_proba(self, level1: dict[str, np.ndarray], x, features: list[str]) -> np.ndarray:
@@ -280,7 +281,8 @@ class Level2Model:
         and raw feature rows ``x`` (columns ``features``)."""
         logp = log_inputs([level1[n] for n in self.inputs])
         z = _column_block(x, features, self.features)
-        ps = [_proba(self.kind, m)(level2_matrix(logp, z, s)) for s, m in zip(self.scalers, self.models)]
+        x = joined(logp, z)
+        ps = [_proba(self.kind, m)(s.apply(x)) for s, m in zip(self.scalers, self.models)]
         return np.mean(ps, axis=0)
 
 
@@ -303,5 +305,5 @@ def load_level2(folder: Path) -> Level2Model:
             models.append(engine.inference.load_model(where / NET_FILE))
         else:
             models.append(learners.load(where))
-    scalers = [None if s is None else Scaler(**s) for s in info["scalers"]]
+    scalers = [Scaler(**s) for s in info["scalers"]]
     return Level2Model(info["name"], info["kind"], info["inputs"], info["features"], scalers, models)
