@@ -394,3 +394,49 @@ def test_export_and_serve_refuse_a_stack_run_in_one_line(stack_run, tmp_path, co
         export(stack_run["run"], tmp_path / "out") if command == "export" else load(stack_run["run"])
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_predict_on_a_stack_run_made_by_the_stack_command(tmp_path):
+    """End to end: a Keras member (a cv run), a LightGBM member, a logistic and a net level 2."""
+    import yaml
+
+    from ottotrain.data.synth import make_data
+
+    train_csv, test_csv = make_data(tmp_path / "data", rows=300, seed=0, test_rows=40)
+    layers = [
+        {"Dense": {"units": 8, "activation": "relu"}},
+        {"Dense": {"units": "n_classes"}},
+        {"Activation": "softmax"},
+    ]
+    train = {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 2, "batch_size": 64}
+    (tmp_path / "net.yaml").write_text(
+        yaml.safe_dump({"data": {"train": str(train_csv)}, "model": {"layers": layers}, "train": train})
+    )
+    stack = {
+        "seed": 3,
+        "data": {"train": str(train_csv), "test": str(test_csv)},
+        "cv": {"folds": 3},
+        "stack": {
+            "members": [
+                {"name": "nn", "config": "net.yaml"},
+                {"name": "lgbm", "lightgbm": MEMBERS["lgbm"]},
+            ],
+            "level2": [
+                {"name": "lr", "logistic": {"C": 0.5}},
+                {"name": "net", "features": ["all"], "net": {"model": {"layers": layers}, "train": train}},
+            ],
+            "top": {"method": "blend", "level1": False},
+        },
+    }
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(stack))
+    run = tmp_path / "run"
+    r = run_cli("stack", tmp_path / "stack.yaml", "--run-dir", run, "-q")
+    assert r.exit_code == 0, r.output
+    assert sorted(json.loads((run / "top.json").read_text())["weights"]) == ["lr", "net"]
+    out = tmp_path / "p.csv"
+    assert run_cli("predict", run, test_csv, "-o", out, "-q").exit_code == 0
+    got, saved = pd.read_csv(out), pd.read_csv(run / "submission.csv")
+    np.testing.assert_allclose(got.iloc[:, 1:], saved.iloc[:, 1:], atol=2e-6)
+    r = run_cli("export", run, tmp_path / "export")
+    assert r.exit_code == 1 and "member 'lgbm' is a LightGBM model" in r.output
