@@ -131,6 +131,13 @@ SUITE = (
     Bench("metric_lgbm.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("metric_report.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("tune_holdout.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench(
+        "honest_oof.py",
+        "metric",
+        ("--train", "{otto}/train.csv.gz"),
+        ("--quick", "--train", "{otto}/train.csv.gz"),
+        needs=OTTO,
+    ),  # fmt: skip
     Bench("metric.sh", "metric", ("{otto}", "$SCRATCH"), ("{otto}", "$SCRATCH"), needs=HOURS),
 )
 # Not benchmarks: the shared helper and this entry.

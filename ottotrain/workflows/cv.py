@@ -5,9 +5,11 @@ One cv run trains ``folds x seeds`` members (``workflows.cv_member``), each thro
 split into K stratified folds (deterministic for the config's ``seed``); the member
 ``fold<k>-seed<s>`` is trained on every fold but k, with fold k as its validation data,
 and its preprocessing is fitted on its own training rows only. So
-``data.validation_split`` is not used. With ``cv.variants`` in the config, seed s of every
-fold trains the config with variant ``s mod len(variants)`` applied: a varied bag, whose
-members err less alike than seeds of one recipe do.
+``data.validation_split`` is not used. With ``cv.inner_validation`` (a share), each member
+early-stops on that share of its own training rows instead, so that fold k chose nothing
+(``workflows.cv_member``; metrics.json records the share). With ``cv.variants`` in the config,
+seed s of every fold trains the config with variant ``s mod len(variants)`` applied: a
+varied bag, whose members err less alike than seeds of one recipe do.
 
 The run directory holds, besides ``config.yaml`` and ``status.json`` (``"kind": "cv"``)::
 
@@ -172,7 +174,13 @@ def _log_plan(cfg: Config, log: Log, data: FoldedData, test, folds: int, seeds: 
     )
     log(
         f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {folds * seeds} models"
-        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""),
+        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else "")
+        + (
+            f"; each early-stops on {cfg.cv.inner_validation:.0%} of its training rows, "
+            "not on the fold that scores it (cv.inner_validation)"
+            if cfg.cv.inner_validation
+            else ""
+        ),
         1,
     )
 
