@@ -54,6 +54,7 @@ from ottotrain.runs.state import MemberRecord
 from ottotrain.workflows.common import begin, create_run_dir, data_notes, load_data
 from ottotrain.workflows.cv_member import (
     FoldedData,
+    check_inner_validation,
     fold_member,
     member_job,
     member_name,
@@ -123,6 +124,7 @@ def run_cv(
         data = FoldedData(train, fold_assignment(train.y, folds, cfg.seed))
     except DataError as e:
         raise DataError(f"{train.path}: {e}") from None
+    check_inner_validation(cfg, data, folds)
     timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
     _log_plan(cfg, log, data, test, folds, seeds, smoke)
     # The executor first: a run whose scheduler cannot be reached leaves nothing.

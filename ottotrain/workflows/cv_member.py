@@ -130,6 +130,13 @@ def member_rows(spec: FoldMember, data: FoldedData) -> MemberRows:
     return MemberRows(tr, fit, stop, va)
 
 
+def check_inner_validation(cfg: Config, data: FoldedData, folds: int) -> None:
+    """Refuse a ``cv.inner_validation`` that leaves a member no stop rows, before anything trains."""
+    if cfg.cv.inner_validation is not None:
+        for fold in range(folds):
+            member_rows(fold_member(cfg, fold, 0), data)
+
+
 def train_member_files(
     spec: FoldMember, data: FoldedData, work: Path, out: Path, log: Log, tensorboard_dir: Path | None = None
 ) -> MemberRecord:
