@@ -210,23 +210,15 @@ def test_a_killed_run_resumes_with_its_share_and_refuses_another(
     from ottotrain.runs.artifacts import read_member_oof
     from ottotrain.workflows.cv import run_cv
 
-    run_dir, real_loop, calls = tmp_path / "run", T.train_loop, []
+    run_dir, real_loop = tmp_path / "run", T.train_loop
+
+    def ctrl_c(row):  # after the epoch's resume point is saved, as a Ctrl-C there
+        raise KeyboardInterrupt
 
     def interrupting_loop(model, job, log, state=None, extra=()):
-        calls.append(job.work_dir.name)
-        if len(calls) < 2:
-            return real_loop(model, job, log, state, extra)
-        from ottotrain.engine.env import keras
-
-        class Stop(keras.callbacks.Callback):
-            n = 0
-
-            def on_train_begin(self, logs=None):
-                Stop.n += 1
-                if Stop.n == 2:  # during epoch 2, after epoch 1 was saved
-                    raise KeyboardInterrupt
-
-        return real_loop(model, job, log, state, [*extra, Stop()])
+        if job.name == "fold2-seed1":
+            job.on_epoch = ctrl_c
+        return real_loop(model, job, log, state, extra)
 
     monkeypatch.setattr(T, "train_loop", interrupting_loop)
     with pytest.raises(KeyboardInterrupt):
