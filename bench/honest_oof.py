@@ -75,7 +75,7 @@ def main(argv=None):
         arms = [
             _arm("the scored fold (the old way)", a.config, sets, folds, work / "old"),
             _arm(
-                f"{a.share:.0%} of the training rows (cv.inner_validation {a.share})",
+                f"{100 * a.share:g} % of the training rows (cv.inner_validation {a.share})",
                 a.config,
                 [*sets, f"cv.inner_validation={a.share}"],
                 folds,

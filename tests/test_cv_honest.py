@@ -148,7 +148,7 @@ def test_the_oof_is_the_kept_model_on_its_fold(honest_run):
     assert np.abs(oof - summed / SEEDS).max() < 1e-6
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["inner_validation"] == SHARE
-    assert "early-stops on 20% of its training rows" in output and "cv.inner_validation" in output
+    assert "early-stops on 20 % of its training rows" in output and "cv.inner_validation" in output
 
 
 def test_off_by_default_members_stop_on_the_fold_that_scores_them(plain_run):

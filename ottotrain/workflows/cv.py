@@ -178,7 +178,7 @@ def _log_plan(cfg: Config, log: Log, data: FoldedData, test, folds: int, seeds: 
         f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {folds * seeds} models"
         + (f" ({len(variants)} variants, cycled over the seeds)" if variants else "")
         + (
-            f"; each early-stops on {cfg.cv.inner_validation:.0%} of its training rows, "
+            f"; each early-stops on {100 * cfg.cv.inner_validation:g} % of its training rows, "
             "not on the fold that scores it (cv.inner_validation)"
             if cfg.cv.inner_validation
             else ""
