@@ -1,6 +1,7 @@
 """``ottotrain stack``: its config, level 1, resume and reuse, the time budget, the command."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,17 @@ def _stack_rows(run):
     folds = pd.read_csv(run / "folds.csv")
     assert np.array_equal(folds["id"], train["id"])
     return train, folds["fold"].to_numpy() - 1
+
+
+@pytest.mark.slow
+def test_the_quickstart_stack_smoke_runs(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    result = run_stack_cli(root / "configs/quickstart-stack.yaml", tmp_path / "run", "--smoke", "-q")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run/stack.json").read_text())
+    assert [m["name"] for m in info["members"]] == ["mlp", "lgbm", "knn-k4", "knn-k16"]
+    assert json.loads((tmp_path / "run/status.json").read_text())["smoke"] is True
+    assert len(pd.read_csv(tmp_path / "run/oof.csv")) == 2000
 
 
 def test_no_member_oof_row_comes_from_a_model_that_saw_it(keras_stack):
@@ -234,10 +246,11 @@ def test_bad_stack_configs_are_one_line(members, stack, fragments, tiny_data, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["fit", "cv", "tune"])
-def test_fit_cv_and_tune_refuse_a_stack_config(command, tiny_data, tmp_path):
+@pytest.mark.parametrize("command", ["fit", "cv", "tune", "check"])
+def test_fit_cv_tune_and_check_refuse_a_stack_config(command, tiny_data, tmp_path):
     config = write(tmp_path / "s.yaml", stack_tree(tiny_data, [KNN]))
-    line = error_line(run_cli(command, config, "--runs-root", tmp_path / "runs"))
+    more = [] if command == "check" else ["--runs-root", tmp_path / "runs"]
+    line = error_line(run_cli(command, config, *more))
     assert f"is a stack config (it has a 'stack' section): run 'ottotrain stack {config}'" in line
 
 
