@@ -298,3 +298,16 @@ def test_the_budget_stops_a_keras_member_resumably(keras_stack, tiny_data, tmp_p
     outputs = train_level1(run, configs)
     assert [o.name for o in outputs] == ["knn-k4", "knn-k16", "net"]
     assert len(list((run.member_dir("net") / "models").glob("fold*-seed1.keras"))) == FOLDS
+
+
+def test_a_member_with_cv_variants_keeps_the_stacks_inner_validation(tiny_data, tmp_path):
+    from ottotrain.config import load_config, member_config
+    from ottotrain.workflows.stack.level1 import prepare_members
+
+    net = tiny_config(tiny_data) | {"cv": {"variants": [{"data.transform": "log1p"}, {}]}}
+    write(tmp_path / "net.yaml", net)
+    tree = stack_tree(tiny_data, [{"name": "net", "config": "net.yaml"}], inner_validation=0.2)
+    cfg = prepare_members(load_config(write(tmp_path / "s.yaml", tree)))["net"]
+    for k in range(2):  # each variant's model early-stops inside its training folds too
+        assert member_config(cfg, k).cv.inner_validation == 0.2
+    assert member_config(cfg, 0).data.transform == "log1p"

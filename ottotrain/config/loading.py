@@ -156,8 +156,12 @@ def set_path(tree: dict, parts: list, value, where: str) -> dict:
 
 
 def apply_variant(tree: dict, variant: dict, where: str) -> dict:
-    """Return ``tree`` (without its ``cv`` section) with one cv variant's overrides applied."""
+    """Return ``tree`` (its ``cv`` section without the variants) with one cv variant's
+    overrides applied. The rest of ``cv`` stays: a member reads ``cv.inner_validation``."""
+    cv = tree.get("cv")
     tree = {k: v for k, v in tree.items() if k != "cv"}
+    if isinstance(cv, dict):
+        tree["cv"] = {k: v for k, v in cv.items() if k != "variants"}
     for key, value in variant.items():
         fixed = next(
             (f for f in VARIANT_FIXED if key == f or key.startswith(f + ".") or key.startswith(f + "[")), None

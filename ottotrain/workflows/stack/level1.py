@@ -168,7 +168,11 @@ def train_learner_member(run: StackRun, spec: MemberSpec, label: str) -> None:
         def finished(done) -> None:
             seconds.append(done.seconds)
             n, rec = folds - len(todo) + len(seconds), done.value
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in rec.log_loss.items())
+            # "0.4870" for one output; "k2 0.61, k4 0.55, ..." for a KNN list
+            scores = ", ".join(
+                f"{k.removeprefix(spec.name).removeprefix('-')} {v:.4f}".strip()
+                for k, v in rec.log_loss.items()
+            )
             log(
                 f"{label} {spec.name}: fold {rec.fold} ({n}/{folds}): log loss {scores}, "
                 f"{done.seconds:.1f} s{run.budget.left_text()}",
