@@ -440,3 +440,27 @@ def test_predict_on_a_stack_run_made_by_the_stack_command(tmp_path):
     np.testing.assert_allclose(got.iloc[:, 1:], saved.iloc[:, 1:], atol=2e-6)
     r = run_cli("export", run, tmp_path / "export")
     assert r.exit_code == 1 and "member 'lgbm' is a LightGBM model" in r.output
+
+
+def test_summary_of_a_stack_config_lists_its_levels(tmp_path, tiny_data):
+    import yaml
+
+    cfg = {
+        "data": {"train": str(tiny_data["train"])},
+        "stack": {
+            "members": [{"name": "lgbm", "lightgbm": {}}, {"name": "knn", "knn": {"k": [2, 8]}}],
+            "level2": [{"name": "lr", "logistic": {}, "features": ["feat_1"]}],
+            "top": {"method": "blend", "level1": False},
+        },
+    }
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("summary", tmp_path / "stack.yaml")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        "2 level-1 member(s):",
+        "  lgbm: lightgbm",
+        "  knn: knn",
+        "1 level-2 learner(s):",
+        "  lr: logistic, features feat_1",
+        "top: blend over level 2; a finished stack run's summary is its leaderboard",
+    ]
