@@ -1,5 +1,6 @@
 """The stack's level 2, its top, its leaderboard and predicting with a stack run."""
 
+import itertools
 import json
 
 import numpy as np
@@ -326,10 +327,20 @@ def test_top_files_and_leaderboard(stack_run):
     assert metrics["oof_log_loss"] == pytest.approx(top.nested_oof_log_loss, abs=1e-6)
     saved = json.loads((run / "top.json").read_text())
     assert saved["method"] == "greedy" and saved["weights"] == top.weights
+    others = {(a["method"], a["models"]): a["nested_oof_log_loss"] for a in metrics["top_ablations"]}
+    assert sorted(others) == sorted(
+        itertools.product(("blend", "greedy"), ("level 1", "level 2", "levels 1 and 2"))
+    )
+    assert others["greedy", "levels 1 and 2"] == metrics["oof_log_loss"]
+    assert others["greedy", "level 2"] == pytest.approx(log_loss(stack_run["y"], _level2_oof(run)), abs=1e-5)
     oof = pd.read_csv(run / "oof.csv")
     assert log_loss(stack_run["y"], oof.iloc[:, 3:].to_numpy()) == pytest.approx(
         metrics["oof_log_loss"], abs=1e-4
     )
+
+
+def _level2_oof(run):
+    return pd.read_csv(run / "level2" / "lr" / "oof.csv").iloc[:, 3:].to_numpy()
 
 
 def test_summary_prints_the_leaderboard(stack_run):
@@ -347,6 +358,8 @@ def test_summary_prints_the_leaderboard(stack_run):
     ]
     assert {ln.split()[0] for ln in lines[1:5]} == {"knn", "lgbm", "lr", "top"}
     assert lines[5].startswith("top: greedy") and "chosen on the other folds" in lines[5]
+    assert lines[6] == "other tops, OOF log loss with weights chosen on the other folds:"
+    assert len(lines) == 13 and lines[7].startswith("  greedy over levels 1 and 2: ")
 
 
 def test_evaluate_runs_and_blend_take_a_stack_run(stack_run, tmp_path):
