@@ -43,7 +43,7 @@ from ottotrain.workflows.stack.state import (
     StackOptions,
     StackRun,
 )
-from ottotrain.workflows.stack.top import combine
+from ottotrain.workflows.stack.top import TOP_NAME, combine
 
 
 @dataclass
@@ -196,7 +196,7 @@ def _stack(run: StackRun, configs: dict[str, Config]) -> StackResult:
     _log_end(run)
     below = [r for r in rows if r.model in {o.name for o in outputs}]
     best = min(below, key=lambda r: r.oof_log_loss)
-    top_row = next(r for r in rows if r.model not in {o.name for o in outputs})
+    top_row = next(r for r in rows if r.model == TOP_NAME)
     return StackResult(
         oof_log_loss=top_row.oof_log_loss,
         oof_accuracy=top_row.oof_accuracy,

@@ -12,8 +12,10 @@ from ottotrain.data import id_name
 from ottotrain.log import Log
 from ottotrain.workflows.cv_member import FoldedData
 from ottotrain.workflows.stack.budget import Budget
+from ottotrain.workflows.stack.outputs import STACK_KIND
 
-STACK_KIND = "stack"
+__all__ = ["STACK_KIND", "LeftOut", "StackData", "StackOptions", "StackRun"]
+
 STACK_FILE = "stack.json"
 MEMBERS, LEVEL2 = "members", "level2"
 MEMBER_FILE = "member.json"
