@@ -76,6 +76,12 @@ def test_make_takes_the_params_as_a_dict_too(separable):
     np.testing.assert_array_equal(a.predict_proba(xt), b.predict_proba(xt))
 
 
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_make_without_params_takes_the_defaults(kind):
+    learner = learners.make(kind, None, n_classes=N_CLASSES, seed=0, threads=1)
+    assert learner.params == type(PARAMS[kind])()
+
+
 def test_lightgbm_is_deterministic_for_a_seed(separable):
     xt = separable[2][0]
     a, ia = _fitted("lightgbm", separable, seed=7, threads=2)
