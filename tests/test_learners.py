@@ -77,6 +77,13 @@ def test_make_takes_the_params_as_a_dict_too(separable):
 
 
 @pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_rows_of_another_width_are_refused(kind, separable):
+    learner, _ = _fitted(kind, separable)
+    with pytest.raises(ValueError, match=r"needs rows of 12 features; got shape \(5, 11\)"):
+        learner.predict_proba(separable[2][0][:5, :11])
+
+
+@pytest.mark.parametrize("kind", sorted(PARAMS))
 def test_make_without_params_takes_the_defaults(kind):
     learner = learners.make(kind, None, n_classes=N_CLASSES, seed=0, threads=1)
     assert learner.params == type(PARAMS[kind])()

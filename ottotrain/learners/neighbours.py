@@ -25,7 +25,7 @@ import numpy as np
 from ottotrain.config.stack_section import KnnMember
 from ottotrain.features import knn
 from ottotrain.features.transforms import signed_log1p
-from ottotrain.learners.base import FitInfo, Learner, check_xy, load_npz, reading, save_npz
+from ottotrain.learners.base import FitInfo, Learner, check_rows, check_xy, load_npz, reading, save_npz
 
 SPACES = ("raw", "log1p", "tfidf")
 WEIGHTS = ("uniform", "distance")
@@ -83,7 +83,7 @@ class Index:
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ValueError(f"knn: every k must be a positive integer, got {ks}")
-        q = self.space(x_query)
+        q = self.space(check_rows(x_query, self.ref.rows.shape[1], "knn queries"))
         n_ref = len(self.ref.rows)
         if exclude_self and len(q) != n_ref:
             raise ValueError(
