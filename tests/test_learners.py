@@ -167,7 +167,8 @@ def test_knn_votes_in_blocks_and_threads_equal_one_block(points, monkeypatch):
     x, y, _ = points
     q = np.random.default_rng(5).normal(size=(300, 6)).astype(np.float32)
     whole = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=1)
-    monkeypatch.setattr(neighbours, "BLOCK_VALUES", 16 * 9 * 6)  # 16 query rows a block
+    monkeypatch.setattr(neighbours, "BLOCK", 16)
+    monkeypatch.setattr(neighbours, "SUB", 5)
     blocks = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=2)
     for k in (2, 9):
         np.testing.assert_array_equal(blocks[k], whole[k])
