@@ -76,6 +76,19 @@ def test_make_takes_the_params_as_a_dict_too(separable):
     np.testing.assert_array_equal(a.predict_proba(xt), b.predict_proba(xt))
 
 
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_rows_of_another_width_are_refused(kind, separable):
+    learner, _ = _fitted(kind, separable)
+    with pytest.raises(ValueError, match=r"needs rows of 12 features; got shape \(5, 11\)"):
+        learner.predict_proba(separable[2][0][:5, :11])
+
+
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_make_without_params_takes_the_defaults(kind):
+    learner = learners.make(kind, None, n_classes=N_CLASSES, seed=0, threads=1)
+    assert learner.params == type(PARAMS[kind])()
+
+
 def test_lightgbm_is_deterministic_for_a_seed(separable):
     xt = separable[2][0]
     a, ia = _fitted("lightgbm", separable, seed=7, threads=2)
@@ -154,7 +167,8 @@ def test_knn_votes_in_blocks_and_threads_equal_one_block(points, monkeypatch):
     x, y, _ = points
     q = np.random.default_rng(5).normal(size=(300, 6)).astype(np.float32)
     whole = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=1)
-    monkeypatch.setattr(neighbours, "BLOCK_VALUES", 16 * 9 * 6)  # 16 query rows a block
+    monkeypatch.setattr(neighbours, "BLOCK", 16)
+    monkeypatch.setattr(neighbours, "SUB", 5)
     blocks = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=2)
     for k in (2, 9):
         np.testing.assert_array_equal(blocks[k], whole[k])

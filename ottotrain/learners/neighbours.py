@@ -25,13 +25,14 @@ import numpy as np
 from ottotrain.config.stack_section import KnnMember
 from ottotrain.features import knn
 from ottotrain.features.transforms import signed_log1p
-from ottotrain.learners.base import FitInfo, Learner, check_xy, load_npz, reading, save_npz
+from ottotrain.learners.base import FitInfo, Learner, check_rows, check_xy, load_npz, reading, save_npz
 
 SPACES = ("raw", "log1p", "tfidf")
 WEIGHTS = ("uniform", "distance")
 PSEUDO_VOTES = 1.0  # A above
 EPS = 1e-6  # 1 / (distance + EPS): an exact duplicate gets a large, finite weight
-BLOCK_VALUES = 1 << 24  # float32 values of one block's gathered neighbour rows (64 MB)
+BLOCK = 512  # query rows per matrix product: 512 x 50k float32 is 100 MB per thread
+SUB = 32  # query rows per exact-distance pass: their gathered neighbour rows stay in cache
 REFERENCE = "reference.npz"
 
 
@@ -83,7 +84,7 @@ class Index:
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ValueError(f"knn: every k must be a positive integer, got {ks}")
-        q = self.space(x_query)
+        q = self.space(check_rows(x_query, self.ref.rows.shape[1], "knn queries"))
         n_ref = len(self.ref.rows)
         if exclude_self and len(q) != n_ref:
             raise ValueError(
@@ -95,7 +96,7 @@ class Index:
         kk = min(ks[-1], have)
         used = [min(k, have) for k in ks]
         out = {k: np.empty((len(q), len(self.counts))) for k in ks}
-        step = int(np.clip(BLOCK_VALUES // (kk * max(1, q.shape[1])), 16, 512))
+        step = BLOCK
 
         def block(s):
             nb = self._nearest(
@@ -122,9 +123,12 @@ class Index:
             g[np.arange(len(qb)), lay.position[self.sorted_at[self_rows]]] = np.inf
         pos = knn.nearest(g, kk)
         # The chosen rows' distances again, directly: the matrix product's expansion loses
-        # digits to cancellation, which decides the order of near ties.
-        diff = self.ref.rows[lay.index[pos]] - qb[:, None, :]
-        d = np.sqrt(np.einsum("mkd,mkd->mk", diff, diff))
+        # digits to cancellation, which decides the order of near ties and an exact
+        # duplicate's weight. A few query rows at a time: at most SUB x kk rows are gathered.
+        d = np.empty(pos.shape, np.float32)
+        for s in range(0, len(qb), SUB):
+            diff = self.ref.rows[lay.index[pos[s : s + SUB]]] - qb[s : s + SUB, None, :]
+            d[s : s + SUB] = np.sqrt(np.einsum("mkd,mkd->mk", diff, diff))
         first = np.argsort(d, axis=1, kind="stable")
         return self.label_at[np.take_along_axis(pos, first, axis=1)], np.take_along_axis(d, first, axis=1)
 
