@@ -477,3 +477,17 @@ def test_summary_of_a_stack_config_lists_its_levels(tmp_path, tiny_data):
         "  lr: logistic, features feat_1",
         "top: blend over level 2; a finished stack run's summary is its leaderboard",
     ]
+
+
+def test_evaluate_without_data_needs_out_of_fold_predictions(tmp_path):
+    from ottotrain import runs
+    from ottotrain.errors import RunError
+    from ottotrain.workflows.evaluate import evaluate
+
+    runs.write_status(tmp_path, runs.FINISHED)  # a fit run: no "kind"
+    with pytest.raises(RunError) as e:
+        evaluate(tmp_path)
+    assert (
+        str(e.value)
+        == f"{tmp_path}: a fit run has no out-of-fold predictions; give a labelled DATA_CSV to score it on"
+    )
