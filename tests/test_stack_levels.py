@@ -491,3 +491,10 @@ def test_evaluate_without_data_needs_out_of_fold_predictions(tmp_path):
         str(e.value)
         == f"{tmp_path}: a fit run has no out-of-fold predictions; give a labelled DATA_CSV to score it on"
     )
+
+
+def test_serve_command_refuses_a_stack_run_before_it_listens(stack_run):
+    r = run_cli("serve", stack_run["run"], "--port", "0", "--workers", "2")
+    assert r.exit_code == 1
+    assert r.output.strip().endswith("predicts with the stack") and "member 'knn'" in r.output
+    assert "Serving" not in r.output
