@@ -1,6 +1,7 @@
 """``ottotrain stack``: its config, level 1, resume and reuse, the time budget, the command."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,17 @@ def _stack_rows(run):
     folds = pd.read_csv(run / "folds.csv")
     assert np.array_equal(folds["id"], train["id"])
     return train, folds["fold"].to_numpy() - 1
+
+
+@pytest.mark.slow
+def test_the_quickstart_stack_smoke_runs(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    result = run_stack_cli(root / "configs/quickstart-stack.yaml", tmp_path / "run", "--smoke", "-q")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run/stack.json").read_text())
+    assert [m["name"] for m in info["members"]] == ["mlp", "lgbm", "knn-k4", "knn-k16"]
+    assert json.loads((tmp_path / "run/status.json").read_text())["smoke"] is True
+    assert len(pd.read_csv(tmp_path / "run/oof.csv")) == 2000
 
 
 def test_no_member_oof_row_comes_from_a_model_that_saw_it(keras_stack):
@@ -234,10 +246,11 @@ def test_bad_stack_configs_are_one_line(members, stack, fragments, tiny_data, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["fit", "cv", "tune"])
-def test_fit_cv_and_tune_refuse_a_stack_config(command, tiny_data, tmp_path):
+@pytest.mark.parametrize("command", ["fit", "cv", "tune", "check"])
+def test_fit_cv_tune_and_check_refuse_a_stack_config(command, tiny_data, tmp_path):
     config = write(tmp_path / "s.yaml", stack_tree(tiny_data, [KNN]))
-    line = error_line(run_cli(command, config, "--runs-root", tmp_path / "runs"))
+    more = [] if command == "check" else ["--runs-root", tmp_path / "runs"]
+    line = error_line(run_cli(command, config, *more))
     assert f"is a stack config (it has a 'stack' section): run 'ottotrain stack {config}'" in line
 
 
@@ -250,3 +263,38 @@ def test_a_config_with_neither_model_nor_stack_says_so(tiny_data, tmp_path):
 def test_stack_refuses_a_config_without_a_stack(tiny_config_path, tmp_path):
     line = error_line(run_cli("stack", tiny_config_path, "--run-dir", tmp_path / "run"))
     assert "has no 'stack' section" in line
+
+
+def test_the_budget_stops_a_keras_member_resumably(keras_stack, tiny_data, tmp_path):
+    from ottotrain.config import load_config
+    from ottotrain.data import fold_assignment
+    from ottotrain.log import Log
+    from ottotrain.workflows.common import load_data
+    from ottotrain.workflows.cv_member import FoldedData
+    from ottotrain.workflows.stack.cv_members import member_status
+    from ottotrain.workflows.stack.level1 import prepare_members, train_level1
+    from ottotrain.workflows.stack.state import StackOptions, StackRun
+
+    d = keras_stack[0]
+    tree = stack_tree(tiny_data, [KNN, {"name": "net", "config": str(d / "net.yaml")}])
+    cfg = load_config(write(tmp_path / "s.yaml", tree))
+    configs, (train, test) = prepare_members(cfg), load_data(cfg)
+    data = FoldedData(train, fold_assignment(train.y, FOLDS, cfg.seed))
+    run = StackRun(cfg, tmp_path / "run", data, test, StackOptions(), Log(0), Budget(None), False)
+    run.run_dir.mkdir()
+    # knn finishes first (no limit yet); then 1 s for net: its first model says the rest of
+    # it does not fit, and it stops there, interrupted, as a cv run resumes.
+    run.budget = Budget(None)
+    run.cfg = cfg.model_copy(
+        update={"stack": cfg.stack.model_copy(update={"members": cfg.stack.members[:1]})}
+    )
+    assert [o.name for o in train_level1(run, configs)] == ["knn-k4", "knn-k16"]
+    run.cfg, run.budget = cfg, Budget(1.0)
+    outputs = train_level1(run, configs)
+    assert [o.name for o in outputs] == ["knn-k4", "knn-k16"]
+    assert run.left_out[0].name == "net" and "net: 1/3 done" in run.left_out[0].why
+    assert member_status(run.member_dir("net")) == "interrupted"
+    run.budget, run.left_out = Budget(None), []
+    outputs = train_level1(run, configs)
+    assert [o.name for o in outputs] == ["knn-k4", "knn-k16", "net"]
+    assert len(list((run.member_dir("net") / "models").glob("fold*-seed1.keras"))) == FOLDS
