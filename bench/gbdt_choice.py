@@ -7,6 +7,9 @@ member's are. LightGBM runs through `ottotrain.learners` (the member itself) wit
 LightGBMMember's defaults; XGBoost gets the matching settings (hist, lossguide, max_leaves =
 num_leaves, subsample = bagging_fraction, colsample_bytree = feature_fraction, lambda =
 lambda_l2; min_child_weight 1, XGBoost's default, since its hessian sum is not a row count).
+XGBoost's softmax objective takes the hessian as 2p(1-p), LightGBM's as K/(K-1) p(1-p) (9/8
+on Otto), so at the same learning rate XGBoost's leaf values are about half as large (0.56x):
+LightGBM also runs at half the learning rate, to tell the step length from the library.
 XGBoost is measured only where it is installed (`pip install xgboost-cpu`, the CPU build).
 
     python bench/gbdt_choice.py              # real Otto fold (LightGBMMember defaults), 2 threads
@@ -74,7 +77,7 @@ def score(name: str, s: Split, p, rounds, fit_s, predict_s, model_bytes) -> Side
     return Side(name, log_loss(s.y[s.test], p), acc, int(rounds), fit_s, predict_s, model_bytes / 1e6)
 
 
-def lightgbm_side(s: Split, params, threads: int, seed: int) -> Side:
+def lightgbm_side(s: Split, params, threads: int, seed: int, label: str = "") -> Side:
     import tempfile
     from pathlib import Path
 
@@ -90,7 +93,8 @@ def lightgbm_side(s: Split, params, threads: int, seed: int) -> Side:
     with tempfile.TemporaryDirectory() as d:
         learner.save(d)
         size = (Path(d) / "model.txt").stat().st_size
-    return score(f"LightGBM {lightgbm.__version__}", s, p, info.rounds, info.seconds, predict_s, size)
+    name = f"LightGBM {lightgbm.__version__}{label}"
+    return score(name, s, p, info.rounds, info.seconds, predict_s, size)
 
 
 def xgboost_side(s: Split, params, threads: int, seed: int) -> Side | None:
@@ -154,7 +158,12 @@ def main(argv=None):
     with common.scratch() as work:
         d = common.Data(a.train, None, a.train, True) if a.train else common.data(r, work)
         s = split(d.train, a.fold, a.seed)
-    sides = [lightgbm_side(s, params, threads, a.seed), xgboost_side(s, params, threads, a.seed)]
+    half = params.model_copy(update={"learning_rate": params.learning_rate / 2})
+    sides = [
+        lightgbm_side(s, params, threads, a.seed),
+        lightgbm_side(s, half, threads, a.seed, f", learning rate {half.learning_rate:g}"),
+        xgboost_side(s, params, threads, a.seed),
+    ]
     rows = [
         (x.library, f"{x.log_loss:.4f}", f"{x.accuracy:.4f}", x.rounds, f"{x.fit_seconds:.1f}")
         + (f"{x.predict_seconds:.2f}", f"{x.model_mb:.1f}")
@@ -167,7 +176,7 @@ def main(argv=None):
         f" rows, {len(s.test):,} scored rows; {threads} thread(s); learning rate {params.learning_rate},"
         f" {params.num_leaves} leaves. Installed size (MB): lightgbm {installed_mb('lightgbm')},"
         f" xgboost-cpu {installed_mb('xgboost-cpu')}, xgboost {installed_mb('xgboost')}."
-        + ("" if sides[1] else " XGBoost is not installed: LightGBM alone.")
+        + ("" if sides[-1] else " XGBoost is not installed: LightGBM alone.")
     )
     print(body)
     r.record("gbdt", "Boosted trees: LightGBM against XGBoost, one fold", body, data=d.label)
