@@ -78,8 +78,8 @@ def _fold_models(folder: Path, folds: int) -> list:
 
 def _knn_member(names: list[str], folders: list[Path], folds: int) -> LevelOne:
     """A KNN member's models (one per k) as the stack made them: every k's votes from one search
-    of the largest k (``learners.knn_votes``), so that neighbours tied at a k-th place are
-    chosen the same way; each model's probabilities are the mean over its fold models."""
+    of the largest k (``learners.knn_votes``), not one search per k; each model's probabilities
+    are the mean over its fold models."""
     refs = _fold_models(folders[0], folds)  # every k's folder holds the same reference rows
     ks = [int(read_json(f / runs.MODELS / "fold1" / "learner.json")["params"]["k"]) for f in folders]
     p = refs[0].params
