@@ -101,6 +101,8 @@ SUITE = (
         ("{otto}/train.csv.gz", "--rows", "20000"),
         needs=OTTO,
     ),  # fmt: skip
+    Bench("gbdt_choice.py", "gbdt"),
+    Bench("knn_votes.py", "knn"),
     Bench("missing_cost.py", "side_by_side"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),

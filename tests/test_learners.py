@@ -76,6 +76,19 @@ def test_make_takes_the_params_as_a_dict_too(separable):
     np.testing.assert_array_equal(a.predict_proba(xt), b.predict_proba(xt))
 
 
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_rows_of_another_width_are_refused(kind, separable):
+    learner, _ = _fitted(kind, separable)
+    with pytest.raises(ValueError, match=r"needs rows of 12 features; got shape \(5, 11\)"):
+        learner.predict_proba(separable[2][0][:5, :11])
+
+
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_make_without_params_takes_the_defaults(kind):
+    learner = learners.make(kind, None, n_classes=N_CLASSES, seed=0, threads=1)
+    assert learner.params == type(PARAMS[kind])()
+
+
 def test_lightgbm_is_deterministic_for_a_seed(separable):
     xt = separable[2][0]
     a, ia = _fitted("lightgbm", separable, seed=7, threads=2)
@@ -106,14 +119,16 @@ def test_lightgbm_without_stop_rows_runs_every_round(separable):
 
 
 def _brute_votes(x_ref, y_ref, q, k, weights, n_classes, exclude_self=False):
-    """The definition, one query row at a time, in float64."""
+    """The definition, one query row at a time, in float64: the k nearest by distance, then
+    by reference row number."""
     prior = (np.bincount(y_ref, minlength=n_classes) + 1) / (len(y_ref) + n_classes)
     out = []
     for i, row in enumerate(q):
-        d = np.sqrt(((x_ref - row) ** 2).sum(axis=1))
+        d2 = ((x_ref - row) ** 2).sum(axis=1)
         if exclude_self:
-            d[i] = np.inf
-        near = np.argsort(d, kind="stable")[: min(k, len(d) - exclude_self)]
+            d2[i] = np.inf
+        near = np.argsort(d2, kind="stable")[: min(k, len(d2) - exclude_self)]
+        d = np.sqrt(d2)
         w = np.ones(len(near)) if weights == "uniform" else 1 / (d[near] + neighbours.EPS)
         votes = np.bincount(y_ref[near], w, minlength=n_classes)
         votes *= len(near) / votes.sum()
@@ -154,10 +169,43 @@ def test_knn_votes_in_blocks_and_threads_equal_one_block(points, monkeypatch):
     x, y, _ = points
     q = np.random.default_rng(5).normal(size=(300, 6)).astype(np.float32)
     whole = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=1)
-    monkeypatch.setattr(neighbours, "BLOCK_VALUES", 16 * 9 * 6)  # 16 query rows a block
+    monkeypatch.setattr(neighbours, "BLOCK", 16)
+    monkeypatch.setattr(neighbours, "PAIRS", 100)
     blocks = learners.knn_votes(x, y, q, [2, 9], "raw", "distance", 4, threads=2)
     for k in (2, 9):
         np.testing.assert_array_equal(blocks[k], whole[k])
+
+
+@pytest.fixture(scope="module")
+def ties():
+    """Small counts: many reference rows at the same distance from a query, and duplicates."""
+    rng = np.random.default_rng(6)
+    x = rng.poisson(0.4, size=(90, 5)).astype(np.float32)
+    return x, rng.integers(0, 3, 90), rng.poisson(0.4, size=(30, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_knn_ties_go_to_the_lower_reference_row(ties, weights, exclude_self):
+    x, y, q = ties
+    q = x if exclude_self else q
+    ks = [1, 4, 16, 60]
+    got = learners.knn_votes(x, y, q, ks, "raw", weights, 3, exclude_self=exclude_self)
+    for k in ks:
+        want = _brute_votes(x.astype(float), y, q.astype(float), k, weights, 3, exclude_self)
+        np.testing.assert_allclose(got[k], want, rtol=1e-12, atol=0)
+
+
+def test_knn_neighbours_do_not_depend_on_the_other_k_or_rows(ties, monkeypatch):
+    x, y, q = ties
+    many = learners.knn_votes(x, y, q, [3, 40], "log1p", "distance", 3)[3]
+    alone = learners.make(
+        "knn", {"k": 3, "space": "log1p", "weights": "distance"}, n_classes=3, seed=0, threads=1
+    )
+    alone.fit(x, y)
+    np.testing.assert_array_equal(alone.predict_proba(q), many)
+    monkeypatch.setattr(neighbours, "BLOCK", 7)  # other rows share each matrix product
+    np.testing.assert_array_equal(alone.predict_proba(q[::-1])[::-1], many)
 
 
 @pytest.fixture(scope="module")

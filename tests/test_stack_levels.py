@@ -1,5 +1,6 @@
 """The stack's level 2, its top, its leaderboard and predicting with a stack run."""
 
+import itertools
 import json
 
 import numpy as np
@@ -242,9 +243,40 @@ def _learner_member(run_dir, name, data, test, data_cfg):
     return out
 
 
+def _knn_list_member(run_dir, name, ks, data, test):
+    """A KNN member with a list of k as the stack makes it: one search of the largest k for the
+    fold's rows and the test rows together, one folder (and saved learners) per k."""
+    from ottotrain import learners
+    from ottotrain.workflows.stack.outputs import write_output
+
+    t, n_va = data.train, None
+    oof = {k: np.zeros((len(t.y), len(t.classes))) for k in ks}
+    tests = {k: [] for k in ks}
+    for f in range(FOLDS):
+        tr, va = data.fold_of != f, data.fold_of == f
+        for k in ks:
+            learner = learners.make("knn", {"k": k, "space": "log1p"}, n_classes=9, seed=0, threads=1)
+            learner.fit(t.x[tr], t.y[tr])
+            learner.save(run_dir / "members" / f"{name}-k{k}" / "models" / f"fold{f + 1}")
+        votes = learners.knn_votes(
+            t.x[tr], t.y[tr], np.concatenate([t.x[va], test[1]]), ks, "log1p", "uniform", 9
+        )
+        n_va = int(va.sum())
+        for k in ks:
+            oof[k][va] = votes[k][:n_va]
+            tests[k].append(votes[k][n_va:])
+    outs = [ModelOutput(f"{name}-k{k}", 1, oof[k], np.mean(tests[k], axis=0)) for k in ks]
+    for o in outs:
+        write_output(
+            run_dir / "members" / o.name, o, t.ids, data.fold_of, t.y, t.classes, "id", "target", test[0]
+        )
+    return outs
+
+
 @pytest.fixture(scope="module")
 def stack_run(tmp_path_factory):
-    """A finished stack run (two learner members, a logistic level 2, the greedy top) and its data."""
+    """A finished stack run (LightGBM, KNN with one k and with a list of k, a logistic level 2, the
+    greedy top) and its data."""
     from ottotrain import runs
     from ottotrain.config.data_section import DataConfig
     from ottotrain.data import fold_assignment, load_test, load_train
@@ -262,6 +294,7 @@ def stack_run(tmp_path_factory):
     test = load_test(test_csv, "id", "target", t.features)
     run_dir = d / "run"
     outs = [_learner_member(run_dir, name, data, test, data_cfg) for name in MEMBERS]
+    outs += _knn_list_member(run_dir, "votes", [2, 6], data, test)
     spec = Level2Spec(name="lr", logistic={"C": 0.5}, features=["feat_1", "feat_9"])
     outs.append(
         train_level2(
@@ -277,6 +310,10 @@ def stack_run(tmp_path_factory):
         "members": [
             {"name": n, "kind": "knn" if n == "knn" else "lightgbm", "folder": f"members/{n}"}
             for n in MEMBERS
+        ]
+        + [
+            {"name": n, "member": "votes", "kind": "knn", "folder": f"members/{n}"}
+            for n in ("votes-k2", "votes-k6")
         ],
         "level2": ["lr"],
         "left_out": [],
@@ -318,7 +355,7 @@ def test_top_files_and_leaderboard(stack_run):
         "predict_seconds",
         "weight",
     ]
-    assert sorted(board["model"]) == ["knn", "lgbm", "lr", "top"]
+    assert sorted(board["model"]) == ["knn", "lgbm", "lr", "top", "votes-k2", "votes-k6"]
     assert board.set_index("model").loc["top", "level"] == 3
     assert board.loc[board.model != "top", "weight"].sum() == pytest.approx(1.0, abs=1e-5)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -326,10 +363,20 @@ def test_top_files_and_leaderboard(stack_run):
     assert metrics["oof_log_loss"] == pytest.approx(top.nested_oof_log_loss, abs=1e-6)
     saved = json.loads((run / "top.json").read_text())
     assert saved["method"] == "greedy" and saved["weights"] == top.weights
+    others = {(a["method"], a["models"]): a["nested_oof_log_loss"] for a in metrics["top_ablations"]}
+    assert sorted(others) == sorted(
+        itertools.product(("blend", "greedy"), ("level 1", "level 2", "levels 1 and 2"))
+    )
+    assert others["greedy", "levels 1 and 2"] == metrics["oof_log_loss"]
+    assert others["greedy", "level 2"] == pytest.approx(log_loss(stack_run["y"], _level2_oof(run)), abs=1e-5)
     oof = pd.read_csv(run / "oof.csv")
     assert log_loss(stack_run["y"], oof.iloc[:, 3:].to_numpy()) == pytest.approx(
         metrics["oof_log_loss"], abs=1e-4
     )
+
+
+def _level2_oof(run):
+    return pd.read_csv(run / "level2" / "lr" / "oof.csv").iloc[:, 3:].to_numpy()
 
 
 def test_summary_prints_the_leaderboard(stack_run):
@@ -345,8 +392,10 @@ def test_summary_prints_the_leaderboard(stack_run):
         "predict_s",
         "weight",
     ]
-    assert {ln.split()[0] for ln in lines[1:5]} == {"knn", "lgbm", "lr", "top"}
-    assert lines[5].startswith("top: greedy") and "chosen on the other folds" in lines[5]
+    assert {ln.split()[0] for ln in lines[1:7]} == {"knn", "lgbm", "lr", "top", "votes-k2", "votes-k6"}
+    assert lines[7].startswith("top: greedy") and "chosen on the other folds" in lines[7]
+    assert lines[8] == "other tops, OOF log loss with weights chosen on the other folds:"
+    assert len(lines) == 15 and lines[9].startswith("  greedy over levels 1 and 2: ")
 
 
 def test_evaluate_runs_and_blend_take_a_stack_run(stack_run, tmp_path):
@@ -440,3 +489,72 @@ def test_predict_on_a_stack_run_made_by_the_stack_command(tmp_path):
     np.testing.assert_allclose(got.iloc[:, 1:], saved.iloc[:, 1:], atol=2e-6)
     r = run_cli("export", run, tmp_path / "export")
     assert r.exit_code == 1 and "member 'lgbm' is a LightGBM model" in r.output
+
+
+def test_summary_of_a_stack_config_lists_its_levels(tmp_path, tiny_data):
+    import yaml
+
+    cfg = {
+        "data": {"train": str(tiny_data["train"])},
+        "stack": {
+            "members": [{"name": "lgbm", "lightgbm": {}}, {"name": "knn", "knn": {"k": [2, 8]}}],
+            "level2": [{"name": "lr", "logistic": {}, "features": ["feat_1"]}],
+            "top": {"method": "blend", "level1": False},
+        },
+    }
+    (tmp_path / "stack.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_cli("summary", tmp_path / "stack.yaml")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == [
+        "2 level-1 member(s):",
+        "  lgbm: lightgbm",
+        "  knn: knn",
+        "1 level-2 learner(s):",
+        "  lr: logistic, features feat_1",
+        "top: blend over level 2; a finished stack run's summary is its leaderboard",
+    ]
+
+
+def test_evaluate_without_data_needs_out_of_fold_predictions(tmp_path):
+    from ottotrain import runs
+    from ottotrain.errors import RunError
+    from ottotrain.workflows.evaluate import evaluate
+
+    runs.write_status(tmp_path, runs.FINISHED)  # a fit run: no "kind"
+    with pytest.raises(RunError) as e:
+        evaluate(tmp_path)
+    assert (
+        str(e.value)
+        == f"{tmp_path}: a fit run has no out-of-fold predictions; give a labelled DATA_CSV to score it on"
+    )
+
+
+def test_serve_command_refuses_a_stack_run_before_it_listens(stack_run):
+    r = run_cli("serve", stack_run["run"], "--port", "0", "--workers", "2")
+    assert r.exit_code == 1
+    assert r.output.strip().endswith("predicts with the stack") and "member 'knn'" in r.output
+    assert "Serving" not in r.output
+
+
+def test_a_knn_member_predicts_every_k_from_one_search_as_the_stack_did(tmp_path):
+    """A KNN member's k's come from one search of the largest k, as the stack computed them,
+    and agree with each k's saved learner alone (Otto-shaped counts have near ties at the k-th
+    place, where an unordered search kept other neighbours for a tenth of the rows)."""
+    from ottotrain import learners
+    from ottotrain.data.synth import make_arrays
+    from ottotrain.workflows.stack.predict import _knn_member
+
+    x, y = make_arrays(2500, seed=0)
+    x_ref, y_ref, x = x[:2000].astype(np.float32), y[:2000], x[2000:].astype(np.float32)
+    folders = []
+    for k in (2, 32):
+        folders.append(tmp_path / f"v-k{k}")
+        learner = learners.make("knn", {"k": k, "space": "log1p"}, n_classes=9, seed=0, threads=1)
+        learner.fit(x_ref, y_ref)
+        learner.save(folders[-1] / "models" / "fold1")
+    got = _knn_member(["v-k2", "v-k32"], folders, folds=1).predict(x)
+    want = learners.knn_votes(x_ref, y_ref, x, [2, 32], "log1p", "uniform", 9)
+    np.testing.assert_allclose(got["v-k2"], want[2])
+    np.testing.assert_allclose(got["v-k32"], want[32])
+    alone = learners.load(folders[0] / "models" / "fold1").predict_proba(x)
+    np.testing.assert_allclose(alone, want[2])

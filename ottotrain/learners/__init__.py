@@ -30,7 +30,9 @@ KINDS: dict[str, type[Learner]] = {c.kind: c for c in (LightGBMLearner, KnnLearn
 __all__ = ["KINDS", "FitInfo", "Learner", "knn_votes", "load", "make"]
 
 
-def _params(cls: type[Learner], params: BaseModel | dict[str, Any]) -> BaseModel:
+def _params(cls: type[Learner], params: BaseModel | dict[str, Any] | None) -> BaseModel:
+    if params is None:
+        params = {}
     if isinstance(params, cls.params_model):
         return params
     if isinstance(params, BaseModel):
@@ -44,12 +46,12 @@ def _where(e: ValidationError) -> str:
 
 
 def make(
-    kind: str, params: BaseModel | dict[str, Any], *, n_classes: int, seed: int, threads: int
+    kind: str, params: BaseModel | dict[str, Any] | None, *, n_classes: int, seed: int, threads: int
 ) -> Learner:
     """A new, unfitted learner of ``kind`` ("lightgbm", "knn" or "logistic").
 
     ``params``: the kind's section of the stack config (LightGBMMember, KnnMember,
-    LogisticLevel2) or its dict form.
+    LogisticLevel2) or its dict form; None: its defaults.
     """
     if kind not in KINDS:
         raise ConfigError(

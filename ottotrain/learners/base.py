@@ -55,6 +55,14 @@ def check_xy(x, y, n_classes: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+def check_rows(x, features: int, where: str) -> np.ndarray:
+    """Rows to predict, checked: 2-D, with the number of features the learner was fitted on."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != features:
+        raise ValueError(f"{where}: needs rows of {features} features; got shape {x.shape}")
+    return x
+
+
 class Learner:
     """The protocol: ``fit``, ``predict_proba``, ``save``; ``learners.load`` reads a saved one.
 

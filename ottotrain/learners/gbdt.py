@@ -15,7 +15,7 @@ import numpy as np
 
 from ottotrain.config.stack_section import LightGBMMember
 from ottotrain.io import write_text
-from ottotrain.learners.base import FitInfo, Learner, check_xy, finish, reading
+from ottotrain.learners.base import FitInfo, Learner, check_rows, check_xy, finish, reading
 from ottotrain.metrics import log_loss
 
 MODEL = "model.txt"
@@ -81,6 +81,7 @@ class LightGBMLearner(Learner):
     def predict_proba(self, x) -> np.ndarray:
         if self.booster is None:
             raise ValueError("lightgbm: predict_proba before fit")
+        x = check_rows(x, self.booster.num_feature(), "lightgbm predict")
         p = self.booster.predict(np.asarray(x, np.float32), num_threads=self.threads)
         return finish(p)
 

@@ -16,7 +16,16 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from ottotrain.config.stack_section import LogisticLevel2
-from ottotrain.learners.base import FitInfo, Learner, check_xy, finish, load_npz, reading, save_npz
+from ottotrain.learners.base import (
+    FitInfo,
+    Learner,
+    check_rows,
+    check_xy,
+    finish,
+    load_npz,
+    reading,
+    save_npz,
+)
 
 COEFFICIENTS = "logistic.npz"
 ABSENT = -50.0  # intercept of a class no training row had: exp(-50) is below every floor
@@ -48,6 +57,7 @@ class LogisticLearner(Learner):
     def predict_proba(self, x) -> np.ndarray:
         if self.coef is None:
             raise ValueError("logistic: predict_proba before fit")
+        x = check_rows(x, self.coef.shape[1], "logistic predict")
         z = np.asarray(x, np.float64) @ self.coef.T + self.intercept
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)

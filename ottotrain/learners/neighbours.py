@@ -8,8 +8,9 @@ reference rows' class shares with one extra row per class (Laplace), so no proba
 The search is exact: a float32 matrix product against every reference row, a block of query
 rows at a time (so 144,368 x 50,000 distances never exist at once), then an exact selection
 of the nearest ``max(ks)`` rows (``ottotrain.features.knn``'s ``ranking`` and ``nearest``,
-which the nearest-neighbour features use too), whose distances are computed again directly
-and sorted: one search serves every k.
+which the nearest-neighbour features use too), whose distances are computed again in float64
+and sorted, ties broken by the reference row's number: one search serves every k, and a row's
+neighbours are the same whatever the other k, the other rows searched with it, or the threads.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ import numpy as np
 from ottotrain.config.stack_section import KnnMember
 from ottotrain.features import knn
 from ottotrain.features.transforms import signed_log1p
-from ottotrain.learners.base import FitInfo, Learner, check_xy, load_npz, reading, save_npz
+from ottotrain.learners.base import FitInfo, Learner, check_rows, check_xy, load_npz, reading, save_npz
 
 SPACES = ("raw", "log1p", "tfidf")
 WEIGHTS = ("uniform", "distance")
 PSEUDO_VOTES = 1.0  # A above
 EPS = 1e-6  # 1 / (distance + EPS): an exact duplicate gets a large, finite weight
-BLOCK_VALUES = 1 << 24  # float32 values of one block's gathered neighbour rows (64 MB)
+BLOCK = 512  # query rows per matrix product: 512 x 50k float32 is 100 MB per thread
+PAIRS = 1 << 15  # (query, candidate) pairs per exact-distance pass: 24 MB of float64 rows
+# Bound on the float32 ranking's error relative to |r|^2 + 2|q||r| (the features, 93, times
+# float32's 2^-24 is 5.5e-6; twice that is needed: two rows' errors meet at the edge).
+SLACK = 2e-5
 REFERENCE = "reference.npz"
 
 
@@ -74,6 +79,7 @@ class Index:
         self.label_at = labels[self.layout.index]  # label of each searched position
         self.sorted_at = np.empty(len(order), np.int64)  # input row -> sorted reference row
         self.sorted_at[order] = np.arange(len(order))
+        self.input_at = order[self.layout.index]  # searched position -> input row (tie-break)
         self.prior = (self.counts + 1) / (len(y_ref) + n_classes)
 
     def votes(self, x_query, ks, weights: str, exclude_self=False, threads=None) -> dict[int, np.ndarray]:
@@ -83,7 +89,7 @@ class Index:
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ValueError(f"knn: every k must be a positive integer, got {ks}")
-        q = self.space(x_query)
+        q = self.space(check_rows(x_query, self.ref.rows.shape[1], "knn queries"))
         n_ref = len(self.ref.rows)
         if exclude_self and len(q) != n_ref:
             raise ValueError(
@@ -95,7 +101,7 @@ class Index:
         kk = min(ks[-1], have)
         used = [min(k, have) for k in ks]
         out = {k: np.empty((len(q), len(self.counts))) for k in ks}
-        step = int(np.clip(BLOCK_VALUES // (kk * max(1, q.shape[1])), 16, 512))
+        step = BLOCK
 
         def block(s):
             nb = self._nearest(
@@ -115,18 +121,51 @@ class Index:
         return out
 
     def _nearest(self, qb: np.ndarray, kk: int, self_rows) -> tuple[np.ndarray, np.ndarray]:
-        """The labels and distances of each query row's ``kk`` nearest rows, nearest first."""
+        """The labels and distances of each query row's ``kk`` nearest rows, nearest first.
+
+        Nearest means: by distance (float64, from the rows in their space), then by the
+        reference row's number; so the answer does not depend on ``kk``, on the other rows
+        of the block, or on how the float32 ranking rounded. The ranking picks a few more
+        than ``kk`` candidates (``knn.nearest``); where they hold every row whose ranking is
+        within its rounding error of the kk-th, their exact distances decide. The rows
+        where they do not (many rows tied at the edge) take all the rows within it.
+        """
         lay = self.layout
         g = knn.ranking(lay, qb)
         if self_rows is not None:
             g[np.arange(len(qb)), lay.position[self.sorted_at[self_rows]]] = np.inf
-        pos = knn.nearest(g, kk)
-        # The chosen rows' distances again, directly: the matrix product's expansion loses
-        # digits to cancellation, which decides the order of near ties.
-        diff = self.ref.rows[lay.index[pos]] - qb[:, None, :]
-        d = np.sqrt(np.einsum("mkd,mkd->mk", diff, diff))
-        first = np.argsort(d, axis=1, kind="stable")
-        return self.label_at[np.take_along_axis(pos, first, axis=1)], np.take_along_axis(d, first, axis=1)
+        width = min(kk + kk // 8 + 8, g.shape[1])
+        pos = knn.nearest(g, width)
+        near = np.take_along_axis(g, pos, axis=1)
+        edge = np.partition(near, kk - 1, axis=1)[:, kk - 1].astype(np.float64)
+        edge += _slack(qb, edge)
+        closed = (near > edge[:, None]).any(axis=1) | (width == g.shape[1])
+        labels = np.empty((len(qb), kk), np.int64)
+        dist = np.empty((len(qb), kk))
+        rows = np.flatnonzero(closed)
+        labels[rows], dist[rows] = self._order(qb[rows], pos[rows], near[rows], kk)
+        rows = np.flatnonzero(~closed)
+        if len(rows):
+            gr = g[rows]
+            wide = int((gr <= edge[rows, None]).sum(axis=1).max())
+            pos = knn.nearest(gr, wide)
+            near = np.take_along_axis(gr, pos, axis=1)
+            labels[rows], dist[rows] = self._order(qb[rows], pos, near, kk)
+        return labels, dist
+
+    def _order(self, qb, pos, near, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``kk`` of the candidates ``pos`` (ranking ``near``; infinite: not a row)
+        by exact distance, then reference row number: their labels and distances."""
+        d2 = np.empty(pos.shape)
+        step = max(1, PAIRS // max(1, pos.shape[1]))
+        for s in range(0, len(qb), step):
+            diff = self.ref.rows[self.layout.index[pos[s : s + step]]].astype(np.float64)
+            diff -= qb[s : s + step, None, :]
+            d2[s : s + step] = (diff * diff).sum(axis=2)
+        d2[~np.isfinite(near)] = np.inf  # a padding position, or the query row itself
+        first = np.lexsort((self.input_at[pos], d2), axis=1)[:, :kk]  # by distance, then row
+        pos, d2 = np.take_along_axis(pos, first, axis=1), np.take_along_axis(d2, first, axis=1)
+        return self.label_at[pos], np.sqrt(d2)
 
     def _probabilities(self, labels, dist, k: int, weights: str) -> np.ndarray:
         n_cls = len(self.counts)
@@ -135,6 +174,17 @@ class Index:
         votes = np.bincount(cell.ravel(), w.ravel(), minlength=len(labels) * n_cls).reshape(-1, n_cls)
         votes *= k / votes.sum(axis=1, keepdims=True)
         return (votes + PSEUDO_VOTES * self.prior) / (k + PSEUDO_VOTES)
+
+
+def _slack(qb: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """How far the float32 ranking (|r|^2 - 2 q.r) of a row that may be among a query's
+    nearest can be from its exact value: ``SLACK`` times |r|^2 + 2|q||r|, where |r| is at
+    most |q| plus the distance of the kk-th nearest row (``edge`` is its ranking: its
+    squared distance less |q|^2), with 1 % to spare for that row's own rounding."""
+    q2 = (qb.astype(np.float64) ** 2).sum(axis=1)
+    qn = np.sqrt(q2)
+    r = 1.01 * (qn + np.sqrt(np.maximum(edge + q2, 0))) + 1e-6
+    return SLACK * (r * r + 2 * qn * r)
 
 
 def knn_votes(

@@ -190,6 +190,8 @@ def serve(
     """Serve ``target`` until Ctrl-C or SIGTERM; returns the signal that stopped it (or None)."""
     name = model_name(target, name)
     limits = fit_connections(limits)
+    if is_stack_run(target):  # before the port and the workers: one line at once
+        raise graph_refusal(target, "serve")
     sock = bind(host, port)  # first: a port in use is said at once, not after loading the model
     with sock:
         port = sock.getsockname()[1]

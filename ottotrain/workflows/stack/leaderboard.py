@@ -4,7 +4,8 @@
 weights), oof.csv and submission.csv (the top's), leaderboard.csv (one row per level-1
 member, level-2 learner and the top, as AutoGluon's ``leaderboard()``), inputs.json (the
 input columns and how they are read, for ``predict`` and ``evaluate``) and metrics.json
-(``"kind": "stack"``).
+(``"kind": "stack"``, with ``top_ablations``: the top by greedy selection and by the blend,
+over both levels, level 1 only and level 2 only, each scored the honest way).
 
 The top's oof.csv is its nested OOF: fold k's rows are weighted by weights chosen on the
 other folds' rows, so its score (``oof_log_loss``) is honest; the weights in top.json,
@@ -15,6 +16,7 @@ models and its submission from all of them). The in-sample figure is reported be
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from ottotrain.metrics import log_loss
 from ottotrain.runs.artifacts import versions
 from ottotrain.workflows.cv_member import FoldedData
 from ottotrain.workflows.stack.outputs import STACK_KIND, ModelOutput, write_output
-from ottotrain.workflows.stack.top import TOP_NAME, TopResult
+from ottotrain.workflows.stack.top import TOP_NAME, TopResult, ablations
 
 TOP_FILE, LEADERBOARD_FILE, INPUTS_FILE = "top.json", "leaderboard.csv", "inputs.json"
 
@@ -130,6 +132,9 @@ def write_results(
         data_cfg.target_column,
         test_ids,
     )
+    t0 = time.perf_counter()
+    others = ablations(outputs, y, data.fold_of, top.rounds)
+    ablation_seconds = round(time.perf_counter() - t0, 3)
     write_json(run_dir / TOP_FILE, top_record(top, outputs))
     write_leaderboard(run_dir / LEADERBOARD_FILE, rows)
     best = next(r for r in rows if r.model == TOP_NAME)
@@ -142,6 +147,8 @@ def write_results(
             "top_in_sample_oof_log_loss": round(top.oof_log_loss, 6),
             "top_method": top.method,
             "leaderboard": [asdict(r) for r in rows],
+            "top_ablations": [asdict(a) for a in others],
+            "top_ablations_seconds": ablation_seconds,
             "left_out": list(left_out),
             "timings": dict(timings or {}),
             "versions": versions(),
@@ -183,13 +190,20 @@ def format_leaderboard(run_dir) -> str:
             f"{r.train_seconds:>7.1f}  {r.predict_seconds:>9.1f}  {r.weight:>6.3f}"
         )
     chosen = sum(1 for v in top["weights"].values() if v > 0)
+    metrics = _metrics(run_dir)
     honest = top.get("oof_log_loss")
     lines.append(
         f"top: {top['method']}, {chosen} of {len(top['weights'])} models weighted; OOF log loss "
         + (f"{honest:.4f} with weights chosen on the other folds, " if honest is not None else "")
         + f"{top['in_sample_oof_log_loss']:.4f} with the weights of the submission (chosen on all OOF rows)"
     )
-    metrics = _metrics(run_dir)
+    if metrics.get("top_ablations"):
+        lines.append("other tops, OOF log loss with weights chosen on the other folds:")
+    for a in metrics.get("top_ablations", []):
+        lines.append(
+            f"  {a['method']} over {a['models']}: {a['nested_oof_log_loss']:.4f} "
+            f"(in-sample {a['in_sample_oof_log_loss']:.4f})"
+        )
     for gone in metrics.get("left_out", []):
         lines.append(f"left out: {gone.get('name')} ({gone.get('why')})")
     return "\n".join(lines)

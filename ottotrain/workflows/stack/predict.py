@@ -33,11 +33,12 @@ LEVEL2_DIR, MEMBERS_DIR = "level2", "members"
 
 @dataclass
 class LevelOne:
-    """A level-1 member read back: its name, its kind, and how it predicts raw rows."""
+    """A level-1 member read back: the models it makes (a KNN member: one per k), its kind, and
+    how it predicts raw rows (model name -> probabilities)."""
 
-    name: str
+    names: list[str]
     kind: str  # "cv" (a Keras member: a cv run), or the learner's kind
-    predict_proba: Callable[[np.ndarray], np.ndarray]
+    predict: Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -58,7 +59,9 @@ class StackPredictor:
     def predict_proba(self, x) -> np.ndarray:
         """The top's probabilities for raw feature rows ``x`` (the training file's columns)."""
         x = np.asarray(x)
-        probas = {m.name: m.predict_proba(x) for m in self.members}
+        probas = {}
+        for m in self.members:
+            probas.update(m.predict(x))
         for model in self.level2:
             probas[model.name] = model.predict_proba(probas, x, self.state.features)
         names = [n for n, w in self.weights.items() if w > 0]
@@ -69,20 +72,50 @@ class StackPredictor:
         return self.predict_proba(x), None
 
 
-def _learner_member(name: str, folder: Path, kind: str, folds: int) -> LevelOne:
-    models = [learners.load(folder / runs.MODELS / f"fold{k + 1}") for k in range(folds)]
-    return LevelOne(name, kind, lambda x: np.mean([m.predict_proba(x) for m in models], axis=0))
+def _fold_models(folder: Path, folds: int) -> list:
+    return [learners.load(folder / runs.MODELS / f"fold{k + 1}") for k in range(folds)]
 
 
-def _member(run_dir: Path, entry: dict, folds: int) -> LevelOne:
-    folder = run_dir / entry.get("folder", f"{MEMBERS_DIR}/{entry['name']}")
-    if not folder.is_dir():
-        raise RunError(f"{folder}: missing; the stack's member '{entry['name']}' is not in the run")
-    if (folder / runs.STATUS).exists():  # a Keras member: a complete cv run directory
-        return LevelOne(entry["name"], runs.CV_KIND, open_run(folder).predict_proba)
-    member = folder / "member.json"
-    kind = read_json(member)["kind"] if member.exists() else entry.get("kind", "?")
-    return _learner_member(entry["name"], folder, kind, folds)
+def _knn_member(names: list[str], folders: list[Path], folds: int) -> LevelOne:
+    """A KNN member's models (one per k) as the stack made them: every k's votes from one search
+    of the largest k (``learners.knn_votes``), not one search per k; each model's probabilities
+    are the mean over its fold models."""
+    refs = _fold_models(folders[0], folds)  # every k's folder holds the same reference rows
+    ks = [int(read_json(f / runs.MODELS / "fold1" / "learner.json")["params"]["k"]) for f in folders]
+    p = refs[0].params
+
+    def predict(x) -> dict[str, np.ndarray]:
+        votes = [learners.knn_votes(r.x_ref, r.y_ref, x, ks, p.space, p.weights, r.n_classes) for r in refs]
+        return {n: np.mean([v[k] for v in votes], axis=0) for n, k in zip(names, ks)}
+
+    return LevelOne(names, "knn", predict)
+
+
+def _member(run_dir: Path, entries: list[dict], folds: int) -> LevelOne:
+    """One member of stack.json (a KNN member: its entries, one per k) read back."""
+    folders = [run_dir / e.get("folder", f"{MEMBERS_DIR}/{e['name']}") for e in entries]
+    names = [e["name"] for e in entries]
+    for name, folder in zip(names, folders):
+        if not folder.is_dir():
+            raise RunError(f"{folder}: missing; the stack's member '{name}' is not in the run")
+    if (folders[0] / runs.STATUS).exists():  # a Keras member: a complete cv run directory
+        predictor = open_run(folders[0])
+        return LevelOne(names, runs.CV_KIND, lambda x: {names[0]: predictor.predict_proba(x)})
+    member = folders[0] / "member.json"
+    kind = read_json(member)["kind"] if member.exists() else entries[0].get("kind", "?")
+    if kind == "knn":
+        return _knn_member(names, folders, folds)
+    models = _fold_models(folders[0], folds)
+    return LevelOne(names, kind, lambda x: {names[0]: np.mean([m.predict_proba(x) for m in models], axis=0)})
+
+
+def _members(run_dir: Path, info: dict, needed: set[str]) -> list[LevelOne]:
+    """The level-1 members that make a model in ``needed``, grouped as stack.json's ``member``."""
+    groups: dict[str, list[dict]] = {}
+    for e in info["members"]:
+        groups.setdefault(e.get("member", e["name"]), []).append(e)
+    chosen = [g for g in groups.values() if any(e["name"] in needed for e in g)]
+    return [_member(run_dir, g, int(info["folds"])) for g in chosen]
 
 
 def stack_info(run_dir) -> dict:
@@ -115,8 +148,8 @@ def open_stack(run_dir) -> StackPredictor:
     level2_names = [n for n in info.get("level2", []) if (run_dir / LEVEL2_DIR / n).is_dir()]
     level2 = [load_level2(run_dir / LEVEL2_DIR / n) for n in level2_names if weights.get(n, 0) > 0]
     needed = {n for n, w in weights.items() if w > 0} | {n for m in level2 for n in m.inputs}
-    members = [_member(run_dir, e, int(info["folds"])) for e in info["members"] if e["name"] in needed]
-    unknown = needed - {m.name for m in members} - {m.name for m in level2}
+    members = _members(run_dir, info, needed)
+    unknown = needed - {n for m in members for n in m.names} - {m.name for m in level2}
     if unknown:
         raise RunError(f"{run_dir}: the top uses {', '.join(sorted(unknown))}, which the run does not hold")
     path = run_dir / INPUTS_FILE

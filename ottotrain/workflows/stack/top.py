@@ -34,6 +34,7 @@ class TopResult:
     """The top's choice and its predictions."""
 
     method: str  # greedy | blend
+    rounds: int  # greedy's steps (the TopSpec's)
     weights: dict[str, float]  # every model offered to the top -> its weight (0: not chosen)
     oof: np.ndarray  # the weighted OOF probabilities (weights chosen on these rows)
     test: np.ndarray | None
@@ -117,6 +118,7 @@ def combine(outputs: list[ModelOutput], y, top: TopSpec, fold_of=None) -> TopRes
     seconds = time.perf_counter() - t0
     result = TopResult(
         top.method,
+        top.rounds,
         {o.name: float(wi) for o, wi in zip(models, w)},
         oof,
         test,
@@ -130,3 +132,31 @@ def combine(outputs: list[ModelOutput], y, top: TopSpec, fold_of=None) -> TopRes
         result.nested_oof_log_loss = log_loss(y, nested)
         result.nested_oof_accuracy = float((nested.argmax(1) == np.asarray(y)).mean())
     return result
+
+
+@dataclass
+class Ablation:
+    """The top made another way, scored as the stack's top is (nested; in-sample beside it)."""
+
+    method: str  # greedy | blend
+    models: str  # "levels 1 and 2" | "level 1" | "level 2"
+    nested_oof_log_loss: float
+    in_sample_oof_log_loss: float
+
+
+def ablations(outputs: list[ModelOutput], y, fold_of, rounds: int) -> list[Ablation]:
+    """The top by greedy selection and by the blend, over both levels, level 1 only (the stack
+    without level 2) and level 2 only: what the choice of method and levels is worth."""
+    sets = {
+        "levels 1 and 2": outputs,
+        "level 1": [o for o in outputs if o.level == 1],
+        "level 2": [o for o in outputs if o.level == 2],
+    }
+    out = []
+    for models, chosen in sets.items():
+        if not chosen or (models != "levels 1 and 2" and len(chosen) == len(outputs)):
+            continue  # nothing to choose from, or the same set again
+        for method in ("greedy", "blend"):
+            r = combine(chosen, y, TopSpec(method=method, rounds=rounds, level1=True), fold_of=fold_of)
+            out.append(Ablation(method, models, round(r.nested_oof_log_loss, 6), round(r.oof_log_loss, 6)))
+    return out
