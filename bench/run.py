@@ -83,6 +83,7 @@ def _fill(arg: str, opts) -> str:
 
 
 OTTO = "the real Otto files (--otto DIR; by default ../shared/otto/ or data/otto/ when there)"
+OTTO_TRAIN = "{otto}/train.csv.gz"
 HOURS = (
     "hours of training on the real data (--long: bench/metric.sh; each script's own command in its docstring)"
 )
@@ -100,6 +101,8 @@ SUITE = (
         ("{otto}/train.csv.gz", "--rows", "20000"),
         needs=OTTO,
     ),  # fmt: skip
+    Bench("gbdt_choice.py", "gbdt"),
+    Bench("knn_votes.py", "knn"),
     Bench("missing_cost.py", "side_by_side"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),
@@ -131,6 +134,7 @@ SUITE = (
     Bench("metric_lgbm.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("metric_report.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("tune_holdout.py", "metric", driven_by="metric.sh", needs=HOURS),
+    Bench("honest_oof.py", "metric", ("--train", OTTO_TRAIN), ("--quick", "--train", OTTO_TRAIN), needs=OTTO),
     Bench("metric.sh", "metric", ("{otto}", "$SCRATCH"), ("{otto}", "$SCRATCH"), needs=HOURS),
 )
 # Not benchmarks: the shared helper and this entry.

@@ -302,7 +302,7 @@ def serve(target, host, port, name, no_knn_members, workers, access_log, **limit
 @click.argument("target", type=click.Path())
 @set_option
 def summary(target, overrides):
-    """Print the Keras model summary of a CONFIG or RUN_DIR without training.
+    """Print the Keras model summary of a CONFIG or RUN_DIR without training (a stack run: its leaderboard).
 
     \b
     Examples:
@@ -430,6 +430,64 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
             f"oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f} "
             f"fold_log_loss={result.fold_log_loss_mean:.4f}±{result.fold_log_loss_std:.4f} "
             f"models={result.n_models}"
+        )
+        click.echo(result.run_dir)
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@set_option
+@run_dir_option
+@runs_root_option
+@click.option(
+    "--smoke", is_flag=True, help="Whole stack on a small sample: one epoch per net, few boosting rounds."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    help="Continue a stack run: unfinished members go on, finished ones are reused; with "
+    "CONFIG, members added to it are trained (and level 2 and the top again).",
+)
+@click.option(
+    "--time-limit",
+    metavar="DURATION",
+    help="Time budget such as 2h, 45m, 900s: members that would not fit are left out "
+    "[default: the config's stack.time_limit, else none].",
+)
+@scheduler_option
+@workers_option
+@member_threads_option
+@json_option
+@quiet_option
+@verbose_option
+def stack(config, overrides, as_json, quiet, verbose, **options):
+    """Stack CONFIG: level-1 members on shared folds, level-2 learners on their OOF predictions, a top.
+
+    Every member (a Keras config, a finished cv run, LightGBM, KNN votes) is scored on the
+    same folds and early-stops on rows of its own training folds; level 2 learns from their
+    out-of-fold predictions on those folds; the top (greedy ensemble selection or a blend)
+    weights them. The run directory holds every member, the leaderboard and submission.csv.
+
+    \b
+    Examples:
+      ottotrain stack configs/quickstart-stack.yaml
+      ottotrain stack configs/otto-stack.yaml --time-limit 2h
+      ottotrain stack --resume runs/otto-stack-20261207-101500
+      ottotrain stack configs/otto-stack.yaml --resume runs/otto-stack-20261207-101500
+    """
+    cfg, name = _training_config(config, overrides, options["resume"], options["run_dir"])
+    from ottotrain.workflows.stack.run import StackOptions, run_stack
+
+    result = _interruptible(
+        run_stack, cfg, StackOptions(**options, config_name=name), log=_log(quiet, verbose)
+    )
+    if as_json:
+        _echo_json(result.summary())
+    else:
+        click.echo(
+            f"oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f} "
+            f"best_model={result.best_model} ({result.best_model_log_loss:.4f}) models={result.models}"
+            + (f" left_out={','.join(x.name for x in result.left_out)}" if result.left_out else "")
         )
         click.echo(result.run_dir)
 
@@ -721,19 +779,20 @@ def runs_cmd(runs_dir, sort, diff, as_json):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.argument("data_csv", type=click.Path(dir_okay=False))
+@click.argument("data_csv", required=False, type=click.Path(dir_okay=False))
 @json_option
 @quiet_option
 def evaluate(run_dir, data_csv, as_json, quiet):
-    """Score a trained RUN_DIR on a labelled DATA_CSV.
+    """Score a trained RUN_DIR on a labelled DATA_CSV (a cv or stack run: on its OOF rows without one).
 
     Prints Kaggle's log loss, accuracy, per-class precision and recall, and the
     confusion matrix. DATA_CSV needs the target column and the feature columns
     seen at fit.
 
     \b
-    Example:
+    Examples:
       ottotrain evaluate runs/mlp-20261128-101500 data/otto/holdout.csv
+      ottotrain evaluate runs/otto-stack-20261207-101500
     """
     from ottotrain.workflows.evaluate import evaluate as run_evaluate
     from ottotrain.workflows.evaluate import format_evaluation

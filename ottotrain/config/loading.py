@@ -156,8 +156,12 @@ def set_path(tree: dict, parts: list, value, where: str) -> dict:
 
 
 def apply_variant(tree: dict, variant: dict, where: str) -> dict:
-    """Return ``tree`` (without its ``cv`` section) with one cv variant's overrides applied."""
+    """Return ``tree`` (its ``cv`` section without the variants) with one cv variant's
+    overrides applied. The rest of ``cv`` stays: a member reads ``cv.inner_validation``."""
+    cv = tree.get("cv")
     tree = {k: v for k, v in tree.items() if k != "cv"}
+    if isinstance(cv, dict):
+        tree["cv"] = {k: v for k, v in cv.items() if k != "variants"}
     for key, value in variant.items():
         fixed = next(
             (f for f in VARIANT_FIXED if key == f or key.startswith(f + ".") or key.startswith(f + "[")), None
@@ -328,6 +332,10 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
     if typ in ("model_type", "model_attributes_type", "dict_type"):
         return path, f"must be a mapping of keys to values, got {fmt(got)}"
     msg = err["msg"].removeprefix("Value error, ")
+    # A required section left out (nothing was given), or a check of a whole section (the
+    # message says what is wrong; repeating the section would bury it).
+    if got is None and typ == "unknown_name" or isinstance(got, dict):
+        return path, msg
     return path, f"{msg}, got {fmt(got)}"
 
 
@@ -376,10 +384,12 @@ def validate_tree(
         errors.sort(key=lambda er: (er["type"] != "extra_forbidden", er["type"] != "missing"))
         path, message = _pydantic_message(errors[0], _fields_at)
         fail(path, f"{path}: {message}" if path else message)
-    try:
-        check_keras_parts(cfg)
-    except PathError as e:
-        fail(e.path, f"{e.path}: {e.message}")
+    for where, part in _keras_parts(cfg):
+        try:
+            check_keras_parts(part)
+        except PathError as e:
+            path = f"{where}{e.path}"
+            fail(path, f"{path}: {e.message}")
     for i, variant in enumerate(cfg.cv.variants):  # every member's config must be valid too
         where = f"cv.variants[{i}]"
         try:
@@ -404,6 +414,18 @@ def validate_tree(
                     msg = str(e).removeprefix(": ").removeprefix(f"{where}: ")
                     fail(where, f"{where}: the value {fmt(value)} makes the config invalid: {msg}")
     return cfg
+
+
+def _keras_parts(cfg: Config) -> list[tuple[str, object]]:
+    """(key path prefix, an object with .model) for every layer list of a config: its model,
+    or each level-2 net of its stack."""
+    if cfg.model is not None:
+        return [("", cfg)]
+    return [
+        (f"stack.level2[{i}].net.", spec.net)
+        for i, spec in enumerate(cfg.stack.level2 if cfg.stack else [])
+        if spec.net is not None
+    ]
 
 
 def load_config(path, overrides=()) -> Config:
@@ -438,6 +460,8 @@ def load_config(path, overrides=()) -> Config:
     tree = _resolve_tree_paths(tree, path.parent, f"in {path}", "the config file's folder")
     data = tree.get("data") if isinstance(tree, dict) else None
     from_file = dict(data) if isinstance(data, dict) else {}
+    stack = tree.get("stack") if isinstance(tree, dict) else None
+    from_file["stack_members"] = stack.get("members") if isinstance(stack, dict) else None
     keys = []
     for item in overrides:
         if not isinstance(tree, dict):
@@ -454,8 +478,10 @@ _ORIGINS: dict[str, str] = {}
 
 
 def _resolve_tree_paths(tree, base: Path, given: str, what: str, unchanged=None):
-    """``tree`` with its relative data.train and data.test made absolute against ``base``
-    (``what`` says what that is); values as in ``unchanged`` are left alone."""
+    """``tree`` with its relative data.train and data.test (and its stack members' config
+    and run) made absolute against ``base`` (``what`` says what that is); values as in
+    ``unchanged`` are left alone."""
+    tree = _resolve_member_paths(tree, base, unchanged)
     data = tree.get("data") if isinstance(tree, dict) else None
     if not isinstance(data, dict):
         return tree
@@ -469,6 +495,28 @@ def _resolve_tree_paths(tree, base: Path, given: str, what: str, unchanged=None)
         relative = "" if p.is_absolute() else f", relative to {what} {base.resolve()}"
         _ORIGINS[data[key]] = f"data.{key} {given}{relative}"
     return {**tree, "data": data}
+
+
+def _resolve_member_paths(tree, base: Path, unchanged=None):
+    """``tree`` with each ``stack.members[i].config`` and ``.run`` made absolute against ``base``;
+    a path as it was in ``unchanged`` (the file's tree, already resolved) is left alone."""
+    stack = tree.get("stack") if isinstance(tree, dict) else None
+    members = stack.get("members") if isinstance(stack, dict) else None
+    if not isinstance(members, list):
+        return tree
+    was = (unchanged or {}).get("stack_members") or []
+    out = []
+    for i, member in enumerate(members):
+        if isinstance(member, dict):
+            member = dict(member)
+            before = was[i] if i < len(was) and isinstance(was[i], dict) else {}
+            for key in ("config", "run"):
+                value = member.get(key)
+                if isinstance(value, str) and value and before.get(key) != value:
+                    p = Path(value).expanduser()
+                    member[key] = str(p if p.is_absolute() else (base / p).resolve())
+        out.append(member)
+    return {**tree, "stack": {**stack, "members": out}}
 
 
 def path_origin(path) -> str | None:

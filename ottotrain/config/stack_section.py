@@ -157,7 +157,9 @@ class StackConfig(Strict):
 
     members: list[MemberSpec] = Field(min_length=1, description="Level-1 members, in priority order.")
     level2: list[Level2Spec] = Field(
-        default_factory=lambda: [Level2Spec(name="logistic", logistic=LogisticLevel2())],
+        # Plain data, validated into a Level2Spec, so that the reference docs can show it.
+        default_factory=lambda: [{"name": "logistic", "logistic": {}}],
+        validate_default=True,
         description="Level-2 learners (default: one logistic regression).",
     )
     top: TopSpec = Field(default_factory=TopSpec, description="The top of the stack.")

@@ -39,6 +39,9 @@ class MemberJob:
         name: what the log calls the member (default: its work directory).
         on_epoch: called with each completed epoch's ``EpochRow`` once its resume point is
             saved; it may raise ``errors.Stopped`` to end training there (tune's pruning).
+        score_x, score_y: other rows (preprocessed) and their labels for the kept model to
+            predict and be scored on, apart from the validation rows that chose it (a cv
+            member that early-stops on rows of its own training folds is scored on its fold).
     """
 
     cfg: Config
@@ -48,6 +51,22 @@ class MemberJob:
     tensorboard_dir: Path | None = None
     name: str | None = None
     on_epoch: Callable[[EpochRow], None] | None = None
+    score_x: np.ndarray | None = None
+    score_y: np.ndarray | None = None
+
+
+@dataclass
+class Scored:
+    """The kept model's probabilities on some rows, and what they score."""
+
+    proba: np.ndarray
+    log_loss: float
+    accuracy: float
+
+
+def _scored(model, x, y) -> Scored:
+    p = inference.predict_proba(model, x)
+    return Scored(p, log_loss(y, p), float((p.argmax(1) == y).mean()))
 
 
 @dataclass
@@ -60,10 +79,12 @@ class MemberResult:
     val_log_loss: float
     val_accuracy: float
     wall_seconds: float  # training in this session (a resumed member: only what was left)
+    scored: Scored | None = None  # on the job's score_x rows, when it has them
 
 
 def train_member(job: MemberJob, log: Log) -> MemberResult:
-    """Train (or resume) one member in ``job.work_dir``; score its kept model on the validation rows.
+    """Train (or resume) one member in ``job.work_dir``; score its kept model on the validation
+    rows (and on ``job.score_x``, when given).
 
     Raises:
         TrainingError: the loss became NaN or infinite (the best model so far is kept).
@@ -89,12 +110,8 @@ def train_member(job: MemberJob, log: Log) -> MemberResult:
             c.close()
     wall = time.perf_counter() - t0
     best = inference.load_model(job.work_dir / "model.keras")
-    p = inference.predict_proba(best, arrays.x_val)
+    val = _scored(best, arrays.x_val, arrays.y_val)
+    scored = None if job.score_x is None else _scored(best, job.score_x, job.score_y)
     return MemberResult(
-        state,
-        job.work_dir / "model.keras",
-        p,
-        log_loss(arrays.y_val, p),
-        float((p.argmax(1) == arrays.y_val).mean()),
-        wall,
+        state, job.work_dir / "model.keras", val.proba, val.log_loss, val.accuracy, wall, scored
     )

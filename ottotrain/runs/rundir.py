@@ -204,6 +204,17 @@ def remove_temp_files(run_dir):
             p.unlink(missing_ok=True)
 
 
+def _stack_arrays(p: Path) -> bool:
+    """A stack's .npz files (read with pickles refused): a learner's arrays in
+    ``models/fold<k>/``, a learner member's fold predictions ``folds/fold<k>.npz``."""
+    return (
+        re.fullmatch(r"fold\d+", p.parent.name) is not None
+        and p.parent.parent.name == MODELS
+        or p.parent.name == "folds"
+        and re.fullmatch(r"fold\d+\.npz", p.name) is not None
+    )
+
+
 def check_safe(run_dir):
     """Refuse a run directory holding files ottotrain never writes (pickles and the like).
 
@@ -220,6 +231,7 @@ def check_safe(run_dir):
                 or re.fullmatch(r"knn-[0-9a-f]{16}\.npz", p.name)
                 or p.parent.name == "models"
                 and re.fullmatch(r"fold\d+-seed\d+\.oof\.npz", p.name)
+                or _stack_arrays(p)
             ):
                 raise RunError(
                     f"{p}: unexpected file type '{p.suffix}' in a run directory; "

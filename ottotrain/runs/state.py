@@ -113,7 +113,12 @@ class TrainState:
 
 @dataclass
 class MemberRecord:
-    """What one trained member scored on its validation rows (``models/<name>.json``)."""
+    """What one trained member scored on its validation rows (``models/<name>.json``).
+
+    ``val_*`` score the rows the member is scored on (a cv member: its fold). A member that
+    early-stopped on other rows (``cv.inner_validation``: ``n_stop`` rows taken out of its
+    ``n_train + n_stop`` training rows) also records their loss, ``stop_log_loss``.
+    """
 
     name: str
     seed: int
@@ -127,15 +132,26 @@ class MemberRecord:
     n_val: int
     train_seconds: float
     wall_seconds_this_session: float
+    n_stop: int | None = None
+    stop_log_loss: float | None = None
+
+    def to_dict(self) -> dict:
+        """Its fields, without the optional ones it does not have (so a member that early-stopped
+        on its scored rows writes the file it always did)."""
+        optional = ("n_stop", "stop_log_loss")
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in optional}
 
     def save(self, path):
-        write_json(path, asdict(self))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "MemberRecord":
+        """Read ``models/<name>.json``; keys this version does not know (a newer file's) are skipped."""
         try:
-            return cls(**read_json(path))
-        except (OSError, ValueError, TypeError) as e:
+            d = read_json(path)
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError) as e:
             raise RunError(
                 f"{path}: damaged member record ({e}); delete it and resume the run to retrain that member"
             ) from None

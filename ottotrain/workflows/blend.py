@@ -33,6 +33,7 @@ from ottotrain.io import check_output_path
 from ottotrain.metrics import log_loss
 from ottotrain.runs import CV_KIND, OOF_FILE
 from ottotrain.runs.artifacts import write_predictions
+from ottotrain.workflows.stack.outputs import STACK_KIND
 
 
 def _read_csv(path):
@@ -45,19 +46,21 @@ def _read_csv(path):
 
 
 def load_cv_run(run_dir):
-    """Read a finished cv run's OOF table; return a dict with ids, folds, y, classes, proba."""
+    """Read a finished cv (or stack) run's OOF table; return a dict with ids, folds, y, classes, proba."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
     info = runs.read_status(run_dir)
-    if info.get("kind") != CV_KIND:
+    kind = info.get("kind")
+    if kind not in (CV_KIND, STACK_KIND):
         raise RunError(
-            f"{run_dir}: not a cv run; blend needs out-of-fold predictions, made by 'ottotrain cv'"
+            f"{run_dir}: not a cv run (nor a stack run); blend needs out-of-fold predictions, made by "
+            "'ottotrain cv' or 'ottotrain stack'"
         )
     if info["status"] != runs.FINISHED:
         raise RunError(
-            f"{run_dir}: the cv run is {info['status']}; finish it first with "
-            f"'ottotrain cv --resume {run_dir}'"
+            f"{run_dir}: the {kind} run is {info['status']}; finish it first with "
+            f"'ottotrain {kind} --resume {run_dir}'"
         )
     oof = _read_csv(run_dir / OOF_FILE)
     id_col, fold_col, target_col = oof.columns[:3]
@@ -102,13 +105,21 @@ def check_compatible(items):
             raise DataError(f"{b}: its targets differ from {a}'s; blend runs on the same data")
 
 
+def true_class_proba(probas, y) -> np.ndarray:
+    """(rows, runs): each run's probability of the true class, clipped at 1e-15.
+
+    The log loss of any mixture of normalised probabilities depends on these alone.
+    """
+    y = np.asarray(y)
+    return np.stack([np.clip(p[np.arange(len(y)), y], 1e-15, 1) for p in probas], axis=1)
+
+
 def fit_weights(probas, y) -> np.ndarray:
     """Non-negative weights summing to 1 that minimise the log loss of ``sum w_i p_i``."""
     k = len(probas)
     if k == 1:
         return np.ones(1)
-    P = np.stack([np.clip(p, 1e-15, 1) for p in probas])  # (k, n, c)
-    Py = P[:, np.arange(len(y)), y].T  # (n, k): each run's probability of the true class
+    Py = true_class_proba(probas, y)
 
     def f(w):
         q = np.maximum(Py @ w, 1e-15)

@@ -19,7 +19,7 @@ from ottotrain.config.train_section import EarlyStoppingConfig, LrSchedule
 from ottotrain.data import data_paths
 from ottotrain.data.tables import ColumnInfo, column_info
 from ottotrain.log import Log
-from ottotrain.workflows.common import class_weights, load_data, require_tensorboard
+from ottotrain.workflows.common import class_weights, load_data, refuse_stack, require_tensorboard
 from ottotrain.workflows.fit import prepare
 
 
@@ -123,6 +123,7 @@ def check(cfg: Config, log=None) -> CheckResult:
         DataError: a file is missing, unreadable or inconsistent.
         ConfigError: the model or optimizer cannot be built for this data.
     """
+    refuse_stack(cfg, "check")
     log = log or Log(0)
     train_path, test_path = data_paths(cfg.data)
     log(f"Reading {train_path}" + (f" and {test_path}" if test_path else ""), 1)

@@ -40,6 +40,15 @@ def smoke_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
 
 
+def refuse_stack(cfg: Config, command: str) -> None:
+    """A stack config trains only through 'ottotrain stack': it has no model of its own."""
+    if cfg.stack is not None:
+        raise ConfigError(
+            f"{cfg.source}: is a stack config (it has a 'stack' section): run 'ottotrain stack "
+            f"{cfg.source}' instead of 'ottotrain {command}'"
+        )
+
+
 def begin(cfg: Config, kind: str, run_dir, resume, smoke: bool) -> tuple[Config, Path | None, bool]:
     """What a training run (fit or cv) checks before it reads any data.
 
@@ -47,6 +56,7 @@ def begin(cfg: Config, kind: str, run_dir, resume, smoke: bool) -> tuple[Config,
         (the config to train, smoke run's if asked; the run to resume or None; whether
         this is a smoke run: a resumed run is one if it started as one).
     """
+    refuse_stack(cfg, kind)
     if smoke:
         cfg = smoke_config(cfg)
     resume_dir = Path(resume) if resume else None

@@ -5,9 +5,11 @@ One cv run trains ``folds x seeds`` members (``workflows.cv_member``), each thro
 split into K stratified folds (deterministic for the config's ``seed``); the member
 ``fold<k>-seed<s>`` is trained on every fold but k, with fold k as its validation data,
 and its preprocessing is fitted on its own training rows only. So
-``data.validation_split`` is not used. With ``cv.variants`` in the config, seed s of every
-fold trains the config with variant ``s mod len(variants)`` applied: a varied bag, whose
-members err less alike than seeds of one recipe do.
+``data.validation_split`` is not used. With ``cv.inner_validation`` (a share), each member
+early-stops on that share of its own training rows instead, so that fold k chose nothing
+(``workflows.cv_member``; metrics.json records the share). With ``cv.variants`` in the config,
+seed s of every fold trains the config with variant ``s mod len(variants)`` applied: a
+varied bag, whose members err less alike than seeds of one recipe do.
 
 The run directory holds, besides ``config.yaml`` and ``status.json`` (``"kind": "cv"``)::
 
@@ -52,6 +54,7 @@ from ottotrain.runs.state import MemberRecord
 from ottotrain.workflows.common import begin, create_run_dir, data_notes, load_data
 from ottotrain.workflows.cv_member import (
     FoldedData,
+    check_inner_validation,
     fold_member,
     member_job,
     member_name,
@@ -121,6 +124,7 @@ def run_cv(
         data = FoldedData(train, fold_assignment(train.y, folds, cfg.seed))
     except DataError as e:
         raise DataError(f"{train.path}: {e}") from None
+    check_inner_validation(cfg, data, folds)
     timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
     _log_plan(cfg, log, data, test, folds, seeds, smoke)
     # The executor first: a run whose scheduler cannot be reached leaves nothing.
@@ -166,7 +170,13 @@ def _log_plan(cfg: Config, log: Log, data: FoldedData, test, folds: int, seeds: 
     )
     log(
         f"Cross-validation: {folds} stratified folds x {seeds} seed(s) = {folds * seeds} models"
-        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else ""),
+        + (f" ({len(variants)} variants, cycled over the seeds)" if variants else "")
+        + (
+            f"; each early-stops on {100 * cfg.cv.inner_validation:g} % of its training rows, "
+            "not on the fold that scores it (cv.inner_validation)"
+            if cfg.cv.inner_validation
+            else ""
+        ),
         1,
     )
 

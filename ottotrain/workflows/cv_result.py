@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ class CvMember:
             "fold": self.fold,
             "seed_index": self.seed_index,
             "variant": self.variant,
-            **asdict(self.record),
+            **self.record.to_dict(),
         }
 
 
@@ -82,6 +82,9 @@ class CvResult(ReadsAsDict):
     seed_oof_log_loss: list[float]
     folds: int
     seeds: int
+    # The share of each member's training rows it early-stopped on (cv.inner_validation);
+    # None: every member early-stopped on the fold that scores it.
+    inner_validation: float | None
     n_models: int
     n_train: int
     n_features: int
@@ -207,6 +210,7 @@ def finish(run: CvRun, test) -> CvResult:
         seed_oof_log_loss=[round(log_loss(train.y, p), 6) for p in per_seed],
         folds=run.folds,
         seeds=run.seeds,
+        inner_validation=run.cfg.cv.inner_validation,
         n_models=run.folds * run.seeds,
         n_train=int(len(train.y)),
         n_features=len(train.features),

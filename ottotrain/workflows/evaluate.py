@@ -1,23 +1,31 @@
-"""``ottotrain evaluate``: score a finished run on a labelled CSV."""
+"""``ottotrain evaluate``: score a finished run on a labelled CSV, or on its own OOF predictions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from ottotrain import runs
 from ottotrain.data import load_labelled
+from ottotrain.errors import RunError
 from ottotrain.log import Log
 from ottotrain.metrics import log_loss
-from ottotrain.runs import CV_KIND
-from ottotrain.workflows.predictor import open_run
+from ottotrain.runs import CV_KIND, OOF_FILE
+from ottotrain.workflows.blend import load_cv_run
+from ottotrain.workflows.stack.outputs import STACK_KIND
+from ottotrain.workflows.stack.predict import open_any
 
 
-def evaluate(run_dir, data_csv, log=None) -> dict:
-    """Score a finished run on a labelled CSV.
+def evaluate(run_dir, data_csv=None, log=None) -> dict:
+    """Score a finished run on a labelled CSV, or a cv or stack run on its own OOF predictions.
 
     Args:
-        run_dir: a run directory made by ``fit`` (or ``cv``: its ensemble is scored).
-        data_csv: CSV with the target column and the feature columns seen at fit
-            (the id column is optional).
+        run_dir: a run directory made by ``fit``, ``cv`` (its ensemble is scored) or ``stack``
+            (its levels and top recomputed from the saved members).
+        data_csv: CSV with the target column and the feature columns seen at fit (the id
+            column is optional); None: the run's oof.csv (a cv or stack run).
         log: progress output (stderr).
 
     Returns:
@@ -27,21 +35,39 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
         TabM-style member's log loss alone (member j of every model of a cv run together).
     """
     log = log or Log(0)
-    predictor = open_run(run_dir)
+    if data_csv is None:
+        y, proba, classes = oof_predictions(run_dir)
+        log(f"Scoring the {len(y):,} out-of-fold predictions of {run_dir}", 1)
+        return {"run_dir": str(run_dir), "data": str(Path(run_dir) / OOF_FILE), **scores(y, proba, classes)}
+    predictor = open_any(run_dir)
     state = predictor.state
     x, y = load_labelled(data_csv, state)
     what = f"the {len(predictor.members)} models of {run_dir}" if predictor.kind == CV_KIND else str(run_dir)
     log(f"Scoring {len(y):,} rows of {data_csv} with {what}", 1)
     proba, members = predictor.predict_with_members(x)
-    classes = list(state.classes)
+    extra = {} if members is None else {"member_log_loss": [round(log_loss(y, p), 6) for p in members]}
+    return {"run_dir": str(run_dir), "data": str(data_csv), **scores(y, proba, list(state.classes)), **extra}
+
+
+def oof_predictions(run_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels, probabilities, classes) of a finished cv or stack run's oof.csv."""
+    info = runs.read_status(run_dir)
+    if info.get("kind") not in (CV_KIND, STACK_KIND):
+        raise RunError(
+            f"{run_dir}: a {info.get('kind', 'fit')} run has no out-of-fold predictions; "
+            "give a labelled DATA_CSV to score it on"
+        )
+    oof = load_cv_run(run_dir)
+    return oof["y"], oof["proba"], oof["classes"]
+
+
+def scores(y, proba, classes: list[str]) -> dict:
+    """Log loss, accuracy, per-class precision/recall/f1 and the confusion matrix."""
     pred = proba.argmax(axis=1)
     labels = list(range(len(classes)))
     prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     cm = confusion_matrix(y, pred, labels=labels)
-    extra = {} if members is None else {"member_log_loss": [round(log_loss(y, p), 6) for p in members]}
     return {
-        "run_dir": str(run_dir),
-        "data": str(data_csv),
         "rows": int(len(y)),
         "log_loss": round(log_loss(y, proba), 6),
         "accuracy": round(float((pred == y).mean()), 6),
@@ -56,7 +82,6 @@ def evaluate(run_dir, data_csv, log=None) -> dict:
             for c, p, r, f, s in zip(classes, prec, rec, f1, support)
         ],
         "confusion": {"classes": classes, "matrix": cm.astype(int).tolist()},
-        **extra,
     }
 
 

@@ -31,6 +31,7 @@ from ottotrain.serving.schema import (
     signature_keys,
 )
 from ottotrain.workflows.predictor import Predictor, open_run
+from ottotrain.workflows.stack.predict import graph_refusal, is_stack_run
 
 
 def _members(predictor: Predictor, no_knn_members: bool):
@@ -108,9 +109,13 @@ def folder_bytes(path) -> int:
 def export(run_dir, out_dir, no_knn_members=False) -> dict:
     """Write the SavedModel of a finished run (fit or cv) to the new folder ``out_dir``.
 
+    A stack run is refused (one line naming its first model that is not a Keras net).
+
     Missing parent folders of ``out_dir`` are created. Returns a dict: the folder, its size
     in bytes, the members exported, seconds taken.
     """
+    if is_stack_run(run_dir):
+        raise graph_refusal(run_dir, "export")
     out = check_out_dir(out_dir)
     t0 = time.perf_counter()
     with progress.phase("Loading the run into a graph"):

@@ -12,18 +12,19 @@ from ottotrain.io import check_output_path
 from ottotrain.log import Log
 from ottotrain.runs.artifacts import write_submission
 from ottotrain.workflows.common import unseen_categories_line, unseen_missing_line
-from ottotrain.workflows.predictor import open_run
 from ottotrain.workflows.report import unfinished_note
+from ottotrain.workflows.stack.predict import open_any
 
 # A run's own files, which a submission must never overwrite.
 _RUN_FILES = (*runs.REQUIRED, "metrics.json", "history.csv", "summary.txt")
 
 
 def predict(run_dir, test_csv, out=None, log=None) -> dict:
-    """Write a Kaggle submission for ``test_csv`` from a finished run (fit or cv).
+    """Write a Kaggle submission for ``test_csv`` from a finished run (fit, cv or stack).
 
     Args:
-        run_dir: a run directory made by ``fit`` or ``cv`` (a cv run predicts with all its models).
+        run_dir: a run directory made by ``fit``, ``cv`` (a cv run predicts with all its models)
+            or ``stack`` (its levels recomputed from the saved members).
         test_csv: CSV with the id column and the features seen at fit.
         out: output path (default ``<run_dir>/submission-<test name>.csv``).
         log: where the progress goes (reading, nearest-neighbour features, predicting).
@@ -42,7 +43,7 @@ def predict(run_dir, test_csv, out=None, log=None) -> dict:
         if out.exists() and out.resolve() == Path(test_csv).resolve():
             raise DataError(f"{out}: is the test file itself; give another output file name")
     with log.phase("Loading the run"):
-        predictor = open_run(run_dir)
+        predictor = open_any(run_dir)
     s = predictor.state
     warnings = [note] if (note := unfinished_note(run_dir)) else []
     t0 = time.perf_counter()
@@ -55,7 +56,7 @@ def predict(run_dir, test_csv, out=None, log=None) -> dict:
         types=s.column_types(),
         na_values=s.na_values or (),
     )
-    pre = predictor.members[0].pre
+    pre = predictor.pre
     if unseen := pre.unseen_missing(x):
         warnings.append(unseen_missing_line(test_csv, unseen))
     if new := pre.unseen_categories(x):

@@ -39,9 +39,14 @@ class Predictor:
     status: dict
 
     @property
+    def pre(self) -> Preprocessor:
+        """The first member's preprocessing: how a file's columns are read (missing values, categories)."""
+        return self.members[0].pre
+
+    @property
     def state(self) -> PreprocessState:
         """What every member's preprocessing agrees on: features, classes, id and target columns."""
-        return self.members[0].pre.state
+        return self.pre.state
 
     def predict_proba(self, x) -> np.ndarray:
         """Weighted average of the members' class probabilities for raw feature rows ``x``."""

@@ -40,6 +40,7 @@ from ottotrain.serving.limits import DEFAULTS, Limits
 from ottotrain.serving.protocol import LimitedH11Protocol
 from ottotrain.serving.schema import CATEGORICAL, ModelSchema
 from ottotrain.workflows.export import open_graph
+from ottotrain.workflows.stack.predict import graph_refusal, is_stack_run
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -65,6 +66,8 @@ def _load(target, no_knn_members):
         keys = [[c.key for c in schema.columns if (c.kind == CATEGORICAL) == t] for t in (False, True)]
         return engine.export.packed_function(target, keys), schema
     if (target / STATUS).is_file():
+        if is_stack_run(target):
+            raise graph_refusal(target, "serve")
         module, schema = open_graph(target, no_knn_members)
         return engine.export.packed_function(module), schema
     raise RunError(
@@ -187,6 +190,8 @@ def serve(
     """Serve ``target`` until Ctrl-C or SIGTERM; returns the signal that stopped it (or None)."""
     name = model_name(target, name)
     limits = fit_connections(limits)
+    if is_stack_run(target):  # before the port and the workers: one line at once
+        raise graph_refusal(target, "serve")
     sock = bind(host, port)  # first: a port in use is said at once, not after loading the model
     with sock:
         port = sock.getsockname()[1]

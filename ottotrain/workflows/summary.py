@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ottotrain import engine, runs
 from ottotrain.config import load_config, member_config
+from ottotrain.config.stack_section import StackConfig
 from ottotrain.data import load_train, train_val_split
 from ottotrain.errors import DataError, RunError
 from ottotrain.features import Preprocessor
@@ -13,6 +14,8 @@ from ottotrain.features.preprocess import KnnState
 from ottotrain.io import read_json
 from ottotrain.workflows.common import first_layer_bins
 from ottotrain.workflows.predictor import is_cv_run, open_run
+from ottotrain.workflows.stack.leaderboard import format_leaderboard
+from ottotrain.workflows.stack.predict import is_stack_run
 
 
 def data_sizes(cfg):
@@ -39,6 +42,8 @@ def data_sizes(cfg):
 
 
 def _run_summary(run_dir: Path) -> str:
+    if is_stack_run(run_dir):
+        return format_leaderboard(run_dir)
     if not is_cv_run(run_dir):
         return engine.build.summary_text(open_run(run_dir).members[0].model)
     runs.check_safe(run_dir)
@@ -55,7 +60,8 @@ def summarize(target, overrides=()) -> str:
     """Return the model summary text for a config file or a run directory.
 
     A config with ``cv.variants`` gets one summary per variant; a cv run one per
-    seed (the models of fold 1).
+    seed (the models of fold 1); a stack config its members and levels, a stack run its
+    leaderboard.
     """
     target = Path(target)
     if target.is_dir():
@@ -66,6 +72,8 @@ def summarize(target, overrides=()) -> str:
             "or a RUN_DIR made by 'ottotrain fit' or 'ottotrain cv'"
         )
     cfg = load_config(target, overrides)
+    if cfg.stack is not None:
+        return stack_plan(cfg.stack)
     variants = cfg.cv.variants
     out = []
     for k in range(max(1, len(variants))):
@@ -75,3 +83,20 @@ def summarize(target, overrides=()) -> str:
         head = f"cv.variants[{k}] {variants[k]}: " if variants else ""
         out.append(f"{head}{described}; {n_classes} classes\n" + engine.build.summary_text(model))
     return "\n\n".join(out)
+
+
+def stack_plan(stack: StackConfig) -> str:
+    """A stack config in words: its members, level-2 learners and top (nothing is trained)."""
+    members = [f"  {m.name}: {m.kind} {m.config or m.run or ''}".rstrip() for m in stack.members]
+    level2 = [
+        f"  {s.name}: {s.kind}" + (f", features {', '.join(s.features)}" if s.features else "")
+        for s in stack.level2
+    ]
+    top = stack.top
+    offered = "level 2 and level 1" if top.level1 else "level 2"
+    rounds = f", {top.rounds} rounds" if top.method == "greedy" else ""
+    return "\n".join(
+        [f"{len(stack.members)} level-1 member(s):", *members]
+        + [f"{len(stack.level2)} level-2 learner(s):", *level2]
+        + [f"top: {top.method}{rounds} over {offered}; a finished stack run's summary is its leaderboard"]
+    )

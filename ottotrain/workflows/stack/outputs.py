@@ -20,6 +20,7 @@ from ottotrain.runs import OOF_FILE
 from ottotrain.runs.artifacts import proba_rows, write_predictions, write_submission
 
 SUBMISSION = "submission.csv"
+STACK_KIND = "stack"  # status.json's "kind" of a stack run
 
 
 @dataclass

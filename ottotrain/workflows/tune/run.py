@@ -17,6 +17,7 @@ from ottotrain.io import write_text
 from ottotrain.log import Log
 from ottotrain.runs.lifecycle import running
 from ottotrain.runs.resume import check_resumable
+from ottotrain.workflows.common import refuse_stack
 from ottotrain.workflows.tune import plan, report, space, storage
 from ottotrain.workflows.tune.report import KIND, StudyResult
 from ottotrain.workflows.tune.storage import Place
@@ -47,6 +48,7 @@ def tune(
     ``tune.timeout`` and ``tune.heartbeat``.
     """
     log = log or Log(1)
+    refuse_stack(cfg, "tune")
     if cfg.tune is None:
         raise ConfigError(
             f"{cfg.source}: no tune section; add tune: {{trials: 20, space: "
