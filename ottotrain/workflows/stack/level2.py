@@ -191,6 +191,7 @@ def train_level2(
         inputs: the level-1 models' outputs (their ``oof`` and ``test``), in the order used.
         data: the training table and the stack's folds.
         test: (ids, raw feature rows) of the test file, or None.
+        threads: the logistic regression's threads (a net trains with the process's TensorFlow threads).
         data_cfg: the stack's data section (its id and target column names, and the net's config).
     """
     train, folds = data.train, int(data.fold_of.max()) + 1
