@@ -103,6 +103,8 @@ SUITE = (
     ),  # fmt: skip
     Bench("gbdt_choice.py", "gbdt"),
     Bench("knn_votes.py", "knn"),
+    # Its real run is an hour of AutoGluon in an environment of its own (its docstring).
+    Bench("autogluon_otto.py", "stack", needs=HOURS),
     Bench("missing_cost.py", "side_by_side"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),

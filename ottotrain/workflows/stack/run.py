@@ -97,7 +97,7 @@ def run_stack(
     check_features(cfg.stack.level2, train.features, cfg.source)
     run = StackRun(cfg, resume_dir or Path(), data, test, opts, log, budget, smoke)
     check_reused(run, fresh=resume_dir is None)
-    status = {"kind": STACK_KIND, "smoke": smoke}
+    status = runs.RunStatus(kind=STACK_KIND, smoke=smoke)
     run.run_dir = resume_dir or create_run_dir(
         cfg,
         opts.run_dir,
@@ -109,7 +109,7 @@ def run_stack(
     _log_plan(run, limit)
     with running(run.run_dir, log, status, lambda: _interrupted(run.run_dir)):
         result = _stack(run, configs)
-        runs.write_status(run.run_dir, runs.FINISHED, **status)
+        runs.write_status(run.run_dir, runs.FINISHED, status)
     return result
 
 
