@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from ottotrain.config.data_section import KNN_SPACES as SPACES
 from ottotrain.features.transforms import signed_log1p
 
-SPACES = ("raw", "log1p", "tfidf")  # data.knn.space
 EPS = 1e-3  # log(distance + EPS): exact duplicates (distance 0) stay finite
 # Query rows per search step: a class's block of 256 x (its reference rows) float32 stays in
 # the cache between the product that writes it and the search that reads it.
@@ -77,9 +77,10 @@ def _unknown(name) -> str:
 
 
 def inverse_document_frequency(x) -> np.ndarray:
-    """log((1 + rows) / (1 + rows where the feature is positive)) + 1, as data.tfidf's."""
+    """log((1 + rows) / (1 + rows where the feature is positive)) + 1 per feature (float64):
+    data.tfidf's, and the tfidf space's weights."""
     df_count = (np.asarray(x) > 0).sum(axis=0)
-    return (np.log((1 + len(x)) / (1 + df_count)) + 1).astype(np.float32)
+    return np.log((1 + len(x)) / (1 + df_count)) + 1
 
 
 def _digest(*arrays) -> str:
