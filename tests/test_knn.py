@@ -103,6 +103,21 @@ def test_many_chunks_on_every_core_match_the_definition(space, leave_out, monkey
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
+def test_concurrent_searches_leave_the_blas_threads_as_they_were(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(knn, "CHUNK", 16)
+    monkeypatch.setattr(knn, "_cores", lambda: 2)  # the pooled path even on one core
+    rng = np.random.default_rng(3)
+    x, y = rng.poisson(1.0, size=(200, 8)).astype(np.float32), rng.integers(0, 3, 200)
+    ref = knn.Reference.fit(x, y, 3)[0]
+    before = [i["num_threads"] for i in knn._blas().info()]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: knn.features(ref, x + i, KS), range(8)))
+    assert [i["num_threads"] for i in knn._blas().info()] == before
+    np.testing.assert_allclose(got[3], _brute(knn.space(x + 3), knn.space(x), y, KS, 3), rtol=1e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("space", ["raw", "tfidf"])
 def test_other_spaces_match_the_definition(space, counts):
     x, y = counts

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,6 +45,9 @@ _MEMO: dict = {}  # (reference digest, query digest, k, leave-one-out) -> featur
 # A cv run asks for every fold's features once per member, folds interleaved: keep them all
 # (Otto, 5 folds: training, held-out and test rows' features are about 190 MB).
 _MEMO_BYTES = 512 << 20
+# One pooled search at a time: the BLAS thread limit is process-wide, and two searches that
+# set and restored it in turn could leave it at one thread.
+_POOL = threading.Lock()
 
 
 @dataclass
@@ -272,7 +276,7 @@ def features(ref: Reference, x, ks, self_rows=None, on_rows=None) -> np.ndarray:
     else:
         # A chunk per core, each with a one-thread BLAS: the search between the products runs
         # in parallel too (numpy's product, sort and partition release the GIL).
-        with _blas().limit(limits=1), ThreadPoolExecutor(workers) as pool:
+        with _POOL, _blas().limit(limits=1), ThreadPoolExecutor(workers) as pool:
             for rows in pool.map(chunk, starts):
                 report(rows)
     res = out.reshape(len(q), -1)
