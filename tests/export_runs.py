@@ -4,6 +4,7 @@
   cells), KNN features, TF-IDF, anscombe, and a TabM-style ensemble of 2 opened by a
   PiecewiseLinearEmbedding (its bins in the model);
 - ``cv``: a 2-fold cv run (quantile transform, minmax scaling), no KNN member;
+- ``knn-tfidf``: a fit run with KNN features in the tfidf space and the non-zero count column;
 - ``1.0-cv``: tests/data's cv run made by ottotrain 1.0 (preprocess formats 2 and 3, two of
   its four members with KNN features).
 
@@ -33,6 +34,7 @@ RUNS = {
         },
     ),
     "cv": ("cv", {"transform": "quantile", "scaling": "minmax"}, {"layers": DENSE}),
+    "knn-tfidf": ("fit", {"knn": {"k": [1, 4], "space": "tfidf"}, "nonzero_count": True}, {"layers": DENSE}),
 }
 _CACHE = {}
 

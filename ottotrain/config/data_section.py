@@ -10,6 +10,7 @@ from ottotrain.config.validation import Strict
 
 TRANSFORMS = ("none", "log1p", "sqrt", "anscombe", "power", "quantile")
 SCALINGS = ("none", "standard", "minmax", "robust")
+KNN_SPACES = ("raw", "log1p", "tfidf")  # data.knn.space: see ottotrain.features.knn.space
 
 
 class SyntheticConfig(Strict):
@@ -27,8 +28,15 @@ class KnnConfig(Strict):
         max_length=16,
         description=(
             "Neighbour counts: for each class and each k, the log mean distance to the row's k "
-            "nearest training rows of that class (distances between signed-log1p rows)."
+            "nearest training rows of that class (distances measured in data.knn.space)."
         ),
+    )
+    space: Literal[KNN_SPACES] = Field(
+        "log1p",
+        description="Where the distances are measured, whatever data.transform is: log1p "
+        "(log(1 + x) of the counts, mirrored for negative values), raw (the numbers as they "
+        "are: large counts dominate), tfidf (TF-IDF rows scaled to length 1, the inverse document "
+        "frequencies from the training rows: a cosine distance, blind to a row's total count).",
     )
 
     @field_validator("k")
@@ -118,6 +126,11 @@ class DataConfig(Strict):
     power: float = Field(0.5, gt=0, description="Exponent for transform: power.")
     tfidf: bool = Field(
         False, description="Append TF-IDF features computed from the numeric columns (counts)."
+    )
+    nonzero_count: bool = Field(
+        False,
+        description="Append one column: how many of a row's numeric features are non-zero (before "
+        "data.transform; a missing value counts as its filled value).",
     )
     knn: KnnConfig | None = Field(
         None,

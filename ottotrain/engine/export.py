@@ -91,6 +91,8 @@ class _Preprocess(tf.Module):
             self.q_lo, self.q_hi = tf.constant(q), tf.constant(-q[:, ::-1].copy())
         self.ref = ref_variable  # (columns, norms) of the reference's knn.Layout
         if reference is not None:
+            self.ref_space = reference.space
+            self.ref_idf = None if reference.idf is None else f32(reference.idf)
             self.ref_counts = reference.counts.tolist()
             self.ref_starts = reference.layout.starts.tolist()
         self.tables = []  # per categorical column: value -> model index (absent: 'other' or missing)
@@ -136,6 +138,8 @@ class _Preprocess(tf.Module):
             counts = tf.maximum(x, 0.0)
             tf_ = counts / tf.maximum(tf.reduce_sum(counts, axis=1, keepdims=True), 1.0)
             parts.append(tf_ * self.idf)
+        if s.nonzero_count:
+            parts.append(tf.cast(tf.math.count_nonzero(x, axis=1, keepdims=True), tf.float32))
         if s.knn is not None:
             parts.append(self._knn(x))
         if missing is not None:
@@ -169,7 +173,7 @@ class _Preprocess(tf.Module):
 
     def _knn(self, x):
         """knn.features for new rows: chunks of rows against every reference row."""
-        q = _signed_log1p(x)
+        q = self._knn_space(x)
         ks = self.state.knn.k
         width = len(self.ref_counts) * len(ks)
         n = tf.shape(q)[0]
@@ -182,6 +186,15 @@ class _Preprocess(tf.Module):
         # Two chunks at a time, as the numpy code's two threads: each holds a rows x reference matrix.
         _, out = tf.while_loop(lambda i, _: i < chunks, body, [0, out], parallel_iterations=2)
         return tf.reshape(out.concat(), [n, width])
+
+    def _knn_space(self, x):
+        """knn.space: the rows where the distances are measured."""
+        if self.ref_space == "raw":
+            return x
+        if self.ref_space == "tfidf":
+            w = tf.maximum(x, 0.0) * self.ref_idf
+            return w / tf.maximum(tf.sqrt(tf.reduce_sum(w * w, axis=1, keepdims=True)), 1e-12)
+        return _signed_log1p(x)
 
     def _knn_chunk(self, qc, ks):
         """knn.features of the rows ``qc``, found as ``knn.ranking`` and ``knn.nearest`` find them."""

@@ -37,15 +37,17 @@ from ottotrain.log import phase
 # in format 1 keep their formula, so they predict exactly as they were trained.
 # Format 3 is format 2 with KNN features (written only when data.knn is on, so runs without
 # them stay readable by earlier versions); format 4 adds typed columns (categorical, dropped,
-# text read as missing), written only for a table that has them.
+# text read as missing), written only for a table that has them; format 5 adds data.knn.space
+# other than log1p and data.nonzero_count, written only when one is used.
 PREPROCESS_FORMAT = 2
-_READABLE_FORMATS = (1, 2, 3, 4)
+_READABLE_FORMATS = (1, 2, 3, 4, 5)
 
 
 @dataclass
 class KnnState:
     k: list[int]  # data.knn.k
     reference: str  # the sidecar file of reference rows: knn-<content hash>.npz
+    space: str | None = None  # data.knn.space; None: log1p (the only space before format 5)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class PreprocessState:
     power: float
     tfidf: bool
     scaling: str
+    nonzero_count: bool | None = None  # data.nonzero_count; None: off
     knn: KnnState | None = None
     quantiles: list[list[float]] | None = None  # transform 'quantile': per feature
     idf: list[float] | None = None  # TF-IDF's inverse document frequencies
@@ -78,7 +81,10 @@ class PreprocessState:
     def to_dict(self) -> dict:
         """The JSON layout: a setting that does not apply is left out, not written as null
         (but ``id_column: null`` says the files have no id column)."""
-        return {k: v for k, v in asdict(self).items() if v is not None or k == "id_column"}
+        d = {k: v for k, v in asdict(self).items() if v is not None or k == "id_column"}
+        if "knn" in d:
+            d["knn"] = {k: v for k, v in d["knn"].items() if v is not None}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source) -> "PreprocessState":
@@ -166,6 +172,8 @@ class Preprocessor:
             data_cfg.scaling,
         )
         state.missing = data_cfg.missing
+        if data_cfg.nonzero_count:
+            state.nonzero_count, state.format = True, 5
         pre = cls(state)
         if types is not None:
             state.dropped = dict(types.dropped) or None
@@ -179,7 +187,7 @@ class Preprocessor:
                 x = pre._split(x)[0]
         state.na_values = list(data_cfg.na_values) or None
         if state.categorical or state.dropped or state.na_tokens or state.na_values:
-            state.format = 4
+            state.format = max(state.format, 4)
         raw = x
         if data_cfg.missing != "none":
             pre._fit_missing(x, data_cfg.missing)
@@ -196,18 +204,20 @@ class Preprocessor:
                     "nearest-neighbour features need at least 2 of every class "
                     "(remove data.knn or add rows)"
                 )
-            pre._ref, order = knn.Reference.fit(x, y, len(classes))
+            space = data_cfg.knn.space
+            pre._ref, order = knn.Reference.fit(x, y, len(classes), space)
             pre._ref_order = np.empty_like(order)
             pre._ref_order[order] = np.arange(len(order))
-            state.format = max(state.format, 3)
-            state.knn = KnnState(list(data_cfg.knn.k), f"knn-{pre._ref.digest}.npz")
+            state.format = max(state.format, 3 if space == "log1p" else 5)
+            state.knn = KnnState(
+                list(data_cfg.knn.k), f"knn-{pre._ref.digest}.npz", None if space == "log1p" else space
+            )
             knn_tr = pre._knn(x, fitted_rows=True)
         if data_cfg.transform == "quantile":
             qs = np.linspace(0, 1, cls.N_QUANTILES)
             state.quantiles = np.quantile(x, qs, axis=0).T.tolist()
         if data_cfg.tfidf:
-            df_count = (x > 0).sum(axis=0)
-            state.idf = (np.log((1 + len(x)) / (1 + df_count)) + 1).tolist()
+            state.idf = knn.inverse_document_frequency(x).tolist()
 
         # Statistics of the transformed rows, a block of rows at a time: the whole transformed
         # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
@@ -239,7 +249,7 @@ class Preprocessor:
     def n_outputs(self) -> int:
         """The model's input width: numeric block, one-hot columns, one column per embedding."""
         s = self.state
-        n = len(s.numeric) * (2 if s.tfidf else 1)
+        n = len(s.numeric) * (2 if s.tfidf else 1) + (1 if s.nonzero_count else 0)
         if s.knn is not None:
             n += len(s.classes) * len(s.knn.k)
         n += len(s.indicators or ())
@@ -275,8 +285,11 @@ class Preprocessor:
         parts = [f"{len(s.numeric)} numeric"]
         if s.tfidf:
             parts.append(f"{len(s.numeric)} TF-IDF")
+        if s.nonzero_count:
+            parts.append("1 non-zero count")
         if s.knn is not None:
-            parts.append(f"{len(s.classes) * len(s.knn.k)} KNN")
+            space = f" ({s.knn.space} space)" if s.knn.space else ""
+            parts.append(f"{len(s.classes) * len(s.knn.k)} KNN{space}")
         if s.indicators:
             parts.append(f"{len(s.indicators)} 'was missing'")
         for c in s.categorical or ():
@@ -376,7 +389,9 @@ class Preprocessor:
                 raise RunError(
                     f"{path}: cannot read the KNN reference rows ({e}); the run directory is damaged"
                 ) from None
-            if f"knn-{self._ref.digest}.npz" != path.name:
+            if f"knn-{self._ref.digest}.npz" != path.name or self._ref.space != (
+                self.state.knn.space or "log1p"
+            ):
                 raise RunError(f"{path}: contents do not match its name; the run directory is damaged")
         return self._ref
 
@@ -423,6 +438,8 @@ class Preprocessor:
             counts = np.maximum(x, 0)
             tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
             z = np.hstack([z, (tf * np.asarray(s.idf, dtype=np.float32)).astype(np.float32)])
+        if s.nonzero_count:
+            z = np.hstack([z, np.count_nonzero(x, axis=1).astype(np.float32)[:, None]])
         if s.knn is not None:
             z = np.hstack([z, self._knn(x, fitted_rows) if knn_features is None else knn_features])
         if missing is not None:
