@@ -7,7 +7,7 @@ reference rows' class shares with one extra row per class (Laplace), so no proba
 
 The search is exact: a float32 matrix product against every reference row, a block of query
 rows at a time (so 144,368 x 50,000 distances never exist at once), then an exact selection
-of the nearest ``max(ks)`` rows (``ottotrain.features.knn``'s ``ranking`` and ``nearest``,
+of the nearest ``max(ks)`` rows (``ottotrain.features.knn``'s ``operands`` and ``nearest``,
 which the nearest-neighbour features use too), whose distances are computed again in float64
 and sorted, ties broken by the reference row's number: one search serves every k, and a row's
 neighbours are the same whatever the other k, the other rows searched with it, or the threads.
@@ -25,7 +25,6 @@ import numpy as np
 
 from ottotrain.config.stack_section import KnnMember
 from ottotrain.features import knn
-from ottotrain.features.transforms import signed_log1p
 from ottotrain.learners.base import FitInfo, Learner, check_rows, check_xy, load_npz, reading, save_npz
 
 SPACES = ("raw", "log1p", "tfidf")
@@ -41,28 +40,17 @@ REFERENCE = "reference.npz"
 
 
 class Space:
-    """Where distances are measured; TF-IDF's idf is fitted on the reference rows."""
+    """Where distances are measured (``features.knn.space``); TF-IDF's idf is fitted on the
+    reference rows."""
 
     def __init__(self, name: str, x_ref):
         if name not in SPACES:
             raise ValueError(f"knn: space must be one of {', '.join(SPACES)}, got {name!r}")
         self.name = name
-        self.idf = None
-        if name == "tfidf":
-            df = (np.asarray(x_ref) > 0).sum(axis=0)
-            # The idf of the preprocessing's TF-IDF columns (scikit-learn's smooth idf).
-            self.idf = (np.log((1 + len(x_ref)) / (1 + df)) + 1).astype(np.float32)
+        self.idf = knn.inverse_document_frequency(x_ref).astype(np.float32) if name == "tfidf" else None
 
     def __call__(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if self.name == "raw":
-            return np.ascontiguousarray(x)
-        if self.name == "log1p":
-            return signed_log1p(x)
-        counts = np.maximum(x, 0)
-        z = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * self.idf
-        norm = np.sqrt((z * z).sum(axis=1, keepdims=True))
-        return (z / np.maximum(norm, 1e-12)).astype(np.float32)  # an all-zero row stays zero
+        return np.ascontiguousarray(knn.space(x, self.name, self.idf))
 
 
 class Index:
@@ -131,7 +119,8 @@ class Index:
         where they do not (many rows tied at the edge) take all the rows within it.
         """
         lay = self.layout
-        g = knn.ranking(lay, qb)
+        left, right = knn.operands(lay, qb)
+        g = left @ right  # |r|^2 - 2 q.r
         if self_rows is not None:
             g[np.arange(len(qb)), lay.position[self.sorted_at[self_rows]]] = np.inf
         width = min(kk + kk // 8 + 8, g.shape[1])
