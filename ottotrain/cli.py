@@ -405,7 +405,9 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
     """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
 
     Each model trains on K-1 folds and early-stops on the held-out fold
-    (data.validation_split is not used); preprocessing is fitted per fold. The
+    (data.validation_split is not used), or with --set cv.inner_validation=0.1
+    on 10 % of its own training rows, so that the fold only scores it (an honest
+    OOF score); preprocessing is fitted on its training rows. The
     run directory gets oof.csv (one out-of-fold prediction per training row),
     metrics.json (oof_log_loss, per-fold mean ± std), every model under models/,
     and submission.csv averaged over all models. 'ottotrain predict' on the run

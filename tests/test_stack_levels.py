@@ -320,7 +320,7 @@ def stack_run(tmp_path_factory):
         "time_limit_seconds": None,
     }
     write_json(run_dir / "stack.json", stack)
-    runs.write_status(run_dir, runs.FINISHED, kind="stack")
+    runs.write_status(run_dir, runs.FINISHED, runs.RunStatus(kind="stack"))
     return {"run": run_dir, "test_csv": test_csv, "train_csv": train_csv, "test": test, "top": top, "y": t.y}
 
 
