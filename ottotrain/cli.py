@@ -375,6 +375,20 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     click.echo(test)
 
 
+def member_run_options(f):
+    """What cv and stack share: where the members run, and what is printed."""
+    for option in (
+        verbose_option,
+        quiet_option,
+        json_option,
+        member_threads_option,
+        workers_option,
+        scheduler_option,
+    ):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option(
@@ -395,12 +409,7 @@ def make_data(out_dir, rows, test_rows, seed, classes, features, missing, catego
     type=click.Path(file_okay=False),
     help="Continue an interrupted cv run (finished models are reused).",
 )
-@scheduler_option
-@workers_option
-@member_threads_option
-@json_option
-@quiet_option
-@verbose_option
+@member_run_options
 def cv(config, overrides, as_json, quiet, verbose, **options):
     """Cross-validate CONFIG: K stratified folds x N seeds, out-of-fold scores, ensemble submission.
 
@@ -456,12 +465,7 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
     help="Time budget such as 2h, 45m, 900s: members that would not fit are left out "
     "[default: the config's stack.time_limit, else none].",
 )
-@scheduler_option
-@workers_option
-@member_threads_option
-@json_option
-@quiet_option
-@verbose_option
+@member_run_options
 def stack(config, overrides, as_json, quiet, verbose, **options):
     """Stack CONFIG: level-1 members on shared folds, level-2 learners on their OOF predictions, a top.
 
