@@ -23,6 +23,16 @@ MEMBER_KINDS = ("config", "run", "lightgbm", "knn")
 LEVEL2_KINDS = ("logistic", "net")
 
 
+def _given(model, kinds: tuple[str, ...], what: str) -> str:
+    """The one of ``kinds`` that ``model`` sets; a ValueError naming ``what`` unless exactly one is."""
+    given = [k for k in kinds if getattr(model, k) is not None]
+    if len(given) != 1:
+        raise ValueError(
+            f"{what} '{model.name}' needs exactly one of {', '.join(kinds)}, got {', '.join(given) or 'none'}"
+        )
+    return given[0]
+
+
 def _check_name(v: str) -> str:
     if not re.fullmatch(_NAME, v):
         raise ValueError("must be 1-64 letters, digits, '.', '_' or '-' (it names a directory)")
@@ -82,19 +92,14 @@ class MemberSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self):
-        given = [k for k in MEMBER_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"member '{self.name}' needs exactly one of {', '.join(MEMBER_KINDS)}, "
-                f"got {', '.join(given) or 'none'}"
-            )
+        _given(self, MEMBER_KINDS, "member")
         if self.set and self.config is None:
             raise ValueError(f"member '{self.name}': 'set' overrides a 'config'; it has none")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in MEMBER_KINDS if getattr(self, k) is not None)
+        return _given(self, MEMBER_KINDS, "member")
 
 
 class LogisticLevel2(Strict):
@@ -127,17 +132,12 @@ class Level2Spec(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self):
-        given = [k for k in LEVEL2_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"level-2 learner '{self.name}' needs exactly one of {', '.join(LEVEL2_KINDS)}, "
-                f"got {', '.join(given) or 'none'}"
-            )
+        _given(self, LEVEL2_KINDS, "level-2 learner")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in LEVEL2_KINDS if getattr(self, k) is not None)
+        return _given(self, LEVEL2_KINDS, "level-2 learner")
 
 
 class TopSpec(Strict):
