@@ -3,14 +3,18 @@
 # artifact; run it on two checkouts and compare (issue 15: before/after the restructuring).
 #   bash bench/equivalence.sh OUT_DIR            # with the installed ottotrain
 #   PYTHONPATH=/path/to/other/checkout bash bench/equivalence.sh OUT_DIR
+#   bash bench/equivalence.sh OUT_DIR --smoke   # the serial runs only, on fewer rows (tests/test_bench.py)
 set -euo pipefail
-out=${1:?usage: bench/equivalence.sh OUT_DIR}
+out=${1:?usage: bench/equivalence.sh OUT_DIR [--smoke]}
+smoke=$([ "${2:-}" = --smoke ] && echo 1 || true)
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python}
 mkdir -p "$out"
 export OTTOTRAIN_CACHE="$out/cache"
 ot() { "$py" -m ottotrain "$@"; }
-ot make-data "$out/data" --rows 6000 --test-rows 2000 --seed 3 >/dev/null
+rows=(--rows 6000 --test-rows 2000)
+[ -n "$smoke" ] && rows=(--rows 1200 --test-rows 300)
+ot make-data "$out/data" "${rows[@]}" --seed 3 >/dev/null
 data=(--set "data.train=$out/data/train.csv" --set "data.test=$out/data/test.csv")
 # The tutorial MLP as shipped (SGD, early stopping), 8 epochs.
 ot fit "$root/configs/tutorial-mlp.yaml" "${data[@]}" --set train.epochs=8 --run-dir "$out/mlp" -q >/dev/null
@@ -38,16 +42,18 @@ YAML
 ot cv "$out/cv.yaml" --run-dir "$out/cv" -q >/dev/null
 # The same cv on 2 local worker processes, each member with the serial run's thread count
 # (the last bits depend on it): the same files as the serial run.
-ot cv "$out/cv.yaml" --run-dir "$out/cv-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
+# (The smoke leaves the worker runs out: tests/test_cluster.py checks that equality.)
+[ -z "$smoke" ] && ot cv "$out/cv.yaml" --run-dir "$out/cv-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
 # A TabM ensemble (4 members sharing their kernels) with KNN features, 2 folds, serially and
 # on 2 local worker processes.
 tabm=(--set seed=11 --set cv.folds=2 --set 'model.ensemble={k: 4, kind: batch}' --set 'cv.variants=[{data.knn: {k: [1, 4]}}]')
 ot cv "$out/cv.yaml" "${tabm[@]}" --run-dir "$out/tabm" -q >/dev/null
-ot cv "$out/cv.yaml" "${tabm[@]}" --run-dir "$out/tabm-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
+[ -z "$smoke" ] && ot cv "$out/cv.yaml" "${tabm[@]}" --run-dir "$out/tabm-w2" --workers 2 --member-threads "$(nproc)" -q >/dev/null
 ot predict "$out/cv" "$out/data/test.csv" -o "$out/cv-predict.csv" >/dev/null 2>&1
 ot predict "$out/mlp" "$out/data/test.csv" -o "$out/mlp-predict.csv" >/dev/null 2>&1
 ot predict "$out/tabm" "$out/data/test.csv" -o "$out/tabm-predict.csv" >/dev/null 2>&1
 cd "$out"
-sha256sum mlp/submission.csv mlp/val_predictions.csv mlp-predict.csv cv/oof.csv cv/submission.csv cv-predict.csv \
-  cv-w2/oof.csv cv-w2/submission.csv tabm/oof.csv tabm/submission.csv tabm-predict.csv \
-  tabm-w2/oof.csv tabm-w2/submission.csv
+files=(mlp/submission.csv mlp/val_predictions.csv mlp-predict.csv cv/oof.csv cv/submission.csv cv-predict.csv
+  tabm/oof.csv tabm/submission.csv tabm-predict.csv)
+[ -z "$smoke" ] && files+=(cv-w2/oof.csv cv-w2/submission.csv tabm-w2/oof.csv tabm-w2/submission.csv)
+sha256sum "${files[@]}"

@@ -64,7 +64,7 @@ class Bench:
         smoke = [common.PY, str(BENCH / self.script), "--smoke"]
         if mode == "smoke" or (self.needs and not _given(self.needs, opts)):
             if shell:
-                return None if self.needs else ["bash", str(BENCH / self.script), "$SCRATCH"]
+                return None if self.needs else ["bash", str(BENCH / self.script), "$SCRATCH", "--smoke"]
             return smoke
         if self.driven_by:
             return None

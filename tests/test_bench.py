@@ -61,7 +61,9 @@ def test_smoke(script, tmp_path, monkeypatch, capfd):
         pytest.importorskip(NEEDS[script], reason="its own environment (bench/autogluon_otto.py's docstring)")
     monkeypatch.setattr(common, "OUT", tmp_path)  # --smoke's results: tmp_path/smoke/
     if script.endswith(".sh"):
-        p = subprocess.run(["bash", BENCH / script, tmp_path / "out"], capture_output=True, text=True)
+        p = subprocess.run(
+            ["bash", BENCH / script, tmp_path / "out", "--smoke"], capture_output=True, text=True
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         assert p.stdout.strip()
     else:
