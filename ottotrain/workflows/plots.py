@@ -254,8 +254,13 @@ def class_reliability_figure(cal: Calibration, classes: list[str], what: str) ->
     k = len(classes)
     cols = math.ceil(math.sqrt(k))
     rows = math.ceil(k / cols)
-    fig = _figure((cols * CLASS_PANEL_SIZE[0], rows * CLASS_PANEL_SIZE[1] + 60), layout="constrained")
-    grid = fig.add_gridspec(rows, cols)
+    height = rows * CLASS_PANEL_SIZE[1] + 90
+    fig = _figure((cols * CLASS_PANEL_SIZE[0], height))
+    # Fixed margins, not a layout engine: the engine takes seconds over 2 x k axes.
+    margin = 50 / height
+    grid = fig.add_gridspec(
+        rows, cols, left=0.07, right=0.98, bottom=margin, top=1 - 95 / height, wspace=0.3, hspace=0.35
+    )
     for i, (name, rel) in enumerate(zip(classes, cal.classes)):
         _reliability_panel(fig, grid[i // cols, i % cols], rel, name, "predicted probability", "frequency")
     fig.suptitle(
