@@ -227,6 +227,7 @@ def _reliability_panel(fig, spec, rel: Reliability, title: str, xlabel: str, yla
     ax.grid(alpha=0.3)
     strip.bar(edges[:-1], rel.count, width=np.diff(edges), align="edge", color="tab:gray", log=True)
     strip.set_xlim(0, 1)
+    strip.set_ylim(bottom=0.7)  # from 1 row up, so that the bars compare across panels
     strip.set_xlabel(xlabel, fontsize="small")
     strip.set_ylabel("rows", fontsize="small")
     strip.tick_params(labelsize="x-small")
