@@ -154,3 +154,11 @@ def test_a_fit_run_without_data_is_one_line(tmp_path, cli):
     run.mkdir()
     (run / "status.json").write_text(json.dumps({"status": "finished", "format": 1}))
     assert "a fit run has no out-of-fold predictions" in error_line(cli("evaluate", run))
+
+
+def test_an_unwritable_evaluate_folder_is_one_line(cv_run, cli):
+    (cv_run["run"] / "evaluate").write_text("not a folder")
+    line = error_line(cli("evaluate", cv_run["run"]))
+    assert line.startswith(f"Error: {cv_run['run'] / 'evaluate' / 'oof'}: cannot write the evaluation there")
+    assert "RUN/evaluate/, which must be a folder" in line
+    assert [p.name for p in cv_run["run"].iterdir() if p.name.startswith(".")] == []

@@ -211,7 +211,10 @@ def write_evaluation(result: Evaluation, folder: Path, what: str) -> Evaluation:
     try:
         write_folder(folder, contents)
     except OSError as e:
-        raise RunError(f"{folder}: cannot write the evaluation there ({e.strerror or e})") from None
+        raise RunError(
+            f"{folder}: cannot write the evaluation there ({e.strerror or e}); "
+            f"evaluate writes into RUN/{EVALUATE_DIR}/, which must be a folder it may write in"
+        ) from None
     return result
 
 
