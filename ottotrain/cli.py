@@ -786,26 +786,35 @@ def runs_cmd(runs_dir, sort, diff, as_json):
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("data_csv", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--bins",
+    default=15,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Equal-width probability bins of the reliability diagrams and the ECE.",
+)
 @json_option
 @quiet_option
-def evaluate(run_dir, data_csv, as_json, quiet):
+def evaluate(run_dir, data_csv, bins, as_json, quiet):
     """Score a trained RUN_DIR on a labelled DATA_CSV (a cv or stack run: on its OOF rows without one).
 
-    Prints Kaggle's log loss, accuracy, per-class precision and recall, and the
-    confusion matrix. DATA_CSV needs the target column and the feature columns
-    seen at fit.
+    Prints Kaggle's log loss, accuracy, expected calibration error (top-label and
+    classwise), per-class precision, recall, F1, log loss and ECE, and the confusion
+    matrix. Writes them with reliability diagrams (overall and per class) and the
+    confusion matrix to RUN_DIR/evaluate/SOURCE/ (SOURCE: oof, or DATA_CSV's name).
+    DATA_CSV needs the target column and the feature columns seen at fit.
 
     \b
     Examples:
       ottotrain evaluate runs/mlp-20261128-101500 data/otto/holdout.csv
-      ottotrain evaluate runs/otto-stack-20261207-101500
+      ottotrain evaluate runs/otto-stack-20261207-101500 --bins 10
     """
     from ottotrain.workflows.evaluate import evaluate as run_evaluate
     from ottotrain.workflows.evaluate import format_evaluation
 
-    result = _interruptible(run_evaluate, run_dir, data_csv, log=_log(quiet))
+    result = _interruptible(run_evaluate, run_dir, data_csv, bins=bins, log=_log(quiet))
     if as_json:
-        _echo_json(result)
+        _echo_json(result.to_dict())
     else:
         click.echo(format_evaluation(result, brief=quiet))
 

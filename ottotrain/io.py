@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from ottotrain.errors import DataError
@@ -81,6 +82,38 @@ def _json_default(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_folder(path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``files`` (name: content) as the folder ``path``, replacing it all at once.
+
+    They are written into a new folder beside it, which then takes its place: a reader sees
+    the old set or the new one, never a mix, and an error leaves the old set as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(new_beside(path, ".tmp", folder=True))
+    old = None
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if path.exists():
+            # A folder can only be renamed onto an empty one: move the old set aside first.
+            old = Path(new_beside(path, ".old", folder=True))
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return [path / name for name in files]
 
 
 def read_json(path):

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def log_loss(y, proba, eps=1e-15) -> float:
-    """Kaggle's multi-class log loss: clip to [eps, 1-eps], renormalise each row."""
+def row_log_loss(y, proba, eps=1e-15) -> np.ndarray:
+    """Each row's -log p of its true class, with Kaggle's clipping to [eps, 1-eps] and renormalising."""
     p = np.clip(np.asarray(proba, dtype=np.float64), eps, 1 - eps)
     p /= p.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    return -np.log(p[np.arange(len(y)), y])
+
+
+def log_loss(y, proba, eps=1e-15) -> float:
+    """Kaggle's multi-class log loss: clip to [eps, 1-eps], renormalise each row."""
+    return float(np.mean(row_log_loss(y, proba, eps)))

@@ -739,9 +739,15 @@ def test_evaluate_scores_a_labelled_csv(trained, cli):
     assert {c["class"]: c["support"] for c in res["per_class"]} == counts.to_dict()
     for c in res["per_class"]:
         assert 0 <= c["precision"] <= 1 and 0 <= c["recall"] <= 1
+        assert c["log_loss"] > 0 and 0 <= c["ece"] <= 1
+    assert 0 <= res["ece"] <= 1 and res["calibration"]["bins"] == 15
+    # Written beside the run, named after the data file (train.csv here).
+    folder = trained["run"] / "evaluate" / "train"
+    assert sorted(res["files"]) == sorted(str(p) for p in folder.iterdir()) and len(res["files"]) == 5
 
     text = cli("evaluate", trained["run"], trained["data"]["train"]).stdout
     assert text.startswith("log_loss=") and "precision" in text and "Confusion matrix" in text
+    assert " ece=" in text.splitlines()[0]
     brief = cli("evaluate", "-q", trained["run"], trained["data"]["train"])
     assert brief.stdout.strip() == text.splitlines()[0] and brief.stderr == ""
 

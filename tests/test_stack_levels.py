@@ -404,6 +404,7 @@ def test_evaluate_runs_and_blend_take_a_stack_run(stack_run, tmp_path):
     r = run_cli("evaluate", run, "--json", "-q")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["log_loss"] == pytest.approx(metrics["oof_log_loss"], abs=1e-4)
+    assert (run / "evaluate" / "oof" / "per_class.csv").is_file()  # its oof.csv's rows
     r = run_cli("runs", run.parent, "--json")
     row = next(x for x in json.loads(r.output) if x["name"] == "run")
     assert row["kind"] == "stack" and row["log_loss"] == metrics["oof_log_loss"] and row["seconds"] == 3.0
@@ -420,8 +421,8 @@ def test_evaluate_a_stack_run_on_labelled_rows(stack_run):
 
     t = load_train(DataConfig(train=str(stack_run["train_csv"])))
     result = evaluate(stack_run["run"], stack_run["train_csv"])
-    assert result["rows"] == 360
-    assert result["log_loss"] == pytest.approx(log_loss(t.y, predict_stack(stack_run["run"], t.x)), abs=1e-6)
+    assert result.rows == 360
+    assert result.log_loss == pytest.approx(log_loss(t.y, predict_stack(stack_run["run"], t.x)), abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Plots of a run: learning curves and the validation confusion matrix, as PNG files.
+"""Plots of a run: learning curves, the confusion matrix and reliability diagrams, as PNG files.
 
 Figures are drawn with matplotlib's object API on an Agg canvas, never through
 ``pyplot``: no GUI backend is touched and the global backend of a notebook or an
@@ -8,6 +8,8 @@ application that imports ottotrain stays as it was. Sizes are fixed in pixels
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +17,28 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ottotrain.calibration import Calibration, Reliability
 from ottotrain.errors import RunError
 from ottotrain.io import atomic_path
 
 DPI = 100
 CURVES_SIZE = (1200, 400)  # pixels: loss, accuracy, learning rate side by side
 CONFUSION_SIZE = (700, 600)
+RELIABILITY_SIZE = (600, 650)
+CLASS_PANEL_SIZE = (330, 330)  # pixels of one class's panel in the per-class reliability figure
 
 
-def _figure(size):
-    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+def _figure(size, layout=None):
+    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes, for files that are written together (``io.write_folder``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
 
 
 def _save(fig, path):
@@ -161,8 +173,15 @@ def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | No
     k = len(classes)
     cm = np.zeros((k, k), dtype=int)
     np.add.at(cm, (y, pred), 1)
-    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    return _save(confusion_figure(cm, classes, what), out_png)
 
+
+def confusion_figure(cm, classes: list[str], what: str) -> Figure:
+    """The confusion matrix ``cm`` (rows: true class) drawn: counts in the cells, coloured by
+    their share of the true class's rows, so that small classes are as readable as large ones."""
+    cm = np.asarray(cm, dtype=int)
+    k = len(classes)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig = _figure(CONFUSION_SIZE)
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -188,7 +207,69 @@ def plot_confusion(val_predictions_csv, out_png, what="Validation") -> Path | No
                     color="white" if share[i, j] > 0.5 else "black",
                 )
     fig.tight_layout()
-    return _save(fig, out_png)
+    return fig
+
+
+def _reliability_panel(fig, spec, rel: Reliability, title: str, xlabel: str, ylabel: str):
+    """One reliability curve over its bins' row counts (a log-scaled strip below it)."""
+    ax, strip = (fig.add_subplot(s) for s in spec.subgridspec(2, 1, height_ratios=(3, 1), hspace=0.05))
+    edges = np.linspace(0.0, 1.0, rel.bins + 1)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="calibrated")
+    points = [(c, f) for c, f in zip(rel.confidence, rel.frequency) if c is not None]
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", markersize=3, color="tab:blue", label="model")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel, fontsize="small")
+    ax.set_title(f"{title}  ECE {rel.ece:.4f}", fontsize="medium")
+    ax.tick_params(labelbottom=False, labelsize="small")
+    ax.grid(alpha=0.3)
+    strip.bar(edges[:-1], rel.count, width=np.diff(edges), align="edge", color="tab:gray", log=True)
+    strip.set_xlim(0, 1)
+    strip.set_ylim(bottom=0.7)  # from 1 row up, so that the bars compare across panels
+    strip.set_xlabel(xlabel, fontsize="small")
+    strip.set_ylabel("rows", fontsize="small")
+    strip.tick_params(labelsize="x-small")
+    return ax
+
+
+def reliability_figure(cal: Calibration, what: str) -> Figure:
+    """Top-label reliability diagram: accuracy against confidence (the largest probability)."""
+    fig = _figure(RELIABILITY_SIZE, layout="constrained")
+    ax = _reliability_panel(
+        fig,
+        fig.add_gridspec(1, 1)[0],
+        cal.top_label,
+        f"{what}: top label",
+        f"confidence (largest probability; {cal.bins} {cal.binning} bins)",
+        "accuracy",
+    )
+    ax.legend(fontsize="small", loc="upper left")
+    return fig
+
+
+def class_reliability_figure(cal: Calibration, classes: list[str], what: str) -> Figure:
+    """One-vs-rest reliability diagrams, one panel per class: the class's share of the rows
+    against its predicted probability."""
+    k = len(classes)
+    cols = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / cols)
+    height = rows * CLASS_PANEL_SIZE[1] + 90
+    fig = _figure((cols * CLASS_PANEL_SIZE[0], height))
+    # Fixed margins, not a layout engine: the engine takes seconds over 2 x k axes.
+    margin = 50 / height
+    grid = fig.add_gridspec(
+        rows, cols, left=0.07, right=0.98, bottom=margin, top=1 - 95 / height, wspace=0.3, hspace=0.35
+    )
+    for i, (name, rel) in enumerate(zip(classes, cal.classes)):
+        _reliability_panel(fig, grid[i // cols, i % cols], rel, name, "predicted probability", "frequency")
+    fig.suptitle(
+        f"{what}: one-vs-rest reliability per class\n"
+        f"{cal.bins} {cal.binning} bins, classwise ECE {cal.classwise_ece:.4f}",
+        fontsize="medium",
+    )
+    return fig
 
 
 def plot_run(run_dir, strict=False) -> list[Path]:
