@@ -89,7 +89,7 @@ class _Preprocess(tf.Module):
         if s.transform == "quantile":
             q = np.asarray(s.quantiles, dtype=np.float64)
             self.q_lo, self.q_hi = tf.constant(q), tf.constant(-q[:, ::-1].copy())
-        self.ref = ref_variable  # (rows, norms): knn.Layout's order, row-major, |r|^2 (padding: inf)
+        self.ref = ref_variable  # (columns, norms) of the reference's knn.Layout
         if reference is not None:
             self.ref_space = reference.space
             self.ref_idf = None if reference.idf is None else f32(reference.idf)
@@ -143,7 +143,7 @@ class _Preprocess(tf.Module):
             parts.append(tf.cast(tf.math.count_nonzero(x, axis=1, keepdims=True), tf.float32))
         if s.knn is not None:
             q = self._knn_space(x)
-            parts.append(self._knn(q) if exact else self._knn_chunk(q, self.state.knn.k, exact=False))
+            parts.append(self._knn(q) if exact else self._knn_lite(q, self.state.knn.k))
         if missing is not None:
             parts.append(missing)
         z = tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -198,32 +198,45 @@ class _Preprocess(tf.Module):
             return w / tf.maximum(tf.sqrt(tf.reduce_sum(w * w, axis=1, keepdims=True)), 1e-12)
         return _signed_log1p(x)
 
-    def _knn_chunk(self, qc, ks, exact=True):
-        """knn.features of the rows ``qc``, found as ``knn.ranking`` and ``knn.nearest`` find them.
-
-        Per class, one product of the rows with the class's reference rows (row-major: the
-        product's right side as TensorFlow Lite's fully-connected op takes its weights, and
-        the chosen rows gathered whole) gives |r|^2 - 2 q.r; its nearest rows are then
-        measured again exactly. ``exact=False``: the means in float32 (TensorFlow Lite)."""
+    def _knn_chunk(self, qc, ks):
+        """knn.features of the rows ``qc``, found as ``knn.ranking`` and ``knn.nearest`` find them."""
         # Read as tensors: a gather on the variable itself (ResourceGather) would switch it to
         # copy-on-read, and every later read would copy the whole reference (12 ms a read).
-        rows, norms = (tf.convert_to_tensor(v) for v in self.ref)
+        columns, norms = (tf.convert_to_tensor(v) for v in self.ref)
+        used = tf.where(tf.reduce_any(tf.not_equal(qc, 0.0), axis=0))[:, 0]
+        g = tf.matmul(tf.gather(qc, used, axis=1), tf.gather(columns, used)) * -2.0 + norms
+        outs = []
+        for c, count in enumerate(self.ref_counts):
+            lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
+            kk = min(max(ks), count)
+            idx = _nearest(g[:, lo:hi], kk)
+            near = tf.transpose(tf.gather(columns, lo + idx, axis=1), [1, 2, 0])  # (rows, kk, features)
+            diff = near - qc[:, None, :]
+            d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
+            # numpy's cumsum is float32, its division by the counts float64
+            mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
+            pick = tf.gather(mean, [min(k, kk) - 1 for k in ks], axis=1)
+            outs.append(tf.cast(tf.math.log(pick + knn.EPS), tf.float32))
+        return tf.concat(outs, axis=1)
+
+    def _knn_lite(self, qc, ks):
+        """``_knn_chunk`` in float32 for TensorFlow Lite, all rows at once: per class, one product
+        of the rows (times -2) with the class's reference rows, plus their norms. The class's rows
+        are the transposed columns, which the converter folds into a constant: the product is a
+        fully-connected op whose weights are the reference rows (packed once by XNNPACK), the
+        chosen rows are gathered whole, and no matrix of the reference is made per request."""
+        columns, norms = (tf.convert_to_tensor(v) for v in self.ref)
         left, outs = qc * -2.0, []
         for c, count in enumerate(self.ref_counts):
             lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
-            block_rows = rows[lo:hi]
-            block = tf.matmul(left, block_rows, transpose_b=True) + norms[lo:hi]
+            rows = tf.transpose(columns[:, lo:hi])
             kk = min(max(ks), count)
-            near = tf.gather(block_rows, _nearest(block, kk))  # (rows, kk, features)
+            near = tf.gather(rows, _nearest(tf.matmul(left, rows, transpose_b=True) + norms[lo:hi], kk))
             diff = near - qc[:, None, :]
             d = -tf.math.top_k(-tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), kk)[0]  # ascending
-            at = [min(k, kk) - 1 for k in ks]
-            if exact:  # numpy's cumsum is float32, its division by the counts float64
-                mean = tf.cast(tf.cumsum(d, axis=1), tf.float64) / np.arange(1, kk + 1, dtype=np.float64)
-                outs.append(tf.cast(tf.math.log(tf.gather(mean, at, axis=1) + knn.EPS), tf.float32))
-            else:
-                mean = tf.cumsum(d, axis=1) / np.arange(1, kk + 1, dtype=np.float32)
-                outs.append(tf.math.log(tf.gather(mean, at, axis=1) + np.float32(knn.EPS)))
+            mean = tf.cumsum(d, axis=1) / np.arange(1, kk + 1, dtype=np.float32)
+            pick = tf.gather(mean, [min(k, kk) - 1 for k in ks], axis=1)
+            outs.append(tf.math.log(pick + np.float32(knn.EPS)))
         return tf.concat(outs, axis=1)
 
 
@@ -262,9 +275,8 @@ class ExportModule(tf.Module):
                 if m.reference is not None:
                     if m.reference.digest not in refs:
                         lay = m.reference.layout
-                        rows = np.ascontiguousarray(lay.columns.T)
                         refs[m.reference.digest] = (
-                            tf.Variable(rows, trainable=False, name="knn_rows"),
+                            tf.Variable(lay.columns, trainable=False, name="knn_columns"),
                             tf.Variable(lay.norms, trainable=False, name="knn_norms"),
                         )
                         self.references.extend(refs[m.reference.digest])

@@ -48,9 +48,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 LITE_TOLERANCE = 1e-5
 
 
-def load(target, no_knn_members=False, lite=True, threads=None):
+def load(target, no_knn_members=False, lite=True, threads=None, warm_rows=1):
     """(packed predict function, ModelSchema) of an export folder or a run directory, called
-    once on a row of zeros: the first call's set-up is paid here, not by the first request.
+    once on a row of zeros, and on ``warm_rows`` rows (a model call's most, --batch-rows): the
+    first calls' set-up (TensorFlow Lite's buffers for that many rows) is paid here, not by
+    the first requests, and the memory a server holds after its start does not grow with them.
 
     With ``lite``, the function is TensorFlow Lite's where the model converts and matches the
     SavedModel on probe rows (``LITE_TOLERANCE``), the SavedModel's otherwise; either way its
@@ -62,7 +64,8 @@ def load(target, no_knn_members=False, lite=True, threads=None):
         predict.runtime = "SavedModel (--no-lite)"
     n_num = sum(c.kind != CATEGORICAL for c in schema.columns)
     n_txt = len(schema.columns) - n_num
-    predict(np.zeros((1, n_num), np.float32), np.full((1, n_txt), "", object) if n_txt else None)
+    for rows in sorted({1, warm_rows}):
+        predict(np.zeros((rows, n_num), np.float32), np.full((rows, n_txt), "", object) if n_txt else None)
     return predict, schema
 
 
@@ -235,7 +238,7 @@ def _access_log(enabled: bool):
 def _app(target, name, no_knn_members, limits, access_log, lite=True, threads=None):
     """(the app, seconds taken to load the model, the runtime that computes it)."""
     t0 = time.perf_counter()
-    predict, schema = load(target, no_knn_members, lite, threads)
+    predict, schema = load(target, no_knn_members, lite, threads, limits.batch_rows)
     _access_log(access_log)
     app = make_app(name, schema, predict, limits, access_log=access_log)
     return app, time.perf_counter() - t0, predict.runtime
