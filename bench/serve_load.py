@@ -19,7 +19,15 @@ hits every server alike), over kept-alive connections of a minimal HTTP/1.1 clie
 Every answer's status is checked (a non-200 fails the run). Prints a table to stderr and one
 JSON line to stdout; exits 1 if a target is missed (``--smoke`` only reports).
 
-    python bench/serve_load.py --plain RUN --nonknn RUN --knn RUN --test TEST_CSV [--rounds 20]
+``--profile`` (and ``--smoke``) adds where the time goes, in this process (no HTTP), rounds
+interleaved, median microseconds per 1-row and 100-row request of each run: reading the JSON,
+checking it into a matrix, the model (TensorFlow Lite and the SavedModel), the answer, the
+whole app (Starlette, metrics, access log) with each runtime, and a bare Starlette app; and
+the KNN search alone on the same rows: ottotrain's numpy (``predict``'s), scikit-learn's
+fitted ``NearestNeighbors`` per class, and a plain BLAS product with precomputed norms and
+``argpartition``.
+
+    python bench/serve_load.py --plain RUN --nonknn RUN --knn RUN --test TEST_CSV [--rounds 20] [--profile]
     python bench/serve_load.py --smoke   # tiny runs it trains itself; seconds
 """
 
@@ -232,6 +240,7 @@ def start_servers(runs: dict, tmp: Path, serve_run: bool) -> dict:
             export(runs[label], target)
         cmd = [sys.executable, "-m", "ottotrain", "serve", str(target), "--port", "0"]
         servers[label] = by_run[runs[label]] = Server(label, cmd)
+        servers[label].target = target
     return servers
 
 
@@ -265,6 +274,174 @@ def measure(servers, one, hundred, args) -> dict:
     }
 
 
+def _median_us(fn, args, reps) -> float:
+    times = []
+    for i in range(reps):
+        t = time.perf_counter_ns()
+        fn(args[i % len(args)])
+        times.append(time.perf_counter_ns() - t)
+    return round(float(np.median(times)) / 1000, 1)
+
+
+async def _asgi(app, path, body):
+    """One request through an ASGI app, in process; its status."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "state": {},
+    }  # fmt: skip
+    sent, status = [], []
+
+    async def receive():
+        sent.append(1)
+        return {"type": "http.request", "body": body if len(sent) == 1 else b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def _asgi_median(app, path, bodies, reps) -> float:
+    """Median microseconds of a request through ``app`` in this event loop."""
+    times = []
+    for i in range(reps):
+        t = time.perf_counter_ns()
+        status = await _asgi(app, path, bodies[i % len(bodies)])
+        times.append(time.perf_counter_ns() - t)
+        if status != 200:
+            raise SystemExit(f"{path}: {status}")
+    return round(float(np.median(times)) / 1000, 1)
+
+
+class Stages:
+    """One run's model loaded both ways, and its apps, for ``measure``."""
+
+    def __init__(self, target):
+        import logging
+
+        from ottotrain.serving import app as served
+        from ottotrain.serving.requests import RequestReader
+        from ottotrain.workflows.serve import load
+
+        handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (as serve's, to nowhere)
+        served.ACCESS.handlers[:] = [handler]
+        served.ACCESS.setLevel(logging.INFO)
+        served.ACCESS.propagate = False
+        self.lite, self.schema = load(target)
+        self.saved, _ = load(target, lite=False)
+        self.apps = {k: served.make_app("m", self.schema, f, access_log=True) for k, f in self.models()}
+        self.reader = RequestReader(self.schema, 10**6)
+
+    def models(self):
+        return (("lite", self.lite), ("savedmodel", self.saved))
+
+    def measure(self, bodies: dict, reps: int) -> dict:
+        """Median microseconds of each stage of a request, per body size."""
+        import asyncio
+
+        from ottotrain.serving.app import json_response
+        from ottotrain.serving.requests import decode, predictions
+
+        out = {}
+        for size, group in bodies.items():
+            docs = [decode(b) for b in group]
+            batches = [self.reader.tf_serving(d)[0] for d in docs]
+            proba = [self.saved(b.numbers, b.strings) for b in batches]
+            n = reps if size == 1 else max(5, reps // 10)
+
+            def answer(p):
+                return json_response({"predictions": predictions(p, self.schema.classes)})
+
+            row = {"decode": _median_us(decode, group, n)}
+            row["read"] = _median_us(self.reader.tf_serving, docs, n)
+            for k, f in self.models():
+                row[f"model_{k}"] = _median_us(lambda batch, f=f: f(batch.numbers, batch.strings), batches, n)
+            row["answer"] = _median_us(answer, proba, n)
+            for k, app in self.apps.items():
+                row[f"app_{k}"] = asyncio.run(_asgi_median(app, "/v1/models/m:predict", group, n))
+            row["app_bare"] = asyncio.run(_asgi_median(_bare_app(), "/v1/models/m", group, n))
+            out[f"{size}_row_us"] = row
+        return out
+
+
+def _bare_app():
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def echo(request):
+        return Response(await request.body(), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/models/{model}", echo, methods=["POST"])])
+
+
+def _knn_search(run_dir, x, reps) -> dict:
+    """Median microseconds of the KNN search alone for 1 and 100 rows, three ways."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from ottotrain.features import knn
+    from ottotrain.workflows.predictor import open_run
+
+    member = next(m for m in open_run(run_dir).members if m.pre.state.knn is not None)
+    ref, ks = member.pre.knn_reference(), member.pre.state.knn.k
+    starts = np.concatenate([[0], np.cumsum(ref.counts)])
+    blocks = [ref.rows[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    fitted = [NearestNeighbors(n_neighbors=min(max(ks), len(b)), algorithm="brute").fit(b) for b in blocks]
+    right, norms = np.ascontiguousarray(ref.rows.T), np.einsum("ij,ij->i", ref.rows, ref.rows)
+
+    def ottotrain_numpy(q):
+        knn._MEMO.clear()  # a new request: never the memo's answer
+        knn.features(ref, q, ks)
+
+    def blas(q):
+        g = ref.queries(q) @ right * np.float32(-2) + norms
+        for a, b in zip(starts[:-1], starts[1:]):
+            np.argpartition(g[:, a:b], min(max(ks), b - a) - 1, axis=1)
+
+    def sklearn(q):
+        qs = ref.queries(q)
+        for nn in fitted:
+            nn.kneighbors(qs)
+
+    out = {}
+    for size in (1, 100):
+        qs = [x[i * size % len(x) :][:size] for i in range(8)]
+        n = reps // 4 if size == 1 else max(3, reps // 40)
+        out[f"{size}_row_us"] = {
+            name: _median_us(fn, qs, n)
+            for name, fn in (("ottotrain_numpy", ottotrain_numpy), ("blas", blas), ("sklearn", sklearn))
+        }
+    return out
+
+
+def profile(targets: dict, knn_run, x, names, rounds: int, reps: int) -> dict:
+    """``--profile``: the stages of each target's requests and the KNN search, rounds
+    interleaved (each a median; the round medians' median reported)."""
+    bodies = {1: bodies_of(x, names, 1), 100: bodies_of(x, names, 100, n=8)}
+    loaded = {k: Stages(t) for k, t in targets.items()}
+    per_round = []
+    for _ in range(rounds):
+        r = {k: st.measure(bodies, reps) for k, st in loaded.items()}
+        r["knn_search"] = _knn_search(knn_run, x, reps)
+        per_round.append(r)
+    out = _median_of(per_round)
+    for k, st in loaded.items():
+        out[k]["runtime"] = st.lite.runtime
+    return out
+
+
+def _median_of(items):
+    if isinstance(items[0], dict):
+        return {k: _median_of([i[k] for i in items]) for k in items[0]}
+    if isinstance(items[0], str):
+        return items[0]
+    return round(float(np.median(items)), 1)
+
+
 def verdicts(m: dict) -> dict:
     one, hundred, c16, rss = m["one_row"], m["hundred_rows"], m["clients_16"], m["rss_mb"]
     bare = one["bare"]
@@ -295,9 +472,10 @@ def main():
     ap.add_argument("--requests", type=int, default=100, help="1-row requests per server per round")
     ap.add_argument("--seconds", type=float, default=2.0, help="16-client load per server per round")
     ap.add_argument("--smoke", action="store_true", help="tiny runs trained here; a few seconds of load")
+    ap.add_argument("--profile", action="store_true", help="also where the time goes, in this process")
     args = ap.parse_args()
     if args.smoke:
-        args.rounds, args.requests, args.seconds = 2, 20, 0.3
+        args.rounds, args.requests, args.seconds, args.profile = 2, 20, 0.3, True
     elif not all((args.plain, args.nonknn, args.knn, args.test)):
         ap.error("give --plain, --nonknn, --knn and --test (or --smoke)")
 
@@ -316,11 +494,18 @@ def main():
         finally:
             for s in {id(s): s for s in servers.values()}.values():
                 s.stop()
+        if args.profile:  # what each server served (an export, or the run)
+            served = {k: servers[k].target for k in ("plain", "nonknn", "knn") if servers[k].label == k}
+            rounds, reps = (2, 40) if args.smoke else (5, 300)
+            m["profile"] = profile(served, runs["knn"], x, names, rounds, reps)
     m["targets"] = verdicts(m)
     m["settings"] = {k: getattr(args, k) for k in ("serve", "rounds", "requests", "seconds", "smoke")}
     for section in ("one_row", "hundred_rows", "clients_16", "rss_mb"):
         for k, v in m[section].items():
             print(f"{section:13} {k:7} {v}", file=sys.stderr)
+    for k, v in m.get("profile", {}).items():
+        for size, row in v.items():
+            print(f"profile {k:10} {size:11} {row}", file=sys.stderr)
     for name, ok in m["targets"].items():
         print(f"{'met   ' if ok else 'MISSED'} {name}", file=sys.stderr)
     print(json.dumps(m))

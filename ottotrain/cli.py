@@ -263,7 +263,13 @@ def _limit_options(command):
 )
 @_limit_options
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="JSON lines on stdout.")
-def serve(target, host, port, name, no_knn_members, workers, access_log, **limits):
+@click.option(
+    "--lite/--no-lite",
+    default=True,
+    show_default=True,
+    help="Compute with TensorFlow Lite where the model converts and matches the SavedModel.",
+)
+def serve(target, host, port, name, no_knn_members, workers, access_log, lite, **limits):
     """Serve a run or an export over HTTP: TensorFlow Serving's REST API and KServe's v2.
 
     \b
@@ -291,6 +297,7 @@ def serve(target, host, port, name, no_knn_members, workers, access_log, **limit
             workers=workers,
             access_log=access_log,
             log=lambda m: click.echo(m, err=True),
+            lite=lite,
         )
     except KeyboardInterrupt:  # Ctrl-C while the model was loading
         stopped = signal.SIGINT

@@ -3,14 +3,17 @@
 - ``typed-knn-tabm``: a fit run with typed columns (cat_1 one-hot, cat_2 embedded, missing
   cells), KNN features, TF-IDF, anscombe, and a TabM-style ensemble of 2 opened by a
   PiecewiseLinearEmbedding (its bins in the model);
-- ``cv``: a 2-fold cv run (quantile transform, minmax scaling), no KNN member;
-- ``knn-tfidf``: a fit run with KNN features in the tfidf space and the non-zero count column;
+- ``cv``: a 2-fold cv run on the numeric columns (quantile transform, minmax scaling), no KNN
+  member;
+- ``knn-tfidf``: a fit run on the numeric columns only (missing cells), with KNN features in
+  the tfidf space and the non-zero count column: the one ``serve`` computes with TensorFlow Lite;
 - ``1.0-cv``: tests/data's cv run made by ottotrain 1.0 (preprocess formats 2 and 3, two of
   its four members with KNN features).
 
 Each is exported (``ottotrain export``) and predicted (``ottotrain predict``) on its test file.
 """
 
+import csv
 import shutil
 
 import yaml
@@ -23,6 +26,7 @@ DENSE = [
     {"Dense": {"units": "n_classes"}},
     {"Activation": "softmax"},
 ]
+NUMERIC = {"cat_1": "drop", "cat_2": "drop"}  # the generated data's numeric columns only
 TRAIN = {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 1, "batch_size": 64}
 RUNS = {
     "typed-knn-tabm": (
@@ -33,8 +37,20 @@ RUNS = {
             "layers": [{"PiecewiseLinearEmbedding": {"bins": 6, "d_embedding": 4}}, *DENSE],
         },
     ),
-    "cv": ("cv", {"transform": "quantile", "scaling": "minmax"}, {"layers": DENSE}),
-    "knn-tfidf": ("fit", {"knn": {"k": [1, 4], "space": "tfidf"}, "nonzero_count": True}, {"layers": DENSE}),
+    "cv": (
+        "cv",
+        {"transform": "quantile", "scaling": "minmax", "columns": NUMERIC},
+        {"layers": DENSE},
+    ),
+    "knn-tfidf": (
+        "fit",
+        {
+            "knn": {"k": [1, 4], "space": "tfidf"},
+            "nonzero_count": True,
+            "columns": NUMERIC,
+        },
+        {"layers": DENSE},
+    ),
 }
 _CACHE = {}
 
@@ -77,3 +93,17 @@ def trained(tmp_path_factory) -> dict:
         assert run_cli("predict", run, test, "-o", sub).exit_code == 0
         _CACHE[name] = (run, tmp / "exports" / name, test, sub)
     return _CACHE
+
+
+def request_rows(test, schema):
+    """The test file's rows as JSON instances: numbers (null where empty) and strings."""
+    kinds = {c.name: c.kind for c in schema.columns}
+    with open(test, newline="") as f:
+        return [
+            {
+                k: (v if kinds.get(k) != "numeric" else (float(v) if v else None))
+                for k, v in row.items()
+                if k in kinds or k == "id"
+            }
+            for row in csv.DictReader(f)
+        ]

@@ -6,7 +6,6 @@ tests/export_runs.py (trained once per session).
 """
 
 import asyncio
-import csv
 import json
 import math
 import signal
@@ -22,20 +21,6 @@ import pytest
 
 from tests import export_runs
 from tests.conftest import error_line, python_cmd, run_cli, subprocess_env
-
-
-def _rows(test, schema):
-    """The test file's rows as JSON instances: numbers (null where empty) and strings."""
-    kinds = {c.name: c.kind for c in schema.columns}
-    with open(test, newline="") as f:
-        return [
-            {
-                k: (v if kinds.get(k) != "numeric" else (float(v) if v else None))
-                for k, v in row.items()
-                if k in kinds or k == "id"
-            }
-            for row in csv.DictReader(f)
-        ]
 
 
 class Served:
@@ -79,7 +64,7 @@ def typed(runs):
     a 1 s header timeout, 40 connections)."""
     run, export, test, sub = runs["typed-knn-tabm"]
     s = Served(export, "typed", max_body=256 << 10, max_rows=50, header_timeout=1.0, max_connections=40)
-    s.rows, s.want = _rows(test, s.schema), pd.read_csv(sub)
+    s.rows, s.want = export_runs.request_rows(test, s.schema), pd.read_csv(sub)
     yield s
     s.stop()
 
@@ -89,7 +74,7 @@ def v1cv(runs):
     """The 1.0 cv run directory, served directly (no export written); it fills no missing values."""
     run, export, test, sub = runs["1.0-cv"]
     s = Served(run, "v1")
-    s.rows, s.want = _rows(test, s.schema), pd.read_csv(sub)
+    s.rows, s.want = export_runs.request_rows(test, s.schema), pd.read_csv(sub)
     yield s
     s.stop()
 
@@ -301,7 +286,7 @@ def test_the_batcher_joins_waiting_requests_into_one_call_and_chunks_big_ones():
     sizes = []
 
     async def main():
-        b = Batcher(_double(sizes), batch_rows=5)
+        b = Batcher(_double(sizes), batch_rows=5, direct_seconds=0)
         far = time.monotonic() + 60
         return await asyncio.gather(*(b(_batch(n, 10 * n), far) for n in (1, 2, 2, 3, 12)))
 
@@ -309,6 +294,30 @@ def test_the_batcher_joins_waiting_requests_into_one_call_and_chunks_big_ones():
     assert sizes == [5, 3, 5, 5, 2]  # 1+2+2, then 3, then the 12 in chunks of at most 5
     for n, p in zip((1, 2, 2, 3, 12), out):
         np.testing.assert_array_equal(p[:, 0], (np.arange(n) + 10 * n) * 2)
+
+
+def test_a_small_request_to_an_idle_fast_model_skips_the_queue_and_a_slow_model_batches():
+    from ottotrain.serving.batcher import Batcher
+
+    async def main(seconds):
+        sizes = []
+        # "fast": calls under 1 s on average (every call here); "slow": over 1 ms (each sleeps 10)
+        b = Batcher(_double(sizes, seconds), batch_rows=50, direct_seconds=1.0 if not seconds else 1e-3)
+        far = time.monotonic() + 60
+        first = await b(_batch(2), far)  # idle: computed at once, no task started
+        direct = b.worker is None
+        for _ in range(30):
+            await b(_batch(1), far)  # the model's mean time per call is learnt from these
+        out = await asyncio.gather(*(b(_batch(1, 10 * i), far) for i in range(6)))
+        return sizes, direct, first, out
+
+    sizes, direct, first, out = asyncio.run(main(0.0))
+    assert direct and sizes == [2] + [1] * 36  # every request computed as it came
+    np.testing.assert_array_equal(first[:, 0], [0, 2])
+    assert [float(p[0, 0]) for p in out] == [20.0 * i for i in range(6)]
+    sizes, direct, first, out = asyncio.run(main(0.01))
+    assert direct and sizes[:31] == [2] + [1] * 30 and sizes[31:] == [6]  # then the waiting ones joined
+    assert [float(p[0, 0]) for p in out] == [20.0 * i for i in range(6)]
 
 
 def test_the_batcher_refuses_past_its_queue_its_time_budget_and_once_stopped():
@@ -508,7 +517,8 @@ def test_serve_cli_stops_cleanly_on_sigterm_and_ctrl_c(runs, tmp_path):
             p.send_signal(sig)
             assert p.wait(timeout=60) == (0 if sig == signal.SIGTERM else 130)
             rest = p.stderr.read().strip().splitlines()
-            assert rest == [f"stopped ({sig.name})"], rest
+            assert rest[0].startswith("Model computed by SavedModel (not TensorFlow Lite: "), rest
+            assert rest[1:] == [f"stopped ({sig.name})"], rest
     finally:
         for p in procs:
             if p.poll() is None:

@@ -19,6 +19,7 @@ _SUBMODULES = (
     "inference",
     "keras_compat",
     "layers",
+    "lite",
     "loop",
     "member",
     "numeric_embeddings",

@@ -102,15 +102,16 @@ class _Preprocess(tf.Module):
             )
             self.tables.append(tf.lookup.StaticHashTable(init, default_value=-1))
 
-    def __call__(self, numbers, strings, numeric_order, string_order, na_tokens):
+    def __call__(self, numbers, strings, numeric_order, string_order, na_tokens, exact=True):
         """The model's input rows from the packed inputs: ``numbers`` (rows x numeric columns,
-        in ``numeric_order``) and ``strings`` (rows x categorical columns, in ``string_order``)."""
+        in ``numeric_order``) and ``strings`` (rows x categorical columns, in ``string_order``).
+        ``exact=False``: float32 throughout and the KNN rows in one step (TensorFlow Lite's ops)."""
         s = self.state
         z = None
         if self.numeric:
             at = [numeric_order.index(f) for f in self.numeric]
             x = numbers if at == list(range(len(numeric_order))) else tf.gather(numbers, at, axis=1)
-            z = self._numeric(x)
+            z = self._numeric(x, exact)
         if s.categorical:
             ones, embedded = [], []
             for c, table in zip(s.categorical, self.tables):
@@ -125,7 +126,7 @@ class _Preprocess(tf.Module):
             z = tf.concat(([z] if z is not None else []) + ones + embedded, axis=1)
         return z
 
-    def _numeric(self, x):
+    def _numeric(self, x, exact=True):
         s = self.state
         missing = None
         if self.medians is not None:
@@ -141,7 +142,8 @@ class _Preprocess(tf.Module):
         if s.nonzero_count:
             parts.append(tf.cast(tf.math.count_nonzero(x, axis=1, keepdims=True), tf.float32))
         if s.knn is not None:
-            parts.append(self._knn(x))
+            q = self._knn_space(x)
+            parts.append(self._knn(q) if exact else self._knn_lite(q, self.state.knn.k))
         if missing is not None:
             parts.append(missing)
         z = tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -171,9 +173,9 @@ class _Preprocess(tf.Module):
             return tf.transpose(tf.cast(tf.math.ndtri(p), tf.float32))
         return x
 
-    def _knn(self, x):
-        """knn.features for new rows: chunks of rows against every reference row."""
-        q = self._knn_space(x)
+    def _knn(self, q):
+        """knn.features for new rows (in the distance space): chunks of rows against every
+        reference row."""
         ks = self.state.knn.k
         width = len(self.ref_counts) * len(ks)
         n = tf.shape(q)[0]
@@ -203,19 +205,11 @@ class _Preprocess(tf.Module):
         columns, norms = (tf.convert_to_tensor(v) for v in self.ref)
         used = tf.where(tf.reduce_any(tf.not_equal(qc, 0.0), axis=0))[:, 0]
         g = tf.matmul(tf.gather(qc, used, axis=1), tf.gather(columns, used)) * -2.0 + norms
-        n, outs = tf.shape(qc)[0], []
+        outs = []
         for c, count in enumerate(self.ref_counts):
             lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
-            block = g[:, lo:hi]
-            kk, w = min(max(ks), count), (hi - lo) // knn.GROUP
-            if w <= kk:
-                idx = tf.math.top_k(-block, kk)[1]
-            else:
-                mins = tf.reduce_min(tf.reshape(block, [n, knn.GROUP, w]), axis=1)
-                groups = tf.math.top_k(-mins, kk)[1]
-                cols = tf.reshape(groups[:, :, None] + w * tf.range(knn.GROUP), [n, kk * knn.GROUP])
-                pick = tf.math.top_k(-tf.gather(block, cols, batch_dims=1), kk)[1]
-                idx = tf.gather(cols, pick, batch_dims=1)
+            kk = min(max(ks), count)
+            idx = _nearest(g[:, lo:hi], kk)
             near = tf.transpose(tf.gather(columns, lo + idx, axis=1), [1, 2, 0])  # (rows, kk, features)
             diff = near - qc[:, None, :]
             d = tf.sort(tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), axis=1)
@@ -224,6 +218,39 @@ class _Preprocess(tf.Module):
             pick = tf.gather(mean, [min(k, kk) - 1 for k in ks], axis=1)
             outs.append(tf.cast(tf.math.log(pick + knn.EPS), tf.float32))
         return tf.concat(outs, axis=1)
+
+    def _knn_lite(self, qc, ks):
+        """``_knn_chunk`` in float32 for TensorFlow Lite, all rows at once: per class, one product
+        of the rows (times -2) with the class's reference rows, plus their norms. The class's rows
+        are the transposed columns, which the converter folds into a constant: the product is a
+        fully-connected op whose weights are the reference rows (packed once by XNNPACK), the
+        chosen rows are gathered whole, and no matrix of the reference is made per request."""
+        columns, norms = (tf.convert_to_tensor(v) for v in self.ref)
+        left, outs = qc * -2.0, []
+        for c, count in enumerate(self.ref_counts):
+            lo, hi = self.ref_starts[c], self.ref_starts[c + 1]
+            rows = tf.transpose(columns[:, lo:hi])
+            kk = min(max(ks), count)
+            near = tf.gather(rows, _nearest(tf.matmul(left, rows, transpose_b=True) + norms[lo:hi], kk))
+            diff = near - qc[:, None, :]
+            d = -tf.math.top_k(-tf.sqrt(tf.reduce_sum(diff * diff, axis=2)), kk)[0]  # ascending
+            mean = tf.cumsum(d, axis=1) / np.arange(1, kk + 1, dtype=np.float32)
+            pick = tf.gather(mean, [min(k, kk) - 1 for k in ks], axis=1)
+            outs.append(tf.math.log(pick + np.float32(knn.EPS)))
+        return tf.concat(outs, axis=1)
+
+
+def _nearest(block, kk):
+    """knn.nearest: the column indices of each row's ``kk`` smallest values (the block's
+    width a multiple of knn.GROUP), found among the groups of columns with the smallest minima."""
+    n, w = tf.shape(block)[0], block.shape[1] // knn.GROUP
+    if w <= kk:
+        return tf.math.top_k(-block, kk)[1]
+    mins = tf.reduce_min(tf.reshape(block, [n, knn.GROUP, w]), axis=1)
+    groups = tf.math.top_k(-mins, kk)[1]
+    cols = tf.reshape(groups[:, :, None] + w * tf.range(knn.GROUP), [n, kk * knn.GROUP])
+    pick = tf.math.top_k(-tf.gather(block, cols, batch_dims=1), kk)[1]
+    return tf.gather(cols, pick, batch_dims=1)
 
 
 class ExportModule(tf.Module):
@@ -267,27 +294,41 @@ class ExportModule(tf.Module):
             packed.append(tf.TensorSpec([None, len(self.string_columns)], tf.string, name=STRINGS))
         fn = self._packed if self.string_columns else self._packed_numbers
         self.serve_packed = tf.function(fn, input_signature=packed)
+        # The same in float32 ops only, saved beside the signatures: what serve converts to
+        # TensorFlow Lite (engine.lite), which has no float64 arithmetic.
+        lite = self._packed_lite if self.string_columns else self._packed_numbers_lite
+        self.serve_lite = tf.function(lite, input_signature=packed)
 
     def _serve(self, features):
         n = tf.shape(next(iter(features.values())))[0]
         numbers = [features[i.key] for i in self.inputs if not i.categorical]
         numbers = tf.stack(numbers, axis=1) if numbers else tf.zeros([n, 0], tf.float32)
         strings = [features[i.key] for i in self.inputs if i.categorical]
-        out = self._packed(numbers, tf.stack(strings, axis=1) if strings else None)
+        out = self._probabilities(numbers, tf.stack(strings, axis=1) if strings else None)
         return {**out, "classes": tf.tile(self.class_names[None, :], [n, 1])}
 
     def _packed_numbers(self, numbers):
-        return self._packed(numbers, None)
+        return self._probabilities(numbers, None)
 
     def _packed(self, numbers, strings):
+        return self._probabilities(numbers, strings)
+
+    def _packed_numbers_lite(self, numbers):
+        return self._probabilities(numbers, None, exact=False)
+
+    def _packed_lite(self, numbers, strings):
+        return self._probabilities(numbers, strings, exact=False)
+
+    def _probabilities(self, numbers, strings, exact=True):
         zs = [
-            pre(numbers, strings, self.numeric_columns, self.string_columns, self.na_tokens)
+            pre(numbers, strings, self.numeric_columns, self.string_columns, self.na_tokens, exact)
             for pre in self.preprocess
         ]
         total = sum(self.weights)
+        dtype = tf.float64 if exact else tf.float32
         p = None
         for model, w, j in zip(self.models, self.weights, self._member_pre):
-            q = tf.cast(model(zs[j], training=False), tf.float64)
+            q = tf.cast(model(zs[j], training=False), dtype)
             q = tf.maximum(q, 0.0)  # proba_rows: clipped at 0, rows summing to 1, in float64
             q = q / tf.reduce_sum(q, axis=1, keepdims=True) * (w / total)
             p = q if p is None else p + q

@@ -17,6 +17,7 @@ limit) with ``{"error": message}``; no response names a path of this machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -53,8 +55,12 @@ _VERBS = ("predict", "classify", "regress")
 
 
 def json_response(content, status=200, headers=None) -> Response:
-    """JSON, ASCII only: a lone surrogate echoed from a request cannot break the answer."""
-    body = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+    """JSON (UTF-8); an error message echoing a lone surrogate from a request, which UTF-8
+    cannot hold, is written in ASCII with escapes instead."""
+    try:
+        body = orjson.dumps(content)  # a few times faster than json's
+    except TypeError:
+        body = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
     return Response(body, status, headers, media_type="application/json")
 
 
@@ -196,10 +202,41 @@ def _route_label(path: str) -> str:
     return "other"
 
 
+class AccessLog:
+    """The access log's JSON lines, handed to the ``ottotrain.access`` logger together at most
+    ``FLUSH_SECONDS`` after the first of them (and at shutdown): one logging call per request
+    cost as much as the rest of a one-row request's own work."""
+
+    FLUSH_SECONDS = 0.05
+
+    def __init__(self):
+        self.pid, self.lines, self.second, self.stamp = os.getpid(), [], None, ""
+
+    def add(self, scope, status: int, seconds: float):
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        host, port = scope.get("client") or ("", 0)
+        path = json.dumps(scope["path"][:200], ensure_ascii=True)
+        rows = (scope.get("state") or {}).get("rows", 0)
+        self.lines.append(
+            f'{{"pid": {self.pid}, "time": "{self.stamp}", "client": {json.dumps(f"{host}:{port}")}, '
+            f'"method": {json.dumps(scope["method"])}, "path": {path}, "status": {status}, '
+            f'"ms": {round(seconds * 1000, 3)}, "rows": {rows}}}'
+        )
+        if len(self.lines) == 1:
+            asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+
+    def flush(self):
+        if self.lines:
+            lines, self.lines = self.lines, []
+            ACCESS.info("\n".join(lines))
+
+
 class Observed:
     """ASGI middleware: each request's status, time and rows go to the metrics and the access log."""
 
-    def __init__(self, app, metrics: Metrics, access_log: bool):
+    def __init__(self, app, metrics: Metrics, access_log: AccessLog | None):
         self.app, self.metrics, self.access_log = app, metrics, access_log
 
     async def __call__(self, scope, receive, send):
@@ -217,23 +254,8 @@ class Observed:
         finally:
             seconds = time.monotonic() - t0
             self.metrics.observe(_route_label(scope["path"]), status[0], seconds)
-            if self.access_log:
-                self._log(scope, status[0], seconds)
-
-    @staticmethod
-    def _log(scope, status, seconds):
-        client = scope.get("client") or ("", 0)
-        line = {
-            "pid": os.getpid(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "client": f"{client[0]}:{client[1]}",
-            "method": scope["method"],
-            "path": scope["path"][:200],
-            "status": status,
-            "ms": round(seconds * 1000, 3),
-            "rows": (scope.get("state") or {}).get("rows", 0),
-        }
-        ACCESS.info(json.dumps(line, ensure_ascii=True))
+            if self.access_log is not None:
+                self.access_log.add(scope, status[0], seconds)
 
 
 _ANY, _GET, _POST = ["GET", "POST", "PUT", "DELETE", "PATCH"], ["GET"], ["POST"]
@@ -347,7 +369,16 @@ def make_app(name: str, schema: ModelSchema, predict, limits: Limits = DEFAULTS,
     async def crash(request: Request, exc: Exception):  # a bug: logged by uvicorn, no traceback sent
         return error("internal error; the server's log has the details", 500)
 
-    app = Starlette(routes=_routes(svc), exception_handlers={HTTPException: http_error, Exception: crash})
+    log = AccessLog() if access_log else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if log is not None:
+            log.flush()  # the lines of the last requests
+
+    handlers = {HTTPException: http_error, Exception: crash}
+    app = Starlette(routes=_routes(svc), exception_handlers=handlers, lifespan=lifespan)
     app.state.service, app.state.name = svc, name
-    app.add_middleware(Observed, metrics=metrics, access_log=access_log)
+    app.add_middleware(Observed, metrics=metrics, access_log=log)
     return app

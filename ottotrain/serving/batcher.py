@@ -23,6 +23,11 @@ from ottotrain.serving.requests import Batch, RequestError
 # model thread and back costs two thread wake-ups, more than a small call itself on a busy
 # machine; a bigger call runs in the model thread while the loop reads the next requests.
 INLINE_ROWS = 8
+# A small request finding the model idle is computed at once, without the queue's hops (a
+# future, a task, two turns of the event loop), while small calls take less than this on
+# average; a slower model goes through the queue, where requests that arrive meanwhile are
+# joined into its next call.
+DIRECT_SECONDS = 100e-6
 
 
 class _Job:
@@ -36,14 +41,16 @@ class _Job:
 class Batcher:
     """Calls ``predict(numbers, strings) -> probabilities`` for the requests waiting, in one thread."""
 
-    def __init__(self, predict, batch_rows=512, max_queue=256, on_call=None):
+    def __init__(self, predict, batch_rows=512, max_queue=256, on_call=None, direct_seconds=DIRECT_SECONDS):
         self.predict, self.batch_rows, self.max_queue = predict, batch_rows, max_queue
+        self.direct_seconds = direct_seconds  # 0: every request through the queue
         self.on_call = on_call or (lambda rows: None)  # told each model call's rows (metrics)
         self.pending = collections.deque()  # (job, start, stop): chunks not computed yet
         self.jobs = 0  # requests waiting or under way
         self.worker = None
         self.stopping = False
         self.calls = 0
+        self.small_seconds = 0.0  # a running mean of the inline calls' times
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
 
     async def __call__(self, batch: Batch, deadline: float) -> np.ndarray:
@@ -53,6 +60,13 @@ class Batcher:
             raise RequestError("the server is shutting down; send the request again elsewhere", 503)
         if self.jobs >= self.max_queue:
             raise RequestError(f"server busy: {self.jobs} requests waiting (--max-queue); retry shortly", 429)
+        if (
+            batch.rows <= INLINE_ROWS
+            and not self.pending
+            and self.small_seconds < self.direct_seconds
+            and (self.worker is None or self.worker.done())
+        ):
+            return self._call(batch.numbers, batch.strings)
         job = _Job(batch, asyncio.get_running_loop().create_future(), deadline)
         for start in range(0, batch.rows, self.batch_rows):
             self.pending.append((job, start, min(start + self.batch_rows, batch.rows)))
@@ -103,17 +117,26 @@ class Batcher:
                 strings = np.concatenate([j.batch.strings[a:b] for j, a, b in chunks])
             try:
                 if len(numbers) <= INLINE_ROWS:  # a few rows: cheaper here than a thread's round trip
-                    proba = self.predict(numbers, strings)
+                    proba = self._call(numbers, strings)
                 else:
                     proba = await loop.run_in_executor(self.pool, self.predict, numbers, strings)
+                    self.calls += 1
+                    self.on_call(len(numbers))
             except Exception as e:  # a bug, not a bad request: every request of the call gets it
                 for job, *_ in chunks:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
-            self.calls += 1
-            self.on_call(len(numbers))
             self._deliver(chunks, proba)
+
+    def _call(self, numbers, strings) -> np.ndarray:
+        """A small model call in this thread, timed."""
+        t0 = time.perf_counter()
+        proba = self.predict(numbers, strings)
+        self.small_seconds += (time.perf_counter() - t0 - self.small_seconds) * 0.1
+        self.calls += 1
+        self.on_call(len(numbers))
+        return proba
 
     @staticmethod
     def _deliver(chunks, proba):

@@ -28,6 +28,7 @@ ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
+        self._children = {}  # (route, code) -> the labelled request counter and latency histogram
         r = self.registry
         self.requests = Counter(
             "ottotrain_requests",
@@ -54,8 +55,14 @@ class Metrics:
         )
 
     def observe(self, route: str, code: int, seconds: float):
-        self.requests.labels(route, str(code)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, code))
+        if children is None:  # a bounded set: routes are labelled by kind, codes are few
+            children = self._children[route, code] = (
+                self.requests.labels(route, str(code)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """(the text every worker's metrics make together, its content type)."""

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from ottotrain.errors import did_you_mean, fmt
 from ottotrain.serving.schema import CATEGORICAL, ModelSchema
@@ -59,6 +60,10 @@ def decode(body: bytes):
     """The JSON document of a request body (UTF-8), or a RequestError saying what is wrong."""
     if not body.strip():
         raise RequestError('empty request body; send {"instances": [{column: value, ...}, ...]}')
+    try:
+        return orjson.loads(body)  # a few times faster than json's
+    except orjson.JSONDecodeError:
+        pass  # json's reading and messages for the rest: NaN, lone surrogates, huge numbers, depth
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -300,9 +305,9 @@ def _flat(t: dict, name: str, columns: int) -> list:
 
 def predictions(proba: np.ndarray, classes: list[str]) -> list[dict]:
     """``[{"probabilities": {class: p, ...}, "class": the most likely}, ...]``, one per instance."""
-    top = proba.argmax(axis=1)
+    top = proba.argmax(axis=1).tolist()
     return [
-        {"probabilities": dict(zip(classes, map(float, p))), "class": classes[t]} for p, t in zip(proba, top)
+        {"probabilities": dict(zip(classes, p)), "class": classes[t]} for p, t in zip(proba.tolist(), top)
     ]
 
 

@@ -43,16 +43,76 @@ from ottotrain.workflows.export import open_graph
 from ottotrain.workflows.stack.predict import graph_refusal, is_stack_run
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# TensorFlow Lite serves a model only where its probabilities are within this of the
+# SavedModel's on every probe row (rows of every size, some far outside any training range).
+LITE_TOLERANCE = 1e-5
 
 
-def load(target, no_knn_members=False):
+def load(target, no_knn_members=False, lite=True, threads=None, warm_rows=1):
     """(packed predict function, ModelSchema) of an export folder or a run directory, called
-    once on a row of zeros: the first call's set-up is paid here, not by the first request."""
+    once on a row of zeros, and on ``warm_rows`` rows (a model call's most, --batch-rows): the
+    first calls' set-up (TensorFlow Lite's buffers for that many rows) is paid here, not by
+    the first requests, and the memory a server holds after its start does not grow with them.
+
+    With ``lite``, the function is TensorFlow Lite's where the model converts and matches the
+    SavedModel on probe rows (``LITE_TOLERANCE``), the SavedModel's otherwise; either way its
+    ``runtime`` says which (and why not TensorFlow Lite)."""
     predict, schema = _load(target, no_knn_members)
+    if lite:
+        predict = _lite_or_saved(predict, schema, threads or _cores())
+    else:
+        predict.runtime = "SavedModel (--no-lite)"
     n_num = sum(c.kind != CATEGORICAL for c in schema.columns)
     n_txt = len(schema.columns) - n_num
-    predict(np.zeros((1, n_num), np.float32), np.full((1, n_txt), "", object) if n_txt else None)
+    for rows in sorted({1, warm_rows}):
+        predict(np.zeros((rows, n_num), np.float32), np.full((rows, n_txt), "", object) if n_txt else None)
     return predict, schema
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def probe_rows(schema: ModelSchema, n=48, seed=0):
+    """(numbers, strings) rows to compare two runtimes on: zeros, sparse counts, signed values
+    of several sizes, missing values where allowed, empty and unseen strings."""
+    rng = np.random.default_rng(seed)
+    num = [c for c in schema.columns if c.kind != CATEGORICAL]
+    txt = [c for c in schema.columns if c.kind == CATEGORICAL]
+    counts = rng.poisson(2.0, (n, len(num))) * (rng.random((n, len(num))) < 0.3)
+    signed = rng.normal(0, 1, (n, len(num))) * 10.0 ** rng.integers(-2, 3, (n, 1))
+    x = np.where(np.arange(n)[:, None] % 2 == 0, counts, signed).astype(np.float32)
+    x[0] = 0
+    gaps = [j for j, c in enumerate(num) if c.missing]
+    if gaps:
+        x[1::3, gaps] = np.where(rng.random((len(x[1::3]), len(gaps))) < 0.3, np.nan, x[1::3][:, gaps])
+    strings = None
+    if txt:
+        strings = rng.choice(np.array(["", "a", "0", "other value"], dtype=object), (n, len(txt)))
+    return x, strings
+
+
+def _lite_or_saved(saved, schema: ModelSchema, threads: int):
+    """TensorFlow Lite's function where it converts and gives the SavedModel's answers on
+    ``probe_rows`` (batches of 1 and of all), else ``saved``; ``runtime`` set on the one chosen."""
+    knn_rows = engine.export.KNN_CHUNK if any(m.knn for m in schema.members) else None
+    try:
+        fast = engine.lite.lite_function(saved.module, threads=threads, max_rows=knn_rows)
+    except engine.lite.LiteUnavailable as e:
+        saved.runtime = f"SavedModel (not TensorFlow Lite: {e})"
+        return saved
+    x, s = probe_rows(schema)
+    want = saved(x, s)
+    part = (lambda a, b: None) if s is None else (lambda a, b: s[a:b])
+    got = np.concatenate([fast(x[:1], part(0, 1)), fast(x[1:], part(1, None))])
+    both = np.isfinite(want)
+    diff = float(np.abs(got - want)[both].max(initial=0.0))
+    if not diff <= LITE_TOLERANCE or not np.array_equal(both, np.isfinite(got)):
+        saved.runtime = f"SavedModel (TensorFlow Lite differs from it by {diff:.2g} on probe rows)"
+        return saved
+    fast.runtime = f"TensorFlow Lite (within {diff:.1g} of the SavedModel on probe rows)"
+    fast.module = saved.module
+    return fast
 
 
 def _load(target, no_knn_members):
@@ -175,19 +235,21 @@ def _access_log(enabled: bool):
         ACCESS.propagate = False
 
 
-def _app(target, name, no_knn_members, limits, access_log):
-    """(the app, seconds taken to load the model)."""
+def _app(target, name, no_knn_members, limits, access_log, lite=True, threads=None):
+    """(the app, seconds taken to load the model, the runtime that computes it)."""
     t0 = time.perf_counter()
-    predict, schema = load(target, no_knn_members)
+    predict, schema = load(target, no_knn_members, lite, threads, limits.batch_rows)
     _access_log(access_log)
-    return make_app(name, schema, predict, limits, access_log=access_log), time.perf_counter() - t0
+    app = make_app(name, schema, predict, limits, access_log=access_log)
+    return app, time.perf_counter() - t0, predict.runtime
 
 
 def serve(
     target, host="127.0.0.1", port=8501, name=None, no_knn_members=False, limits=DEFAULTS,
-    workers=1, access_log=True, log=print,
+    workers=1, access_log=True, log=print, lite=True,
 ):  # fmt: skip
-    """Serve ``target`` until Ctrl-C or SIGTERM; returns the signal that stopped it (or None)."""
+    """Serve ``target`` until Ctrl-C or SIGTERM; returns the signal that stopped it (or None).
+    ``lite``: computed by TensorFlow Lite where the model converts and matches (``load``)."""
     name = model_name(target, name)
     limits = fit_connections(limits)
     if is_stack_run(target):  # before the port and the workers: one line at once
@@ -197,10 +259,12 @@ def serve(
         port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/v1/models/{name}"
-        if workers > 1:
-            return _supervise(sock, (target, name, no_knn_members, limits, access_log), workers, url, log)
-        app, seconds = _app(target, name, no_knn_members, limits, access_log)
+        if workers > 1:  # the cores shared out among the workers' model threads
+            args = (target, name, no_knn_members, limits, access_log, lite, max(1, _cores() // workers))
+            return _supervise(sock, args, workers, url, log)
+        app, seconds, runtime = _app(target, name, no_knn_members, limits, access_log, lite)
         log(f"Serving {name} on {url} (loaded in {seconds:.1f}s; Ctrl-C stops)")
+        log(f"Model computed by {runtime}")
         srv = server(app, limits)
         srv.run(sockets=[sock])
     return srv.stopped_by
@@ -210,19 +274,19 @@ def _worker(sock, args, ready):
     """One worker process of ``serve --workers N``: load the model, say so, serve."""
     limits = args[3]
     try:
-        app, _ = _app(*args)
+        app, _, runtime = _app(*args)
     except Exception as e:  # noqa: BLE001 (said to the supervisor in one line)
         ready.put(f"error: {e}")
         return
     srv = server(app, limits)
-    ready.put("ready")
+    ready.put(f"ready: {runtime}")
     srv.run(sockets=[sock])
 
 
-def _wait_ready(procs, ready, stopped) -> bool:
-    """Whether every worker loaded its model (False: a signal came first); a worker that
-    failed or died while loading is a RunError."""
-    left = len(procs)
+def _wait_ready(procs, ready, stopped) -> str | None:
+    """The runtime once every worker loaded its model (None: a signal came first); a worker
+    that failed or died while loading is a RunError."""
+    left, runtime = len(procs), None
     while left and not stopped:
         try:
             msg = ready.get(timeout=0.5)
@@ -231,10 +295,10 @@ def _wait_ready(procs, ready, stopped) -> bool:
             if dead and not stopped:
                 raise RunError(f"a worker stopped while loading the model (exit code {dead[0]})") from None
             continue
-        if msg != "ready":
+        if not msg.startswith("ready: "):
             raise RunError(msg.removeprefix("error: "))
-        left -= 1
-    return not left
+        left, runtime = left - 1, msg.removeprefix("ready: ")
+    return None if left else runtime
 
 
 def _stop_all(procs):
@@ -264,9 +328,11 @@ def _supervise(sock, args, workers, url, log):
     try:
         for p in procs:
             p.start()
-        if _wait_ready(procs, ready, stopped):
+        runtime = _wait_ready(procs, ready, stopped)
+        if runtime is not None:
             seconds = time.perf_counter() - t0
             log(f"Serving {args[1]} on {url} ({workers} workers, loaded in {seconds:.1f}s; Ctrl-C stops)")
+            log(f"Model computed by {runtime}")
         while not stopped:
             time.sleep(0.2)
             for i, p in enumerate(procs):
