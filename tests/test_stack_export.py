@@ -163,3 +163,28 @@ def test_a_stack_export_refuses_no_knn_members(stacks, tmp_path):
         "with them; leave the option out"
     )
     assert not (tmp_path / "out").exists()
+
+
+def _damage(run, change):
+    if change == "ghost":
+        top = json.loads((run / "top.json").read_text())
+        (run / "top.json").write_text(json.dumps(top | {"weights": top["weights"] | {"ghost": 1.0}}))
+    elif change == "no-level2":
+        (run / "level2" / "lr" / "level2.json").unlink()
+    else:
+        shutil.rmtree(run / "members" / "b")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("ghost", "{run}: the top uses ghost, which the run does not hold"),
+        ("no-level2", "{run}/level2/lr/level2.json: missing; the stack's level 2 did not finish"),
+        ("no-member", "{run}/members/b: missing; the stack's member 'b' is not in the run"),
+    ],
+)
+def test_a_damaged_stack_is_refused_in_one_line(stacks, tmp_path, change, message):
+    run = _with_weights(stacks[0]["trained"][0], tmp_path / "run", {"b": 0.5, "lr": 0.5})
+    _damage(run, change)
+    assert error_line(run_cli("export", run, tmp_path / "out")) == "Error: " + message.format(run=run)
+    assert not (tmp_path / "out").exists()

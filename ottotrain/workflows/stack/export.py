@@ -77,8 +77,8 @@ def graph_plan(run_dir, command: str = "export") -> GraphPlan:
     weights = {n: float(w) for n, w in read_top(run_dir)["weights"].items() if w > 0}
     level2 = {}
     for name in info.get("level2", []):
-        path = run_dir / LEVEL2_DIR / name / LEVEL2_FILE
         if name in weights:
+            path = run_dir / LEVEL2_DIR / name / LEVEL2_FILE
             if not path.exists():
                 raise RunError(f"{path}: missing; the stack's level 2 did not finish")
             level2[name] = read_json(path)
