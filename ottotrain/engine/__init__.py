@@ -16,6 +16,7 @@ _SUBMODULES = (
     "ensemble",
     "env",
     "export",
+    "export_stack",
     "inference",
     "keras_compat",
     "layers",

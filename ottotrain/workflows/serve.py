@@ -39,8 +39,8 @@ from ottotrain.serving.app import ACCESS, make_app
 from ottotrain.serving.limits import DEFAULTS, Limits
 from ottotrain.serving.protocol import LimitedH11Protocol
 from ottotrain.serving.schema import CATEGORICAL, ModelSchema
-from ottotrain.workflows.export import open_graph
-from ottotrain.workflows.stack.predict import graph_refusal, is_stack_run
+from ottotrain.workflows.stack.export import graph_plan, open_any_graph
+from ottotrain.workflows.stack.predict import is_stack_run
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # TensorFlow Lite serves a model only where its probabilities are within this of the
@@ -126,13 +126,11 @@ def _load(target, no_knn_members):
         keys = [[c.key for c in schema.columns if (c.kind == CATEGORICAL) == t] for t in (False, True)]
         return engine.export.packed_function(target, keys), schema
     if (target / STATUS).is_file():
-        if is_stack_run(target):
-            raise graph_refusal(target, "serve")
-        module, schema = open_graph(target, no_knn_members)
+        module, schema = open_any_graph(target, no_knn_members, "serve")
         return engine.export.packed_function(module), schema
     raise RunError(
         f"{target}: neither a run directory (no {STATUS}) nor an export (no saved_model.pb); "
-        "give a run made by fit or cv, or a folder made by 'ottotrain export'"
+        "give a run made by fit, cv or stack, or a folder made by 'ottotrain export'"
     )
 
 
@@ -252,8 +250,8 @@ def serve(
     ``lite``: computed by TensorFlow Lite where the model converts and matches (``load``)."""
     name = model_name(target, name)
     limits = fit_connections(limits)
-    if is_stack_run(target):  # before the port and the workers: one line at once
-        raise graph_refusal(target, "serve")
+    if is_stack_run(target):  # before the port and the workers: a refusal said at once
+        graph_plan(target, "serve")
     sock = bind(host, port)  # first: a port in use is said at once, not after loading the model
     with sock:
         port = sock.getsockname()[1]

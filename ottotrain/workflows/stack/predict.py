@@ -23,7 +23,7 @@ from ottotrain.features.preprocess import PreprocessState
 from ottotrain.io import read_json
 from ottotrain.workflows.predictor import Predictor, open_run
 from ottotrain.workflows.stack.leaderboard import INPUTS_FILE, read_top
-from ottotrain.workflows.stack.level2 import LEVEL2_FILE, Level2Model, load_level2
+from ottotrain.workflows.stack.level2 import Level2Model, load_level2
 from ottotrain.workflows.stack.outputs import STACK_KIND
 from ottotrain.workflows.stack.top import mix
 
@@ -93,11 +93,8 @@ def _knn_member(names: list[str], folders: list[Path], folds: int) -> LevelOne:
 
 def _member(run_dir: Path, entries: list[dict], folds: int) -> LevelOne:
     """One member of stack.json (a KNN member: its entries, one per k) read back."""
-    folders = [run_dir / e.get("folder", f"{MEMBERS_DIR}/{e['name']}") for e in entries]
+    folders = [member_folder(run_dir, e) for e in entries]
     names = [e["name"] for e in entries]
-    for name, folder in zip(names, folders):
-        if not folder.is_dir():
-            raise RunError(f"{folder}: missing; the stack's member '{name}' is not in the run")
     if (folders[0] / runs.STATUS).exists():  # a Keras member: a complete cv run directory
         predictor = open_run(folders[0])
         return LevelOne(names, runs.CV_KIND, lambda x: {names[0]: predictor.predict_proba(x)})
@@ -152,11 +149,23 @@ def open_stack(run_dir) -> StackPredictor:
     unknown = needed - {n for m in members for n in m.names} - {m.name for m in level2}
     if unknown:
         raise RunError(f"{run_dir}: the top uses {', '.join(sorted(unknown))}, which the run does not hold")
+    return StackPredictor(run_dir, read_inputs(run_dir), members, level2, weights)
+
+
+def read_inputs(run_dir: Path) -> Preprocessor:
+    """inputs.json: the stack's input columns and how a file's cells are read."""
     path = run_dir / INPUTS_FILE
     if not path.exists():
         raise RunError(f"{path}: missing; the stack run is damaged")
-    pre = Preprocessor.from_json(path.read_text(encoding="utf-8"), path)
-    return StackPredictor(run_dir, pre, members, level2, weights)
+    return Preprocessor.from_json(path.read_text(encoding="utf-8"), path)
+
+
+def member_folder(run_dir: Path, entry: dict) -> Path:
+    """The folder of a stack.json member entry (checked to exist)."""
+    folder = run_dir / entry.get("folder", f"{MEMBERS_DIR}/{entry['name']}")
+    if not folder.is_dir():
+        raise RunError(f"{folder}: missing; the stack's member '{entry['name']}' is not in the run")
+    return folder
 
 
 def predict_stack(run_dir, x) -> np.ndarray:
@@ -174,32 +183,3 @@ def is_stack_run(run_dir) -> bool:
         return runs.read_status(run_dir).get("kind") == STACK_KIND
     except RunError:
         return False
-
-
-# What each model kind that is not a Keras net is, in a refusal.
-_NOT_KERAS = {
-    "lightgbm": "a LightGBM model",
-    "knn": "a nearest-neighbour vote model",
-    "logistic": "a logistic regression",
-}
-_NO_GRAPH = {
-    "export": "export writes Keras SavedModels only",
-    "serve": "serve serves Keras runs and their exports only",
-}
-
-
-def graph_refusal(run_dir, command: str) -> RunError:
-    """Why ``command`` (export, serve) cannot take this stack run, in one line naming the first
-    model that is not a Keras net (or, if all are, the levels no graph joins yet)."""
-    run_dir = Path(run_dir)
-    info = stack_info(run_dir)
-    tail = f"{_NO_GRAPH[command]}; 'ottotrain predict {run_dir} TEST' predicts with the stack"
-    for e in info["members"]:
-        if e.get("kind") in _NOT_KERAS:
-            return RunError(f"{run_dir}: member '{e['name']}' is {_NOT_KERAS[e['kind']]}; {tail}")
-    for name in info.get("level2", []):
-        path = run_dir / LEVEL2_DIR / name / LEVEL2_FILE
-        kind = read_json(path).get("kind") if path.exists() else None
-        if kind in _NOT_KERAS:
-            return RunError(f"{run_dir}: level-2 learner '{name}' is {_NOT_KERAS[kind]}; {tail}")
-    return RunError(f"{run_dir}: a stack's levels and top are not joined into one graph; {tail}")
