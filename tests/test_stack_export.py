@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import error_line, run_cli, subprocess_env
-from tests.export_runs import DENSE, TRAIN
+from tests.export_runs import DENSE, TRAIN, request_rows
 from tests.test_export import LOADER
-from tests.test_serve import Served, _check_predictions, _rows
+from tests.test_serve import Served, _check_predictions
 from tests.test_stack import LGBM, stack_tree, write
 
 LEVEL2 = [
@@ -130,7 +130,7 @@ def test_serve_answers_what_predict_writes(stacks, target):
     run, export, sub = cases["every"]
     s = Served(run if target == "run" else export, "stack")
     try:
-        rows = _rows(test, s.schema)
+        rows = request_rows(test, s.schema)
         r = s.client.post("/v1/models/stack:predict", json={"instances": rows})
         assert r.status_code == 200, r.text
         _check_predictions(r.json(), pd.read_csv(sub))

@@ -56,14 +56,18 @@ def _signed_log1p(x):
     return tf.sign(x) * tf.math.log1p(tf.abs(x))
 
 
-def _rows(q):
-    """A net's outputs as ``proba_rows`` makes them: clipped at 0, rows summing to 1, float64."""
-    q = tf.maximum(tf.cast(q, tf.float64), 0.0)
+def _rows(q, dtype=tf.float64):
+    """A net's outputs as ``proba_rows`` makes them: clipped at 0, rows summing to 1 (float64)."""
+    q = tf.maximum(tf.cast(q, dtype), 0.0)
     return q / tf.reduce_sum(q, axis=1, keepdims=True)
 
 
 class StackModule(ExportModule):
-    """The stack behind a run export's serving functions (``_packed`` computes the stack)."""
+    """The stack behind a run export's serving functions (``_probabilities`` computes the stack).
+
+    ``exact``: float64 where predict computes in float64 (the SavedModel's signatures); float32
+    throughout for ``serve_lite`` (TensorFlow Lite has no float64; serve checks it on probe rows).
+    """
 
     def __init__(self, level1: list[ExportModule], level2: list[Level2Graph], top: list[TopWeight], *run):
         """``run``: (inputs, classes, na_tokens) as ``ExportModule`` takes them."""
@@ -77,9 +81,10 @@ class StackModule(ExportModule):
         self.level2_nets = [list(g.models) if g.kind == "net" else [] for g in level2]  # tracked: saved
         self._top = top
 
-    def _packed(self, numbers, strings):
-        p1 = [self._member(m, at, numbers, strings) for m, at in zip(self.level1, self._level1_at)]
-        p2 = [self._learner(g, p1, numbers) for g in self._level2]
+    def _probabilities(self, numbers, strings, exact=True):
+        dtype = tf.float64 if exact else tf.float32
+        p1 = [self._member(m, at, numbers, strings, exact) for m, at in zip(self.level1, self._level1_at)]
+        p2 = [self._learner(g, p1, numbers, dtype) for g in self._level2]
         p = None
         for t in self._top:
             q = (p1 if t.level == 1 else p2)[t.index] * t.weight
@@ -88,27 +93,28 @@ class StackModule(ExportModule):
         return {"probabilities": tf.cast(p, tf.float32)}
 
     @staticmethod
-    def _member(module: ExportModule, at, numbers, strings):
-        """A level-1 member's probabilities (float64) from the stack's packed inputs."""
+    def _member(module: ExportModule, at, numbers, strings, exact):
+        """A level-1 member's probabilities (float64 when exact) from the stack's packed inputs."""
         num_at, str_at = at
         nums = numbers if num_at is None else tf.gather(numbers, num_at, axis=1)
         strs = strings if str_at is None or strings is None else tf.gather(strings, str_at, axis=1)
-        p = module._packed(nums, strs if module.string_columns else None)["probabilities"]
-        return tf.cast(p, tf.float64)
+        p = module._probabilities(nums, strs if module.string_columns else None, exact)["probabilities"]
+        return tf.cast(p, tf.float64 if exact else tf.float32)
 
-    def _learner(self, g: Level2Graph, p1, numbers):
+    def _learner(self, g: Level2Graph, p1, numbers, dtype):
         """A level-2 learner's probabilities: the mean over its fold models."""
         cols = [tf.math.log(tf.maximum(p1[i], FLOOR)) for i in g.inputs]
         if g.features:
-            x = tf.cast(tf.gather(numbers, g.features, axis=1), tf.float64)
+            x = tf.cast(tf.gather(numbers, g.features, axis=1), dtype)
+            big = _BIG if dtype == tf.float64 else np.finfo(np.float32).max
             x = tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)  # np.nan_to_num: missing is 0,
-            cols.append(_signed_log1p(tf.clip_by_value(x, -_BIG, _BIG)))  # infinities the largest
+            cols.append(_signed_log1p(tf.clip_by_value(x, -big, big)))  # infinities the largest
         x = tf.concat(cols, axis=1) if len(cols) > 1 else cols[0]
         total = None
         for mean, scale, model in zip(g.means, g.scales, g.models):
-            z = (x - tf.constant(mean, tf.float64)) / tf.constant(scale, tf.float64)
+            z = (x - tf.constant(mean, dtype)) / tf.constant(scale, dtype)
             q = (
-                _rows(model(tf.cast(z, tf.float32), training=False))
+                _rows(model(tf.cast(z, tf.float32), training=False), dtype)
                 if g.kind == "net"
                 else _logistic(z, *model)
             )
@@ -118,7 +124,7 @@ class StackModule(ExportModule):
 
 def _logistic(z, coef, intercept):
     """``LogisticLearner.predict_proba``: softmax(z W^T + b), floored at 1e-15, rows summing to 1."""
-    a = tf.matmul(z, tf.constant(coef, tf.float64), transpose_b=True) + tf.constant(intercept, tf.float64)
+    a = tf.matmul(z, tf.constant(coef, z.dtype), transpose_b=True) + tf.constant(intercept, z.dtype)
     p = tf.nn.softmax(a, axis=1)
     p = tf.maximum(p, FLOOR)
     return p / tf.reduce_sum(p, axis=1, keepdims=True)
