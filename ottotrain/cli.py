@@ -817,11 +817,15 @@ def evaluate(run_dir, data_csv, as_json, quiet):
 @click.option("--rows", type=int, help="Use N rows of DATA_CSV drawn at random (seeded) [default: all].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds the row draw, permutations.")
 @click.option(
-    "-o", "--out", type=click.Path(file_okay=False), help="Folder for the files [default: RUN_DIR/explain]."
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Folder for the files [default: RUN_DIR/explain].",
 )
 @json_option
 @quiet_option
-def explain(run_dir, data_csv, repeats, rows, seed, out, as_json, quiet):
+def explain(run_dir, data_csv, repeats, rows, seed, out_dir, as_json, quiet):
     """Permutation importance of RUN_DIR's input columns on a labelled DATA_CSV.
 
     For each raw column, the log loss increase when its values (with its missing
@@ -839,7 +843,7 @@ def explain(run_dir, data_csv, repeats, rows, seed, out, as_json, quiet):
     from ottotrain.workflows.explain.outputs import as_dict, format_importance
 
     log = _log(quiet)
-    result = _interruptible(run_explain, run_dir, data_csv, repeats, rows, seed, out, log=log)
+    result = _interruptible(run_explain, run_dir, data_csv, repeats, rows, seed, out_dir, log=log)
     if as_json:
         _echo_json(as_dict(result))
         return

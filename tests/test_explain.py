@@ -168,10 +168,11 @@ def test_a_cv_run_with_an_embedding_ranks_the_label_columns_first(known):
     assert next(g for g in result.groups if g.group == "cat").inputs == ["cat:embedding"]
 
 
-def test_knn_features_are_one_group(known):
-    (known / "knn.yaml").write_text(
-        yaml.safe_dump({**table_config(known, knn={"k": [3]}), "train": {"epochs": 2}})
-    )
+def test_knn_features_are_one_group_and_a_tabm_run_scores_as_predict(known):
+    cfg = table_config(known, knn={"k": [3]})
+    cfg["model"]["ensemble"] = {"k": 2}  # TabM-style: explain scores the members' mean, as predict
+    cfg["train"]["epochs"] = 2
+    (known / "knn.yaml").write_text(yaml.safe_dump(cfg))
     r = run_cli("fit", known / "knn.yaml", "--run-dir", known / "knn", "-q")
     assert r.exit_code == 0, r.output
     result = explain(known / "knn", known / "holdout.csv", repeats=1, rows=50)
@@ -179,6 +180,9 @@ def test_knn_features_are_one_group(known):
     assert len(names) == 9 and names.count(KNN_GROUP) == 1
     knn = next(g for g in result.groups if g.group == KNN_GROUP)
     assert knn.inputs == [f"knn:k{i}:k3" for i in range(4)] and np.isnan(knn.ci_low)
+    predictor = open_run(known / "knn")
+    x, y = labelled_rows(known / "holdout.csv", predictor.state, 50, 0, Log(0))
+    assert result.base_log_loss == pytest.approx(log_loss(y, predictor.predict_proba(x)), abs=1e-6)
 
 
 def test_a_stack_permutes_raw_columns_through_its_own_prediction_path(tiny_data, tmp_path):

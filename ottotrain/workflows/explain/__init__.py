@@ -90,8 +90,8 @@ def scorer_for(predictor: Predictor | StackPredictor, x: np.ndarray) -> MatrixSc
     return MatrixScorer(predictor.members, x)
 
 
-def summarise(losses: Losses, scorer: MatrixScorer | RawScorer, setting: dict) -> Explanation:
-    """The groups' importances, ranked by mean increase (largest first)."""
+def ranked(losses: Losses, scorer: MatrixScorer | RawScorer) -> list[GroupImportance]:
+    """The groups' importances, by mean increase (largest first)."""
     groups = [
         GroupImportance(
             g.name, list(g.inputs), *interval(values), per_class.mean(axis=0).tolist(), values.tolist(), 0
@@ -101,13 +101,7 @@ def summarise(losses: Losses, scorer: MatrixScorer | RawScorer, setting: dict) -
     groups.sort(key=lambda gi: -gi.mean)
     for rank, gi in enumerate(groups, 1):
         gi.rank = rank
-    return Explanation(
-        **setting,
-        confidence=CONFIDENCE,
-        base_log_loss=losses.base,
-        base_per_class=losses.base_per_class.tolist(),
-        groups=groups,
-    )
+    return groups
 
 
 def explain(run_dir, data_csv, repeats=5, rows=None, seed=0, out=None, log=None) -> Explanation:
@@ -133,9 +127,18 @@ def explain(run_dir, data_csv, repeats=5, rows=None, seed=0, out=None, log=None)
     classes = list(predictor.state.classes)
     log(f"Permuting {len(scorer.groups)} groups x {repeats} repeats on {len(y):,} rows of {data_csv}", 1)
     losses = measure(scorer, y, len(classes), repeats, seed)
-    setting = dict(
-        run_dir=str(run_dir), data=str(data_csv), kind=predictor.kind, rows=len(y), repeats=repeats, seed=seed
+    result = Explanation(
+        str(run_dir),
+        str(data_csv),
+        predictor.kind,
+        len(y),
+        repeats,
+        seed,
+        CONFIDENCE,
+        losses.base,
+        losses.base_per_class.tolist(),
+        classes,
+        ranked(losses, scorer),
     )
-    result = summarise(losses, scorer, {**setting, "classes": classes})
     result.files = write_outputs(result, Path(out) if out is not None else Path(run_dir) / OUT_DIR)
     return result
