@@ -81,7 +81,7 @@ class MatrixScorer:
         """The weighted mean of the members' probabilities, per task (as ``predict`` averages)."""
         acc = None
         for part in self.parts:
-            big = stacked(part.z, tasks, lambda g: part.columns[g])  # noqa: B023 (used at once)
+            big = stacked(part.z, tasks, part.columns.__getitem__)
             q = engine.inference.predict_proba(part.model, big) * part.weight
             acc = q if acc is None else acc + q
         return split(acc / self.total, tasks)
