@@ -10,6 +10,8 @@ without KNN) their importances agree, which is checked. The naive way of the KNN
 (a neighbour search of 10,000 rows per permutation): it runs on the first ``--naive-columns-knn``
 columns and is scaled to 93 (said in the table). The runs train for ``--epochs`` epochs: the
 time of explain depends on the net's size and the rows, not on how long it trained.
+By default both explain the training file's rows (`--data CSV`: another labelled file): the
+importances of the training rows are inflated, the KNN group's most, but the time is the same.
 
     python bench/explain_time.py                       # the real Otto train file where found
     python bench/explain_time.py --run-knn RUN --run-plain RUN   # finished runs of configs/otto.yaml
