@@ -103,6 +103,7 @@ SUITE = (
     ),  # fmt: skip
     Bench("gbdt_choice.py", "gbdt"),
     Bench("knn_votes.py", "knn"),
+    Bench("explain_time.py", "explain"),
     # Its real run is an hour of AutoGluon in an environment of its own (its docstring).
     Bench("autogluon_otto.py", "stack", needs=HOURS),
     Bench("missing_cost.py", "side_by_side"),

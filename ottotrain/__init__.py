@@ -8,7 +8,7 @@ The Python API::
     result = cv(cfg, folds=3)      # a CvResult: result.oof_log_loss, result.metrics()
 
 ``import ottotrain`` itself is light (the CLI's ``--help`` must not wait for pandas or
-TensorFlow): ``load_config``, ``fit``, ``cv``, ``predict`` and ``evaluate`` are imported
+TensorFlow): ``load_config``, ``fit``, ``cv``, ``predict``, ``evaluate`` and ``explain`` are imported
 on first use.
 """
 
@@ -34,6 +34,7 @@ _API = {
     "cv": ("ottotrain.workflows.cv", "run_cv"),
     "predict": ("ottotrain.workflows.predict", "predict"),
     "evaluate": ("ottotrain.workflows.evaluate", "evaluate"),
+    "explain": ("ottotrain.workflows.explain", "explain"),
 }
 
 

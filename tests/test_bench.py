@@ -32,6 +32,7 @@ WRITES = {
     "before_after.py": ("side_by_side.md", "<!-- begin before_after.py -->"),
     "public_tables.py": ("side_by_side.md", "<!-- begin public_tables.py -->"),
     "tabm_speed.py": ("tabm.md", "<!-- begin tabm_speed.py -->"),
+    "explain_time.py": ("explain.md", "<!-- begin explain_time.py -->"),
 }
 NOT_HERE = {  # scripts whose smoke is not run here, and why
     "metric.sh": "hours on the real data; every command in it is another script's, smoked here",

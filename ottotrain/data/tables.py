@@ -380,7 +380,7 @@ def load_labelled(path, state: dict):
     cols = read_header(path, "labelled")
     if tgt not in cols:
         raise DataError(
-            f"{path}: no target column '{tgt}'; evaluate needs labelled rows "
+            f"{path}: no target column '{tgt}'; evaluate and explain need labelled rows "
             "(for an unlabelled file use 'ottotrain predict')"
         )
     types = state.column_types()
