@@ -117,6 +117,7 @@ def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     assert tracking.log_to_run(run_dir, files=[extra], metrics={"explain.top": 0.1}, artifact_path="explain")
     assert client.get_run(record.run_id).data.metrics["explain.top"] == 0.1
     assert [a.path for a in client.list_artifacts(record.run_id, "explain")] == ["explain/importance.csv"]
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working directory
     assert not tracking.log_to_run(tmp_path, files=[extra])  # not a tracked run: nothing to do
 
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ottotrain.errors import first_line
 from ottotrain.log import Log
 from ottotrain.tracking.content import RunContent
-from ottotrain.tracking.settings import Record, Settings, allow_file_store, redact
+from ottotrain.tracking.settings import Record, Settings, allow_file_store, artifact_root, redact
 
 # MLflow's HTTP defaults retry a refused request for minutes: a server that is down
 # would stall the run. A user's own settings of these win.
@@ -80,7 +80,12 @@ class Tracker:
             self.experiment_id = (
                 found.experiment_id
                 if found is not None
-                else self.call("creating the experiment", self.client.create_experiment, name)
+                else self.call(
+                    "creating the experiment",
+                    self.client.create_experiment,
+                    name,
+                    artifact_location=artifact_root(self.settings.uri),
+                )
             )
         return self.experiment_id
 

@@ -80,6 +80,15 @@ def without_credentials(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite database (MLflow's default,
+    ``./mlruns``, is wherever the command happens to run); elsewhere the store's own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    return (database.absolute().parent / "mlartifacts").as_uri()
+
+
 def allow_file_store(uri: str) -> None:
     """MLflow 3 refuses a folder as its store unless told (it prefers SQLite): asked for one, use it."""
     if "://" not in uri or uri.startswith("file:"):
