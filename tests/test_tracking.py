@@ -140,6 +140,43 @@ def test_file_store_from_the_environment(tiny_data, write_config, tmp_path, monk
     )
 
 
+def test_a_stack_is_a_parent_with_its_members_and_levels_as_children(tiny_data, write_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ottotrain import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    members = [
+        {"name": "lgbm", "lightgbm": {"max_rounds": 20, "num_leaves": 7, "early_stopping_rounds": 5}},
+        {"name": "knn", "knn": {"k": [4, 16]}},
+    ]
+    tree = {
+        "name": "st",
+        "seed": 1,
+        "data": {"train": str(tiny_data["train"]), "test": str(tiny_data["test"])},
+        "cv": {"folds": 3},
+        "stack": {"members": members, "level2": [{"name": "lr", "logistic": {"max_iter": 50}}]},
+    }
+    run_dir = tmp_path / "stack"
+    r = run_cli("stack", write_config(tree), "--run-dir", run_dir, "--track", uri, "-q")
+    assert r.exit_code == 0, r.output
+    client = MlflowClient(uri)
+    parent = client.get_run(tracking.Record.of(run_dir).run_id)
+    scores = json.loads((run_dir / "metrics.json").read_text())
+    assert parent.data.metrics["oof_log_loss"] == scores["oof_log_loss"]
+    weights = json.loads((run_dir / "top.json").read_text())["weights"]
+    assert {k: v for k, v in parent.data.metrics.items() if k.startswith("weights.")} == {
+        f"weights.{k}": v for k, v in weights.items()
+    }
+    children = _children(client, parent)
+    with open(run_dir / "leaderboard.csv", newline="") as f:
+        board = {row["model"]: row for row in csv.DictReader(f) if row["level"] != "3"}
+    assert set(children) == set(board) and "lgbm" in board and "lr" in board
+    for name, child in children.items():
+        assert child.data.tags["ottotrain.level"] == board[name]["level"]
+        assert child.data.metrics["oof_log_loss"] == float(board[name]["oof_log_loss"])
+
+
 def test_fit_on_a_server_model_registry_and_no_password(
     mlflow_server, tiny_data, write_config, tmp_path, monkeypatch
 ):

@@ -23,7 +23,8 @@ from ottotrain.tracking.content import (
     run_files,
 )
 
-_LISTS = ("members", "leaderboard", "best_params", "left_out")  # logged as child runs instead
+# Lists logged as child runs (or not at all) rather than as metrics named by their positions.
+_LISTS = ("members", "leaderboard", "best_params", "left_out", "top_ablations")
 _TRIAL_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED"}
 
 
@@ -99,6 +100,8 @@ def _tune(tracker: Tracker, run_dir: Path, run_id: str) -> None:
 def _stack(tracker: Tracker, run_dir: Path, run_id: str) -> None:
     _parent(tracker, run_dir, run_id, "config.yaml", "metrics.json", "leaderboard.csv", "top.json",
             "submission.csv")  # fmt: skip
+    weights = read_json(run_dir / "top.json")["weights"]
+    tracker.record(run_id, RunContent(metrics={f"weights.{k}": float(v) for k, v in weights.items()}))
     with open(run_dir / "leaderboard.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     children = {}
