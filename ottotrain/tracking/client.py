@@ -65,7 +65,9 @@ class Tracker:
                 warnings.simplefilter("ignore")
                 return fn(*args, **kwargs)
         except Exception as e:
-            self.failed = redact(f"{what}: {type(e).__name__}: {first_line(e)}")[:300]
+            why = first_line(e)
+            why = why if len(why) <= 200 else why[:200] + "..."
+            self.failed = redact(f"{what}: {type(e).__name__}: {why}")
             self.log(
                 f"Warning: MLflow tracking at {self.settings.uri} stopped ({self.failed}); "
                 "the run goes on without it",
