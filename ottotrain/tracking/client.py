@@ -42,7 +42,7 @@ class Tracker:
 
     settings: Settings
     log: Log
-    client: MlflowClient
+    client: MlflowClient | None = None  # None once connecting failed (``failed`` says why)
     experiment_id: str | None = None
     failed: str | None = None  # why tracking stopped, once it did
 
@@ -54,7 +54,9 @@ class Tracker:
         # MLflow's own retry and deprecation messages would add lines to the run's output.
         for name in ("mlflow", "urllib3", "alembic"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        return cls(settings, log, MlflowClient(settings.uri))
+        tracker = cls(settings, log)
+        tracker.client = tracker.call("connecting", MlflowClient, settings.uri)
+        return tracker
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         """``fn(*args, **kwargs)``, or None once tracking has failed (one warning line)."""

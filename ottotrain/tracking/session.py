@@ -26,7 +26,9 @@ def tracked(settings: Settings | None, cfg: Config, run_dir: Path, kind: str, lo
         yield
         return
     tracker = tracking.client.Tracker.open(settings, log)
-    run_id = tracker.call("starting", tracker.start, run_dir, run_dir.name, run_tags(cfg, run_dir, kind))
+    run_id = tracker.call(
+        "starting", lambda: tracker.start(run_dir, run_dir.name, run_tags(cfg, run_dir, kind))
+    )
     try:
         yield
     except (KeyboardInterrupt, Stopped):
