@@ -77,6 +77,52 @@ def test_bad_tracking_keys(tiny_data, write_config, key, value, expected):
     assert "pw-123" not in line
 
 
+@pytest.mark.parametrize(
+    "track, env, section, expected",
+    [
+        (None, None, None, None),  # off: nothing names a URI
+        (None, None, {"experiment": "x"}, None),  # a section without a URI turns nothing on
+        (None, None, {"uri": "sqlite:///c.db"}, "sqlite:///c.db"),
+        (None, "http://env:5000", {"uri": "sqlite:///c.db"}, "http://env:5000"),
+        ("http://opt:5000", "http://env:5000", {"uri": "sqlite:///c.db"}, "http://opt:5000"),
+        (False, "http://env:5000", {"uri": "sqlite:///c.db"}, None),  # a trial's, a stack member's
+        ("https://me:pw%40x@host:8443/p", None, None, "https://host:8443/p"),
+    ],
+)
+def test_which_uri_tracks_a_run(tiny_data, track, env, section, expected, monkeypatch):
+    import os
+
+    from ottotrain.config.schema import Config
+    from ottotrain.tracking import resolve
+
+    if env:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    tree = tiny_config(tiny_data) | ({"tracking": section} if section else {})
+    settings = resolve(Config.model_validate(tree), track, "tiny")
+    assert (settings and settings.uri) == expected
+    if expected and "host" in expected:  # the credentials moved to MLflow's variables
+        assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == (
+            "me",
+            "pw@x",
+        )
+
+
+def test_a_store_mlflow_cannot_open_is_one_warning_and_nothing_written(tmp_path):
+    from ottotrain.log import Log
+    from ottotrain.tracking import RECORD_FILE, Settings
+    from ottotrain.tracking.client import Tracker
+
+    out = io.StringIO()
+    tracker = Tracker.open(Settings("foo://nowhere", "x"), Log(1, out))
+    assert tracker.start(tmp_path, "run", {}) is None
+    tracker.end(None, "FINISHED")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "Warning: MLflow tracking at foo://nowhere stopped (connecting:"
+    )
+    assert not (tmp_path / RECORD_FILE).exists()
+
+
 def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     from mlflow.tracking import MlflowClient
 

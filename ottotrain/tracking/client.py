@@ -58,14 +58,15 @@ class Tracker:
         tracker.client = tracker.call("connecting", MlflowClient, settings.uri)
         return tracker
 
-    def call(self, what: str, fn: Callable, *args, **kwargs):
-        """``fn(*args, **kwargs)``, or None once tracking has failed (one warning line)."""
+    def call(self, what: str, fn: Callable | str, *args, **kwargs):
+        """``fn(*args, **kwargs)`` (a name: the client's method), or None once tracking has
+        failed (one warning line)."""
         if self.failed is not None:
             return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return fn(*args, **kwargs)
+                return (getattr(self.client, fn) if isinstance(fn, str) else fn)(*args, **kwargs)
         except Exception as e:
             why = first_line(e)
             why = why if len(why) <= 200 else why[:200] + "..."
@@ -80,13 +81,13 @@ class Tracker:
     def experiment(self) -> str | None:
         if self.experiment_id is None:
             name = self.settings.experiment
-            found = self.call("finding the experiment", self.client.get_experiment_by_name, name)
+            found = self.call("finding the experiment", "get_experiment_by_name", name)
             self.experiment_id = (
                 found.experiment_id
                 if found is not None
                 else self.call(
                     "creating the experiment",
-                    self.client.create_experiment,
+                    "create_experiment",
                     name,
                     artifact_location=artifact_root(self.settings.uri),
                 )
@@ -98,7 +99,7 @@ class Tracker:
         record = Record.of(run_dir)
         if record is not None:
             self.experiment_id = record.experiment_id
-            self.call("continuing the run", self.client.update_run, record.run_id, status="RUNNING")
+            self.call("continuing the run", "update_run", record.run_id, status="RUNNING")
             return None if self.failed else record.run_id
         run = self.new_run(name, tags)
         if run is not None:
@@ -109,8 +110,7 @@ class Tracker:
         if self.experiment() is None:
             return None
         tags = tags | ({PARENT_TAG: parent} if parent else {})
-        create = self.client.create_run
-        run = self.call("creating a run", create, self.experiment_id, tags=tags, run_name=name)
+        run = self.call("creating a run", "create_run", self.experiment_id, tags=tags, run_name=name)
         return None if run is None else run.info.run_id
 
     def record(self, run_id: str | None, content: RunContent, artifact_path: str | None = None) -> None:
@@ -123,18 +123,18 @@ class Tracker:
         metrics = [Metric(k, v, now, 0) for k, v in content.metrics.items()]
         metrics += [Metric(s.key, s.value, now, s.step) for s in content.steps]
         for i in range(0, max(len(params), len(tags), 1), _BATCH):
-            self.call("logging params", self.client.log_batch, run_id, params=params[i : i + _BATCH],
-                      tags=tags[i : i + _BATCH])  # fmt: skip
+            batch = {"params": params[i : i + _BATCH], "tags": tags[i : i + _BATCH]}
+            self.call("logging params", "log_batch", run_id, **batch)
         for i in range(0, len(metrics), 1000):
-            self.call("logging metrics", self.client.log_batch, run_id, metrics=metrics[i : i + 1000])
+            self.call("logging metrics", "log_batch", run_id, metrics=metrics[i : i + 1000])
         for path in content.files:
-            self.call("logging artifacts", self.client.log_artifact, run_id, str(path), artifact_path)
+            self.call("logging artifacts", "log_artifact", run_id, str(path), artifact_path)
 
     def existing_children(self, parent: str) -> set[str]:
         """The names of the child runs a parent has already (a resumed study logs only new ones)."""
         found = self.call(
             "listing child runs",
-            self.client.search_runs,
+            "search_runs",
             [self.experiment_id],
             filter_string=f"tags.{PARENT_TAG} = '{parent}'",
             max_results=50_000,
@@ -143,7 +143,7 @@ class Tracker:
 
     def end(self, run_id: str | None, status: str) -> None:
         if run_id is not None:
-            self.call("ending the run", self.client.set_terminated, run_id, status)
+            self.call("ending the run", "set_terminated", run_id, status)
 
     def closing_line(self, run_dir: Path) -> None:
         """After the run: where it was recorded, or that it was not (the warning said why)."""

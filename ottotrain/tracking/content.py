@@ -24,7 +24,6 @@ from ottotrain.tracking.settings import redact
 
 PARAM_CHARS = 6000  # MLflow's limit on a param's value
 HISTORY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
-ARTIFACTS = ("config.yaml", "metrics.json", "history.csv", "summary.txt", "submission.csv")
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def run_tags(cfg: Config, run_dir: Path, kind: str) -> dict[str, str]:
     return tags | dict(cfg.tracking.tags if cfg.tracking else {})
 
 
-def run_files(run_dir: Path, names=ARTIFACTS) -> list[Path]:
+def run_files(run_dir: Path, names) -> list[Path]:
     """The run's artifacts that exist: its files by name, and its plots."""
     return [run_dir / n for n in names if (run_dir / n).is_file()] + sorted(run_dir.glob("*.png"))
 

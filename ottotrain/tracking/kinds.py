@@ -25,6 +25,11 @@ from ottotrain.tracking.content import (
 
 # Lists logged as child runs (or not at all) rather than as metrics named by their positions.
 _LISTS = ("members", "leaderboard", "best_params", "left_out", "top_ablations")
+# Each kind's files as artifacts of its (parent) run, besides its plots.
+FIT_FILES = ("config.yaml", "metrics.json", "history.csv", "summary.txt", "submission.csv")
+CV_FILES = ("config.yaml", "metrics.json", "cv.json", "submission.csv")
+TUNE_FILES = ("config.yaml", "metrics.json", "trials.csv", "best.yaml")
+STACK_FILES = ("config.yaml", "metrics.json", "leaderboard.csv", "top.json", "submission.csv")
 _TRIAL_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED"}
 
 
@@ -34,19 +39,18 @@ def log_run(kind: str, tracker: Tracker, run_dir: Path, run_id: str | None) -> N
     {"fit": _fit, "cv": _cv, "tune": _tune, "stack": _stack}[kind](tracker, run_dir, run_id)
 
 
-def _parent(tracker: Tracker, run_dir: Path, run_id: str, *files: str) -> None:
+def _parent(tracker: Tracker, run_dir: Path, run_id: str, files: tuple[str, ...]) -> None:
     """The config, the scores and the files of a run."""
-    existing = tracker.call("reading the run", tracker.client.get_run, run_id)
+    existing = tracker.call("reading the run", "get_run", run_id)
     done = existing.data.params if existing is not None else {}
     params = {k: v for k, v in config_params(run_dir).items() if k not in done}  # resumed: new ones
     metrics = final_metrics(run_dir / "metrics.json", skip=_LISTS)
-    tracker.record(run_id, RunContent(params, metrics, history_steps(run_dir / "history.csv"),
-                                      files=run_files(run_dir, files)))  # fmt: skip
+    steps = history_steps(run_dir / "history.csv")
+    tracker.record(run_id, RunContent(params, metrics, steps, files=run_files(run_dir, files)))
 
 
 def _fit(tracker: Tracker, run_dir: Path, run_id: str) -> None:
-    _parent(tracker, run_dir, run_id, "config.yaml", "metrics.json", "history.csv", "summary.txt",
-            "submission.csv")  # fmt: skip
+    _parent(tracker, run_dir, run_id, FIT_FILES)
     if tracker.settings.log_model:
         model.log_model(tracker, run_id, run_dir)
 
@@ -62,7 +66,7 @@ def _children(tracker: Tracker, parent: str, children: dict[str, tuple[RunConten
 
 
 def _cv(tracker: Tracker, run_dir: Path, run_id: str) -> None:
-    _parent(tracker, run_dir, run_id, "config.yaml", "metrics.json", "cv.json", "submission.csv")
+    _parent(tracker, run_dir, run_id, CV_FILES)
     children = {}
     for row in read_json(run_dir / "metrics.json").get("members", []):
         name = row["name"]
@@ -76,7 +80,7 @@ def _cv(tracker: Tracker, run_dir: Path, run_id: str) -> None:
 
 
 def _tune(tracker: Tracker, run_dir: Path, run_id: str) -> None:
-    _parent(tracker, run_dir, run_id, "config.yaml", "metrics.json", "trials.csv", "best.yaml")
+    _parent(tracker, run_dir, run_id, TUNE_FILES)
     with open(run_dir / "trials.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     fixed = ("number", "state", "value", "seconds", "host", "run_dir")
@@ -98,8 +102,7 @@ def _tune(tracker: Tracker, run_dir: Path, run_id: str) -> None:
 
 
 def _stack(tracker: Tracker, run_dir: Path, run_id: str) -> None:
-    _parent(tracker, run_dir, run_id, "config.yaml", "metrics.json", "leaderboard.csv", "top.json",
-            "submission.csv")  # fmt: skip
+    _parent(tracker, run_dir, run_id, STACK_FILES)
     weights = read_json(run_dir / "top.json")["weights"]
     tracker.record(run_id, RunContent(metrics={f"weights.{k}": float(v) for k, v in weights.items()}))
     with open(run_dir / "leaderboard.csv", newline="", encoding="utf-8") as f:

@@ -44,4 +44,4 @@ def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
             signature=signature(ModelSchema.read(saved)),
             pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in REQUIREMENTS],
         )
-        tracker.call("logging the model", tracker.client.log_artifacts, run_id, str(model), MODEL_PATH)
+        tracker.call("logging the model", "log_artifacts", run_id, str(model), MODEL_PATH)
