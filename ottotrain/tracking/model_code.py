@@ -7,6 +7,7 @@ output: one probability column per class.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,10 @@ import pandas as pd
 
 SAVED_MODEL = "saved_model"  # the artifact's name
 SCHEMA = Path("assets.extra") / "ottotrain.json"  # ottotrain.serving.schema.SCHEMA_FILE
+
+# MLflow asks for type hints on predict when the class is made (in every run's output); the
+# model has a signature instead (its columns by name), which type hints would not give.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 
 class RunModel(mlflow.pyfunc.PythonModel):
