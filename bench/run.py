@@ -107,6 +107,7 @@ SUITE = (
     # Its real run is an hour of AutoGluon in an environment of its own (its docstring).
     Bench("autogluon_otto.py", "stack", needs=HOURS),
     Bench("missing_cost.py", "side_by_side"),
+    Bench("tracking_cost.py", "tracking"),
     Bench("categorical_load.py", "side_by_side"),
     Bench("before_after.py", "side_by_side", ("--before", "{before}"), ("--quick", "--before", "{before}")),
     Bench(

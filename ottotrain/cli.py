@@ -124,6 +124,12 @@ workers_option = click.option(
     type=click.IntRange(1, 256),
     help="Run the jobs on N local worker processes (a Dask local cluster), stopped at the end.",
 )
+track_option = click.option(
+    "--track",
+    metavar="URI",
+    help="Record the run in MLflow at URI (http://HOST:PORT, sqlite:///PATH, a folder) [default: "
+    "MLFLOW_TRACKING_URI, else the config's tracking.uri, else not tracked]; docs/tracking.md.",
+)
 member_threads_option = click.option(
     "--member-threads",
     type=click.IntRange(1),
@@ -140,6 +146,7 @@ member_threads_option = click.option(
 @runs_root_option
 @click.option("--smoke", is_flag=True, help="Whole pipeline on a small sample for one epoch.")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue an interrupted run.")
+@track_option
 @json_option
 @quiet_option
 @verbose_option
@@ -388,6 +395,7 @@ def member_run_options(f):
         verbose_option,
         quiet_option,
         json_option,
+        track_option,
         member_threads_option,
         workers_option,
         scheduler_option,
@@ -531,6 +539,7 @@ def stack(config, overrides, as_json, quiet, verbose, **options):
 )
 @scheduler_option
 @member_threads_option
+@track_option
 @json_option
 @quiet_option
 @verbose_option
@@ -546,6 +555,7 @@ def tune(
     keep,
     scheduler,
     member_threads,
+    track,
     as_json,
     quiet,
     verbose,
@@ -583,6 +593,7 @@ def tune(
         keep=keep,
         scheduler=scheduler,
         member_threads=member_threads,
+        track=track,
     )
     if as_json:
         _echo_json(result.metrics() | {"best_value": result.best_value, "run_dir": str(result.run_dir)})
@@ -758,8 +769,10 @@ def schema():
     metavar="RUN_A RUN_B",
     help="Show how two runs' configs differ (paths, or names under DIR).",
 )
+@click.option("--track", metavar="URI", help="List an MLflow experiment's runs instead (with --experiment).")
+@click.option("--experiment", metavar="NAME", help="The MLflow experiment to list (with --track).")
 @json_option
-def runs_cmd(runs_dir, sort, diff, as_json):
+def runs_cmd(runs_dir, sort, diff, track, experiment, as_json):
     """List runs with their scores, or diff two.
 
     Lists the runs under DIR [default: runs]: kind, date, status, epochs, log
@@ -771,6 +784,7 @@ def runs_cmd(runs_dir, sort, diff, as_json):
       ottotrain runs
       ottotrain runs runs --sort score
       ottotrain runs --diff mlp-20261128-101500 mlp-20261128-113000
+      ottotrain runs --track http://127.0.0.1:5000 --experiment otto
     """
     from ottotrain.workflows import report
 
@@ -781,7 +795,7 @@ def runs_cmd(runs_dir, sort, diff, as_json):
         else:
             click.echo(report.format_diff(result))
         return
-    rows = report.list_runs(runs_dir, sort)
+    rows = report.list_runs(runs_dir, sort, track, experiment)
     if as_json:
         _echo_json(rows)
     elif not rows:

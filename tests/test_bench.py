@@ -28,6 +28,7 @@ WRITES = {
     "speed.py": ("speed.md", "## 7. Growth"),
     "adam_fused.py": ("probes.md", "<!-- begin adam_fused.py -->"),
     "missing_cost.py": ("side_by_side.md", "<!-- begin missing_cost.py -->"),
+    "tracking_cost.py": ("tracking.md", "<!-- begin tracking_cost.py -->"),
     "categorical_load.py": ("side_by_side.md", "<!-- begin categorical_load.py -->"),
     "before_after.py": ("side_by_side.md", "<!-- begin before_after.py -->"),
     "public_tables.py": ("side_by_side.md", "<!-- begin public_tables.py -->"),

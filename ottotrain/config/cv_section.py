@@ -41,6 +41,7 @@ VARIANT_FIXED = (
     "seed",
     "cv",
     "tune",
+    "tracking",
     "data.train",
     "data.test",
     "data.synthetic",

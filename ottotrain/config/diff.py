@@ -13,6 +13,23 @@ def yaml_value(v) -> str:
     return text.removesuffix("\n...").removesuffix(" ...").strip()
 
 
+def _key(path: str, k, index=False) -> str:
+    """A child's dotted key: ``a.b`` below a mapping, ``a[0]`` below a list (``index``)."""
+    if index:
+        return f"{path}[{k}]"
+    return f"{path}.{k}" if path else str(k)
+
+
+def flatten(tree, path="") -> list[tuple[str, object]]:
+    """(dotted key, value) of every leaf of a config tree, named as ``config_changes`` names
+    them (an empty mapping or list is a leaf)."""
+    if isinstance(tree, dict) and tree:
+        return [kv for k, v in tree.items() for kv in flatten(v, _key(path, k))]
+    if isinstance(tree, list) and tree:
+        return [kv for i, v in enumerate(tree) for kv in flatten(v, _key(path, i, index=True))]
+    return [(path, tree)]
+
+
 def config_changes(a, b, path="") -> list[tuple[str, object, object]]:
     """(dotted key, old value, new value) for every leaf where two config trees differ.
 
@@ -21,7 +38,7 @@ def config_changes(a, b, path="") -> list[tuple[str, object, object]]:
     out = []
     if isinstance(a, dict) and isinstance(b, dict):
         for k in list(a) + [k for k in b if k not in a]:
-            p = f"{path}.{k}" if path else str(k)
+            p = _key(path, k)
             if k not in a:
                 out.append((p, UNSET, b[k]))
             elif k not in b:
@@ -30,7 +47,7 @@ def config_changes(a, b, path="") -> list[tuple[str, object, object]]:
                 out.extend(config_changes(a[k], b[k], p))
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):
-            out.extend(config_changes(x, y, f"{path}[{i}]"))
+            out.extend(config_changes(x, y, _key(path, i, index=True)))
     elif a != b:
         out.append((path, a, b))
     return out

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ottotrain.config.keras_checks import PathError, check_keras_parts, keras_spec
 from ottotrain.config.schema import VARIANT_FIXED, Config, SyntheticConfig
+from ottotrain.config.validation import SECRET_VALUE
 from ottotrain.errors import ConfigError, did_you_mean, fmt
 from ottotrain.io import cache_dir
 
@@ -334,7 +335,7 @@ def _pydantic_message(err: dict, model_fields) -> tuple[str, str]:
     msg = err["msg"].removeprefix("Value error, ")
     # A required section left out (nothing was given), or a check of a whole section (the
     # message says what is wrong; repeating the section would bury it).
-    if got is None and typ == "unknown_name" or isinstance(got, dict):
+    if got is None and typ == "unknown_name" or isinstance(got, dict) or typ == SECRET_VALUE:
         return path, msg
     return path, f"{msg}, got {fmt(got)}"
 
@@ -401,7 +402,7 @@ def validate_tree(
         base = {k: v for k, v in tree.items() if k != "tune"}
         for key, search in cfg.tune.space.items():
             where = f"tune.space.{key}"
-            if key.split(".")[0].split("[")[0] in ("tune", "name", "data"):
+            if key.split(".")[0].split("[")[0] in ("tune", "name", "data", "tracking"):
                 fail(
                     where,
                     f"{where}: a trial cannot change '{key.split('.')[0]}' (all trials share the "

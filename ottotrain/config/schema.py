@@ -4,7 +4,8 @@ Every section is a strict pydantic model (unknown keys are errors, no type coerc
 ``ottotrain schema`` prints it as JSON Schema and docs/config.md is generated from the
 ``description`` of each field (tools/config_reference.py). The sections live in one file
 each: data_section.py, model_section.py, train_section.py (its optimizer and loss in
-optimizers_losses.py, made from keras_spec.json), cv_section.py and tune_section.py.
+optimizers_losses.py, made from keras_spec.json), cv_section.py, tune_section.py,
+stack_section.py and tracking_section.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ottotrain.config import (
     model_section,
     optimizers_losses,
     stack_section,
+    tracking_section,
     train_section,
     tune_section,
 )
@@ -26,6 +28,7 @@ from ottotrain.config.cv_section import CvConfig
 from ottotrain.config.data_section import DataConfig
 from ottotrain.config.model_section import ModelConfig
 from ottotrain.config.stack_section import StackConfig
+from ottotrain.config.tracking_section import TrackingConfig
 from ottotrain.config.train_section import TrainConfig
 from ottotrain.config.tune_section import TuneConfig
 from ottotrain.config.validation import Strict, error_below
@@ -38,6 +41,7 @@ _SECTIONS = (
     cv_section,
     tune_section,
     stack_section,
+    tracking_section,
 )
 
 
@@ -70,6 +74,9 @@ class Config(Strict):
     cv: CvConfig = Field(default_factory=CvConfig, description="Cross-validation ('ottotrain cv').")
     tune: TuneConfig | None = Field(None, description="A hyperparameter search ('ottotrain tune').")
     stack: StackConfig | None = Field(None, description="A stacked ensemble ('ottotrain stack').")
+    tracking: TrackingConfig | None = Field(
+        None, description="MLflow tracking of fit, cv, tune and stack runs (docs/tracking.md)."
+    )
 
     @field_validator("name")
     @classmethod

@@ -14,6 +14,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
+# A validation error whose value is never shown (it holds a password).
+SECRET_VALUE = "secret_value"
+
+
 def error_below(where: tuple, message: str, value):
     """A validation error at ``where`` below the field being validated (``()``: the field itself)."""
     if not where:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ottotrain import execute
+from ottotrain import execute, tracking
 from ottotrain.config import Config, variant_index
 from ottotrain.data import fold_assignment, id_name
 from ottotrain.errors import DataError, RunError
@@ -85,6 +85,7 @@ class CvOptions:
     member_threads: int | None = None
     scheduler: str | None = None  # train the members on this Dask scheduler's workers
     workers: int | None = None  # train the members on this many local worker processes
+    track: str | bool | None = None  # MLflow tracking: a URI; None: the config's or the environment's
 
 
 def cv_run_name(name: str) -> str:
@@ -115,6 +116,7 @@ def run_cv(
     started = time.time()
     execute.check_options(opts.scheduler, opts.workers)
     cfg, resume_dir, smoke = begin(cfg, CV_KIND, opts.run_dir, opts.resume, opts.smoke)
+    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir)
     folds, seeds, threads = _counts(cfg, opts, resume_dir)
     t0 = time.perf_counter()
     train, test = load_data(cfg, smoke, opts.test) if loaded is None else loaded
@@ -132,7 +134,10 @@ def run_cv(
         status = RunStatus(kind=CV_KIND, folds=folds, seeds=seeds, smoke=smoke, member_threads=ex.threads)
         run_dir = _run_dir(cfg, opts, resume_dir, data, status)
         run = CvRun(cfg, run_dir, data, folds, seeds, ex.threads, status, log, started, timings)
-        with running(run_dir, log, status, lambda: _interrupted(run_dir)):
+        with (
+            running(run_dir, log, status, lambda: _interrupted(run_dir)),
+            tracking.tracked(tracked, cfg, run_dir, CV_KIND, log),
+        ):
             _train(run, ex, on_member)
             return finish(run, test)
 

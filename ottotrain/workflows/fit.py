@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ottotrain import engine, runs
+from ottotrain import engine, runs, tracking
 from ottotrain.config import Config
 from ottotrain.data import TrainData, id_name, train_val_split
 from ottotrain.errors import DataError, RunError
@@ -132,6 +132,7 @@ def fit(
     config_name="run",
     on_epoch=None,
     prepared: Prepared | None = None,
+    track: str | bool | None = None,
 ) -> FitResult:
     """Train a config and fill a run directory; return its scores.
 
@@ -145,10 +146,13 @@ def fit(
         on_epoch: see ``engine.member.MemberJob`` (tune reports epochs and prunes through it).
         prepared: ``prepare(cfg)``'s result, when the caller already has it (tune's trials
             share one; without test rows, no submission is written).
+        track: MLflow tracking (``tracking.resolve``): a URI, None for the config's or
+            MLFLOW_TRACKING_URI's (if any), False for none.
     """
     log = log or Log(1)
     t_start = time.time()
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
+    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume_dir)
     t0 = time.perf_counter()
     data = prepare(cfg, smoke) if prepared is None else prepared
     timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
@@ -172,7 +176,10 @@ def fit(
 
         run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, status, write)
     log(f"Run directory: {run_dir}", 1)
-    with running(run_dir, log, status, lambda: _interrupted(run_dir), lambda: _record(run_dir)):
+    with (
+        running(run_dir, log, status, lambda: _interrupted(run_dir), lambda: _record(run_dir)),
+        tracking.tracked(tracked, cfg, run_dir, "fit", log),
+    ):
         t1 = time.perf_counter()
         tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
         job = engine.member.MemberJob(

@@ -16,7 +16,7 @@ import math
 import re
 from pathlib import Path
 
-from ottotrain import runs
+from ottotrain import runs, tracking
 from ottotrain.config import parse_yaml_text
 from ottotrain.config.diff import diff_configs
 from ottotrain.errors import RunError
@@ -136,8 +136,9 @@ def run_info(run_dir) -> dict:
     }
 
 
-def list_runs(root="runs", sort="date") -> list[dict]:
-    """Summaries of the run directories directly under ``root`` (or of ``root`` itself).
+def list_runs(root="runs", sort="date", track: str | None = None, experiment: str | None = None) -> list:
+    """Summaries of the run directories directly under ``root`` (or of ``root`` itself), or of
+    the MLflow experiment ``experiment`` at the tracking URI ``track`` (its top-level runs).
 
     Args:
         root: the folder runs are created in (``fit --runs-root``), or one run.
@@ -145,16 +146,20 @@ def list_runs(root="runs", sort="date") -> list[dict]:
             ``score`` (best log loss first, unscored runs last).
 
     Raises:
-        RunError: ``root`` does not exist or is not a folder.
+        RunError: ``root`` does not exist or is not a folder; the experiment cannot be listed.
     """
+    if sort not in SORTS:
+        raise RunError(f"unknown sort '{sort}'; use one of {', '.join(SORTS)}")
+    if (track is None) != (experiment is None):
+        raise RunError("--track and --experiment go together: the tracking URI and the experiment to list")
+    if track is not None:
+        return tracking.list_experiment(track, experiment, sort)
     root = Path(root)
     if not root.is_dir():
         raise RunError(
             f"{root}: no such folder; runs are created under 'runs' by default "
             "(see 'ottotrain fit --runs-root'), pass that folder"
         )
-    if sort not in SORTS:
-        raise RunError(f"unknown sort '{sort}'; use one of {', '.join(SORTS)}")
     if (root / runs.STATUS).exists():
         dirs = [root]
     else:

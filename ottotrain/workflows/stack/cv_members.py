@@ -85,6 +85,7 @@ def train_cv_member(run: StackRun, cfg: Config, spec: MemberSpec, label: str) ->
         scheduler=opts.scheduler,
         workers=opts.workers,
         member_threads=None if status else opts.member_threads,
+        track=False,  # the stack's run logs its members
     )
     run_cv(cfg, options, log=log, on_member=on_member, loaded=(run.data.train, run.test))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ottotrain import execute, runs
+from ottotrain import execute, runs, tracking
 from ottotrain.config import Config
 from ottotrain.config.stack_section import Level2Spec
 from ottotrain.data import fold_assignment
@@ -86,6 +86,7 @@ def run_stack(
     )
     budget = Budget(limit)
     resume_dir, smoke = _begin(cfg, opts)
+    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir)
     configs = prepare_members(cfg)
     train, test = load_data(cfg, smoke)
     for note in train.notes:  # the Keras members' cv runs add their own notes on the test rows
@@ -107,7 +108,10 @@ def run_stack(
         lambda d: _first_files(run, d),
     )
     _log_plan(run, limit)
-    with running(run.run_dir, log, status, lambda: _interrupted(run.run_dir)):
+    with (
+        running(run.run_dir, log, status, lambda: _interrupted(run.run_dir)),
+        tracking.tracked(tracked, cfg, run.run_dir, STACK_KIND, log),
+    ):
         result = _stack(run, configs)
         runs.write_status(run.run_dir, runs.FINISHED, status)
     return result

@@ -34,6 +34,7 @@ class StackOptions:
     scheduler: str | None = None  # train the members on this Dask scheduler's workers
     workers: int | None = None  # train the members on this many local worker processes
     member_threads: int | None = None  # threads of every job (default: the cores shared out)
+    track: str | bool | None = None  # MLflow tracking: a URI; None: the config's or the environment's
 
 
 @dataclass

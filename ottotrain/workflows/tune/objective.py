@@ -134,9 +134,10 @@ def train_trial(trial_cfg: Config, folds: int | None, run_dir: Path, report, dat
             log=quiet,
             on_epoch=lambda row: report(row.val_loss, row.epoch - 1),
             prepared=data(trial_cfg),
+            track=False,  # the study's run logs its trials
         )
         return result.val_log_loss
-    options = CvOptions(folds=folds, seeds=1, run_dir=run_dir, test=False)
+    options = CvOptions(folds=folds, seeds=1, run_dir=run_dir, test=False, track=False)
     result = run_cv(
         trial_cfg,
         options,

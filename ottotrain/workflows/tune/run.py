@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from ottotrain import runs
+from ottotrain import runs, tracking
 from ottotrain.config import Config, config_to_dict, dump_yaml
 from ottotrain.errors import ConfigError, RunError
 from ottotrain.execute import check_options, open_executor
@@ -40,12 +40,14 @@ def tune(
     keep: int | None = None,
     scheduler: str | None = None,
     member_threads: int | None = None,
+    track: str | bool | None = None,
 ) -> StudyResult:
     """Run (or continue, or join) a study of ``cfg.tune``; return what it found.
 
     The arguments are ``ottotrain tune``'s options (``storage_url``: ``--storage``,
     ``study_name``: ``--study``); ``resume``'s config may grow ``tune.trials``,
-    ``tune.timeout`` and ``tune.heartbeat``.
+    ``tune.timeout`` and ``tune.heartbeat``; ``track``: MLflow tracking (the study a parent
+    run, each trial a child; see ``tracking.resolve``).
     """
     log = log or Log(1)
     refuse_stack(cfg, "tune")
@@ -58,6 +60,7 @@ def tune(
     if resume is not None and study_name is not None:
         raise RunError(f"{resume}: --study is the study's own on resume; leave it out")
     name = tune_run_name(cfg.name or config_name)
+    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume)
     place = None if resume is not None else storage.place_of(storage_url, study_name, name, keep)
     started = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -70,7 +73,10 @@ def tune(
         where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
         log(f"Study directory: {study_dir}{where}", 1)
         hint = f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
-        with running(study_dir, log, runs.RunStatus(KIND), lambda: hint):
+        with (
+            running(study_dir, log, runs.RunStatus(KIND), lambda: hint),
+            tracking.tracked(tracked, cfg, study_dir, KIND, log),
+        ):
             plan.optimize(cfg, study_dir, study, place, executor, log)
             return report.finish(cfg, study_dir, study, place, log, started)
 

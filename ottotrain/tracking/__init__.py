@@ -1,0 +1,25 @@
+"""MLflow tracking of fit, cv, tune and stack runs (docs/tracking.md).
+
+``settings`` and ``session`` are pure Python: a workflow resolves whether its run is tracked
+(``resolve``) and runs inside ``tracked``. The modules that import MLflow (``client``,
+``kinds``, ``model``, ``listing``, ``extra``) are imported on first use, as the engine's
+are: a command without tracking never pays for MLflow.
+"""
+
+import importlib
+
+from ottotrain.tracking.session import tracked
+from ottotrain.tracking.settings import RECORD_FILE, Record, Settings, resolve
+
+_SUBMODULES = ("client", "content", "extra", "kinds", "listing", "model")
+_LAZY = {"log_to_run": "extra", "list_experiment": "listing"}
+
+__all__ = ["RECORD_FILE", "Record", "Settings", "log_to_run", "list_experiment", "resolve", "tracked"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,47 @@
+"""A fit's or cv's model logged as an MLflow model: the run's SavedModel export (the same as
+``ottotrain export``) behind the pyfunc of ``model_code.py``, with a signature of the raw columns."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, Schema
+
+from ottotrain.serving.schema import NUMERIC, ModelSchema
+from ottotrain.tracking.client import Tracker
+from ottotrain.workflows.export import export
+
+MODEL_PATH = "model"  # the artifact path: runs:/<run id>/model
+# Read by MLflow (not imported here: it registers the pyfunc when imported).
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+SAVED_MODEL = "saved_model"  # model_code.SAVED_MODEL
+REQUIREMENTS = ("mlflow-skinny", "tensorflow", "numpy", "pandas")  # what model_code.py imports
+
+
+def signature(schema: ModelSchema) -> ModelSignature:
+    """The raw columns in, by name, a probability per class out. A numeric column is ``Any``:
+    MLflow refuses integers for a ``double`` column (it calls int64 to float64 unsafe), and
+    a CSV's or JSON's counts arrive as integers; the model reads them as numbers (NaN missing)."""
+    inputs = [ColSpec(AnyType() if c.kind == NUMERIC else "string", c.name) for c in schema.columns]
+    return ModelSignature(Schema(inputs), Schema([ColSpec("double", c) for c in schema.classes]))
+
+
+def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
+    """Export the run, wrap it as a pyfunc and log it under ``MODEL_PATH`` (nothing once tracking failed)."""
+    if run_id is None or tracker.failed is not None:
+        return
+    with tempfile.TemporaryDirectory(prefix="ottotrain-mlflow-") as tmp:
+        saved, model = Path(tmp) / "saved_model", Path(tmp) / MODEL_PATH
+        export(run_dir, saved)
+        mlflow.pyfunc.save_model(
+            str(model),
+            python_model=str(MODEL_CODE),
+            artifacts={SAVED_MODEL: str(saved)},
+            signature=signature(ModelSchema.read(saved)),
+            pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in REQUIREMENTS],
+        )
+        tracker.call("logging the model", "log_artifacts", run_id, str(model), MODEL_PATH)
