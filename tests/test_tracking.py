@@ -166,6 +166,21 @@ def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working directory
     assert not tracking.log_to_run(tmp_path, files=[extra])  # not a tracked run: nothing to do
 
+    # evaluate and explain add their files and figures to the run's MLflow run.
+    for args in (
+        ["evaluate", run_dir, tiny_data["train"]],
+        ["explain", run_dir, tiny_data["train"], "--repeats", "1"],
+    ):
+        r = run_cli(*args)
+        assert r.exit_code == 0, r.output
+    metrics = client.get_run(record.run_id).data.metrics
+    evaluated = json.loads((run_dir / "evaluate/train/evaluation.json").read_text())
+    assert metrics["evaluate.train.log_loss"] == evaluated["log_loss"]
+    assert "explain.base_log_loss" in metrics
+    listed = {a.path for a in client.list_artifacts(record.run_id, "evaluate/train")}
+    assert "evaluate/train/per_class.csv" in listed and "evaluate/train/reliability.png" in listed
+    assert "explain/importance.csv" in {a.path for a in client.list_artifacts(record.run_id, "explain")}
+
 
 def test_file_store_from_the_environment(tiny_data, write_config, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient

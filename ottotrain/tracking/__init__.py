@@ -14,7 +14,24 @@ from ottotrain.tracking.settings import RECORD_FILE, Record, Settings, resolve
 _SUBMODULES = ("client", "content", "extra", "kinds", "listing", "model")
 _LAZY = {"log_to_run": "extra", "list_experiment": "listing"}
 
-__all__ = ["RECORD_FILE", "Record", "Settings", "log_to_run", "list_experiment", "resolve", "tracked"]
+__all__ = [
+    "RECORD_FILE",
+    "Record",
+    "Settings",
+    "list_experiment",
+    "log_outputs",
+    "log_to_run",
+    "resolve",
+    "tracked",
+]
+
+
+def log_outputs(run_dir, files, metrics=None, artifact_path=None, log=None) -> bool:
+    """``log_to_run`` where the run was tracked; otherwise nothing, not even MLflow's import
+    (what ``evaluate`` and ``explain`` call after writing their files)."""
+    if Record.of(run_dir) is None:
+        return False
+    return __getattr__("log_to_run")(run_dir, files, metrics, artifact_path, log)
 
 
 def __getattr__(name):

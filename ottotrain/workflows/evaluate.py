@@ -9,6 +9,7 @@ diagrams.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from ottotrain import runs
+from ottotrain import runs, tracking
 from ottotrain.calibration import DEFAULT_BINS, Calibration, calibration, check_bins
 from ottotrain.data import load_labelled
 from ottotrain.errors import RunError
@@ -129,7 +130,19 @@ def evaluate(run_dir, data_csv=None, bins: int = DEFAULT_BINS, log=None) -> Eval
     result = replace(scores(y, proba, classes, bins), run_dir=str(run_dir), data=str(data))
     result = replace(result, member_log_loss=members)
     folder = Path(run_dir) / EVALUATE_DIR / source_name(data_csv)
-    return write_evaluation(result, folder, "Out-of-fold" if data_csv is None else Path(data_csv).name)
+    result = write_evaluation(result, folder, "Out-of-fold" if data_csv is None else Path(data_csv).name)
+    tracking.log_outputs(
+        run_dir, result.files, tracked_figures(result, folder.name), f"{EVALUATE_DIR}/{folder.name}", log
+    )
+    return result
+
+
+def tracked_figures(result: Evaluation, source: str) -> dict[str, float]:
+    """The scores as MLflow metrics, ``evaluate.SOURCE.NAME`` (a name MLflow accepts)."""
+    source = re.sub(r"[^\w.-]", "_", source)
+    figures = {"log_loss": result.log_loss, "accuracy": result.accuracy, "ece": result.ece}
+    figures["classwise_ece"] = result.classwise_ece
+    return {f"{EVALUATE_DIR}.{source}.{k}": v for k, v in figures.items()}
 
 
 def oof_predictions(run_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ottotrain import tracking
 from ottotrain.data import load_labelled
 from ottotrain.errors import DataError
 from ottotrain.log import Log
@@ -141,4 +142,5 @@ def explain(run_dir, data_csv, repeats=5, rows=None, seed=0, out=None, log=None)
         ranked(losses, scorer),
     )
     result.files = write_outputs(result, Path(out) if out is not None else Path(run_dir) / OUT_DIR)
+    tracking.log_outputs(run_dir, result.files, {"explain.base_log_loss": result.base_log_loss}, OUT_DIR, log)
     return result
