@@ -1,5 +1,6 @@
 """A fit's or cv's model logged as an MLflow model: the run's SavedModel export (the same as
-``ottotrain export``) behind the pyfunc of ``model_code.py``, with a signature of the raw columns."""
+``ottotrain export``) behind the pyfunc of ``engine/mlflow_pyfunc.py``, with a signature of the
+raw columns."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from ottotrain.serving.schema import NUMERIC, ModelSchema
 from ottotrain.tracking.client import Tracker
-from ottotrain.workflows.export import export
 
 MODEL_PATH = "model"  # the artifact path: runs:/<run id>/model
 # Read by MLflow (not imported here: it registers the pyfunc when imported).
-MODEL_CODE = Path(__file__).with_name("model_code.py")
-SAVED_MODEL = "saved_model"  # model_code.SAVED_MODEL
-REQUIREMENTS = ("mlflow-skinny", "tensorflow", "numpy", "pandas")  # what model_code.py imports
+MODEL_CODE = Path(__file__).parent.parent / "engine" / "mlflow_pyfunc.py"
+SAVED_MODEL = "saved_model"  # mlflow_pyfunc.SAVED_MODEL
+REQUIREMENTS = ("mlflow-skinny", "tensorflow", "numpy", "pandas")  # what mlflow_pyfunc.py imports
 
 
 def signature(schema: ModelSchema) -> ModelSignature:
@@ -32,7 +32,8 @@ def signature(schema: ModelSchema) -> ModelSignature:
 
 def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
     """Export the run, wrap it as a pyfunc and log it under ``MODEL_PATH`` (nothing once tracking failed)."""
-    if run_id is None or tracker.failed is not None:
+    export = tracker.settings.export_model
+    if run_id is None or tracker.failed is not None or export is None:
         return
     with tempfile.TemporaryDirectory(prefix="ottotrain-mlflow-") as tmp:
         saved, model = Path(tmp) / "saved_model", Path(tmp) / MODEL_PATH

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -34,6 +35,9 @@ class Settings:
     experiment: str
     tags: dict[str, str] = field(default_factory=dict)
     log_model: bool = True
+    # ``workflows.export.export(run_dir, out)``, handed in by the workflows that log a model (fit,
+    # cv): tracking sits below the workflows and does not import them.
+    export_model: Callable[[Path, Path], object] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ def allow_file_store(uri: str) -> None:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
-def resolve(cfg: Config, track: str | bool | None, name: str, resume=None) -> Settings | None:
+def resolve(
+    cfg: Config, track: str | bool | None, name: str, resume=None, export_model=None
+) -> Settings | None:
     """The tracking of a run, or None when it is off.
 
     Args:
@@ -103,6 +109,8 @@ def resolve(cfg: Config, track: str | bool | None, name: str, resume=None) -> Se
             (a tune trial's or a stack member's runs: their parent records them).
         name: the default experiment (the config's name).
         resume: the run directory being resumed: it stays tracked where it was.
+        export_model: how to export the run for its MLflow model (``Settings.export_model``);
+            None: no model is logged.
     """
     if track is False:
         return None
@@ -123,4 +131,5 @@ def resolve(cfg: Config, track: str | bool | None, name: str, resume=None) -> Se
         experiment=(section and section.experiment) or name or DEFAULT_EXPERIMENT,
         tags=dict(section.tags) if section else {},
         log_model=section.log_model if section else True,
+        export_model=export_model,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +15,11 @@ from ottotrain import runs
 from ottotrain.config import Config, check_layer, config_to_dict, dump_yaml
 from ottotrain.config.schema import OWN_LAYERS
 from ottotrain.data import TrainData, data_paths, load_test, load_train
-from ottotrain.errors import ConfigError, DataError
+from ottotrain.errors import ConfigError, DataError, RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.arrays import Arrays
 from ottotrain.features.preprocess import gaps_outside, has_nan
-from ottotrain.io import write_text
+from ottotrain.io import read_json, write_text
 from ottotrain.runs.resume import check_resumable
 
 SMOKE_ROWS = 2000
@@ -221,3 +222,20 @@ def data_notes(cfg: Config, train: TrainData, test) -> list[str]:
         if new:
             notes.append(unseen_categories_line(path, new))
     return notes
+
+
+def check_same_data(path: Path, pre):
+    """Refuse to resume on other data: the preprocessing learned from it must be identical."""
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot be read ({e}); the run cannot be resumed") from None
+    # Keys the saved state lacks came with a newer ottotrain (e.g. data.missing's medians).
+    now = {k: v for k, v in json.loads(pre.to_json()).items() if k in saved}
+    if saved != now:
+        what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        raise RunError(
+            f"{path.parent}: the training data changed since the run started "
+            f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
+            "data, or start a new run"
+        )

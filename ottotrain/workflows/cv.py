@@ -62,6 +62,7 @@ from ottotrain.workflows.cv_member import (
     members,
 )
 from ottotrain.workflows.cv_result import CvResult, CvRun, finish
+from ottotrain.workflows.export import export
 
 OnMember = Callable[[int, int, MemberRecord], None]  # (fold, seed index, record), 0-based
 
@@ -116,7 +117,7 @@ def run_cv(
     started = time.time()
     execute.check_options(opts.scheduler, opts.workers)
     cfg, resume_dir, smoke = begin(cfg, CV_KIND, opts.run_dir, opts.resume, opts.smoke)
-    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir)
+    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir, export_model=export)
     folds, seeds, threads = _counts(cfg, opts, resume_dir)
     t0 = time.perf_counter()
     train, test = load_data(cfg, smoke, opts.test) if loaded is None else loaded

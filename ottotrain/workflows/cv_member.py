@@ -33,8 +33,7 @@ from ottotrain.log import Log
 from ottotrain.runs import MODELS, WORK
 from ottotrain.runs.artifacts import write_history, write_member_oof
 from ottotrain.runs.state import MemberRecord
-from ottotrain.workflows.common import class_weights, member_arrays
-from ottotrain.workflows.fit import check_same_data
+from ottotrain.workflows.common import check_same_data, class_weights, member_arrays
 
 
 def member_name(fold: int, seed_index: int) -> str:

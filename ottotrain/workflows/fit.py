@@ -8,7 +8,6 @@ happens before the run directory exists.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ import numpy as np
 from ottotrain import engine, runs, tracking
 from ottotrain.config import Config
 from ottotrain.data import TrainData, id_name, train_val_split
-from ottotrain.errors import DataError, RunError
+from ottotrain.errors import DataError
 from ottotrain.features import Preprocessor
 from ottotrain.features.arrays import Arrays
-from ottotrain.io import read_json, write_json, write_text
+from ottotrain.io import write_json, write_text
 from ottotrain.log import Log
 from ottotrain.runs.artifacts import versions, write_history, write_predictions, write_submission
 from ottotrain.runs.lifecycle import running
@@ -33,12 +32,14 @@ from ottotrain.workflows.average import Member, average
 from ottotrain.workflows.common import (
     ReadsAsDict,
     begin,
+    check_same_data,
     class_weights,
     create_run_dir,
     data_notes,
     load_data,
     member_arrays,
 )
+from ottotrain.workflows.export import export
 
 
 @dataclass(frozen=True)
@@ -105,23 +106,6 @@ def prepare(cfg: Config, smoke=False, test=True, loaded=None) -> Prepared:
     return Prepared(train, pre, arrays, x_test, va, notes)
 
 
-def check_same_data(path: Path, pre):
-    """Refuse to resume on other data: the preprocessing learned from it must be identical."""
-    try:
-        saved = read_json(path)
-    except (OSError, ValueError) as e:
-        raise RunError(f"{path}: cannot be read ({e}); the run cannot be resumed") from None
-    # Keys the saved state lacks came with a newer ottotrain (e.g. data.missing's medians).
-    now = {k: v for k, v in json.loads(pre.to_json()).items() if k in saved}
-    if saved != now:
-        what = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-        raise RunError(
-            f"{path.parent}: the training data changed since the run started "
-            f"(preprocessing differs in: {', '.join(what[:8])}); resume needs the same "
-            "data, or start a new run"
-        )
-
-
 def fit(
     cfg: Config,
     run_dir=None,
@@ -152,7 +136,7 @@ def fit(
     log = log or Log(1)
     t_start = time.time()
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
-    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume_dir)
+    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume_dir, export_model=export)
     t0 = time.perf_counter()
     data = prepare(cfg, smoke) if prepared is None else prepared
     timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
