@@ -34,6 +34,7 @@ import uvicorn
 
 from ottotrain import engine
 from ottotrain.errors import DataError, RunError
+from ottotrain.execute.jobs import cores
 from ottotrain.runs.rundir import STATUS
 from ottotrain.serving.app import ACCESS, make_app
 from ottotrain.serving.limits import DEFAULTS, Limits
@@ -59,7 +60,7 @@ def load(target, no_knn_members=False, lite=True, threads=None, warm_rows=1):
     ``runtime`` says which (and why not TensorFlow Lite)."""
     predict, schema = _load(target, no_knn_members)
     if lite:
-        predict = _lite_or_saved(predict, schema, threads or _cores())
+        predict = _lite_or_saved(predict, schema, threads or cores())
     else:
         predict.runtime = "SavedModel (--no-lite)"
     n_num = sum(c.kind != CATEGORICAL for c in schema.columns)
@@ -67,10 +68,6 @@ def load(target, no_knn_members=False, lite=True, threads=None, warm_rows=1):
     for rows in sorted({1, warm_rows}):
         predict(np.zeros((rows, n_num), np.float32), np.full((rows, n_txt), "", object) if n_txt else None)
     return predict, schema
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def probe_rows(schema: ModelSchema, n=48, seed=0):
@@ -258,7 +255,7 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}/v1/models/{name}"
         if workers > 1:  # the cores shared out among the workers' model threads
-            args = (target, name, no_knn_members, limits, access_log, lite, max(1, _cores() // workers))
+            args = (target, name, no_knn_members, limits, access_log, lite, max(1, cores() // workers))
             return _supervise(sock, args, workers, url, log)
         app, seconds, runtime = _app(target, name, no_knn_members, limits, access_log, lite)
         log(f"Serving {name} on {url} (loaded in {seconds:.1f}s; Ctrl-C stops)")
