@@ -13,6 +13,8 @@ import contextlib
 import gc
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -131,129 +133,170 @@ def train_loop(model, job, log: Log, state: TrainState | None = None, callbacks=
         gc.unfreeze()
 
 
+@dataclass
+class _Loop:
+    """What every epoch of one run shares: the settings, the batches, the callbacks."""
+
+    model: object
+    job: object
+    log: Log
+    callbacks: tuple
+    state_dir: Path
+    steps: int
+    members: int
+    batches: EpochBatches
+    validation: Validation
+    averaged: AveragedWeights | None
+
+    @classmethod
+    def start(cls, model, job, log, callbacks) -> _Loop:
+        cfg, arrays = job.cfg, job.arrays
+        state_dir = job.work_dir / STATE_DIR
+        state_dir.mkdir(exist_ok=True)
+        y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
+        ens = cfg.model.ensemble
+        members = ens.k if ens is not None else 1  # k = 1 builds the plain model: one order
+        return cls(
+            model,
+            job,
+            log,
+            tuple(callbacks),
+            state_dir,
+            steps=-(-len(arrays.x_train) // cfg.train.batch_size),
+            members=members,
+            batches=EpochBatches(arrays.x_train, y_train, cfg.train.batch_size, members),
+            validation=Validation(arrays.x_val, arrays.y_val),
+            averaged=AveragedWeights() if getattr(model.optimizer, "use_ema", False) else None,
+        )
+
+    def fit_epoch(self, epoch: int, lr: float) -> tuple[dict, EpochRow]:
+        """Train one epoch at learning rate ``lr``: its logs and its history row."""
+        cfg, t = self.job.cfg, self.job.cfg.train
+        self.model.optimizer.learning_rate.assign(lr)
+        ens = cfg.model.ensemble
+        n = self.batches.n
+        shared = ens is not None and ens.shared_batches
+        perm = epoch_order(cfg.seed, epoch, n, self.members, shared) if t.shuffle else None
+        train_ds = self.batches.epoch(perm)
+        t0 = time.perf_counter()
+        # Keras' own bar draws the batches on a terminal; a log file hears of a long epoch.
+        log = self.log
+        epoch_phase = log.phase(
+            f"Epoch {epoch + 1}/{t.epochs}", self.steps, "batches", LOG_EVERY, summary=False, bar=False
+        )
+        with contextlib.redirect_stdout(log.stream), epoch_phase:
+            progress = Progress(log, epoch, t.epochs, self.steps, epoch_phase)
+            h = self.model.fit(
+                train_ds,
+                epochs=1,
+                verbose=0,
+                shuffle=False,
+                class_weight=self.job.class_weight,
+                callbacks=[
+                    *([self.averaged] if self.averaged else []),
+                    self.validation,
+                    progress,
+                    *self.callbacks,
+                ],
+            )
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        seconds = round(time.perf_counter() - t0, 4)
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+        return logs, EpochRow(epoch + 1, *(logs.get(k) for k in keys), lr, seconds)
+
+    def save_point(self, state: TrainState, epoch: int, improved: bool) -> list:
+        """Write the resume point of ``epoch`` (and its best file when ``improved``); return
+        the weights just scored.
+
+        Weights + optimizer first, then the JSON that points at them, then the old files go.
+        None of these per-epoch writes is fsynced: atomic renames already make them safe
+        against a killed process; model.keras is synced once, at the end. ``values`` are the
+        weights just scored (their moving average with use_ema); the resume point holds the
+        trained ones, from which the next epoch goes on.
+        """
+        model, state_dir = self.model, self.state_dir
+        values = [v.numpy() for v in model.variables]
+        if self.averaged:
+            self.averaged.restore()
+        trained = [v.numpy() for v in model.variables] if self.averaged else values
+        ckpt = state_dir / f"epoch-{epoch + 1:05d}.npz"
+        checkpoints.write_arrays(ckpt, trained + [v.numpy() for v in model.optimizer.variables])
+        if improved:
+            state.best_file = f"best-{epoch + 1:05d}.npz"
+            checkpoints.write_arrays(state_dir / state.best_file, values)
+        state.checkpoint = ckpt.name
+        state.seed_state = checkpoints.seed_state(model)
+        state.save(state_dir / "trainer.json")
+        for old in state_dir.glob("*.npz"):
+            if old.name not in (ckpt.name, state.best_file):
+                old.unlink(missing_ok=True)
+        return values
+
+
+def _check_finite(job, state: TrainState, row: EpochRow) -> None:
+    """Stop with a TrainingError when the epoch's loss is NaN or infinite."""
+    if all(math.isfinite(v) for v in (row.loss, row.val_loss) if v is not None):
+        return
+    state.stop = "nan"
+    kept = (
+        f"the best model so far (epoch {state.best_epoch}) is kept in {job.work_dir / 'model.keras'}"
+        if state.best_epoch
+        else "no epoch ended with a finite loss, so there is no model to keep"
+    )
+    raise TrainingError(
+        f"{job.cfg.source}: epoch {row.epoch}: the loss became {row.loss} "
+        f"(val_loss {row.val_loss}); training stopped, {kept}. Lower the learning rate "
+        f"(now {row.lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
+        "check the feature scaling (data.scaling: standard)"
+    )
+
+
+def _count(t, state: TrainState, logs: dict, epoch: int, lr: float) -> bool:
+    """Update the checkpoint, early-stopping and schedule counters after ``epoch``; whether
+    the checkpoint's monitor improved."""
+    value = logs.get(t.checkpoint.monitor)
+    improved = better(value, state.best, monitor_mode(t.checkpoint.monitor, t.checkpoint.mode))
+    if improved:
+        state.best, state.best_epoch = value, epoch + 1
+    es = t.early_stopping
+    if es:
+        ev = logs.get(es.monitor)
+        if better(ev, state.es.best, monitor_mode(es.monitor, es.mode), es.min_delta):
+            state.es.best, state.es.wait = ev, 0
+        else:
+            state.es.wait += 1
+    plateau_update(t.lr_schedule, state.sched, logs, lr)
+    state.epoch = epoch + 1
+    if es and state.es.wait >= es.patience:  # as Keras' EarlyStopping
+        state.stop = "early_stopping"
+    return improved
+
+
 def _train_epochs(model, job, log, state, callbacks):
-    cfg, arrays, work_dir, class_weight = job.cfg, job.arrays, job.work_dir, job.class_weight
-    t = cfg.train
-    sched = t.lr_schedule
+    t = job.cfg.train
     if state is None:
         state = TrainState(base_lr=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-    base_lr = state.base_lr
-    ck_mode = monitor_mode(t.checkpoint.monitor, t.checkpoint.mode)
+    loop = _Loop.start(model, job, log, callbacks)
     es = t.early_stopping
-    es_mode = monitor_mode(es.monitor, es.mode) if es else None
-    state_dir = work_dir / STATE_DIR
-    state_dir.mkdir(exist_ok=True)
-    n = len(arrays.x_train)
-    steps = -(-n // t.batch_size)
-    y_train = keras.utils.to_categorical(arrays.y_train, arrays.n_classes).astype(np.float32)
-    validation = Validation(arrays.x_val, arrays.y_val)
-    ens = cfg.model.ensemble
-    members = ens.k if ens is not None else 1  # k = 1 builds the plain model: one order
-    batches = EpochBatches(arrays.x_train, y_train, t.batch_size, members)
-    averaged = AveragedWeights() if getattr(model.optimizer, "use_ema", False) else None
-
     best_weights = None  # the best epoch's model variables, kept in memory
-    if state.best_file and (state_dir / state.best_file).is_file():
-        best_weights = checkpoints.read_arrays(state_dir / state.best_file)
+    if state.best_file and (loop.state_dir / state.best_file).is_file():
+        best_weights = checkpoints.read_arrays(loop.state_dir / state.best_file)
     try:
         if state.stop == "early_stopping" and es is not None and state.es.wait < es.patience:
             state.stop = None  # resumed with more patience (--set): the run goes on
         # A run killed after early stopping but before finishing must not train on.
         first = t.epochs if state.stop == "early_stopping" else state.epoch
         for epoch in range(first, t.epochs):
-            lr = schedule_lr(sched, base_lr, epoch, t.epochs, state.sched)
-            model.optimizer.learning_rate.assign(lr)
-            perm = (
-                epoch_order(cfg.seed, epoch, n, members, ens is not None and ens.shared_batches)
-                if t.shuffle
-                else None
-            )
-            train_ds = batches.epoch(perm)
-            t0 = time.perf_counter()
-            # Keras' own bar draws the batches on a terminal; a log file hears of a long epoch.
-            epoch_phase = log.phase(
-                f"Epoch {epoch + 1}/{t.epochs}", steps, "batches", LOG_EVERY, summary=False, bar=False
-            )
-            with contextlib.redirect_stdout(log.stream), epoch_phase:
-                h = model.fit(
-                    train_ds,
-                    epochs=1,
-                    verbose=0,
-                    shuffle=False,
-                    class_weight=class_weight,
-                    callbacks=[
-                        *([averaged] if averaged else []),
-                        validation,
-                        Progress(log, epoch, t.epochs, steps, epoch_phase),
-                        *callbacks,
-                    ],
-                )
-            logs = {k: float(v[-1]) for k, v in h.history.items()}
-            row = EpochRow(
-                epoch + 1,
-                logs.get("loss"),
-                logs.get("accuracy"),
-                logs.get("val_loss"),
-                logs.get("val_accuracy"),
-                lr,
-                round(time.perf_counter() - t0, 4),
-            )
-            if not all(math.isfinite(v) for v in (row.loss, row.val_loss) if v is not None):
-                state.stop = "nan"
-                kept = (
-                    f"the best model so far (epoch {state.best_epoch}) is kept in {work_dir / 'model.keras'}"
-                    if state.best_epoch
-                    else "no epoch ended with a finite loss, so there is no model to keep"
-                )
-                raise TrainingError(
-                    f"{cfg.source}: epoch {epoch + 1}: the loss became {row.loss} "
-                    f"(val_loss {row.val_loss}); training stopped, {kept}. Lower the learning rate "
-                    f"(now {lr:g}), add gradient clipping (train.gradient_clip_norm: 1.0) or "
-                    "check the feature scaling (data.scaling: standard)"
-                )
+            lr = schedule_lr(t.lr_schedule, state.base_lr, epoch, t.epochs, state.sched)
+            logs, row = loop.fit_epoch(epoch, lr)
+            _check_finite(job, state, row)
             state.history.append(row)
-            log(
-                _epoch_line(row, t.epochs)
-                if not (log.tty and log.verbosity >= 1)
-                else "  " + _epoch_line(row, t.epochs).split(" - ", 1)[1],
-                1,
-            )
-
-            value = logs.get(t.checkpoint.monitor)
-            improved = better(value, state.best, ck_mode)
+            line = _epoch_line(row, t.epochs)
+            log(line if not (log.tty and log.verbosity >= 1) else "  " + line.split(" - ", 1)[1], 1)
+            improved = _count(t, state, logs, epoch, lr)
+            scored = loop.save_point(state, epoch, improved)
             if improved:
-                state.best, state.best_epoch = value, epoch + 1
-            if es:
-                ev = logs.get(es.monitor)
-                if better(ev, state.es.best, es_mode, es.min_delta):
-                    state.es.best, state.es.wait = ev, 0
-                else:
-                    state.es.wait += 1
-            plateau_update(sched, state.sched, logs, lr)
-            state.epoch = epoch + 1
-            if es and state.es.wait >= es.patience:  # as Keras' EarlyStopping
-                state.stop = "early_stopping"
-            # Resume point: weights + optimizer first, then the JSON that points at them, then
-            # the old files go. None of these per-epoch writes is fsynced: atomic renames already
-            # make them safe against a killed process; model.keras is synced once, at the end.
-            # `values` are the weights just scored (their moving average with use_ema); the
-            # resume point holds the trained ones, from which the next epoch goes on.
-            values = [v.numpy() for v in model.variables]
-            if averaged:
-                averaged.restore()
-            trained = [v.numpy() for v in model.variables] if averaged else values
-            ckpt = state_dir / f"epoch-{epoch + 1:05d}.npz"
-            checkpoints.write_arrays(ckpt, trained + [v.numpy() for v in model.optimizer.variables])
-            if improved:
-                best_weights = values
-                state.best_file = f"best-{epoch + 1:05d}.npz"
-                checkpoints.write_arrays(state_dir / state.best_file, values)
-            state.checkpoint = ckpt.name
-            state.seed_state = checkpoints.seed_state(model)
-            state.save(state_dir / "trainer.json")
-            for old in state_dir.glob("*.npz"):
-                if old.name not in (ckpt.name, state.best_file):
-                    old.unlink(missing_ok=True)
+                best_weights = scored
             if job.on_epoch is not None:
                 job.on_epoch(row)
             if state.stop == "early_stopping":
@@ -266,21 +309,29 @@ def _train_epochs(model, job, log, state, callbacks):
     except BaseException:
         # Ctrl-C, SIGTERM, NaN or a crash: the best model so far is kept in model.keras.
         if best_weights is not None:
-            checkpoints.assign(model.variables, best_weights, state_dir / state.best_file)
-            checkpoints.save_model(model, work_dir / "model.keras")
+            checkpoints.assign(model.variables, best_weights, loop.state_dir / state.best_file)
+            checkpoints.save_model(model, job.work_dir / "model.keras")
         raise
+    _keep(model, job, state, best_weights, loop)
+    return state
+
+
+def _keep(model, job, state: TrainState, best_weights, loop: _Loop) -> None:
+    """Put the kept epoch's weights in the model and save it as model.keras.
+
+    Which weights end in model.keras (and are scored, predicted, submitted): the epoch with
+    the best checkpoint.monitor, unless early_stopping.restore_best_weights is false, which
+    keeps the last trained epoch's weights instead.
+    """
+    es = job.cfg.train.early_stopping
     if state.stop is None:
         state.stop = "epochs"
-    # Which weights end in model.keras (and are scored, predicted, submitted): the epoch
-    # with the best checkpoint.monitor, unless early_stopping.restore_best_weights is
-    # false, which keeps the last trained epoch's weights instead.
     state.kept_epoch = state.best_epoch
     if es is not None and not es.restore_best_weights and state.history:
         state.kept_epoch = state.epoch
-        if averaged:  # the last epoch as it was scored: its weights' average
+        if loop.averaged:  # the last epoch as it was scored: its weights' average
             model.optimizer.finalize_variable_values(model.trainable_variables)
     elif best_weights is not None:
-        checkpoints.assign(model.variables, best_weights, state_dir / state.best_file)
+        checkpoints.assign(model.variables, best_weights, loop.state_dir / state.best_file)
     if state.history:
-        checkpoints.save_model(model, work_dir / "model.keras")
-    return state
+        checkpoints.save_model(model, job.work_dir / "model.keras")
