@@ -176,15 +176,7 @@ class Preprocessor:
             state.nonzero_count, state.format = True, 5
         pre = cls(state)
         if types is not None:
-            state.dropped = dict(types.dropped) or None
-            state.na_tokens = dict(types.na_tokens) or None
-            cats = [f for f in features if f in types.categorical]
-            if cats:
-                state.categorical = [
-                    fit_category(c, types.categorical[c], x[:, features.index(c)], data_cfg.categorical)
-                    for c in cats
-                ]
-                x = pre._split(x)[0]
+            x = pre._fit_types(x, features, types, data_cfg.categorical)
         state.na_values = list(data_cfg.na_values) or None
         if state.categorical or state.dropped or state.na_tokens or state.na_values:
             state.format = max(state.format, 4)
@@ -192,58 +184,83 @@ class Preprocessor:
         if data_cfg.missing != "none":
             pre._fit_missing(x, data_cfg.missing)
             x, _ = pre._fill(x)  # the statistics below are of the filled rows
-        knn_tr = None
-        if data_cfg.knn is not None:
-            if x.shape[1] == 0:
-                raise DataError("data.knn: no numeric feature to measure distances on; remove data.knn")
-            counts = np.bincount(y, minlength=len(classes))
-            if counts.min() < 2:
-                c = int(counts.argmin())
-                raise DataError(
-                    f"data.knn: class {classes[c]!r} has {counts[c]} training row(s); "
-                    "nearest-neighbour features need at least 2 of every class "
-                    "(remove data.knn or add rows)"
-                )
-            space = data_cfg.knn.space
-            pre._ref, order = knn.Reference.fit(x, y, len(classes), space)
-            pre._ref_order = np.empty_like(order)
-            pre._ref_order[order] = np.arange(len(order))
-            state.format = max(state.format, 3 if space == "log1p" else 5)
-            state.knn = KnnState(
-                list(data_cfg.knn.k), f"knn-{pre._ref.digest}.npz", None if space == "log1p" else space
-            )
-            knn_tr = pre._knn(x, fitted_rows=True)
+        knn_tr = pre._fit_knn(x, y, data_cfg.knn) if data_cfg.knn is not None else None
         if data_cfg.transform == "quantile":
             qs = np.linspace(0, 1, cls.N_QUANTILES)
             state.quantiles = np.quantile(x, qs, axis=0).T.tolist()
         if data_cfg.tfidf:
             state.idf = knn.inverse_document_frequency(x).tolist()
+        pre._fit_scaling(raw, knn_tr, data_cfg.scaling)
+        return pre
 
-        # Statistics of the transformed rows, a block of rows at a time: the whole transformed
-        # matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
-        def part(i, n):  # rows i..i+n, transformed; training rows' KNN features leave themselves out
-            return pre._transform(raw[i : i + n], None if knn_tr is None else knn_tr[i : i + n])
+    def _fit_types(self, x, features, types: ColumnTypes, categorical_cfg):
+        """Record the typed columns (dropped, text read as missing) and fit the categorical
+        ones; the numeric block of ``x``."""
+        state = self.state
+        state.dropped = dict(types.dropped) or None
+        state.na_tokens = dict(types.na_tokens) or None
+        cats = [f for f in features if f in types.categorical]
+        if not cats:
+            return x
+        state.categorical = [
+            fit_category(c, types.categorical[c], x[:, features.index(c)], categorical_cfg) for c in cats
+        ]
+        return self._split(x)[0]
 
-        blocks = lambda: (part(i, cls.BLOCK) for i in range(0, len(x), cls.BLOCK))
-        if data_cfg.scaling == "standard":
-            if len(x) <= cls.BLOCK:  # one block: exactly numpy's mean and (two-pass) std
-                z = part(0, len(x))
+    def _fit_knn(self, x, y, knn_cfg):
+        """Fit the nearest-neighbour reference on the (filled) numeric rows ``x``; the training
+        rows' own KNN features, each row leaving itself out."""
+        classes = self.state.classes
+        if x.shape[1] == 0:
+            raise DataError("data.knn: no numeric feature to measure distances on; remove data.knn")
+        counts = np.bincount(y, minlength=len(classes))
+        if counts.min() < 2:
+            c = int(counts.argmin())
+            raise DataError(
+                f"data.knn: class {classes[c]!r} has {counts[c]} training row(s); "
+                "nearest-neighbour features need at least 2 of every class "
+                "(remove data.knn or add rows)"
+            )
+        space = knn_cfg.space
+        self._ref, order = knn.Reference.fit(x, y, len(classes), space)
+        self._ref_order = np.empty_like(order)
+        self._ref_order[order] = np.arange(len(order))
+        self.state.format = max(self.state.format, 3 if space == "log1p" else 5)
+        self.state.knn = KnnState(
+            list(knn_cfg.k), f"knn-{self._ref.digest}.npz", None if space == "log1p" else space
+        )
+        return self._knn(x, fitted_rows=True)
+
+    def _fit_scaling(self, raw, knn_tr, scaling: str) -> None:
+        """The scaling's center and scale, from the transformed training rows.
+
+        Statistics of the transformed rows, a block of rows at a time: the whole transformed
+        matrix, and np.std's float64 copy of it, would cost 12 bytes per value on top.
+        """
+        state, n, block = self.state, len(raw), self.BLOCK
+
+        def part(i, m):  # rows i..i+m, transformed; training rows' KNN features leave themselves out
+            return self._transform(raw[i : i + m], None if knn_tr is None else knn_tr[i : i + m])
+
+        blocks = lambda: (part(i, block) for i in range(0, n, block))
+        if scaling == "standard":
+            if n <= block:  # one block: exactly numpy's mean and (two-pass) std
+                z = part(0, n)
                 mean, std = z.mean(axis=0, dtype=np.float64), z.std(axis=0, dtype=np.float64)
             else:  # the same two passes, block by block, summed in float64
-                mean = sum(z.sum(axis=0, dtype=np.float64) for z in blocks()) / len(x)
+                mean = sum(z.sum(axis=0, dtype=np.float64) for z in blocks()) / n
                 ss = sum(np.einsum("ij,ij->j", d, d) for d in (z - mean for z in blocks()))
-                std = np.sqrt(ss / len(x))
+                std = np.sqrt(ss / n)
             state.center, state.scale = mean.tolist(), np.where(std > 0, std, 1.0).tolist()
-        elif data_cfg.scaling == "minmax":
+        elif scaling == "minmax":
             lo = np.min([z.min(axis=0) for z in blocks()], axis=0)
             hi = np.max([z.max(axis=0) for z in blocks()], axis=0)
             state.center, state.scale = lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
-        elif data_cfg.scaling == "robust":
-            z = part(0, len(x))
+        elif scaling == "robust":
+            z = part(0, n)
             q1, med, q3 = np.percentile(z, [25, 50, 75], axis=0)
             iqr = q3 - q1
             state.center, state.scale = med.tolist(), np.where(iqr > 0, iqr, 1.0).tolist()
-        return pre
 
     @property
     def n_outputs(self) -> int:
