@@ -242,18 +242,38 @@ def read_typed(
         raise DataError(f"{path}: has a header but no data rows")
     fit = types is None
     if fit:
-        types = ColumnTypes()
-        for f in features:
-            kind = declared.get(f)
-            if kind is None:
-                kind, tokens = _detect(path, f, table.column(f))
-                if tokens:
-                    types.na_tokens[f] = tokens
-            if kind == NUMERIC:
-                types.numeric.append(f)
-            else:
-                types.categorical[f] = None
-    notes, kept, cols = [], [], {}
+        types = _decide(path, features, table, declared)
+    cols, kept = _encoded(path, features, table, types, declared, fit)
+    x = _matrix(path, table.num_rows, cols, kept, types, allow_missing)
+    notes = []
+    if fit:
+        types.numeric = [f for f in kept if f not in types.categorical]
+        types.categorical = {f: types.categorical[f] for f in kept if f in types.categorical}
+        notes = _notes(path, types)
+    rest = table.select(list(others)).to_pandas()
+    return Typed(x, rest, kept, types, notes)
+
+
+def _decide(path, features, table, declared) -> ColumnTypes:
+    """Each feature's type: declared (data.columns), or detected from the training file."""
+    types = ColumnTypes()
+    for f in features:
+        kind = declared.get(f)
+        if kind is None:
+            kind, tokens = _detect(path, f, table.column(f))
+            if tokens:
+                types.na_tokens[f] = tokens
+        if kind == NUMERIC:
+            types.numeric.append(f)
+        else:
+            types.categorical[f] = None
+    return types
+
+
+def _encoded(path, features, table, types: ColumnTypes, declared, fit: bool):
+    """Each kept column as numbers (categories as codes, learnt when ``fit``); the kept names.
+    At fit, a categorical column of unique values is dropped (noted in ``types.dropped``)."""
+    kept, cols = [], {}
     for f in features:
         if f in types.categorical:
             codes, values = encode(table.column(f), types.categorical[f])
@@ -266,26 +286,33 @@ def read_typed(
         else:
             cols[f] = _numbers(path, f, table.column(f), types.na_tokens.get(f))
         kept.append(f)
+    return cols, kept
+
+
+def _matrix(path, n_rows: int, cols, kept, types: ColumnTypes, allow_missing: bool) -> np.ndarray:
+    """The kept columns in one float32 matrix; a missing or infinite number not allowed is a
+    DataError naming its column and row."""
     numeric = [f for f in kept if f not in types.categorical]
     num = pa.table([cols[f] for f in numeric], names=numeric) if numeric else None
     xn = _checked_matrix(num, numeric, allow_missing) if num is not None else None
     if num is not None and xn is None:  # a missing or infinite number: say where
         xn = check_features(num.to_pandas(), path, numeric, allow_missing)
-    x = np.empty((table.num_rows, len(kept)), dtype=np.float32)
+    x = np.empty((n_rows, len(kept)), dtype=np.float32)
     where = {f: i for i, f in enumerate(numeric)}
     for j, f in enumerate(kept):
         x[:, j] = cols[f] if f in types.categorical else xn[:, where[f]]
-    if fit:
-        types.numeric = numeric
-        types.categorical = {f: types.categorical[f] for f in kept if f in types.categorical}
-        for f, why in types.dropped.items():
-            notes.append(
-                f"{path}: column '{f}' dropped: {why}; declare data.columns: {{{f}: categorical}} to keep it"
-            )
-        for f, tokens in types.na_tokens.items():
-            notes.append(
-                f"{path}: column '{f}': numbers with cells {_cells(tokens)}, read as missing values "
-                f"(declare data.columns: {{{f}: categorical}} to keep them as categories)"
-            )
-    rest = table.select(list(others)).to_pandas()
-    return Typed(x, rest, kept, types, notes)
+    return x
+
+
+def _notes(path, types: ColumnTypes) -> list[str]:
+    """What typing the training file decided that a user should hear of."""
+    notes = [
+        f"{path}: column '{f}' dropped: {why}; declare data.columns: {{{f}: categorical}} to keep it"
+        for f, why in types.dropped.items()
+    ]
+    for f, tokens in types.na_tokens.items():
+        notes.append(
+            f"{path}: column '{f}': numbers with cells {_cells(tokens)}, read as missing values "
+            f"(declare data.columns: {{{f}: categorical}} to keep them as categories)"
+        )
+    return notes
