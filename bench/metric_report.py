@@ -83,7 +83,7 @@ def report(train_csv, run_dirs):
         rows.append(row)
         print(json.dumps(row), flush=True)
     if len(run_dirs) > 1:
-        print(json.dumps(blend(run_dirs)), flush=True)
+        print(json.dumps(blend(run_dirs).to_dict()), flush=True)
 
 
 if __name__ == "__main__":

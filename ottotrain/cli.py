@@ -635,31 +635,30 @@ def blend(runs_, output, temperature, as_json):
 
     result = _interruptible(run_blend, list(runs_), output, temperature)
     if as_json:
-        _echo_json(result)
+        _echo_json(result.to_dict())
         return
-    width = max(len(r["run"]) for r in result["runs"])
-    for r in result["runs"]:
+    width = max(len(r.run) for r in result.runs)
+    for r in result.runs:
         click.echo(
-            f"{r['run']:<{width}}  oof_log_loss={r['oof_log_loss']:.4f} "
-            f"oof_accuracy={r['oof_accuracy']:.4f} weight={r['weight']:.3f}"
+            f"{r.run:<{width}}  oof_log_loss={r.oof_log_loss:.4f} "
+            f"oof_accuracy={r.oof_accuracy:.4f} weight={r.weight:.3f}"
         )
     click.echo(
-        f"{'blend':<{width}}  oof_log_loss={result['oof_log_loss']:.4f} "
-        f"oof_accuracy={result['oof_accuracy']:.4f}"
+        f"{'blend':<{width}}  oof_log_loss={result.oof_log_loss:.4f} oof_accuracy={result.oof_accuracy:.4f}"
     )
     applied = (
-        f", applied to {result['output']}"
-        if result["temperature_applied"]
+        f", applied to {result.output}"
+        if result.temperature_applied
         else ", not applied: give -o to write a submission with it"
         if temperature
         else ", not applied"
     )
     click.echo(
-        f"{'blend + temperature':<{width}}  oof_log_loss={result['oof_log_loss_temperature']:.4f} "
-        f"(T={result['temperature']:.3f}, fitted on the same OOF rows{applied})"
+        f"{'blend + temperature':<{width}}  oof_log_loss={result.oof_log_loss_temperature:.4f} "
+        f"(T={result.temperature:.3f}, fitted on the same OOF rows{applied})"
     )
-    if result["output"]:
-        click.echo(result["output"])
+    if result.output:
+        click.echo(result.output)
 
 
 # --------------------------------------------------------------------------------------

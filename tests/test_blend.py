@@ -136,19 +136,19 @@ def test_blend_writes_the_weighted_mean_and_applies_the_temperature_only_when_as
     dirs = [_fake_cv_run(tmp_path / f"run{i}", ids, folds, y, classes, probas[i], subs[i]) for i in range(2)]
     plain = blend(dirs, tmp_path / "plain.csv")
     tempered = blend(dirs, tmp_path / "tempered.csv", temperature=True)
-    w = [r["weight"] for r in plain["runs"]]
-    assert 0.1 < w[0] < 0.9 and [r["weight"] for r in tempered["runs"]] == w
+    w = [r.weight for r in plain.runs]
+    assert 0.1 < w[0] < 0.9 and [r.weight for r in tempered.runs] == w
     mean = w[0] * subs[0] + w[1] * subs[1]
     mean /= mean.sum(axis=1, keepdims=True)
     got = pd.read_csv(tmp_path / "plain.csv")
     assert got["id"].tolist() == list(range(10000, 10050)) and list(got.columns[1:]) == classes
     np.testing.assert_allclose(got[classes].to_numpy(), mean, atol=1e-5)
-    t = tempered["temperature"]
-    assert tempered["temperature_applied"] and not plain["temperature_applied"] and t != 1
+    t = tempered.temperature
+    assert tempered.temperature_applied and not plain.temperature_applied and t != 1
     np.testing.assert_allclose(
         pd.read_csv(tmp_path / "tempered.csv")[classes].to_numpy(), apply_temperature(mean, t), atol=1e-4
     )
-    assert plain["oof_log_loss_temperature"] <= plain["oof_log_loss"] + 1e-9
+    assert plain.oof_log_loss_temperature <= plain.oof_log_loss + 1e-9
 
 
 def _two_runs(tmp_path):
@@ -178,7 +178,7 @@ def test_blend_writes_the_format_its_name_says(tmp_path, name):
 
     from ottotrain.workflows.blend import blend
 
-    out = blend(_two_runs(tmp_path), tmp_path / name)["output"]
+    out = blend(_two_runs(tmp_path), tmp_path / name).output
     readers = {"parquet": pd.read_parquet, "feather": pd.read_feather, "gz": pd.read_csv}
     got = readers[name.rsplit(".", 1)[1]](out)
     assert list(got.columns) == ["id", *[f"Class_{i}" for i in range(1, 6)]] and len(got) == 20

@@ -21,6 +21,7 @@ from a model that saw that row in another, and the weights would be biased.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,21 @@ def _read_csv(path):
         raise RunError(f"{path}: cannot be read ({str(e).strip().splitlines()[0][:200]})") from None
 
 
-def load_cv_run(run_dir):
-    """Read a finished cv (or stack) run's OOF table; return a dict with ids, folds, y, classes, proba."""
+@dataclass(frozen=True)
+class OofTable:
+    """A finished cv (or stack) run's out-of-fold predictions (its oof.csv)."""
+
+    dir: Path
+    ids: np.ndarray
+    folds: np.ndarray
+    y: np.ndarray  # class indices
+    classes: list[str]
+    id_column: str
+    proba: np.ndarray  # (rows, classes), float64
+
+
+def load_cv_run(run_dir) -> OofTable:
+    """Read a finished cv (or stack) run's OOF table."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
@@ -69,39 +83,39 @@ def load_cv_run(run_dir):
     y = oof[target_col].astype(str).map(lookup)
     if y.isna().any():
         raise RunError(f"{run_dir / OOF_FILE}: a target is not one of the class columns")
-    return {
-        "dir": run_dir,
-        "ids": oof[id_col].to_numpy(),
-        "folds": oof[fold_col].to_numpy(),
-        "y": y.to_numpy(dtype=np.int64),
-        "classes": classes,
-        "id_column": id_col,
-        "proba": oof[classes].to_numpy(dtype=np.float64),
-    }
+    return OofTable(
+        run_dir,
+        ids=oof[id_col].to_numpy(),
+        folds=oof[fold_col].to_numpy(),
+        y=y.to_numpy(dtype=np.int64),
+        classes=classes,
+        id_column=id_col,
+        proba=oof[classes].to_numpy(dtype=np.float64),
+    )
 
 
-def check_compatible(items):
+def check_compatible(items: list[OofTable]):
     """Refuse runs that do not share rows, folds and classes, with a message that says which."""
     ref = items[0]
     for it in items[1:]:
-        a, b = ref["dir"], it["dir"]
-        if it["classes"] != ref["classes"]:
+        a, b = ref.dir, it.dir
+        if it.classes != ref.classes:
             raise DataError(
-                f"{b}: its classes ({', '.join(it['classes'][:5])}...) differ from "
+                f"{b}: its classes ({', '.join(it.classes[:5])}...) differ from "
                 f"{a}'s; blend runs trained on the same data"
             )
-        if len(it["ids"]) != len(ref["ids"]) or not np.array_equal(it["ids"], ref["ids"]):
+        if len(it.ids) != len(ref.ids) or not np.array_equal(it.ids, ref.ids):
             raise DataError(
-                f"{b}: its OOF rows (ids) differ from {a}'s ({len(it['ids'])} vs "
-                f"{len(ref['ids'])} rows); blend runs on the same training file"
+                f"{b}: its OOF rows (ids) differ from {a}'s ({len(it.ids)} vs "
+                f"{len(ref.ids)} rows); blend runs on the same training file"
             )
-        if not np.array_equal(it["folds"], ref["folds"]):
-            n = int((it["folds"] != ref["folds"]).sum())
+        if not np.array_equal(it.folds, ref.folds):
+            n = int((it.folds != ref.folds).sum())
             raise DataError(
                 f"{b}: its folds differ from {a}'s on {n} rows; runs to blend need "
                 "the same fold assignment: the same config 'seed' and --folds"
             )
-        if not np.array_equal(it["y"], ref["y"]):
+        if not np.array_equal(it.y, ref.y):
             raise DataError(f"{b}: its targets differ from {a}'s; blend runs on the same data")
 
 
@@ -166,17 +180,43 @@ def fit_temperature(p, y) -> float:
     return float(r.x)
 
 
-def blend(run_dirs, output=None, temperature=False):
+@dataclass(frozen=True)
+class RunWeight:
+    """One blended run: its OOF scores and its weight."""
+
+    run: str
+    oof_log_loss: float
+    oof_accuracy: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    """What ``blend`` found and wrote."""
+
+    runs: list[RunWeight]
+    oof_log_loss: float
+    oof_accuracy: float
+    temperature: float
+    oof_log_loss_temperature: float  # fitted on the same OOF rows: optimistic
+    temperature_applied: bool  # to the file written
+    output: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _scores(y, p) -> tuple[float, float]:
+    return round(log_loss(y, p), 6), round(float((p.argmax(1) == y).mean()), 6)
+
+
+def blend(run_dirs, output=None, temperature=False) -> BlendResult:
     """Fit blend weights on the runs' OOF predictions; write the blended submission.
 
     Args:
         run_dirs: finished cv run directories (same rows and folds).
         output: submission path to write (None: only report).
         temperature: apply the OOF-fitted temperature to the written submission.
-
-    Returns:
-        dict with each run's OOF log loss and accuracy, the weights, the blend's
-        OOF scores with and without temperature, and the output path.
     """
     if not run_dirs:
         raise DataError("give at least one cv run directory to blend")
@@ -188,56 +228,46 @@ def blend(run_dirs, output=None, temperature=False):
         seen.add(key)
     items = [load_cv_run(d) for d in run_dirs]
     check_compatible(items)
-    y = items[0]["y"]
-    per_run = []
-    for it in items:
-        p = it["proba"]
-        per_run.append(
-            {
-                "run": str(it["dir"]),
-                "oof_log_loss": round(log_loss(y, p), 6),
-                "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
-            }
-        )
-    w = fit_weights([it["proba"] for it in items], y)
-    p = sum(wi * it["proba"] for wi, it in zip(w, items))
+    y = items[0].y
+    w = fit_weights([it.proba for it in items], y)
+    p = sum(wi * it.proba for wi, it in zip(w, items))
     t = fit_temperature(p, y)
-    pt = apply_temperature(p, t)
-    result = {
-        "runs": [{**r, "weight": round(float(wi), 6)} for r, wi in zip(per_run, w)],
-        "oof_log_loss": round(log_loss(y, p), 6),
-        "oof_accuracy": round(float((p.argmax(1) == y).mean()), 6),
-        "temperature": round(t, 4),
-        "oof_log_loss_temperature": round(log_loss(y, pt), 6),
-        "temperature_applied": bool(temperature) and output is not None,  # to the file written
-        "output": None,
-    }
     if output is not None:
         output = check_output_path(output)
-        subs = []
-        for it in items:
-            path = it["dir"] / "submission.csv"
-            if not path.exists():
-                raise RunError(
-                    f"{path}: missing; the run's config had no data.test, so there is "
-                    "nothing to blend for the submission"
-                )
-            subs.append(_read_csv(path))
-        ref = subs[0]
-        cols = [ref.columns[0], *items[0]["classes"]]
-        for it, s in zip(items[1:], subs[1:]):
-            if list(s.columns) != list(ref.columns) or not np.array_equal(
-                s[cols[0]].to_numpy(), ref[cols[0]].to_numpy()
-            ):
-                raise DataError(
-                    f"{it['dir'] / 'submission.csv'}: its ids or columns differ from "
-                    f"{items[0]['dir'] / 'submission.csv'}; the runs predicted "
-                    "different test files"
-                )
-        q = sum(wi * s[cols[1:]].to_numpy(dtype=np.float64) for wi, s in zip(w, subs))
-        q = q / q.sum(axis=1, keepdims=True)
-        if temperature:
-            q = apply_temperature(q, t)
-        write_predictions(output, q, cols[1:], {cols[0]: ref[cols[0]].to_numpy()})
-        result["output"] = str(output)
-    return result
+        _write_blend(items, w, t if temperature else None, output)
+    return BlendResult(
+        [RunWeight(str(it.dir), *_scores(y, it.proba), round(float(wi), 6)) for it, wi in zip(items, w)],
+        *_scores(y, p),
+        temperature=round(t, 4),
+        oof_log_loss_temperature=round(log_loss(y, apply_temperature(p, t)), 6),
+        temperature_applied=bool(temperature) and output is not None,
+        output=None if output is None else str(output),
+    )
+
+
+def _write_blend(items: list[OofTable], w, temperature: float | None, output) -> None:
+    """The weighted average of the runs' submission.csv files (tempered unless None), to ``output``."""
+    subs = []
+    for it in items:
+        path = it.dir / "submission.csv"
+        if not path.exists():
+            raise RunError(
+                f"{path}: missing; the run's config had no data.test, so there is "
+                "nothing to blend for the submission"
+            )
+        subs.append(_read_csv(path))
+    ref = subs[0]
+    cols = [ref.columns[0], *items[0].classes]
+    for it, s in zip(items[1:], subs[1:]):
+        if list(s.columns) != list(ref.columns) or not np.array_equal(
+            s[cols[0]].to_numpy(), ref[cols[0]].to_numpy()
+        ):
+            raise DataError(
+                f"{it.dir / 'submission.csv'}: its ids or columns differ from "
+                f"{items[0].dir / 'submission.csv'}; the runs predicted different test files"
+            )
+    q = sum(wi * s[cols[1:]].to_numpy(dtype=np.float64) for wi, s in zip(w, subs))
+    q = q / q.sum(axis=1, keepdims=True)
+    if temperature is not None:
+        q = apply_temperature(q, temperature)
+    write_predictions(output, q, cols[1:], {cols[0]: ref[cols[0]].to_numpy()})

@@ -154,7 +154,7 @@ def oof_predictions(run_dir) -> tuple[np.ndarray, np.ndarray, list[str]]:
             "give a labelled DATA_CSV to score it on"
         )
     oof = load_cv_run(run_dir)
-    return oof["y"], oof["proba"], oof["classes"]
+    return oof.y, oof.proba, oof.classes
 
 
 def scores(y, proba, classes: list[str], bins: int = DEFAULT_BINS) -> Evaluation:
