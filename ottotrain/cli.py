@@ -196,10 +196,10 @@ def predict(run_dir, test_csv, output, quiet):
 
     log = _log(quiet)
     result = _interruptible(run_predict, run_dir, test_csv, output, log=log)
-    for line in result["warnings"]:
+    for line in result.warnings:
         log(f"Warning: {line}", 0)
-    log(f"{result['rows']} rows in {result['seconds']:.2f}s ({result['rows_per_second']:.0f} rows/s)", 1)
-    click.echo(result["output"])
+    log(f"{result.rows} rows in {result.seconds:.2f}s ({result.rows_per_second:.0f} rows/s)", 1)
+    click.echo(result.output)
 
 
 @main.command()

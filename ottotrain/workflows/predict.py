@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ottotrain import runs
@@ -19,7 +20,18 @@ from ottotrain.workflows.stack.predict import open_any
 _RUN_FILES = (*runs.REQUIRED, "metrics.json", "history.csv", "summary.txt")
 
 
-def predict(run_dir, test_csv, out=None, log=None) -> dict:
+@dataclass(frozen=True)
+class PredictResult:
+    """What ``predict`` wrote and how fast."""
+
+    output: str
+    rows: int
+    seconds: float
+    rows_per_second: float | None
+    warnings: list[str]
+
+
+def predict(run_dir, test_csv, out=None, log=None) -> PredictResult:
     """Write a Kaggle submission for ``test_csv`` from a finished run (fit, cv or stack).
 
     Args:
@@ -30,7 +42,7 @@ def predict(run_dir, test_csv, out=None, log=None) -> dict:
         log: where the progress goes (reading, nearest-neighbour features, predicting).
 
     Returns:
-        dict with the output path, the row count, rows per second and ``warnings`` (an
+        the output path, the row count, rows per second and ``warnings`` (an
         unfinished run, missing values or categories the run never saw).
     """
     log = log or Log(0)
@@ -66,10 +78,10 @@ def predict(run_dir, test_csv, out=None, log=None) -> dict:
         out = run_dir / f"submission-{Path(test_csv).name.split('.')[0]}.csv"
     write_submission(out, ids, proba, s.classes, id_name(s.id_column))
     dt = time.perf_counter() - t0
-    return {
-        "output": str(out),
-        "rows": int(len(ids)),
-        "seconds": round(dt, 3),
-        "rows_per_second": round(len(ids) / dt, 1) if dt > 0 else None,
-        "warnings": warnings,
-    }
+    return PredictResult(
+        str(out),
+        rows=int(len(ids)),
+        seconds=round(dt, 3),
+        rows_per_second=round(len(ids) / dt, 1) if dt > 0 else None,
+        warnings=warnings,
+    )
