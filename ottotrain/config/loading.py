@@ -391,30 +391,41 @@ def validate_tree(
         except PathError as e:
             path = f"{where}{e.path}"
             fail(path, f"{path}: {e.message}")
-    for i, variant in enumerate(cfg.cv.variants):  # every member's config must be valid too
+    _check_variants(tree, cfg, fail)
+    _check_tune_space(tree, cfg, fail)
+    return cfg
+
+
+def _check_variants(tree, cfg: Config, fail) -> None:
+    """Every cv variant's config must be valid too."""
+    for i, variant in enumerate(cfg.cv.variants):
         where = f"cv.variants[{i}]"
         try:
             validate_tree(apply_variant(tree, variant, where), "")
         except ConfigError as e:
             msg = str(e).removeprefix(": ")
             fail(where, msg if msg.startswith(where) else f"{where}: {msg}")
-    if cfg.tune is not None:  # every value a trial can take must make a valid config
-        base = {k: v for k, v in tree.items() if k != "tune"}
-        for key, search in cfg.tune.space.items():
-            where = f"tune.space.{key}"
-            if key.split(".")[0].split("[")[0] in ("tune", "name", "data", "tracking"):
-                fail(
-                    where,
-                    f"{where}: a trial cannot change '{key.split('.')[0]}' (all trials share the "
-                    "data and the study's name); search model.*, train.* or seed",
-                )
-            for value in search.values_to_check():
-                try:
-                    validate_tree(set_path(base, _key_parts(key, where), value, where), "")
-                except ConfigError as e:
-                    msg = str(e).removeprefix(": ").removeprefix(f"{where}: ")
-                    fail(where, f"{where}: the value {fmt(value)} makes the config invalid: {msg}")
-    return cfg
+
+
+def _check_tune_space(tree, cfg: Config, fail) -> None:
+    """Every value a trial can take must make a valid config."""
+    if cfg.tune is None:
+        return
+    base = {k: v for k, v in tree.items() if k != "tune"}
+    for key, search in cfg.tune.space.items():
+        where = f"tune.space.{key}"
+        if key.split(".")[0].split("[")[0] in ("tune", "name", "data", "tracking"):
+            fail(
+                where,
+                f"{where}: a trial cannot change '{key.split('.')[0]}' (all trials share the "
+                "data and the study's name); search model.*, train.* or seed",
+            )
+        for value in search.values_to_check():
+            try:
+                validate_tree(set_path(base, _key_parts(key, where), value, where), "")
+            except ConfigError as e:
+                msg = str(e).removeprefix(": ").removeprefix(f"{where}: ")
+                fail(where, f"{where}: the value {fmt(value)} makes the config invalid: {msg}")
 
 
 def _keras_parts(cfg: Config) -> list[tuple[str, object]]:
