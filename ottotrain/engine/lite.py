@@ -16,13 +16,14 @@ import os
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ottotrain.engine.env import tf
 
-# A call of at most this many rows runs on a one-thread interpreter: a thread pool's
-# hand-offs cost more than such a call; a bigger one (a batch, a KNN product) uses the cores.
+# A call of at most this many rows runs on one interpreter in the caller's thread: a thread
+# pool's hand-offs cost more than such a call; a bigger one (a batch, a KNN search) uses the cores.
 SMALL_ROWS = 8
 
 
@@ -93,28 +94,47 @@ def lite_function(module, threads: int = 1, max_rows: int | None = None):
     """``f(numbers, strings=None) -> probabilities`` as ``export.packed_function``'s, computed
     by TensorFlow Lite: ``module`` is an ``ExportModule`` or a loaded export. Thread-safe (one
     call at a time); calls of over ``max_rows`` rows are made in chunks of that many.
-    LiteUnavailable where it cannot be."""
+    LiteUnavailable where it cannot be.
+
+    A call of over ``SMALL_ROWS`` rows is split into ``threads`` parts of consecutive rows, each
+    computed by its own one-thread interpreter at the same time (``Invoke`` releases the GIL):
+    every op then runs on every core, where an interpreter's own threads share out only its
+    matrix products (the KNN search's selection ops and gathers ran on one core). Each row's
+    answer is computed by the same ops whatever part it is in."""
     if not hasattr(tf, "lite") or not hasattr(tf.lite, "Interpreter"):
         raise LiteUnavailable("this TensorFlow has no tf.lite.Interpreter")
     flat, dtypes = convert(module)
     try:
-        small = _Interpreter(flat, 1)
-        big = _Interpreter(flat, threads) if threads > 1 else small
+        small = _Interpreter(flat, 1)  # kept at a request's few rows: no resizing between calls
+        parts = [_Interpreter(flat, 1) for _ in range(threads)] if threads > 1 else [small]
     except (RuntimeError, ValueError) as e:
         raise LiteUnavailable(f"the interpreter refused it ({str(e).splitlines()[0][:160]})") from None
     lock = threading.Lock()
     strings_in = len(dtypes) > 1
+    pool = ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="lite") if len(parts) > 1 else None
+
+    def chunked(it, args):
+        n = len(args[0])
+        step = max_rows or max(n, 1)
+        if n <= step:
+            return it(args)
+        return np.concatenate([it([a[i : i + step] for a in args]) for i in range(0, n, step)])
 
     def predict(numbers, strings=None) -> np.ndarray:
         args = [np.ascontiguousarray(numbers, np.float32)]
         if strings_in:
             args.append(np.asarray(strings, dtype=object).astype(bytes))
         n = len(args[0])
-        step = max_rows or max(n, 1)
         with lock:
-            if n <= step:
-                return (small if n <= SMALL_ROWS else big)(args)
-            return np.concatenate([big([a[i : i + step] for a in args]) for i in range(0, n, step)])
+            if n <= SMALL_ROWS:
+                return chunked(small, args)
+            if pool is None:
+                return chunked(parts[0], args)
+            bounds = np.linspace(0, n, len(parts) + 1).astype(int)
+            split = [[a[lo:hi] for a in args] for lo, hi in zip(bounds[:-1], bounds[1:])]
+            others = [pool.submit(chunked, it, part) for it, part in zip(parts[1:], split[1:])]
+            first = chunked(parts[0], split[0])
+            return np.concatenate([first] + [f.result() for f in others])
 
     predict.flatbuffer_bytes = len(flat)
     return predict

@@ -25,8 +25,9 @@ from ottotrain.serving.requests import Batch, RequestError
 INLINE_ROWS = 8
 # A small request finding the model idle is computed at once, without the queue's hops (a
 # future, a task, two turns of the event loop), while small calls take less than this on
-# average; a slower model goes through the queue, where requests that arrive meanwhile are
-# joined into its next call.
+# average and no other request is under way; a slower model, or a request that others are
+# arriving with, goes through the queue, where the requests that arrive meanwhile are joined
+# into one call (16 clients' one-row requests: a call of several rows instead of one each).
 DIRECT_SECONDS = 100e-6
 
 
@@ -51,6 +52,9 @@ class Batcher:
         self.stopping = False
         self.calls = 0
         self.small_seconds = 0.0  # a running mean of the inline calls' times
+        # How many requests the server has under way (its handlers started, or about to be):
+        # set by the server (``workflows.serve.server``); one means this request alone.
+        self.in_flight = lambda: 1
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
 
     async def __call__(self, batch: Batch, deadline: float) -> np.ndarray:
@@ -65,6 +69,7 @@ class Batcher:
             and not self.pending
             and self.small_seconds < self.direct_seconds
             and (self.worker is None or self.worker.done())
+            and self.in_flight() <= 1
         ):
             return self._call(batch.numbers, batch.strings)
         job = _Job(batch, asyncio.get_running_loop().create_future(), deadline)

@@ -185,7 +185,11 @@ def server(app, limits: Limits = DEFAULTS) -> _Server:
     )
     config.limits = limits  # read by LimitedH11Protocol
     srv = _Server(config)
-    srv.on_exit = app.state.service.batcher.stop
+    batcher = app.state.service.batcher
+    srv.on_exit = batcher.stop
+    # uvicorn's task per request under way: those created in the same turn of the event loop
+    # as a request reaching the batcher have not started yet, but will join its model call
+    batcher.in_flight = srv.server_state.tasks.__len__
     return srv
 
 
