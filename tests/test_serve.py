@@ -322,12 +322,13 @@ def test_a_small_request_to_an_idle_fast_model_skips_the_queue_and_a_slow_model_
 
 def test_a_small_request_that_others_arrive_with_joins_them_in_one_call():
     """The server says how many requests it has under way (uvicorn's tasks): alone, a small
-    request to a fast model is computed at once; with others, they share one call."""
+    request to a fast model is computed at once; with others, they share one call (where the
+    model's calls take ``share_seconds`` or more)."""
     from ottotrain.serving.batcher import Batcher
 
-    async def main(in_flight):
+    async def main(in_flight, share_seconds=0.0):
         sizes = []
-        b = Batcher(_double(sizes), batch_rows=50, direct_seconds=1.0)
+        b = Batcher(_double(sizes), batch_rows=50, direct_seconds=1.0, share_seconds=share_seconds)
         b.in_flight = lambda: in_flight
         far = time.monotonic() + 60
         out = await asyncio.gather(*(b(_batch(1, 10 * i), far) for i in range(3)))
@@ -335,6 +336,8 @@ def test_a_small_request_that_others_arrive_with_joins_them_in_one_call():
 
     assert asyncio.run(main(1)) == ([1, 1, 1], [0.0, 20.0, 40.0])
     assert asyncio.run(main(3)) == ([3], [0.0, 20.0, 40.0])
+    # a model faster than the queue's hops: sharing its calls would cost more than it saves
+    assert asyncio.run(main(3, share_seconds=1.0)) == ([1, 1, 1], [0.0, 20.0, 40.0])
 
 
 def test_the_batcher_refuses_past_its_queue_its_time_budget_and_once_stopped():
