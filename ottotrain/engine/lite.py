@@ -125,11 +125,12 @@ class _Parts:
             out = self.chunked(self.parts[0], args)
             self.row_seconds = (time.perf_counter() - t0) / n
             return out
-        bounds = np.linspace(0, n, len(self.parts) + 1).astype(int)
+        k = min(len(self.parts), n)  # no part without rows
+        bounds = np.linspace(0, n, k + 1).astype(int)
         split = [[a[lo:hi] for a in args] for lo, hi in zip(bounds[:-1], bounds[1:])]
         others = [self.pool.submit(self.chunked, it, p) for it, p in zip(self.parts[1:], split[1:])]
         out = np.concatenate([self.chunked(self.parts[0], split[0])] + [f.result() for f in others])
-        self.row_seconds = (time.perf_counter() - t0) * len(self.parts) / n
+        self.row_seconds = (time.perf_counter() - t0) * k / n
         return out
 
 
