@@ -334,6 +334,14 @@ class Stages:
         self.lite, self.schema = load(target)
         self.saved, _ = load(target, lite=False)
         self.apps = {k: served.make_app("m", self.schema, f, access_log=True) for k, f in self.models()}
+        # The same TensorFlow Lite model on one interpreter: what splitting a call's rows over
+        # the cores gains (model_lite against model_lite_one_interpreter)
+        self.lite_one = None
+        if self.lite.runtime.startswith("TensorFlow Lite"):
+            from ottotrain import engine
+
+            knn_rows = engine.export.KNN_CHUNK if any(m.knn for m in self.schema.members) else None
+            self.lite_one = engine.lite.lite_function(self.saved.module, threads=1, max_rows=knn_rows)
         self.reader = RequestReader(self.schema, 10**6)
 
     def models(self):
@@ -358,7 +366,8 @@ class Stages:
 
             row = {"decode": _median_us(decode, group, n)}
             row["read"] = _median_us(self.reader.tf_serving, docs, n)
-            for k, f in self.models():
+            extra = (("lite_one_interpreter", self.lite_one),) if self.lite_one is not None else ()
+            for k, f in self.models() + extra:
                 row[f"model_{k}"] = _median_us(lambda batch, f=f: f(batch.numbers, batch.strings), batches, n)
             row["answer"] = _median_us(answer, proba, n)
             for k, app in self.apps.items():

@@ -320,6 +320,26 @@ def test_a_small_request_to_an_idle_fast_model_skips_the_queue_and_a_slow_model_
     assert [float(p[0, 0]) for p in out] == [20.0 * i for i in range(6)]
 
 
+def test_a_small_request_that_others_arrive_with_joins_them_in_one_call():
+    """The server says how many requests it has under way (uvicorn's tasks): alone, a small
+    request to a fast model is computed at once; with others, they share one call (where the
+    model's calls take ``share_seconds`` or more)."""
+    from ottotrain.serving.batcher import Batcher
+
+    async def main(in_flight, share_seconds=0.0):
+        sizes = []
+        b = Batcher(_double(sizes), batch_rows=50, direct_seconds=1.0, share_seconds=share_seconds)
+        b.in_flight = lambda: in_flight
+        far = time.monotonic() + 60
+        out = await asyncio.gather(*(b(_batch(1, 10 * i), far) for i in range(3)))
+        return sizes, [float(p[0, 0]) for p in out]
+
+    assert asyncio.run(main(1)) == ([1, 1, 1], [0.0, 20.0, 40.0])
+    assert asyncio.run(main(3)) == ([3], [0.0, 20.0, 40.0])
+    # a model faster than the queue's hops: sharing its calls would cost more than it saves
+    assert asyncio.run(main(3, share_seconds=1.0)) == ([1, 1, 1], [0.0, 20.0, 40.0])
+
+
 def test_the_batcher_refuses_past_its_queue_its_time_budget_and_once_stopped():
     from ottotrain.serving.batcher import Batcher
     from ottotrain.serving.requests import RequestError
@@ -423,6 +443,78 @@ def test_bad_http_gets_a_json_400_and_a_slow_header_a_408(typed):
     assert out.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s (--header-timeout)" in out
     assert 0.9 < time.monotonic() - t0 < 8
     assert typed.client.get("/healthz").status_code == 200
+
+
+def _answer(url, method, path, body: bytes, length=None) -> tuple[bytes, dict, bytes]:
+    """(status line, headers but the date, body) of one request on its own connection
+    (``length``: the Content-Length said, where it is not the body's)."""
+    length = len(body) if length is None else length
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n"
+    out = _raw(url, head.encode() + body)
+    top, rest = out.split(b"\r\n\r\n", 1)
+    status, *lines = top.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    headers.pop(b"date")
+    return status, headers, rest
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ("good", b"HTTP/1.1 200 OK"),
+        (b'{"inputs": [{"name": "numbers"}]}', b"HTTP/1.1 400 Bad Request"),
+        (b"", b"HTTP/1.1 413 Request Entity Too Large"),  # 300 KiB said: refused before reading
+    ],
+)
+def test_the_predict_routes_answer_as_the_other_routes(typed, body, status):
+    """A POST to the model's own infer path is answered before Starlette's routing; the same
+    request through the routes (another version's path) gets the same bytes back."""
+    if body == "good":
+        kinds = {c.name: "BYTES" if c.kind == "categorical" else "FP32" for c in typed.schema.columns}
+        inputs = [
+            {"name": k, "shape": [4], "datatype": d, "data": [r[k] for r in typed.rows[:4]]}
+            for k, d in kinds.items()
+        ]
+        body = json.dumps({"inputs": inputs}).encode()
+    length = None if body else 300 << 10
+    fast = _answer(typed.url, "POST", "/v2/models/typed/infer", body, length)
+    routed = _answer(typed.url, "POST", "/v2/models/typed/versions/2/infer", body, length)
+    assert fast == routed and fast[0] == status, fast
+    assert fast[1][b"content-type"] == b"application/json" and json.loads(fast[2])
+
+
+def test_a_response_leaves_in_one_write():
+    """uvicorn writes a head, a body and an end: OneWrite sends the head with the body; a 100
+    Continue goes at once, and a head held when the connection closes is written first."""
+    from ottotrain.serving.protocol import OneWrite
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+
+        def close(self):
+            self.writes.append("closed")
+
+        def is_closing(self):
+            return False
+
+    t = OneWrite(Recorder())
+    for data in (b"HTTP/1.1 200 OK\r\n\r\n", b'{"a": 1}', b""):
+        t.write(data)
+    t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    t.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
+    t.close()
+    assert t.transport.writes == [
+        b'HTTP/1.1 200 OK\r\n\r\n{"a": 1}',
+        b"",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\n\r\n",
+        "closed",
+    ]
+    assert t.is_closing() is False  # the rest of the transport's interface, passed through
 
 
 def test_past_the_connection_cap_a_json_503_and_the_server_goes_on(typed):

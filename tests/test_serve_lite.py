@@ -47,15 +47,18 @@ def test_lite_gives_what_predict_writes_in_any_batch(runs, where):
     np.testing.assert_allclose(fast(x, s), saved(x, s), atol=serve.LITE_TOLERANCE)
 
 
-def test_a_call_over_max_rows_is_made_in_chunks_on_the_threaded_interpreter(runs):
+def test_a_call_over_max_rows_is_split_over_the_interpreters_and_made_in_chunks(runs):
     from ottotrain import engine
     from ottotrain.workflows import serve
 
     run, export, test, sub = runs["knn-tfidf"]
     saved, schema = serve.load(export, lite=False)
     x, s = _inputs(test, schema)
+    assert len(x) > 2 * 7 > engine.lite.SMALL_ROWS  # two parts, each in chunks
     fast = engine.lite.lite_function(saved.module, threads=2, max_rows=7)
     np.testing.assert_allclose(fast(x, s), pd.read_csv(sub).iloc[:, 1:].to_numpy(), atol=1e-5)
+    alone = engine.lite.lite_function(saved.module, threads=1)
+    np.testing.assert_allclose(fast(x, s), alone(x, s), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(

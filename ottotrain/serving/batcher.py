@@ -25,9 +25,14 @@ from ottotrain.serving.requests import Batch, RequestError
 INLINE_ROWS = 8
 # A small request finding the model idle is computed at once, without the queue's hops (a
 # future, a task, two turns of the event loop), while small calls take less than this on
-# average; a slower model goes through the queue, where requests that arrive meanwhile are
-# joined into its next call.
+# average; a slower model goes through the queue, where the requests that arrive meanwhile
+# are joined into one call.
 DIRECT_SECONDS = 100e-6
+# ... and so does a request that others are arriving with (16 clients' one-row requests: a
+# call of several rows instead of one each), where small calls take this long or more: the
+# queue's hops cost about 10 us a request, which a call shared by a few requests saves only
+# when it takes more than that (the otto.yaml MLP's ~35 us, not the tutorial MLP's ~5 us).
+SHARE_SECONDS = 20e-6
 
 
 class _Job:
@@ -41,9 +46,13 @@ class _Job:
 class Batcher:
     """Calls ``predict(numbers, strings) -> probabilities`` for the requests waiting, in one thread."""
 
-    def __init__(self, predict, batch_rows=512, max_queue=256, on_call=None, direct_seconds=DIRECT_SECONDS):
+    def __init__(
+        self, predict, batch_rows=512, max_queue=256, on_call=None,
+        direct_seconds=DIRECT_SECONDS, share_seconds=SHARE_SECONDS,
+    ):  # fmt: skip
         self.predict, self.batch_rows, self.max_queue = predict, batch_rows, max_queue
         self.direct_seconds = direct_seconds  # 0: every request through the queue
+        self.share_seconds = share_seconds
         self.on_call = on_call or (lambda rows: None)  # told each model call's rows (metrics)
         self.pending = collections.deque()  # (job, start, stop): chunks not computed yet
         self.jobs = 0  # requests waiting or under way
@@ -51,6 +60,9 @@ class Batcher:
         self.stopping = False
         self.calls = 0
         self.small_seconds = 0.0  # a running mean of the inline calls' times
+        # How many requests the server has under way (its handlers started, or about to be):
+        # set by the server (``workflows.serve.server``); one means this request alone.
+        self.in_flight = lambda: 1
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
 
     async def __call__(self, batch: Batch, deadline: float) -> np.ndarray:
@@ -65,6 +77,7 @@ class Batcher:
             and not self.pending
             and self.small_seconds < self.direct_seconds
             and (self.worker is None or self.worker.done())
+            and (self.small_seconds < self.share_seconds or self.in_flight() <= 1)
         ):
             return self._call(batch.numbers, batch.strings)
         job = _Job(batch, asyncio.get_running_loop().create_future(), deadline)

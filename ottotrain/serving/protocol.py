@@ -6,6 +6,7 @@
   connection opening (or of its first byte on a kept-alive connection), else 408 and closed.
 - A request uvicorn cannot parse (``Content-Length: abc``, a broken request line) gets a
   JSON 400 naming h11's reason, not uvicorn's plain text.
+- A response's head and body leave in one write (``OneWrite``): one ``send`` per answer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,45 @@ def raw_response(status: int, message: str) -> bytes:
     if status == 503:
         head += "retry-after: 1\r\n"
     return head.encode() + b"\r\n" + body
+
+
+class OneWrite:
+    """A connection's transport, except that a response's head (``HTTP/1.1 2..``-``5..``) is
+    held until the next write, and goes out with it. uvicorn writes a head, then a body, then
+    the end of the message (``b""`` where a content-length frames it): with TCP_NODELAY each
+    write was its own packet and system call, and the client woke up twice per answer. Every
+    head is followed by a write of the same response, so none is held for long; ``close``
+    and ``write_eof`` write a held head first. A 1xx head (100 Continue) is never held: the
+    client waits for it before sending the body."""
+
+    __slots__ = ("transport", "head")
+
+    def __init__(self, transport):
+        self.transport, self.head = transport, None
+
+    def write(self, data):
+        if self.head is not None:
+            data, self.head = self.head + bytes(data), None
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":
+            self.head = bytes(data)
+            return
+        self.transport.write(data)
+
+    def flush(self):
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head)
+
+    def close(self):
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self):
+        self.flush()
+        self.transport.write_eof()
+
+    def __getattr__(self, name):  # the rest of the transport's interface, unchanged
+        return getattr(self.transport, name)
 
 
 class LimitedH11Protocol(H11Protocol):
@@ -61,7 +101,7 @@ class LimitedH11Protocol(H11Protocol):
             transport.write_eof()
             self.loop.call_later(1.0, transport.close)
             return
-        super().connection_made(transport)
+        super().connection_made(OneWrite(transport))
         self._arm()
 
     def connection_lost(self, exc):

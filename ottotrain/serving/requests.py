@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import orjson
@@ -34,6 +35,7 @@ F32_MAX = float(np.finfo(np.float32).max)
 SIGNATURE = "serving_default"  # the one signature name a request may give
 PACKED_NUMBERS, PACKED_STRINGS = "numbers", "strings"  # the packed inputs' names (v2 tensors)
 _NUMBER = (int, float)
+_NUMBER_TYPES, _STR_TYPE = frozenset(_NUMBER), frozenset([str])  # exact types: a bool is refused
 
 
 class RequestError(ValueError):
@@ -219,7 +221,7 @@ class RequestReader:
         float32 holds, else value by value, naming the first bad one."""
         if not self.numeric:
             return np.zeros((len(rows), 0), np.float32)
-        if {type(v) for r in rows for v in r} <= {int, float}:
+        if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
             try:
                 with np.errstate(over="ignore", invalid="ignore"):
                     x = np.array(rows, dtype=np.float32)
@@ -235,7 +237,7 @@ class RequestReader:
     def _strings(self, rows, where: str) -> np.ndarray | None:
         if rows is None:
             return None
-        if {type(v) for r in rows for v in r} <= {str}:
+        if set(map(type, chain.from_iterable(rows))) <= _STR_TYPE:
             try:
                 "".join(v for r in rows for v in r).encode("utf-8")
                 return np.array(rows, dtype=object).reshape(len(rows), len(self.text))

@@ -181,11 +181,15 @@ def server(app, limits: Limits = DEFAULTS) -> _Server:
         log_level="warning",
         timeout_graceful_shutdown=10,
         timeout_keep_alive=limits.idle_timeout,
-        backlog=min(2048, limits.max_connections * 2),
+        backlog=_backlog(limits),
     )
     config.limits = limits  # read by LimitedH11Protocol
     srv = _Server(config)
-    srv.on_exit = app.state.service.batcher.stop
+    batcher = app.state.service.batcher
+    srv.on_exit = batcher.stop
+    # uvicorn's task per request under way: those created in the same turn of the event loop
+    # as a request reaching the batcher have not started yet, but will join its model call
+    batcher.in_flight = srv.server_state.tasks.__len__
     return srv
 
 
@@ -204,6 +208,17 @@ def bind(host: str, port: int) -> socket.socket:
             f"{host}:{port}: cannot listen there ({e.strerror}); give another --port or --host"
         ) from None
     return sock
+
+
+def _listen(sock: socket.socket, limits: Limits):
+    """Listen before the "Serving ... on" line: a client that connects as soon as it reads the
+    line waits in the backlog until uvicorn accepts, instead of being refused (uvicorn's own
+    listen() comes a moment later, once its event loop has started)."""
+    sock.listen(_backlog(limits))
+
+
+def _backlog(limits: Limits) -> int:
+    return min(2048, limits.max_connections * 2)
 
 
 def fit_connections(limits: Limits) -> Limits:
@@ -258,6 +273,7 @@ def serve(
             args = (target, name, no_knn_members, limits, access_log, lite, max(1, cores() // workers))
             return _supervise(sock, args, workers, url, log)
         app, seconds, runtime = _app(target, name, no_knn_members, limits, access_log, lite)
+        _listen(sock, limits)
         log(f"Serving {name} on {url} (loaded in {seconds:.1f}s; Ctrl-C stops)")
         log(f"Model computed by {runtime}")
         srv = server(app, limits)
@@ -326,6 +342,7 @@ def _supervise(sock, args, workers, url, log):
         runtime = _wait_ready(procs, ready, stopped)
         if runtime is not None:
             seconds = time.perf_counter() - t0
+            _listen(sock, args[3])
             log(f"Serving {args[1]} on {url} ({workers} workers, loaded in {seconds:.1f}s; Ctrl-C stops)")
             log(f"Model computed by {runtime}")
         while not stopped:
