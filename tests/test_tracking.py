@@ -280,6 +280,7 @@ def test_fit_on_a_server_model_registry_and_no_password(
     for f in run_dir.rglob("*"):
         assert not f.is_file() or PASSWORD.encode() not in f.read_bytes(), f
     assert [line for line in r.output.splitlines() if "Warning" in line] == []
+    assert "View run" not in r.output  # MLflow's links to the run stay off stdout
 
     record = tracking.Record.of(run_dir)
     assert record.tracking_uri == server.url

@@ -30,6 +30,9 @@ ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Its links to each ended run on stdout (a -q run prints its result alone there), and the
+    # request for the run that each link costs.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 _BATCH = 100  # MLflow's limit on params (and tags) per log_batch; metrics: 1000
 PARENT_TAG = "mlflow.parentRunId"
