@@ -5,6 +5,9 @@ the ratios of the median wall times to the untracked fit's (target <= 1.05). A t
 starts its MLflow run beside the training and logs its params, every epoch, its files and
 (unless log_model is false) its model, the SavedModel export, once it has trained.
 
+Then where a tracked fit's time goes: one more tracked fit in this process, with timers
+around each part of tracking (MLflow's import timed alone first, as the start thread pays it).
+
     python bench/tracking_cost.py            # real Otto where common.otto_files finds it, 4 rounds
     python bench/tracking_cost.py --quick    # 2 rounds
     python bench/tracking_cost.py --smoke    # 1 round, 2 epochs, small generated data, SQLite, no server
@@ -12,7 +15,11 @@ starts its MLflow run beside the training and logs its params, every epoch, its 
 Writes its block of bench/results/tracking.md.
 """
 
+import contextlib
+import importlib
 import sys
+import time
+from collections import defaultdict
 
 import common
 
@@ -29,21 +36,85 @@ def fit_command(d: common.Data, runs, epochs: int, track: str | None, model: boo
     return common.ottotrain(*args, *(("--track", track) if track else ()))
 
 
-def measure(d: common.Data, work, rounds: int, epochs: int, serve: bool) -> list[list[float]]:
-    """Wall seconds of the plain fits, the tracked ones and the tracked ones without their model;
-    ``serve``: to a server (else to its SQLite file)."""
-    store = f"sqlite:///{work}/mlflow.db"
-    server = start_mlflow(store, work).wait() if serve else None
+def measure(d: common.Data, work, rounds: int, epochs: int, uri: str) -> list[list[float]]:
+    """Wall seconds of the plain fits, the tracked ones and the tracked ones without their model."""
 
     def job(track, model=True):
         return lambda: common.timed(fit_command(d, work / "runs", epochs, track, model))[0]
 
-    uri = server.url if server else store
+    return common.interleave(rounds, job(None), job(uri), job(uri, model=False))
+
+
+# (label, module, attribute): the parts of tracking timed in ``split``, in the order they run.
+PARTS = (
+    ("starting the MLflow run: tags, experiment, run (start thread, beside the training)",
+     "ottotrain.tracking.session", "_Start.__call__"),
+    ("the fit's own test predictions, submission, plots (for scale)", "ottotrain.workflows.fit", "_finish"),
+    ("params, metrics and the run's files (HTTP)", "ottotrain.tracking.kinds", "_parent"),
+    ("model: the run opened as a graph", "ottotrain.workflows.export", "open_any_graph"),
+    ("model: SavedModel traced and written", "ottotrain.engine.export", "save"),
+    ("model: mlflow.pyfunc.save_model (requirements check, env files, copy)", "mlflow.pyfunc", "save_model"),
+)  # fmt: skip
+CALLS = {  # the tracker's calls by what they do
+    "logging the run": "after the training: the run logged (the next five rows, and the rest)",
+    "logging the model": "model: uploaded (HTTP)",
+    "ending the run": "ending the run (HTTP)",
+}
+IMPORT = "importing MLflow's client (start thread, beside the training)"
+AFTER = CALLS["logging the run"]
+ORDER = (IMPORT, PARTS[0][0], PARTS[1][0], AFTER, *(p[0] for p in PARTS[2:]), *list(CALLS.values())[1:])
+
+
+@contextlib.contextmanager
+def _timers(seconds: dict):
+    """Wrap each part of ``PARTS`` and the tracker's ``CALLS`` to add its seconds to ``seconds``."""
+    undo = []
+
+    def wrap(owner, name, label):
+        fn = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                key = label(*args) if callable(label) else label
+                if key is not None:
+                    seconds[key] += time.perf_counter() - t0
+
+        setattr(owner, name, timed)
+        undo.append((owner, name, fn))
+
+    for label, module, attr in PARTS:
+        owner = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        wrap(owner, name, label)
+    tracker = importlib.import_module("ottotrain.tracking.client").Tracker
+    wrap(tracker, "call", lambda _self, what, *a: CALLS.get(what))
     try:
-        return common.interleave(rounds, job(None), job(uri), job(uri, model=False))
+        yield
     finally:
-        if server is not None:
-            server.stop()
+        for owner, name, fn in reversed(undo):
+            setattr(owner, name, fn)
+
+
+def split(d: common.Data, work, epochs: int, uri: str) -> list[tuple[str, str]]:
+    """One tracked fit here, its tracking's parts timed: (part, seconds) rows."""
+    importlib.import_module("ottotrain.engine.build")  # TensorFlow: imported before a fit tracks
+    t0 = time.perf_counter()
+    for module in ("ottotrain.tracking.client", "ottotrain.tracking.kinds"):
+        importlib.import_module(module)
+    seconds = defaultdict(float, {IMPORT: time.perf_counter() - t0})
+    with _timers(seconds):
+        t1 = time.perf_counter()
+        rc, _, err = common.in_process(fit_command(d, work / "split-runs", epochs, uri))
+        total = time.perf_counter() - t1
+    if rc != 0 or "Warning: MLflow" in err:
+        raise RuntimeError(f"the timed fit failed or warned: {err[-2000:]}")
+    rows = [(k, f"{seconds[k]:.3f}") for k in ORDER]
+    return rows + [("the whole fit (this process: TensorFlow imported already)", f"{total:.2f}")]
 
 
 def main(argv=None):
@@ -53,7 +124,15 @@ def main(argv=None):
     with common.scratch() as work:
         d = common.data(r, work)
         # The smoke checks the script, not the server: its database migrations take a minute.
-        times = measure(d, work, r.pick(4, 2, 1), r.pick(20, 20, 2), serve=not r.smoke)
+        store = f"sqlite:///{work}/mlflow.db"
+        server = None if r.smoke else start_mlflow(store, work).wait()
+        uri, epochs = server.url if server else store, r.pick(20, 20, 2)
+        try:
+            times = measure(d, work, r.pick(4, 2, 1), epochs, uri)
+            parts = split(d, work, epochs, uri)
+        finally:
+            if server is not None:
+                server.stop()
     names = ("no tracking", "--track (local mlflow server)", "--track, tracking.log_model: false")
     base = common.median(times[0])
     rows = []
@@ -63,6 +142,8 @@ def main(argv=None):
             (name, f"{common.median(t):.2f}", f"{min(t):.2f}", f"{common.median(t) / base:.3f}", per_round)
         )
     body = common.table(("fit", "median s", "min s", "ratio of medians", "per round (to no tracking)"), rows)
+    body += "\n\nWhere a tracked fit's time goes (one more fit, in this process):\n\n"
+    body += common.table(("part", "seconds"), parts)
     print(body)
     r.record(
         "tracking",

@@ -119,6 +119,22 @@ def _packed_predict(export, cols):
     return engine.export.packed_function(export)(numbers, strings)
 
 
+@pytest.mark.parametrize("name", ["typed-knn-tabm", "cv"])
+def test_packed_only_keeps_the_packed_signature_and_its_predictions(exported, tmp_path, name):
+    """MLflow's model: the packed signature alone (no per-column one, no float32 function)."""
+    import tensorflow as tf
+
+    from ottotrain.workflows.export import export as export_run
+
+    run, export, test, _ = exported[name]
+    out = tmp_path / "packed"
+    export_run(run, out, packed_only=True)
+    loaded = tf.saved_model.load(str(out))
+    assert list(loaded.signatures) == ["packed"] and not hasattr(loaded, "serve_lite")
+    cols = _raw_columns(export, test)
+    np.testing.assert_allclose(_packed_predict(out, cols), _packed_predict(export, cols), atol=1e-6)
+
+
 def test_export_creates_missing_parent_folders(exported, tmp_path):
     run, export, test, _ = exported["cv"]
     out = tmp_path / "a" / "b" / "cv"

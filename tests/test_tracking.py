@@ -123,6 +123,28 @@ def test_a_store_mlflow_cannot_open_is_one_warning_and_nothing_written(tmp_path)
     assert not (tmp_path / RECORD_FILE).exists()
 
 
+def test_mlflow_warnings_stay_out_of_the_output_even_under_its_own_filters():
+    """MLflow shows some warnings with a filter of its own in front (``once``), as its
+    PythonModel check does when the logged model's code is read: still none is shown."""
+    import warnings
+
+    from ottotrain.log import Log
+    from ottotrain.tracking import Settings
+    from ottotrain.tracking.client import Tracker
+
+    def noisy():
+        with warnings.catch_warnings():
+            warnings.simplefilter("once", UserWarning)
+            warnings.warn("Add type hints to the `predict` method", UserWarning, stacklevel=1)
+        return 42
+
+    shown = []
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda *args, **kwargs: shown.append(args[0])
+        assert Tracker(Settings("sqlite:///unused.db", "x"), Log(0)).call("logging the model", noisy) == 42
+    assert shown == []
+
+
 def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -258,6 +280,7 @@ def test_fit_on_a_server_model_registry_and_no_password(
     for f in run_dir.rglob("*"):
         assert not f.is_file() or PASSWORD.encode() not in f.read_bytes(), f
     assert [line for line in r.output.splitlines() if "Warning" in line] == []
+    assert "View run" not in r.output  # MLflow's links to the run stay off stdout
 
     record = tracking.Record.of(run_dir)
     assert record.tracking_uri == server.url

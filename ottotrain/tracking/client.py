@@ -30,6 +30,9 @@ ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Its links to each ended run on stdout (a -q run prints its result alone there), and the
+    # request for the run that each link costs.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 _BATCH = 100  # MLflow's limit on params (and tags) per log_batch; metrics: 1000
 PARENT_TAG = "mlflow.parentRunId"
@@ -45,6 +48,7 @@ class Tracker:
     client: MlflowClient | None = None  # None once connecting failed (``failed`` says why)
     experiment_id: str | None = None
     failed: str | None = None  # why tracking stopped, once it did
+    continued: bool = False  # the run directory's recorded MLflow run goes on (a resumed run)
 
     @classmethod
     def open(cls, settings: Settings, log: Log) -> Tracker:
@@ -64,7 +68,9 @@ class Tracker:
         if self.failed is not None:
             return None
         try:
-            with warnings.catch_warnings():
+            # Recorded, not only ignored: MLflow puts its own filters in front of this one
+            # (its PythonModel check shows "Add type hints" once, whatever the filters said).
+            with warnings.catch_warnings(record=True):
                 warnings.simplefilter("ignore")
                 return (getattr(self.client, fn) if isinstance(fn, str) else fn)(*args, **kwargs)
         except Exception as e:
@@ -98,7 +104,7 @@ class Tracker:
         """The run directory's MLflow run: its recorded one continued, else a new one."""
         record = Record.of(run_dir)
         if record is not None:
-            self.experiment_id = record.experiment_id
+            self.experiment_id, self.continued = record.experiment_id, True
             self.call("continuing the run", "update_run", record.run_id, status="RUNNING")
             return None if self.failed else record.run_id
         run = self.new_run(name, tags)

@@ -41,9 +41,10 @@ def log_run(kind: str, tracker: Tracker, run_dir: Path, run_id: str | None) -> N
 
 def _parent(tracker: Tracker, run_dir: Path, run_id: str, files: tuple[str, ...]) -> None:
     """The config, the scores and the files of a run."""
-    existing = tracker.call("reading the run", "get_run", run_id)
+    # A continued (resumed) run has its params: only new keys are logged (MLflow refuses a changed value).
+    existing = tracker.call("reading the run", "get_run", run_id) if tracker.continued else None
     done = existing.data.params if existing is not None else {}
-    params = {k: v for k, v in config_params(run_dir).items() if k not in done}  # resumed: new ones
+    params = {k: v for k, v in config_params(run_dir).items() if k not in done}
     metrics = final_metrics(run_dir / "metrics.json", skip=_LISTS)
     steps = history_steps(run_dir / "history.csv")
     tracker.record(run_id, RunContent(params, metrics, steps, files=run_files(run_dir, files)))

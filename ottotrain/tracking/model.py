@@ -37,7 +37,7 @@ def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="ottotrain-mlflow-") as tmp:
         saved, model = Path(tmp) / "saved_model", Path(tmp) / MODEL_PATH
-        export(run_dir, saved)
+        export(run_dir, saved, packed_only=True)
         mlflow.pyfunc.save_model(
             str(model),
             python_model=str(MODEL_CODE),

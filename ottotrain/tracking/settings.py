@@ -35,9 +35,9 @@ class Settings:
     experiment: str
     tags: dict[str, str] = field(default_factory=dict)
     log_model: bool = True
-    # ``workflows.export.export(run_dir, out)``, handed in by the workflows that log a model (fit,
-    # cv): tracking sits below the workflows and does not import them.
-    export_model: Callable[[Path, Path], object] | None = field(default=None, compare=False, repr=False)
+    # ``workflows.export.export(run_dir, out, packed_only=True)``, handed in by the workflows that
+    # log a model (fit, cv): tracking sits below the workflows and does not import them.
+    export_model: Callable[..., object] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,13 @@ def folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def export(run_dir, out_dir, no_knn_members=False) -> dict:
+def export(run_dir, out_dir, no_knn_members=False, packed_only=False) -> dict:
     """Write the SavedModel of a finished run (fit, cv or stack) to the new folder ``out_dir``.
 
     A stack run is exported as one graph (``workflows.stack.export``) when every model its top
     uses is a Keras net or a level-2 learner; otherwise refused in one line naming the member.
 
+    ``packed_only``: the packed signature alone (``ExportModule.packed_only``: MLflow's model).
     Missing parent folders of ``out_dir`` are created. Returns a dict: the folder, its size
     in bytes, the members exported, seconds taken.
     """
@@ -52,6 +53,8 @@ def export(run_dir, out_dir, no_knn_members=False) -> dict:
     t0 = time.perf_counter()
     with progress.phase("Loading the run into a graph"):
         module, schema = open_any_graph(run_dir, no_knn_members, "export")
+        if packed_only:
+            module.packed_only()
     out.parent.mkdir(parents=True, exist_ok=True)  # as --run-dir does; only once the run opened
     tmp = Path(new_beside(out, ".tmp", folder=True))
     try:
