@@ -223,11 +223,11 @@ def export(run_dir, out_dir, no_knn_members, quiet):
     log = _log(quiet)
     result = _interruptible(run_export, run_dir, out_dir, no_knn_members)
     log(
-        f"{result['members']} model(s) ({result['knn_members']} with KNN features), "
-        f"{result['bytes'] / 1e6:.1f} MB in {result['seconds']:.1f}s",
+        f"{result.members} model(s) ({result.knn_members} with KNN features), "
+        f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f}s",
         1,
     )
-    click.echo(result["output"])
+    click.echo(result.output)
 
 
 _LIMITS_HELP = {

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ottotrain import engine
@@ -22,7 +23,7 @@ from ottotrain.serving.schema import SCHEMA_FILE
 from ottotrain.workflows.run_graph import open_graph, schema_for
 from ottotrain.workflows.stack.export import open_any_graph
 
-__all__ = ["check_out_dir", "export", "folder_bytes", "open_graph", "schema_for"]
+__all__ = ["ExportResult", "check_out_dir", "export", "folder_bytes", "open_graph", "schema_for"]
 
 
 def check_out_dir(out_dir) -> Path:
@@ -39,15 +40,25 @@ def folder_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def export(run_dir, out_dir, no_knn_members=False, packed_only=False) -> dict:
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export`` wrote."""
+
+    output: str
+    bytes: int
+    members: int
+    knn_members: int  # of them, those with nearest-neighbour features
+    seconds: float
+
+
+def export(run_dir, out_dir, no_knn_members=False, packed_only=False) -> ExportResult:
     """Write the SavedModel of a finished run (fit, cv or stack) to the new folder ``out_dir``.
 
     A stack run is exported as one graph (``workflows.stack.export``) when every model its top
     uses is a Keras net or a level-2 learner; otherwise refused in one line naming the member.
 
     ``packed_only``: the packed signature alone (``ExportModule.packed_only``: MLflow's model).
-    Missing parent folders of ``out_dir`` are created. Returns a dict: the folder, its size
-    in bytes, the members exported, seconds taken.
+    Missing parent folders of ``out_dir`` are created.
     """
     out = check_out_dir(out_dir)
     t0 = time.perf_counter()
@@ -68,10 +79,10 @@ def export(run_dir, out_dir, no_knn_members=False, packed_only=False) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {
-        "output": str(out),
-        "bytes": folder_bytes(out),
-        "members": len(schema.members),
-        "knn_members": sum(m.knn for m in schema.members),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    return ExportResult(
+        str(out),
+        bytes=folder_bytes(out),
+        members=len(schema.members),
+        knn_members=sum(m.knn for m in schema.members),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
