@@ -141,7 +141,7 @@ def test_as_written_is_what_a_predictions_csv_gives_back(tmp_path):
     p = np.maximum(rng.dirichlet(np.full(9, 0.3), size=3000), 1e-15)
     p /= p.sum(axis=1, keepdims=True)
     write_predictions(tmp_path / "p.csv", p, list("abcdefghi"), {"id": np.arange(len(p))})
-    back = proba_rows(pd.read_csv(tmp_path / "p.csv", float_precision="round_trip").iloc[:, 1:].to_numpy())
+    back = proba_rows(pd.read_csv(tmp_path / "p.csv").iloc[:, 1:].to_numpy())
     np.testing.assert_allclose(as_written(p), back, rtol=1e-14, atol=0)  # the same numbers
     assert np.abs(as_written(p) - p).max() > 1e-8  # the rounding is real
 
@@ -194,7 +194,7 @@ def test_export_refuses_a_stack_whose_top_uses_a_level2_lightgbm(gbm_stack, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_adding_a_level2_lightgbm_to_a_finished_stack_trains_no_member_again(gbm_stack, tmp_path):
+def test_adding_a_level2_lightgbm_to_a_finished_stack_trains_only_it(gbm_stack, tmp_path):
     import shutil
 
     d, run, tree = gbm_stack
@@ -205,6 +205,9 @@ def test_adding_a_level2_lightgbm_to_a_finished_stack_trains_no_member_again(gbm
     r = run_cli("stack", write(tmp_path / "s.yaml", more), "--resume", copy)
     assert r.exit_code == 0, r.output
     assert "lgbm: finished earlier, reused" in r.output and "knn: finished earlier, reused" in r.output
+    for name in ("lr", "gbm"):  # the same learners on the same members: not trained again
+        assert f"level 2 {name}: finished earlier on the same members, reused" in r.output
+    assert "level 2 gbm2: fold 1/3" in r.output
     board = pd.read_csv(copy / "leaderboard.csv").set_index("model")
     assert "gbm2" in board.index
     # The members' files are the ones the first run wrote.
@@ -212,8 +215,13 @@ def test_adding_a_level2_lightgbm_to_a_finished_stack_trains_no_member_again(gbm
         assert (copy / f"members/{name}/oof.csv").read_bytes() == (
             run / f"members/{name}/oof.csv"
         ).read_bytes()
-    # The same level-2 learner on the same members is the same model.
     assert (copy / "level2/gbm/oof.csv").read_bytes() == (run / "level2/gbm/oof.csv").read_bytes()
+    # A level-2 learner whose spec changed is trained again.
+    more["stack"]["level2"][1]["lightgbm"] = GBM | {"num_leaves": 3}
+    r = run_cli("stack", write(tmp_path / "s.yaml", more), "--resume", copy)
+    assert r.exit_code == 0, r.output
+    assert "level 2 gbm: fold 1/3" in r.output and "level 2 gbm2: finished earlier" in r.output
+    assert json.loads((copy / "level2/gbm/level2.json").read_text())["spec"]["lightgbm"]["num_leaves"] == 3
     assert yaml.safe_load((copy / "config.yaml").read_text())["stack"]["level2"][2]["name"] == "gbm2"
 
 

@@ -40,7 +40,7 @@ from ottotrain.metrics import log_loss
 from ottotrain.runs import WORK
 from ottotrain.workflows.common import class_weights
 from ottotrain.workflows.cv_member import FoldedData, member_seed
-from ottotrain.workflows.stack.outputs import ModelOutput, write_output
+from ottotrain.workflows.stack.outputs import ModelOutput, read_output, write_output
 
 LEVEL2_FILE = "level2.json"
 ALL = "all"
@@ -282,6 +282,43 @@ def _write_files(spec, inputs, chosen, fold_results, out: ModelOutput, data, tes
             "predict_seconds": round(out.predict_seconds, 3),
         },
     )
+
+
+def reuse_level2(
+    spec: Level2Spec,
+    inputs: list[ModelOutput],
+    data: FoldedData,
+    with_test: bool,
+    folder: Path,
+    id_column: str,
+):
+    """The outputs of a level-2 learner that finished earlier with this spec on these inputs
+    (a resumed stack), read back from ``folder``; None when it must be trained (again).
+
+    Its metrics.json, written last, marks it finished; level2.json must name the same spec,
+    level-1 models and feature columns. The rows, folds and seed cannot change on resume, so the
+    learner would be trained to the same model.
+    """
+    path = folder / LEVEL2_FILE
+    if not (folder / "metrics.json").exists() or not path.exists():
+        return None
+    info = read_json(path)
+    train = data.train
+    try:
+        same = Level2Spec.model_validate(info["spec"]) == spec
+    except ValueError:  # a spec of another version: train it again
+        return None
+    if not same or info["inputs"] != [o.name for o in inputs]:
+        return None
+    if (
+        info["features"] != feature_columns(spec, train.features)
+        or with_test != (folder / "submission.csv").exists()
+    ):
+        return None
+    out = read_output(folder, spec.name, 2, train.ids, data.fold_of, train.classes, id_column)
+    metrics = read_json(folder / "metrics.json")
+    out.train_seconds, out.predict_seconds = metrics["train_seconds"], metrics["predict_seconds"]
+    return out
 
 
 @dataclass
