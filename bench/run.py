@@ -106,6 +106,15 @@ SUITE = (
     Bench("explain_time.py", "explain"),
     # Its real run is an hour of AutoGluon in an environment of its own (its docstring).
     Bench("autogluon_otto.py", "stack", needs=HOURS),
+    # It reads a finished stack run (bench/results/stack.md's commands make runs/otto-stack-1h).
+    Bench(
+        "stack_tops.py",
+        "stack",
+        ("runs/otto-stack-1h",),
+        ("runs/otto-stack-1h",),
+        needs="a finished real stack run (--long: bench/results/stack.md's commands)",
+        output="The top with each level-2 learner alone and with all (bench/stack_tops.py)",
+    ),  # fmt: skip
     Bench("missing_cost.py", "side_by_side"),
     Bench("tracking_cost.py", "tracking"),
     Bench("categorical_load.py", "side_by_side"),

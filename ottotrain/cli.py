@@ -472,7 +472,8 @@ def cv(config, overrides, as_json, quiet, verbose, **options):
     "--resume",
     type=click.Path(file_okay=False),
     help="Continue a stack run: unfinished members go on, finished ones are reused; with "
-    "CONFIG, members added to it are trained (and level 2 and the top again).",
+    "CONFIG, members added to it are trained (and the top again, and each level-2 learner "
+    "whose settings or inputs changed).",
 )
 @click.option(
     "--time-limit",

@@ -20,7 +20,7 @@ from ottotrain.config.validation import Strict
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 MEMBER_KINDS = ("config", "run", "lightgbm", "knn")
-LEVEL2_KINDS = ("logistic", "net")
+LEVEL2_KINDS = ("logistic", "net", "lightgbm")
 
 
 def _given(model, kinds: tuple[str, ...], what: str) -> str:
@@ -116,12 +116,27 @@ class NetLevel2(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Its 'train' section.")
 
 
+class LightGBMLevel2(LightGBMMember):
+    """LightGBM at level 2 (the level-1 member's settings), early-stopped on rows of the
+    training folds. The defaults are small, well-regularised trees on a few strong columns, as
+    published level-2 boosters use (learning rate 0.05, 15 leaves, at least 100 rows a leaf,
+    half the columns a tree); they were not tuned on the folds that score the stack."""
+
+    num_leaves: int = Field(15, ge=2, le=131072, description="Leaves per tree.")
+    min_child_samples: int = Field(100, ge=1, description="Fewest rows in a leaf.")
+    early_stopping_rounds: int = Field(
+        50, ge=1, description="Stop after this many rounds without a better early-stopping loss."
+    )
+
+
 class Level2Spec(Strict):
-    """One level-2 learner, trained fold by fold on the level-1 OOF log-probabilities."""
+    """One level-2 learner (exactly one of logistic, net, lightgbm), trained fold by fold on the
+    level-1 OOF log-probabilities."""
 
     name: str = Field(description="Names its folder under level2/.")
     logistic: LogisticLevel2 | None = Field(None, description="A logistic regression.")
     net: NetLevel2 | None = Field(None, description="A Keras net.")
+    lightgbm: LightGBMLevel2 | None = Field(None, description="Gradient-boosted trees (LightGBM).")
     features: list[str] = Field(
         default_factory=list,
         description="Input columns joined to the level-1 predictions (log1p, standard-scaled); "

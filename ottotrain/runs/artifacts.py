@@ -32,6 +32,9 @@ def read_member_oof(path) -> np.ndarray:
         return z["proba"]
 
 
+CSV_DIGITS = 6  # significant digits of the probabilities in a CSV of predictions
+
+
 def write_predictions(path, proba, columns, leading: dict):
     """A table of probabilities with some leading columns (ids, folds, targets), atomically:
     Parquet or Arrow IPC (Feather) by the name's suffix, else CSV (gzip for ``.gz``)."""
@@ -45,7 +48,7 @@ def write_predictions(path, proba, columns, leading: dict):
         elif suffix in ("feather", "arrow"):
             df.to_feather(tmp)
         else:
-            df.to_csv(tmp, index=False, float_format="%.6g")
+            df.to_csv(tmp, index=False, float_format=f"%.{CSV_DIGITS}g")
 
 
 def write_submission(path, ids, proba, classes, id_column="id"):
@@ -57,6 +60,24 @@ def proba_rows(p) -> np.ndarray:
     """Class probabilities as float64 rows that sum to 1."""
     p = np.clip(np.asarray(p, dtype=np.float64), 0, None)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def as_written(p) -> np.ndarray:
+    """Probabilities as a CSV of ``write_predictions`` holds them, read back by ``proba_rows``:
+    rounded to ``CSV_DIGITS`` significant digits, rows summing to 1 again.
+
+    What reads a model's predictions from its files (a stack's level 2) sees these values; a
+    model that recomputes them from raw rows must see the same, or trees split between two
+    nearly equal values send a row the other way.
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 0, None)
+    out = np.zeros_like(p)
+    pos = p > 0
+    # 10**k is exact for the k of probabilities down to 1e-16, so the quotient is the double
+    # nearest the decimal that "%.6g" writes.
+    scale = 10.0 ** (CSV_DIGITS - 1 - np.floor(np.log10(p[pos])))
+    out[pos] = np.round(p[pos] * scale) / scale
+    return proba_rows(out)
 
 
 def versions() -> dict:

@@ -3,8 +3,8 @@
 Only what the top uses goes into the graph: the models it weights (weight > 0), and the
 level-1 members those level-2 learners read. Each must be a TensorFlow graph: a Keras member
 (a cv run, exported as ``export`` exports a cv run), a logistic regression or a Keras net at
-level 2. A LightGBM or KNN-vote member that the top uses is refused in one line naming it,
-before anything is loaded; one the top does not use is left out.
+level 2. A LightGBM or KNN-vote member, or a LightGBM level-2 learner, that the top uses is
+refused in one line naming it, before anything is loaded; one the top does not use is left out.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def graph_plan(run_dir, command: str = "export") -> GraphPlan:
             level2[name] = read_json(path)
     for name, l2 in level2.items():
         if l2["kind"] not in GRAPH_LEVEL2:
-            what = f"a level-2 learner of kind {l2['kind']!r}"
+            what = _NOT_GRAPH.get(l2["kind"], f"a level-2 learner of kind {l2['kind']!r}")
             raise _refusal(run_dir, f"level-2 learner '{name}'", what, _use(name, weights, level2), command)
     needed = set(weights) | {n for l2 in level2.values() for n in l2["inputs"]}
     members = [e for e in info["members"] if e["name"] in needed]

@@ -5,10 +5,11 @@ A level-2 learner's inputs are the level-1 models' OOF probabilities as log-prob
 ``sign(x) log(1 + |x|)`` (log1p for counts); every column is standard-scaled with statistics
 of the fold's level-2 training rows only. (Unscaled, the log-probabilities span some 30
 units: lbfgs then ran out of its 1,000 iterations on 400 rows where it converges in 40.)
-On the stack's folds: the model of fold k trains on the other folds' OOF rows (a net
-early-stops on ``data.inner_split`` rows of those), predicts fold k (its OOF, so the level-2
-score is as honest as level 1's) and the test rows, whose inputs are the level-1 test
-probabilities; its test prediction is the mean over the folds.
+On the stack's folds: the model of fold k trains on the other folds' OOF rows (a net and
+LightGBM early-stop on ``data.inner_split`` rows of those; trees ignore the scaling),
+predicts fold k (its OOF, so the level-2 score is as honest as level 1's) and the test rows,
+whose inputs are the level-1 test probabilities; its test prediction is the mean over the
+folds.
 
 The folder of a level-2 learner holds oof.csv, submission.csv, metrics.json,
 ``models/fold<k>/`` (a saved learner, or a Keras net's ``model.keras``) and level2.json: its
@@ -39,11 +40,12 @@ from ottotrain.metrics import log_loss
 from ottotrain.runs import WORK
 from ottotrain.workflows.common import class_weights
 from ottotrain.workflows.cv_member import FoldedData, member_seed
-from ottotrain.workflows.stack.outputs import ModelOutput, write_output
+from ottotrain.workflows.stack.outputs import ModelOutput, read_output, write_output
 
 LEVEL2_FILE = "level2.json"
 ALL = "all"
 NET_FILE = "model.keras"
+EARLY_STOPPED = ("net", "lightgbm")  # the kinds that stop on inner-validation rows
 
 
 def feature_columns(spec: Level2Spec, columns: list[str]) -> list[str]:
@@ -115,6 +117,7 @@ class _Fold:
     scaler: Scaler
     train_seconds: float
     predict_seconds: float
+    rounds: int | None = None  # LightGBM's boosting rounds, chosen by early stopping
 
 
 def _net_config(spec: Level2Spec, data_cfg: DataConfig, seed: int) -> Config:
@@ -130,14 +133,20 @@ def _proba(kind: str, model):
 
 
 def _fit(spec: Level2Spec, x_tr, y_tr, stop, out: Path, ctx: dict):
-    """Train fold k's model on (x_tr, y_tr) and save it in ``out``; return it."""
+    """Train fold k's model on (x_tr, y_tr) (early-stopped on its ``stop`` rows) and save it in
+    ``out``; return it and its boosting rounds (None but for LightGBM)."""
     n_classes, seed = ctx["n_classes"], ctx["seed"]
-    if spec.kind == "logistic":
-        threads = ctx["threads"]
-        learner = learners.make("logistic", spec.logistic, n_classes=n_classes, seed=seed, threads=threads)
-        learner.fit(x_tr, y_tr, None, None)
+    if spec.kind != "net":  # a learner: logistic (no early stopping) or lightgbm
+        learner = learners.make(
+            spec.kind, getattr(spec, spec.kind), n_classes=n_classes, seed=seed, threads=ctx["threads"]
+        )
+        if stop is None:
+            info = learner.fit(x_tr, y_tr, None, None)
+        else:
+            fit, stop_rows = stop
+            info = learner.fit(x_tr[fit], y_tr[fit], x_tr[stop_rows], y_tr[stop_rows])
         learner.save(out)
-        return learner
+        return learner, info.rounds if spec.kind == "lightgbm" else None
     fit, stop_rows = stop
     cfg = _net_config(spec, ctx["data_cfg"], seed)
     x32 = np.asarray(x_tr, dtype=np.float32)
@@ -151,7 +160,7 @@ def _fit(spec: Level2Spec, x_tr, y_tr, stop, out: Path, ctx: dict):
     out.mkdir(parents=True, exist_ok=True)
     os.replace(result.model_path, out / NET_FILE)
     shutil.rmtree(work.parent, ignore_errors=True)
-    return engine.inference.load_model(out / NET_FILE)
+    return engine.inference.load_model(out / NET_FILE), None
 
 
 def _train_fold(spec, k: int, logp, z, test_logp, z_test, data: FoldedData, folder: Path, ctx) -> _Fold:
@@ -161,15 +170,15 @@ def _train_fold(spec, k: int, logp, z, test_logp, z_test, data: FoldedData, fold
     scaler = Scaler.fit(x[tr])
     x_tr = scaler.apply(x[tr])
     stop = None
-    if spec.kind == "net":  # early stopping on rows of the training folds, never on fold k
+    if spec.kind in EARLY_STOPPED:  # on rows of the training folds, never on fold k
         stop = inner_split(np.arange(len(tr)), y[tr], ctx["inner_validation"], ctx["seed"])
     t0 = time.perf_counter()
-    model = _fit(spec, x_tr, y[tr], stop, folder / "models" / f"fold{k + 1}", ctx)
+    model, rounds = _fit(spec, x_tr, y[tr], stop, folder / "models" / f"fold{k + 1}", ctx)
     t1 = time.perf_counter()
     predict = _proba(spec.kind, model)
     oof = predict(scaler.apply(x[va]))
     test = None if test_logp is None else predict(scaler.apply(joined(test_logp, z_test)))
-    return _Fold(oof, test, scaler, t1 - t0, time.perf_counter() - t1)
+    return _Fold(oof, test, scaler, t1 - t0, time.perf_counter() - t1, rounds)
 
 
 def train_level2(
@@ -191,7 +200,8 @@ def train_level2(
         inputs: the level-1 models' outputs (their ``oof`` and ``test``), in the order used.
         data: the training table and the stack's folds.
         test: (ids, raw feature rows) of the test file, or None.
-        threads: the logistic regression's threads (a net trains with the process's TensorFlow threads).
+        threads: a learner's threads (logistic, LightGBM; a net trains with the process's
+            TensorFlow threads).
         data_cfg: the stack's data section (its id and target column names, and the net's config).
     """
     train, folds = data.train, int(data.fold_of.max()) + 1
@@ -212,7 +222,11 @@ def train_level2(
         oof[data.fold_of == k] = r.oof
         fold_results.append(r)
         va = data.fold_of == k
-        log(f"level 2 {spec.name}: fold {k + 1}/{folds} log loss {log_loss(train.y[va], r.oof):.4f}", 1)
+        rounds = "" if r.rounds is None else f", {r.rounds} rounds"
+        log(
+            f"level 2 {spec.name}: fold {k + 1}/{folds} log loss {log_loss(train.y[va], r.oof):.4f}{rounds}",
+            1,
+        )
     test_p = np.mean([r.test for r in fold_results], axis=0) if with_test else None
     out = ModelOutput(
         spec.name,
@@ -239,7 +253,11 @@ def _write_files(spec, inputs, chosen, fold_results, out: ModelOutput, data, tes
         data_cfg.target_column,
         test[0] if out.test is not None else None,
     )
-    folds = [{"log_loss": log_loss(train.y[data.fold_of == k], r.oof)} for k, r in enumerate(fold_results)]
+    folds = [
+        {"log_loss": log_loss(train.y[data.fold_of == k], r.oof)}
+        | ({} if r.rounds is None else {"rounds": r.rounds})
+        for k, r in enumerate(fold_results)
+    ]
     write_json(
         folder / LEVEL2_FILE,
         {
@@ -266,12 +284,49 @@ def _write_files(spec, inputs, chosen, fold_results, out: ModelOutput, data, tes
     )
 
 
+def reuse_level2(
+    spec: Level2Spec,
+    inputs: list[ModelOutput],
+    data: FoldedData,
+    with_test: bool,
+    folder: Path,
+    id_column: str,
+):
+    """The outputs of a level-2 learner that finished earlier with this spec on these inputs
+    (a resumed stack), read back from ``folder``; None when it must be trained (again).
+
+    Its metrics.json, written last, marks it finished; level2.json must name the same spec,
+    level-1 models and feature columns. The rows, folds and seed cannot change on resume, so the
+    learner would be trained to the same model.
+    """
+    path = folder / LEVEL2_FILE
+    if not (folder / "metrics.json").exists() or not path.exists():
+        return None
+    info = read_json(path)
+    train = data.train
+    try:
+        same = Level2Spec.model_validate(info["spec"]) == spec
+    except ValueError:  # a spec of another version: train it again
+        return None
+    if not same or info["inputs"] != [o.name for o in inputs]:
+        return None
+    if (
+        info["features"] != feature_columns(spec, train.features)
+        or with_test != (folder / "submission.csv").exists()
+    ):
+        return None
+    out = read_output(folder, spec.name, 2, train.ids, data.fold_of, train.classes, id_column)
+    metrics = read_json(folder / "metrics.json")
+    out.train_seconds, out.predict_seconds = metrics["train_seconds"], metrics["predict_seconds"]
+    return out
+
+
 @dataclass
 class Level2Model:
     """A trained level-2 learner read back from its folder, for predicting new rows."""
 
     name: str
-    kind: str  # logistic | net
+    kind: str  # logistic | net | lightgbm
     inputs: list[str]  # the level-1 models whose probabilities it reads, in order
     features: list[str]  # the input columns it joins
     scalers: list[Scaler]

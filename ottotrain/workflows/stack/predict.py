@@ -4,7 +4,8 @@ A Keras member (``members/<name>/``) is a cv run directory, read by the cv-run p
 learner member (lightgbm, knn) is one saved learner per fold (``models/fold<k>/``), whose
 probabilities are averaged as the stack averaged them for its submission. Each level-2
 learner is read back from ``level2/<name>/`` (its fold models and scalers) and fed the
-level-1 probabilities; the top's weights (top.json) mix the result. Only the models the
+level-1 probabilities, rounded as the members' files hold them (the stack trained level 2 on
+those); the top's weights (top.json) mix the result. Only the models the
 top or a level-2 learner uses are loaded.
 """
 
@@ -21,6 +22,7 @@ from ottotrain.errors import RunError
 from ottotrain.features import Preprocessor
 from ottotrain.features.preprocess import PreprocessState
 from ottotrain.io import read_json
+from ottotrain.runs.artifacts import as_written
 from ottotrain.workflows.predictor import Predictor, open_run
 from ottotrain.workflows.stack.leaderboard import INPUTS_FILE, read_top
 from ottotrain.workflows.stack.level2 import Level2Model, load_level2
@@ -60,8 +62,8 @@ class StackPredictor:
         """The top's probabilities for raw feature rows ``x`` (the training file's columns)."""
         x = np.asarray(x)
         probas = {}
-        for m in self.members:
-            probas.update(m.predict(x))
+        for m in self.members:  # as the stack read them from the members' files
+            probas.update({n: as_written(p) for n, p in m.predict(x).items()})
         for model in self.level2:
             probas[model.name] = model.predict_proba(probas, x, self.state.features)
         names = [n for n, w in self.weights.items() if w > 0]

@@ -1,11 +1,13 @@
 """Resuming a stack: what may change since it started, and what may not.
 
 A stack run may be continued after an interruption, and also after it finished: with
-members added to its config, ``--resume`` trains only those (and level 2 and the top
-again, on every member). What may change: members added or removed, ``stack.level2``,
-``stack.top`` and ``stack.time_limit``. What may not: the rows, folds and seed every member
-shares, ``stack.inner_validation``, and a member kept under its name (a changed member is
-a new model: give it a new name). A removed member's folder is kept in the run, unused.
+members added to its config, ``--resume`` trains only those, and the top again on every
+member; a level-2 learner is trained again when its spec or its inputs (the finished level-1
+models) changed, and otherwise reused (``level2.reuse_level2``). What may change: members
+added or removed, ``stack.level2``, ``stack.top`` and ``stack.time_limit``. What may not:
+the rows, folds and seed every member shares, ``stack.inner_validation``, and a member kept
+under its name (a changed member is a new model: give it a new name). A removed member's
+folder is kept in the run, unused.
 """
 
 from __future__ import annotations

@@ -31,8 +31,14 @@ from ottotrain.workflows.common import ReadsAsDict, create_run_dir, load_data
 from ottotrain.workflows.cv_member import FoldedData
 from ottotrain.workflows.stack.budget import Budget, format_seconds, parse_time_limit
 from ottotrain.workflows.stack.leaderboard import write_results
-from ottotrain.workflows.stack.level1 import check_reused, member_entries, prepare_members, train_level1
-from ottotrain.workflows.stack.level2 import check_features, train_level2
+from ottotrain.workflows.stack.level1 import (
+    SMOKE_ROUNDS,
+    check_reused,
+    member_entries,
+    prepare_members,
+    train_level1,
+)
+from ottotrain.workflows.stack.level2 import check_features, reuse_level2, train_level2
 from ottotrain.workflows.stack.outputs import ModelOutput
 from ottotrain.workflows.stack.resume import check_stack_resumable
 from ottotrain.workflows.stack.state import (
@@ -215,10 +221,17 @@ def _stack(run: StackRun, configs: dict[str, Config]) -> StackResult:
 
 def _level2(run: StackRun, spec: Level2Spec, inputs: list[ModelOutput]) -> ModelOutput:
     folder = run.run_dir / LEVEL2 / spec.name
-    shutil.rmtree(folder, ignore_errors=True)  # trained again on the members there are now
     if run.smoke and spec.net is not None:
         net = spec.net.model_copy(update={"train": spec.net.train.model_copy(update={"epochs": 1})})
         spec = spec.model_copy(update={"net": net})
+    if run.smoke and spec.lightgbm is not None:
+        rounds = min(spec.lightgbm.max_rounds, SMOKE_ROUNDS)
+        spec = spec.model_copy(update={"lightgbm": spec.lightgbm.model_copy(update={"max_rounds": rounds})})
+    done = reuse_level2(spec, inputs, run.data, run.test is not None, folder, run.id_column)
+    if done is not None:
+        run.log(f"level 2 {spec.name}: finished earlier on the same members, reused", 1)
+        return done
+    shutil.rmtree(folder, ignore_errors=True)  # trained again on the members there are now
     threads = run.options.member_threads or execute.default_threads()
     return train_level2(
         spec,

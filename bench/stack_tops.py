@@ -1,0 +1,55 @@
+"""The top of a finished stack run with some of its level-2 learners left out.
+
+What a level-2 learner buys at the top: the stack's greedy top (nested: each fold's weights
+chosen on the other folds' OOF rows, as the run's top.json), remade from the models' saved
+OOF files over every level-1 member and each given set of level-2 learners. It reads files
+only (seconds); nothing is trained.
+
+    python bench/stack_tops.py runs/otto-stack-1h logistic,net logistic,net,gbm logistic,net,gbm-all
+
+With no set given: each level-2 learner alone beside level 1, and all of them.
+Results: bench/results/stack.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ottotrain.config.stack_section import TopSpec
+from ottotrain.workflows.stack.outputs import read_output
+from ottotrain.workflows.stack.top import combine
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a finished stack run directory")
+    ap.add_argument("sets", nargs="*", help="comma-separated level-2 learner names, one set per top")
+    ap.add_argument("--rounds", type=int, default=100, help="greedy selection steps (the stack's default)")
+    args = ap.parse_args(argv)
+    run = args.run
+    info = json.loads((run / "stack.json").read_text(encoding="utf-8"))
+    folds = pd.read_csv(run / "folds.csv")
+    ids, fold_of, classes = folds.iloc[:, 0].to_numpy(), folds["fold"].to_numpy() - 1, info["classes"]
+    target = pd.read_csv(run / "oof.csv").iloc[:, 2]
+    y = np.array([classes.index(c) for c in target])
+    level1 = [
+        read_output(run / e["folder"], e["name"], 1, ids, fold_of, classes, "id") for e in info["members"]
+    ]
+    level2 = {n: read_output(run / "level2" / n, n, 2, ids, fold_of, classes, "id") for n in info["level2"]}
+    sets = [s.split(",") for s in args.sets] or [[n] for n in level2] + [list(level2)]
+    for chosen in sets:
+        r = combine(level1 + [level2[n] for n in chosen], y, TopSpec(rounds=args.rounds), fold_of=fold_of)
+        weights = ", ".join(f"{n} {w:.3f}" for n, w in r.weights.items() if w > 0)
+        print(
+            f"level 2 = {','.join(chosen)}: top {r.nested_oof_log_loss:.4f} nested "
+            f"({r.oof_log_loss:.4f} in-sample); weights {weights}"
+        )
+
+
+if __name__ == "__main__":
+    main()
