@@ -10,7 +10,7 @@
 Each script runs in its own process and writes its own topic file, bench/results/<topic>.md
 (``common.Run.record``). A script whose real run needs something the suite cannot make (another
 checkout, public tables, a trained run, hours) runs its ``--smoke`` instead unless that is given
-(``--before``, ``--public-tables``, ``--serve-run``, ``--long``), and the summary says so. The
+(``--before``, ``--public-tables``, ``--serve-runs``, ``--long``), and the summary says so. The
 probes that ``speed.py`` drives (``plain_keras.py``, ...) run inside it, and on their own only
 with ``--smoke``. Every ``--smoke`` is also run by tests/test_bench.py.
 """
@@ -84,6 +84,16 @@ def _fill(arg: str, opts) -> str:
 
 OTTO = "the real Otto files (--otto DIR; by default ../shared/otto/ or data/otto/ when there)"
 OTTO_TRAIN = "{otto}/train.csv.gz"
+SERVE_RUNS = (
+    "--plain",
+    "{serve_plain}",
+    "--nonknn",
+    "{serve_nonknn}",
+    "--knn",
+    "{serve_knn}",
+    "--test",
+    "{serve_test}",
+)
 HOURS = (
     "hours of training on the real data (--long: bench/metric.sh; each script's own command in its docstring)"
 )
@@ -139,9 +149,10 @@ SUITE = (
     Bench(
         "serve_load.py",
         "serve",
-        ("{serve_run}", "{serve_test}"),
-        ("{serve_run}", "{serve_test}", "--seconds", "3"),
-        needs="a finished run and its test CSV (--serve-run RUN --serve-test CSV)",
+        (*SERVE_RUNS, "--profile"),
+        (*SERVE_RUNS, "--rounds", "5", "--seconds", "1"),
+        needs="three finished runs and a test CSV (--serve-runs PLAIN,NONKNN,KNN --serve-test CSV)",
+        output="Loopback HTTP against a bare Starlette app (bench/serve_load.py's JSON line)",
     ),  # fmt: skip
     Bench("metric_fold.py", "metric", driven_by="metric.sh", needs=HOURS),
     Bench("metric_lgbm.py", "metric", driven_by="metric.sh", needs=HOURS),
@@ -313,11 +324,16 @@ def main(argv=None) -> int:
         "--before", default=str(ROOT), help="before_after.py's other checkout (default: this one)"
     )
     ap.add_argument("--public-tables", help="public_tables.py's folder of public CSVs")
-    ap.add_argument("--serve-run", help="serve_load.py's finished run")
+    ap.add_argument(
+        "--serve-runs",
+        help="serve_load.py's finished runs, comma-separated: the tutorial MLP, configs/otto.yaml "
+        "without and with data.knn",
+    )
     ap.add_argument("--serve-test", help="serve_load.py's test CSV")
     ap.add_argument("--long", action="store_true", help="also the metric experiments: hours")
     ap.add_argument("--otto", help="the folder of the real Otto train.csv.gz and test.csv.gz")
     opts = ap.parse_args(argv)
+    opts.serve_plain, opts.serve_nonknn, opts.serve_knn = (opts.serve_runs or ",,").split(",")
     if opts.otto is None and (real := common.otto_files()) is not None and real.train.name == "train.csv.gz":
         opts.otto = str(real.train.parent)
     if opts.readme:
