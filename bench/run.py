@@ -199,8 +199,10 @@ def run_one(b: Bench, mode: str, opts, work: Path) -> Outcome:
     cmd = [str(scratch) if c == "$SCRATCH" else c for c in cmd]
     print(f"\n=== {common.quote(cmd)}", flush=True)
     argv = [c.replace(str(scratch), "$SCRATCH") for c in cmd[2:]]
-    run = common.Run(b.script, argv, mode == "smoke", mode == "quick", common.RESULTS if mode == "full"
-                     else common.OUT / mode)  # fmt: skip
+    # A smoke run in place of a real one writes beside the other smokes, never into bench/results.
+    smoke = mode == "smoke" or bool(smoke_instead)
+    folder = common.OUT / "smoke" if smoke else common.RESULTS if mode == "full" else common.OUT / mode
+    run = common.Run(b.script, argv, smoke, mode == "quick", folder)
     p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE if b.output else None, text=True)
     if b.output and p.returncode == 0:
         print(p.stdout, flush=True)
