@@ -145,6 +145,23 @@ def test_mlflow_warnings_stay_out_of_the_output_even_under_its_own_filters():
     assert shown == []
 
 
+def test_the_model_save_warm_up_shows_and_leaves_nothing(tmp_path, capfd, monkeypatch):
+    """The start thread's throw-away save (tracking.model.warm_up): no output, no warning,
+    no scratch folder left behind."""
+    import tempfile
+    import warnings
+
+    from ottotrain.tracking import model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shown = []
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda *args, **kwargs: shown.append(args[0])
+        model.warm_up()
+    assert shown == [] and capfd.readouterr() == ("", "")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -30,6 +31,22 @@ def signature(schema: ModelSchema) -> ModelSignature:
     return ModelSignature(Schema(inputs), Schema([ColSpec("double", c) for c in schema.classes]))
 
 
+def _requirements() -> list[str]:
+    return [f"{p}=={importlib.metadata.version(p)}" for p in REQUIREMENTS]
+
+
+def warm_up() -> None:
+    """Save a model once, with no artifacts, to a scratch folder and drop it: MLflow's first
+    ``save_model`` in a process checks the requirements against every installed package's
+    files (about 0.3 s of the 0.35 s it takes; later calls reuse what it learnt). Called by
+    the start thread beside the training, so the run's own save after it costs no such time."""
+    with tempfile.TemporaryDirectory(prefix="ottotrain-mlflow-") as tmp, warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        mlflow.pyfunc.save_model(
+            str(Path(tmp) / MODEL_PATH), python_model=str(MODEL_CODE), pip_requirements=_requirements()
+        )
+
+
 def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
     """Export the run, wrap it as a pyfunc and log it under ``MODEL_PATH`` (nothing once tracking failed)."""
     export = tracker.settings.export_model
@@ -43,6 +60,6 @@ def log_model(tracker: Tracker, run_id: str | None, run_dir: Path) -> None:
             python_model=str(MODEL_CODE),
             artifacts={SAVED_MODEL: str(saved)},
             signature=signature(ModelSchema.read(saved)),
-            pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in REQUIREMENTS],
+            pip_requirements=_requirements(),
         )
         tracker.call("logging the model", "log_artifacts", run_id, str(model), MODEL_PATH)

@@ -38,6 +38,9 @@ class _Start:
             return
         tags = lambda: run_tags(self.cfg, self.run_dir, self.kind)  # noqa: E731
         self.run_id = tracker.call("starting", lambda: tracker.start(self.run_dir, self.run_dir.name, tags()))
+        if self.run_id is not None and self.settings.log_model and self.settings.export_model is not None:
+            with contextlib.suppress(Exception):  # a warm-up only: the real save reports its own errors
+                tracking.model.warm_up()
 
 
 @contextlib.contextmanager
