@@ -24,8 +24,6 @@ import sys
 import threading
 import time
 
-from tqdm import tqdm
-
 # Seconds between a long phase's lines in a log file (OTTOTRAIN_PROGRESS_SECONDS: how often).
 LOG_EVERY = float(os.environ.get("OTTOTRAIN_PROGRESS_SECONDS") or 10.0)
 SHOW_AFTER = 0.5  # a terminal line appears once a phase has run this long
@@ -36,6 +34,14 @@ _WITH_TOTAL = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<
 _LINE_WITH_TOTAL = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
 _NO_TOTAL = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}]"
 _NO_COUNT = "{desc} [{elapsed}]"
+
+
+def _tqdm():
+    """tqdm, imported on a phase's first line: its import (it reads its own package metadata)
+    is a third of ``ottotrain --help``'s time, and most commands that stop early draw no phase."""
+    from tqdm import tqdm  # noqa: PLC0415 (start-up time, as the CLI's imports)
+
+    return tqdm
 
 
 class Log:
@@ -173,7 +179,7 @@ class Phase:
             print(self.line(elapsed), file=self.log.stream, flush=True)
 
     def line(self, elapsed: float) -> str:
-        return tqdm.format_meter(
+        return _tqdm().format_meter(
             self.n,
             self.total,
             elapsed,
@@ -183,7 +189,7 @@ class Phase:
         )
 
     def _bar(self):
-        bar = tqdm(
+        bar = _tqdm()(
             total=self.total,
             initial=self.n,
             desc=self.name,
