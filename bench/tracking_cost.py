@@ -9,7 +9,7 @@ Then where a tracked fit's time goes: one more tracked fit in this process, with
 around each part of tracking (MLflow's import timed alone first, as the start thread pays it).
 
     python bench/tracking_cost.py            # real Otto where common.otto_files finds it, 4 rounds
-    python bench/tracking_cost.py --quick    # 2 rounds
+    python bench/tracking_cost.py --quick    # 2 rounds (--rounds N: N)
     python bench/tracking_cost.py --smoke    # 1 round, 2 epochs, small generated data, SQLite, no server
 
 Writes its block of bench/results/tracking.md.
@@ -119,6 +119,7 @@ def split(d: common.Data, work, epochs: int, uri: str) -> list[tuple[str, str]]:
 
 def main(argv=None):
     ap = common.parser(__doc__)
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 4, --quick 2)")
     a = ap.parse_args(argv)
     r = common.Run.start(__file__, argv, a)
     with common.scratch() as work:
@@ -128,7 +129,7 @@ def main(argv=None):
         server = None if r.smoke else start_mlflow(store, work).wait()
         uri, epochs = server.url if server else store, r.pick(20, 20, 2)
         try:
-            times = measure(d, work, r.pick(4, 2, 1), epochs, uri)
+            times = measure(d, work, a.rounds or r.pick(4, 2, 1), epochs, uri)
             parts = split(d, work, epochs, uri)
         finally:
             if server is not None:
