@@ -6,7 +6,8 @@ starts its MLflow run beside the training and logs its params, every epoch, its 
 (unless log_model is false) its model, the SavedModel export, once it has trained.
 
 Then where a tracked fit's time goes: one more tracked fit in this process, with timers
-around each part of tracking (MLflow's import timed alone first, as the start thread pays it).
+around each part of tracking this process runs (MLflow's import timed alone first, as the
+tracking process pays it beside the training).
 
     python bench/tracking_cost.py            # real Otto where common.otto_files finds it, 4 rounds
     python bench/tracking_cost.py --quick    # 2 rounds (--rounds N: N)
@@ -45,29 +46,24 @@ def measure(d: common.Data, work, rounds: int, epochs: int, uri: str) -> list[li
     return common.interleave(rounds, job(None), job(uri), job(uri, model=False))
 
 
-# (label, module, attribute): the parts of tracking timed in ``split``, in the order they run.
+# (label, module, attribute): the parts of a tracked fit timed in ``split``, in the order they
+# run. MLflow itself runs in the tracking process (tracking/session.py): its import is timed
+# alone here, the rest of its work is inside the command's wait for it at the end.
 PARTS = (
-    ("starting the MLflow run: tags, experiment, run (start thread, beside the training)",
-     "ottotrain.tracking.session", "_Start.__call__"),
     ("the fit's own test predictions, submission, plots (for scale)", "ottotrain.workflows.fit", "_finish"),
-    ("params, metrics and the run's files (HTTP)", "ottotrain.tracking.kinds", "_parent"),
-    ("model: the run opened as a graph", "ottotrain.workflows.export", "open_any_graph"),
-    ("model: SavedModel traced and written", "ottotrain.engine.export", "save"),
-    ("model: mlflow.pyfunc.save_model (requirements check, env files, copy)", "mlflow.pyfunc", "save_model"),
+    ("after the training: the command waits for the tracking process (it logs the run's params, "
+     "metrics and files while this process exports the model, then saves and uploads the model)",
+     "ottotrain.tracking.session", "_Side.end"),
+    ("of that, here: the run opened as a graph", "ottotrain.workflows.export", "open_any_graph"),
+    ("of that, here: the SavedModel traced and written", "ottotrain.engine.export", "save"),
 )  # fmt: skip
-CALLS = {  # the tracker's calls by what they do
-    "logging the run": "after the training: the run logged (the next five rows, and the rest)",
-    "logging the model": "model: uploaded (HTTP)",
-    "ending the run": "ending the run (HTTP)",
-}
-IMPORT = "importing MLflow's client (start thread, beside the training)"
-AFTER = CALLS["logging the run"]
-ORDER = (IMPORT, PARTS[0][0], PARTS[1][0], AFTER, *(p[0] for p in PARTS[2:]), *list(CALLS.values())[1:])
+IMPORT = "importing MLflow's client (in the tracking process, beside the training; timed alone here)"
+ORDER = (IMPORT, *(p[0] for p in PARTS))
 
 
 @contextlib.contextmanager
 def _timers(seconds: dict):
-    """Wrap each part of ``PARTS`` and the tracker's ``CALLS`` to add its seconds to ``seconds``."""
+    """Wrap each part of ``PARTS`` to add its seconds to ``seconds``."""
     undo = []
 
     def wrap(owner, name, label):
@@ -78,9 +74,7 @@ def _timers(seconds: dict):
             try:
                 return fn(*args, **kwargs)
             finally:
-                key = label(*args) if callable(label) else label
-                if key is not None:
-                    seconds[key] += time.perf_counter() - t0
+                seconds[label] += time.perf_counter() - t0
 
         setattr(owner, name, timed)
         undo.append((owner, name, fn))
@@ -91,8 +85,6 @@ def _timers(seconds: dict):
         for part in path:
             owner = getattr(owner, part)
         wrap(owner, name, label)
-    tracker = importlib.import_module("ottotrain.tracking.client").Tracker
-    wrap(tracker, "call", lambda _self, what, *a: CALLS.get(what))
     try:
         yield
     finally:

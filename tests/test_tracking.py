@@ -7,12 +7,17 @@ import csv
 import hashlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 pytest.importorskip("mlflow")  # the dev extra installs it (CI: always)
 
-from tests.conftest import error_line, run_cli, tiny_config
+from tests.conftest import error_line, run_cli, subprocess_env, tiny_config
 from tests.mlflow_server import start_mlflow
 from tests.postgres import PASSWORD, USER, start_server
 
@@ -221,11 +226,59 @@ def test_sqlite_resume_runs_and_log_to_run(tiny_data, write_config, tmp_path):
     assert "explain/importance.csv" in {a.path for a in client.list_artifacts(record.run_id, "explain")}
 
 
+def _epochs_done(run_dir) -> int:
+    try:
+        return len(json.loads((run_dir / "state" / "trainer.json").read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_ctrl_c_ends_the_mlflow_run_killed_and_mlflow_stays_out_of_the_training_process(
+    tiny_data, write_config, tmp_path
+):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) mid-training: the fit stops
+    with no traceback, the tracking process (which ignores SIGINT) ends the MLflow run KILLED;
+    the resumed run finishes it. MLflow is imported by the tracking process only."""
+    from mlflow.tracking import MlflowClient
+
+    from ottotrain import tracking
+
+    uri, run_dir = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "run"
+    cfg = tiny_config(tiny_data, epochs=400, early_stopping={"patience": 400})
+    cfg["tracking"] = {"log_model": False}
+    path = write_config(cfg)
+    code = (
+        "import sys; from ottotrain.cli import main\n"
+        "try:\n    main(sys.argv[1:])\n"
+        "finally:\n    print('mlflow imported:', 'mlflow' in sys.modules, file=sys.stderr)\n"
+    )
+    args = ["fit", path, "--run-dir", run_dir, "--track", uri]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (_epochs_done(run_dir) < 2 or tracking.Record.of(run_dir) is None) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the fit did not start training"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "mlflow imported: False" in err, err
+    record = tracking.Record.of(run_dir)
+    assert MlflowClient(uri).get_run(record.run_id).info.status == "KILLED"
+    r = run_cli("fit", "--resume", run_dir, "--set", "train.epochs=3", "-q")
+    assert r.exit_code == 0, r.output
+    assert MlflowClient(uri).get_run(record.run_id).info.status == "FINISHED"
+
+
 def test_file_store_from_the_environment(tiny_data, write_config, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     store = tmp_path / "mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", str(store))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this test's own client below
     path = write_config(tiny_config(tiny_data, epochs=1))
     r = run_cli("fit", path, "--run-dir", tmp_path / "run", "--set", "tracking.log_model=false")
     assert r.exit_code == 0, r.output

@@ -89,12 +89,14 @@ def final_metrics(path: Path, skip=()) -> dict[str, float]:
     return out
 
 
-def run_tags(cfg: Config, run_dir: Path, kind: str) -> dict[str, str]:
-    """Who made the run and from what: the version, the command, the config's and data's hashes."""
+def run_tags(cfg: Config, run_dir: Path, kind: str, argv: list[str] | None = None) -> dict[str, str]:
+    """Who made the run and from what: the version, the command (``argv``, this process's by
+    default), the config's and data's hashes."""
+    argv = sys.argv if argv is None else argv
     tags = {
         "ottotrain.version": __version__,
         "ottotrain.kind": kind,
-        "ottotrain.command": redact(" ".join(["ottotrain", *sys.argv[1:]]))[:5000],
+        "ottotrain.command": redact(" ".join(["ottotrain", *argv[1:]]))[:5000],
         "ottotrain.run_dir": str(run_dir.absolute()),
         "ottotrain.config_sha256": file_sha256(run_dir / "config.yaml"),
     }
