@@ -1,0 +1,110 @@
+"""The tracking process (``session.tracked`` starts it): MLflow's side of a tracked run.
+
+    python -m ottotrain.tracking.side FD
+
+reads pickled messages on stdin: the ``Job``, then ``("end", status)``, then (a finished run
+that logs its model) ``("model", path, error)``, the SavedModel the command exported. It
+writes pickled replies to the pipe FD: ``("log", line, level)``, ``("started", bool)`` and
+``("done",)`` last. What MLflow would print itself (links, notices) goes nowhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ottotrain import tracking
+from ottotrain.config import Config
+from ottotrain.errors import RunError
+from ottotrain.tracking.content import run_tags
+from ottotrain.tracking.settings import Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the tracking process needs (picklable: no callables)."""
+
+    settings: Settings  # export_model None: the command exports the model
+    cfg: Config
+    run_dir: Path
+    kind: str
+    argv: list[str]  # the command, for the run's tags
+    wants_model: bool  # the command sends its export once the run has finished
+
+
+class _Lines:
+    """The tracking process's ``Log``: every line goes to the command, which prints it at its verbosity."""
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def __call__(self, msg, level=1):
+        _reply(self.replies, ("log", msg, level))
+
+
+class _Received:
+    """The tracking process's ``Settings.export_model``: the command's export, moved to ``out``."""
+
+    def __init__(self, commands):
+        self.commands = commands
+
+    def __call__(self, run_dir, out, packed_only=True) -> None:
+        _, path, error = pickle.load(self.commands)
+        if error is not None:
+            raise RunError(f"exporting the run: {error}")
+        shutil.move(path, out)
+
+
+def _reply(replies, message) -> None:
+    with contextlib.suppress(OSError):
+        pickle.dump(message, replies)
+        replies.flush()
+
+
+def main(fd: int) -> None:
+    """Start the MLflow run, wait for the run's end, log it, end the MLflow run."""
+    commands = sys.stdin.buffer
+    with open(fd, "wb") as replies:
+        job: Job = pickle.load(commands)
+        log = _Lines(replies)
+        export = _Received(commands) if job.wants_model else None
+        tracker, run_id = _start(replace(job.settings, export_model=export), job, log)
+        _reply(replies, ("started", run_id is not None))
+        try:
+            _, status = pickle.load(commands)
+        except EOFError:  # the command died
+            status = "KILLED"
+        if tracker is not None:
+            _end(tracker, job, run_id, status)
+        _reply(replies, ("done",))
+
+
+def _end(tracker, job: Job, run_id: str | None, status: str) -> None:
+    if status == "FINISHED":
+        tracker.call("logging the run", tracking.kinds.log_run, job.kind, tracker, job.run_dir, run_id)
+    tracker.end(run_id, status)
+    if status == "FINISHED":
+        tracker.closing_line(job.run_dir)
+
+
+def _start(settings: Settings, job: Job, log: _Lines):
+    """(the tracker, the MLflow run's id), either None where MLflow failed (said in one line)."""
+    try:
+        tracker = tracking.client.Tracker.open(settings, log)
+    except Exception as e:  # MLflow itself cannot be imported: no MLflow call was made
+        log(f"Warning: MLflow tracking is off for this run ({type(e).__name__}: {e})", 0)
+        return None, None
+    tags = lambda: run_tags(job.cfg, job.run_dir, job.kind, job.argv)  # noqa: E731
+    run_id = tracker.call("starting", lambda: tracker.start(job.run_dir, job.run_dir.name, tags()))
+    if run_id is not None and job.wants_model:
+        with contextlib.suppress(Exception):  # a warm-up only: the real save reports its own errors
+            tracking.model.warm_up()
+    return tracker, run_id
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
