@@ -273,6 +273,24 @@ def test_ctrl_c_ends_the_mlflow_run_killed_and_mlflow_stays_out_of_the_training_
     assert MlflowClient(uri).get_run(record.run_id).info.status == "FINISHED"
 
 
+def test_a_tracking_process_that_cannot_start_is_one_warning(tiny_data, write_config, tmp_path, monkeypatch):
+    from ottotrain.tracking import session
+
+    def refuse(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(session.subprocess, "Popen", refuse)
+    path = write_config(tiny_config(tiny_data, epochs=1))
+    r = run_cli("fit", path, "--run-dir", tmp_path / "run", "--track", f"sqlite:///{tmp_path}/m.db")
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.output.splitlines() if line.startswith("Warning")]
+    assert warnings == [
+        "Warning: MLflow tracking is off for this run (its process did not start: "
+        "[Errno 24] Too many open files)"
+    ]
+    assert (tmp_path / "run" / "submission.csv").is_file()
+
+
 def test_file_store_from_the_environment(tiny_data, write_config, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

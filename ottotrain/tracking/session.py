@@ -43,7 +43,12 @@ def tracked(settings: Settings | None, cfg: Config, run_dir: Path, kind: str, lo
     if settings is None:
         yield
         return
-    side = _Side(settings, cfg, run_dir, kind, log)
+    try:
+        side = _Side(settings, cfg, run_dir, kind, log)
+    except OSError as e:  # no process to track in: the run goes on, as when MLflow fails
+        log(f"Warning: MLflow tracking is off for this run (its process did not start: {e})", 0)
+        yield
+        return
     try:
         yield
     except (KeyboardInterrupt, Stopped):
@@ -69,12 +74,17 @@ class _Side:
         # This ottotrain first on its path, whatever put it on this process's path.
         root = str(Path(ottotrain.__file__).resolve().parent.parent)
         path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ottotrain.tracking.side", str(replies_w)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(replies_w,), start_new_session=True, env={**os.environ, "PYTHONPATH": path},
-        )  # fmt: skip
-        os.close(replies_w)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ottotrain.tracking.side", str(replies_w)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(replies_w,), start_new_session=True, env={**os.environ, "PYTHONPATH": path},
+            )  # fmt: skip
+        except OSError:
+            os.close(replies)
+            raise
+        finally:
+            os.close(replies_w)
         self._send(job)
         self.replies = os.fdopen(replies, "rb")
         self.reader = threading.Thread(target=self._read, name="ottotrain-mlflow-lines", daemon=True)
