@@ -237,8 +237,8 @@ def test_ctrl_c_ends_the_mlflow_run_killed_and_mlflow_stays_out_of_the_training_
     tiny_data, write_config, tmp_path
 ):
     """A terminal's Ctrl-C (SIGINT to the whole process group) mid-training: the fit stops
-    with no traceback, the tracking process (which ignores SIGINT) ends the MLflow run KILLED;
-    the resumed run finishes it. MLflow is imported by the tracking process only."""
+    with no traceback, the tracking process (in a session of its own) ends the MLflow run
+    KILLED. MLflow is imported by the tracking process only."""
     from mlflow.tracking import MlflowClient
 
     from ottotrain import tracking
@@ -267,10 +267,7 @@ def test_ctrl_c_ends_the_mlflow_run_killed_and_mlflow_stays_out_of_the_training_
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "mlflow imported: False" in err, err
     record = tracking.Record.of(run_dir)
-    assert MlflowClient(uri).get_run(record.run_id).info.status == "KILLED"
-    r = run_cli("fit", "--resume", run_dir, "--set", "train.epochs=3", "-q")
-    assert r.exit_code == 0, r.output
-    assert MlflowClient(uri).get_run(record.run_id).info.status == "FINISHED"
+    assert MlflowClient(uri).get_run(record.run_id).info.status == "KILLED"  # resumed: see the SQLite test
 
 
 def test_a_tracking_process_that_cannot_start_is_one_warning(tiny_data, write_config, tmp_path, monkeypatch):
