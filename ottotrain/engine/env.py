@@ -115,6 +115,12 @@ __all__ = ["keras", "tf"]
 
 absl.logging.set_verbosity(absl.logging.ERROR)
 
+# TensorFlow and Keras leave about 400,000 objects that live as long as the process. Frozen,
+# every later full collection skips them: Keras' clear_session() runs one per model built
+# (a cv or stack member, a member averaged from its file), 0.19 s each here, 0 s frozen.
+# What is frozen is never collected as cyclic garbage: these are module-level objects.
+gc.freeze()
+
 
 def intra_op_threads() -> int:
     """The intra-op thread count TensorFlow's kernels run with in this process."""

@@ -10,7 +10,6 @@ completed epoch and ends where an uninterrupted run would. The shuffle order of 
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import time
 from dataclasses import dataclass
@@ -120,17 +119,9 @@ def train_loop(model, job, log: Log, state: TrainState | None = None, callbacks=
         TrainingError: the loss became NaN or infinite.
         KeyboardInterrupt: Ctrl-C; everything up to the last epoch is saved.
     """
-    # Keras makes many short-lived Python objects per fit call, which now and then set off
-    # a full garbage collection that scans every object TensorFlow, Keras and pandas made
-    # at import: about 0.2 s each time on 2 cores (measured on the tutorial MLP). Objects
-    # alive now are exempt from those scans while training and handed back afterwards;
-    # reference counting still frees them, and what training itself makes is collected
-    # as usual.
-    gc.freeze()
-    try:
-        return _train_epochs(model, job, log, state, callbacks)
-    finally:
-        gc.unfreeze()
+    # Full garbage collections while training skip what TensorFlow and Keras made at import:
+    # engine.env froze it (gc.freeze()).
+    return _train_epochs(model, job, log, state, callbacks)
 
 
 @dataclass
