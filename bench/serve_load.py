@@ -42,6 +42,7 @@ import threading
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
 BARE = r"""
@@ -105,7 +106,12 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ)
         )
+        self.url = None
+
+    def ready(self):
+        """Wait for its 'listening on' line (the servers start side by side, then each is waited for)."""
         line = self.proc.stderr.readline()
+        label = self.label
         if " on http://" not in line:
             raise SystemExit(f"{label}: the server did not start: {line}{self.proc.stderr.read()[-2000:]}")
         self.url = line.split(" on ")[1].split()[0] + (":predict" if label != "bare" else "")
@@ -205,17 +211,8 @@ def smoke_runs(tmp: Path) -> dict:
             "train": {"optimizer": {"name": "adam", "learning_rate": 0.01}, "epochs": 1, "batch_size": 64},
         }
         (tmp / f"{label}.yaml").write_text(yaml.safe_dump(cfg))
-        cmd = [
-            sys.executable,
-            "-m",
-            "ottotrain",
-            "fit",
-            str(tmp / f"{label}.yaml"),
-            "--run-dir",
-            str(tmp / label),
-            "-q",
-        ]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # In this process (common.SMOKE_IN_PROCESS): the servers import TensorFlow, the fits need not again.
+        common.timed(common.ottotrain("fit", tmp / f"{label}.yaml", "--run-dir", tmp / label, "-q"))
         runs[label] = tmp / label
     return {
         "plain": runs["plain"],
@@ -241,6 +238,8 @@ def start_servers(runs: dict, tmp: Path, serve_run: bool) -> dict:
         cmd = [sys.executable, "-m", "ottotrain", "serve", str(target), "--port", "0"]
         servers[label] = by_run[runs[label]] = Server(label, cmd)
         servers[label].target = target
+    for server in (servers["bare"], *by_run.values()):
+        server.ready()
     return servers
 
 
@@ -484,6 +483,7 @@ def main():
     ap.add_argument("--profile", action="store_true", help="also where the time goes, in this process")
     args = ap.parse_args()
     if args.smoke:
+        common.SMOKE_IN_PROCESS = True
         args.rounds, args.requests, args.seconds, args.profile = 2, 20, 0.3, True
     elif not all((args.plain, args.nonknn, args.knn, args.test)):
         ap.error("give --plain, --nonknn, --knn and --test (or --smoke)")
