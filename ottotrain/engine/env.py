@@ -118,7 +118,8 @@ absl.logging.set_verbosity(absl.logging.ERROR)
 # TensorFlow and Keras leave about 400,000 objects that live as long as the process. Frozen,
 # every later full collection skips them: Keras' clear_session() runs one per model built
 # (a cv or stack member, a member averaged from its file), 0.19 s each here, 0 s frozen.
-# What is frozen is never collected as cyclic garbage: these are module-level objects.
+# Frozen is all that is alive at this import, a library caller's objects too: reference
+# counting still frees them, but cyclic garbage among them is never collected.
 gc.freeze()
 
 
