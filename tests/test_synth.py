@@ -40,9 +40,9 @@ def test_mlp_beats_logistic_regression():
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
 
-    x, y = make_arrays(12000, seed=3)
+    x, y = make_arrays(6000, seed=3)
     xs = StandardScaler().fit_transform(x.astype(float))
-    tr, va = slice(0, 10000), slice(10000, None)
+    tr, va = slice(0, 5000), slice(5000, None)
     lr = LogisticRegression(max_iter=300).fit(xs[tr], y[tr])
     mlp = MLPClassifier((64,), alpha=1e-3, max_iter=60, early_stopping=True, random_state=0).fit(
         xs[tr], y[tr]
