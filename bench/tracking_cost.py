@@ -2,12 +2,14 @@
 with ``--track`` to a local ``mlflow server`` (SQLite store, artifacts served by it), and the
 same with ``tracking.log_model: false``, as separate processes interleaved (A B C, C B A, ...);
 the ratios of the median wall times to the untracked fit's (target <= 1.05). A tracked fit
-starts its MLflow run beside the training and logs its params, every epoch, its files and
-(unless log_model is false) its model, the SavedModel export, once it has trained.
+starts its tracking process with the command (it imports MLflow while the command reads the
+data and imports TensorFlow), starts its MLflow run beside the training and logs its params,
+every epoch, its files and (unless log_model is false) its model, the SavedModel export, once
+it has trained.
 
 Then where a tracked fit's time goes: one more tracked fit in this process, with timers
 around each part of tracking this process runs (MLflow's import timed alone first, as the
-tracking process pays it beside the training).
+tracking process pays it while this one reads the data and imports TensorFlow).
 
     python bench/tracking_cost.py            # real Otto where common.otto_files finds it, 4 rounds
     python bench/tracking_cost.py --quick    # 2 rounds (--rounds N: N)
@@ -58,7 +60,7 @@ PARTS = (
     ("of that, here: the run opened as a graph", "ottotrain.workflows.export", "open_any_graph"),
     ("of that, here: the SavedModel traced and written", "ottotrain.engine.export", "save"),
 )  # fmt: skip
-IMPORT = "importing MLflow's client (in the tracking process, beside the training; timed alone here)"
+IMPORT = "importing MLflow's client (in the tracking process, as the command reads its data; timed alone)"
 ORDER = (IMPORT, *(p[0] for p in PARTS))
 
 

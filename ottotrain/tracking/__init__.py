@@ -1,14 +1,15 @@
 """MLflow tracking of fit, cv, tune and stack runs (docs/tracking.md).
 
 ``settings`` and ``session`` are pure Python: a workflow resolves whether its run is tracked
-(``resolve``) and runs inside ``tracked``. The modules that import MLflow (``client``,
-``kinds``, ``model``, ``listing``, ``extra``) are imported on first use, as the engine's
-are: a command without tracking never pays for MLflow.
+(``resolve``), starts the tracking process at once (``process``) and runs inside ``tracked``.
+The modules that import MLflow (``client``, ``kinds``, ``model``, ``listing``, ``extra``)
+are imported on first use, as the engine's are: a command without tracking never pays for
+MLflow.
 """
 
 import importlib
 
-from ottotrain.tracking.session import tracked
+from ottotrain.tracking.session import process, tracked
 from ottotrain.tracking.settings import RECORD_FILE, Record, Settings, resolve
 
 _SUBMODULES = ("client", "content", "extra", "kinds", "listing", "model")
@@ -21,6 +22,7 @@ __all__ = [
     "list_experiment",
     "log_outputs",
     "log_to_run",
+    "process",
     "resolve",
     "tracked",
 ]

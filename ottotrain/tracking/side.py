@@ -2,8 +2,11 @@
 
     python -m ottotrain.tracking.side FD
 
-reads pickled messages on stdin: the ``Job``, then ``("end", status)``, then (a finished run
-that logs its model) ``("model", path, error)``, the SavedModel the command exported. It
+reads pickled messages on stdin: the ``Opening`` (it then imports MLflow and warms it up
+while the command reads its data), the ``Job`` once the run directory exists (end of input
+first: the command failed before, and nothing is tracked), then ``("end", status)``, then (a
+finished run that logs its model) ``("model", path, error)``, the SavedModel the command
+exported. It
 writes pickled replies to the pipe FD: ``("log", line, level)``, ``("started", bool)`` and
 ``("done",)`` last. What MLflow would print itself (links, notices) goes nowhere.
 """
@@ -26,15 +29,21 @@ from ottotrain.tracking.settings import Settings
 
 
 @dataclass(frozen=True)
-class Job:
-    """What the tracking process needs (picklable: no callables)."""
+class Opening:
+    """How to track, sent as the command starts (picklable: no callables)."""
 
     settings: Settings  # export_model None: the command exports the model
+    wants_model: bool  # the command sends its export once the run has finished
+
+
+@dataclass(frozen=True)
+class Job:
+    """The run to track, sent once its run directory exists."""
+
     cfg: Config
     run_dir: Path
     kind: str
     argv: list[str]  # the command, for the run's tags
-    wants_model: bool  # the command sends its export once the run has finished
 
 
 class _Lines:
@@ -67,13 +76,21 @@ def _reply(replies, message) -> None:
 
 
 def main(fd: int) -> None:
-    """Start the MLflow run, wait for the run's end, log it, end the MLflow run."""
+    """Open MLflow, wait for the run, start its MLflow run, wait for its end, log it, end it."""
     commands = sys.stdin.buffer
     with open(fd, "wb") as replies:
-        job: Job = pickle.load(commands)
+        opening: Opening = pickle.load(commands)
         log = _Lines(replies)
-        export = _Received(commands) if job.wants_model else None
-        tracker, run_id = _start(replace(job.settings, export_model=export), job, log)
+        export = _Received(commands) if opening.wants_model else None
+        tracker = _open(replace(opening.settings, export_model=export), opening.wants_model, log)
+        try:
+            job: Job = pickle.load(commands)
+        except EOFError:  # the command ended before its run: nothing to track
+            return
+        run_id = None
+        if tracker is not None:
+            tags = lambda: run_tags(job.cfg, job.run_dir, job.kind, job.argv)  # noqa: E731
+            run_id = tracker.call("starting", lambda: tracker.start(job.run_dir, job.run_dir.name, tags()))
         _reply(replies, ("started", run_id is not None))
         try:
             _, status = pickle.load(commands)
@@ -92,19 +109,17 @@ def _end(tracker, job: Job, run_id: str | None, status: str) -> None:
         tracker.closing_line(job.run_dir)
 
 
-def _start(settings: Settings, job: Job, log: _Lines):
-    """(the tracker, the MLflow run's id), either None where MLflow failed (said in one line)."""
+def _open(settings: Settings, wants_model: bool, log: _Lines):
+    """The tracker, None where MLflow cannot be imported (said in one line)."""
     try:
         tracker = tracking.client.Tracker.open(settings, log)
     except Exception as e:  # MLflow itself cannot be imported: no MLflow call was made
         log(f"Warning: MLflow tracking is off for this run ({type(e).__name__}: {e})", 0)
-        return None, None
-    tags = lambda: run_tags(job.cfg, job.run_dir, job.kind, job.argv)  # noqa: E731
-    run_id = tracker.call("starting", lambda: tracker.start(job.run_dir, job.run_dir.name, tags()))
-    if run_id is not None and job.wants_model:
+        return None
+    if wants_model:
         with contextlib.suppress(Exception):  # a warm-up only: the real save reports its own errors
             tracking.model.warm_up()
-    return tracker, run_id
+    return tracker
 
 
 if __name__ == "__main__":

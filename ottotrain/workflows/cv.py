@@ -117,30 +117,33 @@ def run_cv(
     started = time.time()
     execute.check_options(opts.scheduler, opts.workers)
     cfg, resume_dir, smoke = begin(cfg, CV_KIND, opts.run_dir, opts.resume, opts.smoke)
-    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir, export_model=export)
-    folds, seeds, threads = _counts(cfg, opts, resume_dir)
-    t0 = time.perf_counter()
-    train, test = load_data(cfg, smoke, opts.test) if loaded is None else loaded
-    for note in data_notes(cfg, train, test):
-        log(f"Warning: {note}", 1)
-    try:
-        data = FoldedData(train, fold_assignment(train.y, folds, cfg.seed))
-    except DataError as e:
-        raise DataError(f"{train.path}: {e}") from None
-    check_inner_validation(cfg, data, folds)
-    timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
-    _log_plan(cfg, log, data, test, folds, seeds, smoke)
-    # The executor first: a run whose scheduler cannot be reached leaves nothing.
-    with execute.open_executor(opts.scheduler, opts.workers, threads, log) as ex:
-        status = RunStatus(kind=CV_KIND, folds=folds, seeds=seeds, smoke=smoke, member_threads=ex.threads)
-        run_dir = _run_dir(cfg, opts, resume_dir, data, status)
-        run = CvRun(cfg, run_dir, data, folds, seeds, ex.threads, status, log, started, timings)
-        with (
-            running(run_dir, log, status, lambda: _interrupted(run_dir)),
-            tracking.tracked(tracked, cfg, run_dir, CV_KIND, log),
-        ):
-            _train(run, ex, on_member)
-            return finish(run, test)
+    settings = tracking.resolve(
+        cfg, opts.track, cfg.name or opts.config_name, resume_dir, export_model=export
+    )
+    with tracking.process(settings, log) as side:
+        folds, seeds, threads = _counts(cfg, opts, resume_dir)
+        t0 = time.perf_counter()
+        train, test = load_data(cfg, smoke, opts.test) if loaded is None else loaded
+        for note in data_notes(cfg, train, test):
+            log(f"Warning: {note}", 1)
+        try:
+            data = FoldedData(train, fold_assignment(train.y, folds, cfg.seed))
+        except DataError as e:
+            raise DataError(f"{train.path}: {e}") from None
+        check_inner_validation(cfg, data, folds)
+        timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
+        _log_plan(cfg, log, data, test, folds, seeds, smoke)
+        # The executor first: a run whose scheduler cannot be reached leaves nothing.
+        with execute.open_executor(opts.scheduler, opts.workers, threads, log) as ex:
+            status = RunStatus(kind=CV_KIND, folds=folds, seeds=seeds, smoke=smoke, member_threads=ex.threads)
+            run_dir = _run_dir(cfg, opts, resume_dir, data, status)
+            run = CvRun(cfg, run_dir, data, folds, seeds, ex.threads, status, log, started, timings)
+            with (
+                running(run_dir, log, status, lambda: _interrupted(run_dir)),
+                tracking.tracked(side, cfg, run_dir, CV_KIND, log),
+            ):
+                _train(run, ex, on_member)
+                return finish(run, test)
 
 
 def _counts(cfg: Config, opts: CvOptions, resume_dir: Path | None) -> tuple[int, int, int | None]:

@@ -136,42 +136,43 @@ def fit(
     log = log or Log(1)
     t_start = time.time()
     cfg, resume_dir, smoke = begin(cfg, "fit", run_dir, resume, smoke)
-    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume_dir, export_model=export)
-    t0 = time.perf_counter()
-    data = prepare(cfg, smoke) if prepared is None else prepared
-    timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
-    _log_data(log, data, smoke)
-    train, arrays = data.train, data.arrays
-    weights = class_weights(cfg, arrays.y_train, train.classes)
-    # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
-    with log.phase("Building the model"):
-        summary = engine.build.check_model(
-            cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
-        )
-    status = runs.RunStatus(smoke=smoke)
-    if resume_dir is not None:
-        run_dir = resume_dir
-        check_same_data(run_dir / "preprocess.json", data.pre)
-    else:
+    settings = tracking.resolve(cfg, track, cfg.name or config_name, resume_dir, export_model=export)
+    with tracking.process(settings, log) as side:
+        t0 = time.perf_counter()
+        data = prepare(cfg, smoke) if prepared is None else prepared
+        timings = {"data_seconds": round(time.perf_counter() - t0, 3)}
+        _log_data(log, data, smoke)
+        train, arrays = data.train, data.arrays
+        weights = class_weights(cfg, arrays.y_train, train.classes)
+        # Keras' own checks of the layers, optimizer and loss, before the run directory exists.
+        with log.phase("Building the model"):
+            summary = engine.build.check_model(
+                cfg, data.pre.n_outputs, len(train.classes), len(arrays.y_train), data.pre.input_block()
+            )
+        status = runs.RunStatus(smoke=smoke)
+        if resume_dir is not None:
+            run_dir = resume_dir
+            check_same_data(run_dir / "preprocess.json", data.pre)
+        else:
 
-        def write(d):
-            data.pre.save(d / "preprocess.json")
-            write_text(d / "summary.txt", summary + "\n")
+            def write(d):
+                data.pre.save(d / "preprocess.json")
+                write_text(d / "summary.txt", summary + "\n")
 
-        run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, status, write)
-    log(f"Run directory: {run_dir}", 1)
-    with (
-        running(run_dir, log, status, lambda: _interrupted(run_dir), lambda: _record(run_dir)),
-        tracking.tracked(tracked, cfg, run_dir, "fit", log),
-    ):
-        t1 = time.perf_counter()
-        tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
-        job = engine.member.MemberJob(
-            cfg, arrays, run_dir, weights, tensorboard_dir=tensorboard, on_epoch=on_epoch
-        )
-        member = engine.member.train_member(job, log)
-        timings["train_seconds"] = round(time.perf_counter() - t1, 3)
-        return _finish(_Run(cfg, run_dir, smoke, log, t_start, timings), member, data)
+            run_dir = create_run_dir(cfg, run_dir, runs_root, cfg.name or config_name, status, write)
+        log(f"Run directory: {run_dir}", 1)
+        with (
+            running(run_dir, log, status, lambda: _interrupted(run_dir), lambda: _record(run_dir)),
+            tracking.tracked(side, cfg, run_dir, "fit", log),
+        ):
+            t1 = time.perf_counter()
+            tensorboard = run_dir / "tensorboard" if cfg.train.tensorboard else None
+            job = engine.member.MemberJob(
+                cfg, arrays, run_dir, weights, tensorboard_dir=tensorboard, on_epoch=on_epoch
+            )
+            member = engine.member.train_member(job, log)
+            timings["train_seconds"] = round(time.perf_counter() - t1, 3)
+            return _finish(_Run(cfg, run_dir, smoke, log, t_start, timings), member, data)
 
 
 def _log_data(log: Log, data: Prepared, smoke: bool) -> None:

@@ -92,8 +92,31 @@ def run_stack(
     )
     budget = Budget(limit)
     resume_dir, smoke = _begin(cfg, opts)
-    tracked = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir)
-    configs = prepare_members(cfg)
+    settings = tracking.resolve(cfg, opts.track, cfg.name or opts.config_name, resume_dir)
+    with tracking.process(settings, log) as side:
+        configs = prepare_members(cfg)
+        run = _loaded(cfg, opts, resume_dir, smoke, log, budget)
+        status = runs.RunStatus(kind=STACK_KIND, smoke=smoke)
+        run.run_dir = resume_dir or create_run_dir(
+            cfg,
+            opts.run_dir,
+            opts.runs_root,
+            stack_run_name(cfg.name or opts.config_name),
+            status,
+            lambda d: _first_files(run, d),
+        )
+        _log_plan(run, limit)
+        with (
+            running(run.run_dir, log, status, lambda: _interrupted(run.run_dir)),
+            tracking.tracked(side, cfg, run.run_dir, STACK_KIND, log),
+        ):
+            result = _stack(run, configs)
+            runs.write_status(run.run_dir, runs.FINISHED, status)
+        return result
+
+
+def _loaded(cfg: Config, opts: StackOptions, resume_dir, smoke: bool, log: Log, budget: Budget) -> StackRun:
+    """The stack's run, its rows read and folded, and the reused members checked against them."""
     train, test = load_data(cfg, smoke)
     for note in train.notes:  # the Keras members' cv runs add their own notes on the test rows
         log(f"Warning: {note}", 1)
@@ -104,23 +127,7 @@ def run_stack(
     check_features(cfg.stack.level2, train.features, cfg.source)
     run = StackRun(cfg, resume_dir or Path(), data, test, opts, log, budget, smoke)
     check_reused(run, fresh=resume_dir is None)
-    status = runs.RunStatus(kind=STACK_KIND, smoke=smoke)
-    run.run_dir = resume_dir or create_run_dir(
-        cfg,
-        opts.run_dir,
-        opts.runs_root,
-        stack_run_name(cfg.name or opts.config_name),
-        status,
-        lambda d: _first_files(run, d),
-    )
-    _log_plan(run, limit)
-    with (
-        running(run.run_dir, log, status, lambda: _interrupted(run.run_dir)),
-        tracking.tracked(tracked, cfg, run.run_dir, STACK_KIND, log),
-    ):
-        result = _stack(run, configs)
-        runs.write_status(run.run_dir, runs.FINISHED, status)
-    return result
+    return run
 
 
 def _begin(cfg: Config, opts: StackOptions) -> tuple[Path | None, bool]:

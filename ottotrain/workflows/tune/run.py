@@ -60,25 +60,28 @@ def tune(
     if resume is not None and study_name is not None:
         raise RunError(f"{resume}: --study is the study's own on resume; leave it out")
     name = tune_run_name(cfg.name or config_name)
-    tracked = tracking.resolve(cfg, track, cfg.name or config_name, resume)
-    place = None if resume is not None else storage.place_of(storage_url, study_name, name, keep)
-    started = time.time()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # The cluster first: a study whose scheduler cannot be reached is not started.
-    with open_executor(scheduler, workers, member_threads, log) as executor:
-        if resume is not None:
-            study_dir, place, study = _resume(cfg, Path(resume), storage_url, keep, log)
-        else:
-            study_dir, study = _start(cfg, study_dir, runs_root, name, place)
-        where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
-        log(f"Study directory: {study_dir}{where}", 1)
-        hint = f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
-        with (
-            running(study_dir, log, runs.RunStatus(KIND), lambda: hint),
-            tracking.tracked(tracked, cfg, study_dir, KIND, log),
-        ):
-            plan.optimize(cfg, study_dir, study, place, executor, log)
-            return report.finish(cfg, study_dir, study, place, log, started)
+    settings = tracking.resolve(cfg, track, cfg.name or config_name, resume)
+    with tracking.process(settings, log) as side:
+        place = None if resume is not None else storage.place_of(storage_url, study_name, name, keep)
+        started = time.time()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # The cluster first: a study whose scheduler cannot be reached is not started.
+        with open_executor(scheduler, workers, member_threads, log) as executor:
+            if resume is not None:
+                study_dir, place, study = _resume(cfg, Path(resume), storage_url, keep, log)
+            else:
+                study_dir, study = _start(cfg, study_dir, runs_root, name, place)
+            where = f" (study '{place.name}' in {place.shown})" if place.is_database else ""
+            log(f"Study directory: {study_dir}{where}", 1)
+            hint = (
+                f"finished trials are kept in {study_dir}; continue with: ottotrain tune --resume {study_dir}"
+            )
+            with (
+                running(study_dir, log, runs.RunStatus(KIND), lambda: hint),
+                tracking.tracked(side, cfg, study_dir, KIND, log),
+            ):
+                plan.optimize(cfg, study_dir, study, place, executor, log)
+                return report.finish(cfg, study_dir, study, place, log, started)
 
 
 def _open(cfg: Config, study_dir: Path, place: Place, offset: int = 0, create=False):
