@@ -49,5 +49,9 @@ def start_mlflow(backend: str, root: Path) -> MlflowServer:
     cmd = [str(mlflow), "server", "--backend-store-uri", backend, "--artifacts-destination",
            str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115 (the server's, closed with it)
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Without this, MLflow 3 starts a job runner beside the server: eight more Python processes
+    # (huey consumers for its GenAI jobs, which ottotrain never submits), each importing MLflow
+    # on the machine's two cores while the tests or the benchmarks beside them train.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     return MlflowServer(f"http://127.0.0.1:{port}", process, root / "mlflow-server.log")

@@ -288,6 +288,43 @@ def test_a_tracking_process_that_cannot_start_is_one_warning(tiny_data, write_co
     assert (tmp_path / "run" / "submission.csv").is_file()
 
 
+def _tracking_children() -> list[int]:
+    """This process's tracking processes that are still there (zombies included)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"ottotrain.tracking.side" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def test_a_command_that_fails_before_its_run_leaves_no_mlflow_run_and_no_process(
+    tiny_data, write_config, tmp_path
+):
+    """The tracking process starts with the command, before the data is read: a command that
+    then fails on its data ends it (no MLflow run made, no process left waiting)."""
+    from mlflow.tracking import MlflowClient
+
+    bad = tmp_path / "train.csv"
+    bad.write_text(tiny_data["train"].read_text().splitlines()[0] + "\n")  # the columns, no row
+    cfg = tiny_config(tiny_data, epochs=1)
+    cfg["data"]["train"] = str(bad)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    r = run_cli("fit", write_config(cfg), "--run-dir", tmp_path / "run", "--track", uri)
+    assert str(bad) in error_line(r)
+    assert not (tmp_path / "run").exists()
+    assert _tracking_children() == []
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []
+
+
 def test_file_store_from_the_environment(tiny_data, write_config, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -343,6 +380,19 @@ def test_a_stack_is_a_parent_with_its_members_and_levels_as_children(tiny_data, 
     for name, child in children.items():
         assert child.data.tags["ottotrain.level"] == board[name]["level"]
         assert child.data.metrics["oof_log_loss"] == float(board[name]["oof_log_loss"])
+
+    # Resumed with the level-2 learner changed: it is trained again, and its child run (the
+    # same one) shows its new scores.
+    tree["stack"]["level2"][0]["logistic"]["C"] = 0.01
+    r = run_cli("stack", write_config(tree), "--resume", run_dir, "-q")
+    assert r.exit_code == 0, r.output
+    with open(run_dir / "leaderboard.csv", newline="") as f:
+        new = {row["model"]: float(row["oof_log_loss"]) for row in csv.DictReader(f)}
+    assert new["lr"] != float(board["lr"]["oof_log_loss"])
+    again = _children(client, parent)
+    assert again["lr"].info.run_id == children["lr"].info.run_id
+    assert again["lr"].data.metrics["oof_log_loss"] == new["lr"]
+    assert again["lgbm"].data.metrics["oof_log_loss"] == new["lgbm"]
 
 
 def test_fit_on_a_server_model_registry_and_no_password(
@@ -424,11 +474,14 @@ def test_cv_and_tune_on_a_server(mlflow_server, tiny_data, write_config, tmp_pat
         assert _steps(client, child.info.run_id, "val_loss") == _expected_steps(history, "val_loss")
         assert child.info.status == "FINISHED"
 
+    # A learning rate that diverges at once is pruned at its second epoch (as in test_tune):
+    # its child run ends KILLED, the complete ones FINISHED.
+    cfg["train"]["epochs"] = 3
     cfg["tune"] = {
-        "trials": 2,
+        "trials": 4,
         "sampler": {"name": "random", "seed": 0},
-        "pruner": {"name": "none"},
-        "space": {"train.batch_size": {"choice": [32, 64]}},
+        "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 1},
+        "space": {"train.optimizer.learning_rate": {"choice": [0.01, 9.0]}},
     }
     study = tmp_path / "study"
     r = run_cli("tune", write_config(cfg, "tune.yaml"), "--study-dir", study, "--track", server.url, "-q")
@@ -436,12 +489,16 @@ def test_cv_and_tune_on_a_server(mlflow_server, tiny_data, write_config, tmp_pat
     parent = client.get_run(tracking.Record.of(study).run_id)
     assert parent.data.tags["ottotrain.kind"] == "tune"
     trials = _children(client, parent)
-    assert set(trials) == {"trial-0", "trial-1"}
+    assert set(trials) == {f"trial-{n}" for n in range(4)}
     with open(study / "trials.csv", newline="") as f:
         rows = {f"trial-{r['number']}": r for r in csv.DictReader(f)}
+    assert {row["state"] for row in rows.values()} == {"complete", "pruned"}, rows
     for name, trial in trials.items():
-        assert trial.data.tags["ottotrain.trial_state"] == rows[name]["state"] == "complete"
-        assert trial.data.params["train.batch_size"] == rows[name]["train.batch_size"]
+        state = rows[name]["state"]
+        assert trial.data.tags["ottotrain.trial_state"] == state
+        assert trial.info.status == {"complete": "FINISHED", "pruned": "KILLED"}[state]
+        lr = trial.data.params["train.optimizer.learning_rate"]
+        assert lr == rows[name]["train.optimizer.learning_rate"]
         assert trial.data.metrics["value"] == float(rows[name]["value"])
 
 

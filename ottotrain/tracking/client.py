@@ -136,8 +136,8 @@ class Tracker:
         for path in content.files:
             self.call("logging artifacts", "log_artifact", run_id, str(path), artifact_path)
 
-    def existing_children(self, parent: str) -> set[str]:
-        """The names of the child runs a parent has already (a resumed study logs only new ones)."""
+    def existing_children(self, parent: str) -> dict[str, object]:
+        """The child runs a parent has already, by name (MLflow ``Run``s, with their metrics)."""
         found = self.call(
             "listing child runs",
             "search_runs",
@@ -145,7 +145,7 @@ class Tracker:
             filter_string=f"tags.{PARENT_TAG} = '{parent}'",
             max_results=50_000,
         )
-        return {r.info.run_name for r in found or ()}
+        return {r.info.run_name: r for r in found or ()}
 
     def end(self, run_id: str | None, status: str) -> None:
         if run_id is not None:

@@ -57,13 +57,19 @@ def _fit(tracker: Tracker, run_dir: Path, run_id: str) -> None:
 
 
 def _children(tracker: Tracker, parent: str, children: dict[str, tuple[RunContent, str]]) -> None:
-    """One child run per entry (name: its content and how it ended), the ones not logged yet."""
+    """One child run per entry (name: its content and how it ended). A resumed run logs the new
+    ones, and the new scores of those trained again (a stack's changed learner)."""
     logged = tracker.existing_children(parent)
     for name, (content, status) in children.items():
         if name not in logged:
             child = tracker.new_run(name, content.tags, parent=parent)
             tracker.record(child, RunContent(content.params, content.metrics, content.steps))
             tracker.end(child, status)
+            continue
+        run = logged[name]
+        changed = {k: v for k, v in content.metrics.items() if run.data.metrics.get(k) != v}
+        if changed:
+            tracker.record(run.info.run_id, RunContent(metrics=changed))
 
 
 def _cv(tracker: Tracker, run_dir: Path, run_id: str) -> None:
