@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic data and configs, so the suite runs in minutes on 2 cores."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -95,6 +96,13 @@ def cli():
 
 def python_cmd():
     return [sys.executable, "-m", "ottotrain"]
+
+
+def default_sigint() -> None:
+    """A child's ``preexec_fn``: default Ctrl-C handling even when this process was started with
+    SIGINT ignored (a background job of a non-interactive shell, as CI scripts often are):
+    Python then keeps SIGINT ignored, and a Ctrl-C test would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def subprocess_env(tmp):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import error_line, python_cmd, run_cli, subprocess_env, tiny_config
+from tests.conftest import default_sigint, error_line, python_cmd, run_cli, subprocess_env, tiny_config
 
 DASK = str(Path(sys.executable).with_name("dask"))
 FOLDS, SEEDS = 2, 2
@@ -396,7 +396,7 @@ def test_ctrl_c_on_local_workers_is_one_line_and_exit_130(small, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=default_sigint,
         )
     try:
         deadline = time.time() + 180

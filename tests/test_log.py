@@ -10,7 +10,7 @@ import yaml
 
 from ottotrain import log as progress
 from ottotrain.log import Log
-from tests.conftest import python_cmd, subprocess_env
+from tests.conftest import default_sigint, python_cmd, subprocess_env
 
 
 @pytest.fixture
@@ -110,6 +110,7 @@ def test_ctrl_c_during_the_knn_features_prints_one_line_and_exits_130(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     seen = []
     try:

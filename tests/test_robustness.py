@@ -18,22 +18,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, python_cmd, subprocess_env, tiny_config
+from tests.conftest import ROOT, default_sigint, python_cmd, subprocess_env, tiny_config
 from tests.conftest import error_line as _error_line
 
 
 def _start(args, tmp, name):
     out, err = open(tmp / f"{name}.out", "w"), open(tmp / f"{name}.err", "w")
-    # Default Ctrl-C handling in the child even when this process was started with SIGINT
-    # ignored (a background job of a non-interactive shell, as CI scripts often are): Python
-    # then keeps SIGINT ignored and the Ctrl-C tests would test nothing.
     proc = subprocess.Popen(
         [*python_cmd(), *map(str, args)],
         cwd=ROOT,
         env=subprocess_env(tmp),
         stdout=out,
         stderr=err,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     proc.out_path, proc.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
     return proc

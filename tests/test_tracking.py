@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("mlflow")  # the dev extra installs it (CI: always)
 
-from tests.conftest import error_line, run_cli, subprocess_env, tiny_config
+from tests.conftest import default_sigint, error_line, run_cli, subprocess_env, tiny_config
 from tests.mlflow_server import start_mlflow
 from tests.postgres import PASSWORD, USER, start_server
 
@@ -256,7 +256,7 @@ def test_ctrl_c_ends_the_mlflow_run_killed_and_mlflow_stays_out_of_the_training_
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *map(str, args)],
         env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=default_sigint,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while (_epochs_done(run_dir) < 2 or tracking.Record.of(run_dir) is None) and proc.poll() is None:

@@ -19,7 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ottotrain.workflows.tune.storage import hidden, without_password
-from tests.conftest import error_line, python_cmd, run_cli, subprocess_env, tiny_config
+from tests.conftest import default_sigint, error_line, python_cmd, run_cli, subprocess_env, tiny_config
 from tests.postgres import PASSWORD, start_server
 
 KILL_EPOCHS = 40  # a trial long enough (about a second) for a kill to land inside it
@@ -48,6 +48,7 @@ def _spawn(tmp_path, *args, env=None):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 
