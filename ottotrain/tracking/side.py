@@ -1,4 +1,4 @@
-"""The tracking process (``session.tracked`` starts it): MLflow's side of a tracked run.
+"""The tracking process (``session.process`` starts it): MLflow's side of a tracked run.
 
     python -m ottotrain.tracking.side FD
 
@@ -6,9 +6,8 @@ reads pickled messages on stdin: the ``Opening`` (it then imports MLflow and war
 while the command reads its data), the ``Job`` once the run directory exists (end of input
 first: the command failed before, and nothing is tracked), then ``("end", status)``, then (a
 finished run that logs its model) ``("model", path, error)``, the SavedModel the command
-exported. It
-writes pickled replies to the pipe FD: ``("log", line, level)``, ``("started", bool)`` and
-``("done",)`` last. What MLflow would print itself (links, notices) goes nowhere.
+exported. It writes pickled replies to the pipe FD: ``("log", line, level)``, ``("started",
+bool)`` and ``("done",)`` last. What MLflow would print itself (links, notices) goes nowhere.
 """
 
 from __future__ import annotations
